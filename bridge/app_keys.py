@@ -1,0 +1,17 @@
+"""Typed keys for what the application holds."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from bridge.config import Config
+from bridge.upstream import UpstreamClient
+
+CONFIG = web.AppKey("config", Config)
+API_KEYS = web.AppKey("api_keys", dict[str, str])
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
+
+# Per request: the id of the response it created, for the access log.
+RESPONSE_ID = web.RequestKey("response_id", str)

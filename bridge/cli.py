@@ -1,0 +1,90 @@
+"""Command line: `responses-bridge serve | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from bridge import __version__
+from bridge.config import Config, ConfigError, load_config, resolve_api_keys, store_path
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_CONFIG = 3
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="responses-bridge",
+        description="Serve the OpenAI Responses API over a Chat Completions provider.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--config", required=True, metavar="PATH", help="config.toml to use")
+    serve.add_argument("--host", help="listen address (overrides [server] host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides [server] port)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", required=True, metavar="PATH", help="config.toml to check")
+    return parser
+
+
+def _load(path: str) -> tuple[Config, dict[str, str]]:
+    config = load_config(path)
+    return config, resolve_api_keys(config, os.environ)
+
+
+def _check_config(path: str) -> int:
+    config, _ = _load(path)
+    print(f"{path}: ok")
+    print(f"  listen: {config.server.host}:{config.server.port}")
+    print(f"  store: {store_path(config, os.environ)}")
+    for name, provider in config.providers.items():
+        key = f"key from ${provider.api_key_env}" if provider.api_key_env else "no key"
+        print(f"  provider {name}: {provider.base_url} ({key})")
+    for name, model in config.models.items():
+        print(f"  model {name} -> {model.provider}/{config.upstream_model(name)}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bridge.app import create_app
+
+    config, api_keys = _load(args.config)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    logging.getLogger("bridge").info(
+        "responses-bridge %s listening on http://%s:%d/v1 (%d models)",
+        __version__,
+        host,
+        port,
+        len(config.models),
+    )
+    web.run_app(create_app(config, api_keys), host=host, port=port, print=None, access_log=None)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return _check_config(args.config)
+        return _serve(args)
+    except ConfigError as exc:
+        print(f"responses-bridge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG

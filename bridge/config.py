@@ -1,0 +1,166 @@
+"""The bridge's configuration: config.toml parsed into strict msgspec Structs."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file and the key."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Config tables reject keys they do not know, so typos fail loudly."""
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8787
+    # Codex bodies reach several MB with images; 64 MiB leaves room for base64 images.
+    max_request_bytes: int = 64 * 1024 * 1024
+    # Seconds of upstream silence after which a response.in_progress event is sent.
+    heartbeat_interval: float = 10.0
+
+
+class StoreConfig(_Strict):
+    path: str = "bridge.db"
+
+
+class UpstreamConfig(_Strict):
+    connect_timeout: float = 10.0
+    # Longest silence tolerated between two upstream reads (including the wait for the
+    # first byte); there is no total timeout because a stream may last many minutes.
+    idle_timeout: float = 300.0
+    max_connections: int = 100
+
+
+class ProviderConfig(_Strict):
+    base_url: str
+    api_key_env: str | None = None
+    # Send `developer` messages as role developer instead of folding them into system.
+    developer_role: bool = False
+
+
+class ModelConfig(_Strict):
+    provider: str
+    upstream_model: str | None = None
+
+
+class Config(_Strict):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
+    # Where the file was read from; set by load_config, not a TOML key.
+    source: str = "<memory>"
+
+    def upstream_model(self, client_model: str) -> str:
+        """The model name sent upstream for a client model name."""
+        return self.models[client_model].upstream_model or client_model
+
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _key_of(path: str) -> str:
+    """`$.models.x.provider` style paths from msgspec as TOML-ish dotted keys."""
+    return path.lstrip(".") or "(top level)"
+
+
+def parse_config(text: str, source: str = "<memory>") -> Config:
+    """Parse config text; every error names the source and the offending key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    raw.pop("source", None)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH_RE.search(message)
+        if match:
+            key = _key_of(match["path"])
+            message = message[: match.start()]
+            unknown = re.match(r"Object contains unknown field `(.+)`", message)
+            if unknown:
+                full = f"{key}.{unknown[1]}" if key != "(top level)" else unknown[1]
+                raise ConfigError(f"{source}: unknown key `{full}`") from None
+            raise ConfigError(f"{source}: key `{key}`: {message}") from None
+        raise ConfigError(f"{source}: {message}") from None
+    config.source = source
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    src = config.source
+    for name, model in config.models.items():
+        if model.provider not in config.providers:
+            known = ", ".join(sorted(config.providers)) or "none"
+            raise ConfigError(
+                f'{src}: key `models."{name}".provider`: unknown provider '
+                f"{model.provider!r} (configured providers: {known})"
+            )
+    for name, provider in config.providers.items():
+        if not provider.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{src}: key `providers.{name}.base_url`: must start with http:// or https://"
+            )
+    if not 0 < config.server.port < 65536:
+        raise ConfigError(f"{src}: key `server.port`: must be between 1 and 65535")
+    if config.server.heartbeat_interval <= 0:
+        raise ConfigError(f"{src}: key `server.heartbeat_interval`: must be positive")
+    for key in ("connect_timeout", "idle_timeout"):
+        if getattr(config.upstream, key) <= 0:
+            raise ConfigError(f"{src}: key `upstream.{key}`: must be positive")
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    return parse_config(text, source)
+
+
+def resolve_api_keys(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """API keys by provider name, read from the environment variables the config names."""
+    keys: dict[str, str] = {}
+    for name, provider in config.providers.items():
+        if provider.api_key_env is None:
+            continue
+        value = environ.get(provider.api_key_env)
+        if not value:
+            raise ConfigError(
+                f"{config.source}: key `providers.{name}.api_key_env`: environment variable "
+                f"{provider.api_key_env} is not set"
+            )
+        keys[name] = value
+    return keys
+
+
+def state_directory(environ: Mapping[str, str]) -> Path:
+    """$STATE_DIRECTORY (set by systemd) or ~/.local/state/responses-bridge."""
+    configured = environ.get("STATE_DIRECTORY")
+    if configured:
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(configured.split(":")[0])
+    return Path.home() / ".local" / "state" / "responses-bridge"
+
+
+def store_path(config: Config, environ: Mapping[str, str]) -> Path:
+    """The database file: absolute as configured, or relative to the state directory."""
+    path = Path(config.store.path).expanduser()
+    return path if path.is_absolute() else state_directory(environ) / path

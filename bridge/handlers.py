@@ -1,0 +1,179 @@
+"""HTTP handlers: parse, delegate to the translators and the relay, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from bridge.app_keys import CONFIG, RESPONSE_ID, UPSTREAMS
+from bridge.errors import ApiError
+from bridge.relay import encode_frames, relay_turn
+from bridge.translate.request import RequestError, translate_request
+from bridge.translate.stream import StreamTranslator, new_id
+from bridge.wire.events import ResponseEvent, ResponseObject
+from bridge.wire.responses import ResponsesRequest
+
+log = logging.getLogger(__name__)
+
+_REQUEST_DECODER = msgspec.json.Decoder(ResponsesRequest)
+_BODY_ENCODER = msgspec.json.Encoder()
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=_BODY_ENCODER.encode(payload), status=status, content_type="application/json"
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": model.provider}
+        for name, model in config.models.items()
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+def parse_request(body: bytes) -> ResponsesRequest:
+    """The request body as a typed request; ApiError 400 naming the field otherwise."""
+    try:
+        return _REQUEST_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        param = where.rstrip("`").lstrip(".") or None
+        text = f"Invalid value for '{param}': {message}" if param else message
+        raise ApiError(400, text, param=param, code="invalid_value") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _response_template(req: ResponsesRequest) -> ResponseObject:
+    """The response object as it starts: the request's settings echoed, no output yet."""
+    text: dict[str, Any] = {"format": {"type": "text"}}
+    if req.text is not None:
+        text = msgspec.to_builtins(req.text)
+        text.setdefault("format", {"type": "text"})
+    return ResponseObject(
+        id=new_id("resp"),
+        created_at=int(time.time()),
+        model=req.model,
+        instructions=req.instructions,
+        metadata=req.metadata or {},
+        parallel_tool_calls=req.parallel_tool_calls
+        if req.parallel_tool_calls is not None
+        else True,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_output_tokens=req.max_output_tokens,
+        tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
+        tools=req.tools,
+        previous_response_id=req.previous_response_id,
+        reasoning=msgspec.to_builtins(req.reasoning) if req.reasoning else None,
+        text=text,
+        store=req.store if req.store is not None else True,
+        user=req.user,
+    )
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    """POST /v1/responses: translate, relay, and stream (or return) the response."""
+    config = request.app[CONFIG]
+    req = parse_request(await request.read())
+    model = config.models.get(req.model)
+    if model is None:
+        known = ", ".join(sorted(config.models)) or "none configured"
+        raise ApiError(
+            404,
+            f"The model '{req.model}' does not exist. Configured models: {known}",
+            param="model",
+            code="model_not_found",
+        )
+    if req.previous_response_id is not None:
+        raise ApiError(
+            404,
+            f"Previous response with id '{req.previous_response_id}' not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    provider = config.providers[model.provider]
+    try:
+        plan = translate_request(
+            req, config.upstream_model(req.model), developer_role=provider.developer_role
+        )
+    except RequestError as exc:
+        raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
+    for call_id in plan.reasoning_misses:
+        log.debug("no reasoning text for replayed tool call %s", call_id)
+    body = msgspec.json.encode(plan.body)
+    translator = StreamTranslator(
+        _response_template(req),
+        plan.tool_map,
+        include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
+    )
+    upstream = request.app[UPSTREAMS][model.provider]
+    request[RESPONSE_ID] = translator.response.id
+    if not req.stream:
+        return await _respond_whole(upstream, body, translator)
+    return await _respond_stream(
+        request, upstream, body, translator, config.server.heartbeat_interval
+    )
+
+
+async def _respond_whole(upstream: Any, body: bytes, translator: StreamTranslator) -> web.Response:
+    async def discard(events: list[ResponseEvent]) -> None:
+        return None
+
+    error = await relay_turn(upstream, body, translator, discard)
+    if error is not None:
+        raise error
+    return json_response(translator.response)
+
+
+async def _respond_stream(
+    request: web.Request,
+    upstream: Any,
+    body: bytes,
+    translator: StreamTranslator,
+    heartbeat_interval: float,
+) -> web.StreamResponse:
+    response = EventSourceResponse(allow_all_methods=True, sep="\n")
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+
+    async def send(events: list[ResponseEvent]) -> None:
+        nonlocal last_write
+        last_write = loop.time()
+        await response.write(encode_frames(events))
+
+    async def heartbeat() -> None:
+        # Thinking models may be silent for minutes; clients time out on missing events.
+        while True:
+            await asyncio.sleep(max(0.0, last_write + heartbeat_interval - loop.time()))
+            if loop.time() - last_write >= heartbeat_interval:
+                await send([translator.heartbeat()])
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        await send(translator.start())
+        await relay_turn(upstream, body, translator, send)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away; leaving relay_turn closed the upstream request.
+        log.info("client disconnected during %s", translator.response.id)
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        response.stop_streaming()
+    return response

@@ -1,0 +1,124 @@
+"""One turn: the upstream stream read, parsed and translated, events handed to a sink."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import msgspec
+
+from bridge.errors import ApiError
+from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
+from bridge.translate.stream import StreamTranslator
+from bridge.upstream import UpstreamClient, connection_error
+from bridge.wire.chat import CHUNK_DECODER
+from bridge.wire.events import ResponseEvent
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
+
+_DONE = b"[DONE]"
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_frames(events: list[ResponseEvent]) -> bytes:
+    """Events as SSE frames (`event:` and `data:` lines), ready for one write."""
+    buffer = bytearray()
+    for event in events:
+        buffer += event.frame_prefix
+        _ENCODER.encode_into(event, buffer, -1)
+        buffer += b"\n\n"
+    return bytes(buffer)
+
+
+def _malformed(detail: str) -> ApiError:
+    return ApiError(
+        502,
+        f"upstream sent a malformed stream chunk: {detail}",
+        type="server_error",
+        code="server_error",
+    )
+
+
+async def relay_turn(
+    upstream: UpstreamClient,
+    body: bytes,
+    translator: StreamTranslator,
+    sink: EventSink,
+) -> ApiError | None:
+    """Run the upstream request to its end; returns the error the turn failed with, if any.
+
+    The final event (completed, incomplete or failed) always goes to the sink, except when
+    the sink itself fails (the client went away), which propagates.
+    """
+    try:
+        error = await _pump(upstream, body, translator, sink)
+    except ApiError as exc:
+        error = exc
+    if error is not None:
+        await sink(translator.fail(error))
+    return error
+
+
+async def _pump(
+    upstream: UpstreamClient, body: bytes, translator: StreamTranslator, sink: EventSink
+) -> ApiError | None:
+    parser = SSEParser()
+    async with upstream.stream(body) as response:
+        done = False
+        try:
+            async for data in response.content.iter_any():
+                events = parser.feed(data)
+                if events:
+                    produced, done, error = _translate(events, translator)
+                    if produced:
+                        await sink(produced)
+                    if error is not None:
+                        return error
+                    if done:
+                        break
+        except TimeoutError:
+            return ApiError(
+                504,
+                f"upstream sent nothing for {upstream.idle_timeout:g} seconds",
+                type="server_error",
+                code="server_error",
+            )
+        except SSEProtocolError as exc:
+            return _malformed(str(exc))
+        except aiohttp.ClientError as exc:
+            return connection_error(exc, upstream.url)
+        if not done:
+            # A last event without its blank line, then a stream with no [DONE]: fine
+            # when a finish_reason came (a known provider quirk); failed otherwise.
+            produced, done, error = _translate(parser.finish(), translator)
+            if produced:
+                await sink(produced)
+            if error is not None:
+                return error
+    await sink(translator.finish())
+    return None
+
+
+def _translate(
+    events: list[SSEEvent], translator: StreamTranslator
+) -> tuple[list[ResponseEvent], bool, ApiError | None]:
+    """Responses events for one upstream read; whether [DONE] came; the error that ended it.
+
+    Events produced before an error are still returned, so sequence numbers stay gapless.
+    """
+    produced: list[ResponseEvent] = []
+    for event in events:
+        data = event.data
+        if data == _DONE:
+            return produced, True, None
+        try:
+            chunk = CHUNK_DECODER.decode(data)
+            produced.extend(translator.feed(chunk))
+        except msgspec.DecodeError as exc:
+            return produced, False, _malformed(str(exc))
+        except ApiError as exc:
+            return produced, False, exc
+    return produced, False, None

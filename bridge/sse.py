@@ -1,0 +1,134 @@
+"""Incremental Server-Sent Events parser over an upstream byte stream."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["SSEEvent", "SSEParser", "SSEProtocolError"]
+
+_BOM = b"\xef\xbb\xbf"
+_CR = 0x0D
+_LF = 0x0A
+_COLON = 0x3A
+
+
+class SSEProtocolError(ValueError):
+    """The upstream event stream cannot be parsed safely."""
+
+
+class SSEEvent(msgspec.Struct, frozen=True, gc=False):
+    """One dispatched event: its data lines joined with LF, plus its event and id fields."""
+
+    data: bytes
+    event: str | None = None
+    id: str | None = None
+
+
+class SSEParser:
+    """Incremental parser: feed it bytes as they arrive, get complete events back."""
+
+    __slots__ = (
+        "_at_start",
+        "_data",
+        "_event",
+        "_id",
+        "_max_line_bytes",
+        "_pending_cr",
+        "_tail",
+        "_tail_len",
+    )
+
+    def __init__(self, *, max_line_bytes: int = 16 * 1024 * 1024) -> None:
+        self._max_line_bytes = max_line_bytes
+        self._at_start = True
+        self._pending_cr = False
+        self._tail: list[bytes] = []
+        self._tail_len = 0
+        self._data: list[bytes] = []
+        self._event: str | None = None
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Return all events completed by this chunk, in order."""
+        if self._at_start:
+            # Only a BOM prefix is ever held in the tail while at the start.
+            head = b"".join(self._tail) + chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._tail = [head] if head else []
+                return []
+            self._at_start = False
+            self._tail = []
+            chunk = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if not chunk:
+            return []
+        if self._pending_cr:
+            self._pending_cr = False
+            if chunk[0] == _LF:
+                # The LF of a CRLF split across two chunks: the CR already ended the line.
+                chunk = chunk[1:]
+                if not chunk:
+                    return []
+
+        lines = chunk.splitlines()
+        last = chunk[-1]
+        rest: bytes | None = None
+        if last == _CR:
+            self._pending_cr = True
+        elif last != _LF:
+            rest = lines.pop()
+        limit = self._max_line_bytes
+        if self._tail and lines:
+            self._tail.append(lines[0])
+            lines[0] = b"".join(self._tail)
+            self._tail = []
+            self._tail_len = 0
+            if len(lines[0]) > limit:
+                raise SSEProtocolError(f"SSE line longer than {limit} bytes")
+        if rest is not None:
+            self._tail.append(rest)
+            self._tail_len += len(rest)
+            if self._tail_len > limit:
+                raise SSEProtocolError(f"SSE line longer than {limit} bytes")
+        if len(chunk) > limit and any(len(line) > limit for line in lines):
+            raise SSEProtocolError(f"SSE line longer than {limit} bytes")
+        return self._process(lines)
+
+    def finish(self) -> list[SSEEvent]:
+        """Flush a last unterminated line and undispatched event, then reset for a new stream."""
+        lines = [b"".join(self._tail)] if self._tail and not self._at_start else []
+        lines.append(b"")
+        events = self._process(lines)
+        self._at_start = True
+        self._pending_cr = False
+        self._tail = []
+        self._tail_len = 0
+        return events
+
+    def _process(self, lines: list[bytes]) -> list[SSEEvent]:
+        """Apply complete lines to the pending event, collecting the events they dispatch."""
+        events: list[SSEEvent] = []
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(SSEEvent(b"\n".join(data), self._event, self._id))
+                    data.clear()
+                self._event = None
+                self._id = None
+            elif line.startswith(b"data: "):
+                data.append(line[6:])
+            elif line[0] != _COLON:
+                self._field(line)
+        return events
+
+    def _field(self, line: bytes) -> None:
+        """Apply one `name: value` line other than the common `data: ` form."""
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            self._id = value.decode("utf-8", "replace")

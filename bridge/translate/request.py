@@ -1,0 +1,445 @@
+"""Responses request -> Chat Completions request body (pure)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from bridge.translate.reasoning import decode_reasoning
+from bridge.translate.tools import ToolMap, ToolRef, upstream_tool_name
+from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
+from bridge.wire.responses import (
+    ContentPart,
+    CustomTool,
+    CustomToolCallItem,
+    FunctionCallItem,
+    FunctionTool,
+    MessageItem,
+    NamespaceTool,
+    ReasoningItem,
+    ResponsesRequest,
+    ToolOutputItem,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Hosted tools run by OpenAI itself; a Chat Completions upstream cannot run them.
+HOSTED_TOOL_TYPES = frozenset(
+    {
+        "web_search",
+        "web_search_preview",
+        "tool_search",
+        "file_search",
+        "local_shell",
+        "shell",
+        "image_generation",
+        "code_interpreter",
+        "computer_use_preview",
+        "computer",
+        "mcp",
+    }
+)
+# Input items with no Chat Completions equivalent: skipped, the request goes on.
+SKIPPED_ITEM_TYPES = frozenset(
+    {
+        "local_shell_call",
+        "local_shell_call_output",
+        "web_search_call",
+        "file_search_call",
+        "image_generation_call",
+        "code_interpreter_call",
+        "computer_call",
+        "computer_call_output",
+        "tool_search_call",
+        "tool_search_output",
+        "compaction",
+        "item_reference",
+        "mcp_call",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+    }
+)
+TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
+CUSTOM_TOOL_ARGUMENT = "input"
+
+
+class RequestError(Exception):
+    """A request the bridge cannot translate; becomes a 400 naming `param`."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+@dataclass(slots=True)
+class ChatRequestPlan:
+    """The upstream body plus what the stream translator needs to map calls back."""
+
+    body: dict[str, Any]
+    tool_map: ToolMap
+    # call_ids of replayed assistant tool-call turns that carried no reasoning text.
+    reasoning_misses: list[str] = field(default_factory=list)
+
+
+class _ToolType(msgspec.Struct):
+    type: str = "function"
+
+
+_TOOL_TYPE = msgspec.json.Decoder(_ToolType)
+_FUNCTION_TOOL = msgspec.json.Decoder(FunctionTool)
+_CUSTOM_TOOL = msgspec.json.Decoder(CustomTool)
+_NAMESPACE_TOOL = msgspec.json.Decoder(NamespaceTool)
+
+
+def _convert(value: Any, kind: type[T], param: str) -> T:
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        path = param + where.rstrip("`")
+        raise RequestError(f"Invalid {path}: {message}", path) from None
+
+
+def _decode_tool(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw, param: str) -> T:
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        path = param + where.rstrip("`")
+        raise RequestError(f"Invalid {path}: {message}", path) from None
+
+
+def _function_tool(
+    name: str, description: str | None, parameters: dict[str, Any] | None, strict: bool | None
+) -> dict[str, Any]:
+    function: dict[str, Any] = {
+        "name": name,
+        "parameters": parameters or {"type": "object", "properties": {}},
+    }
+    if description:
+        function["description"] = description
+    if strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def _custom_as_function(tool: CustomTool, upstream_name: str) -> dict[str, Any]:
+    """A custom (free-text) tool offered as a function with one string parameter."""
+    description = tool.description or ""
+    fmt = tool.format
+    if fmt is not None and fmt.definition:
+        description += (
+            f"\n\nPass the raw text as `{CUSTOM_TOOL_ARGUMENT}`. It must follow this "
+            f"{fmt.syntax or ''} grammar:\n{fmt.definition}"
+        )
+    parameters = {
+        "type": "object",
+        "properties": {CUSTOM_TOOL_ARGUMENT: {"type": "string", "description": "The raw input."}},
+        "required": [CUSTOM_TOOL_ARGUMENT],
+        "additionalProperties": False,
+    }
+    return _function_tool(upstream_name, description.strip() or None, parameters, None)
+
+
+def translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]], ToolMap]:
+    """Client tools -> upstream function tools, and the map back. Hosted tools are dropped."""
+    tools: list[dict[str, Any]] = []
+    tool_map = ToolMap()
+    for index, raw in enumerate(raw_tools):
+        param = f"tools[{index}]"
+        kind = _decode_tool(_TOOL_TYPE, raw, param).type
+        if kind == "function":
+            fn = _decode_tool(_FUNCTION_TOOL, raw, param)
+            name = tool_map.add(ToolRef(fn.name))
+            tools.append(_function_tool(name, fn.description, fn.parameters, fn.strict))
+        elif kind == "custom":
+            custom = _decode_tool(_CUSTOM_TOOL, raw, param)
+            name = tool_map.add(ToolRef(custom.name, kind="custom"))
+            tools.append(_custom_as_function(custom, name))
+        elif kind == "namespace":
+            namespace = _decode_tool(_NAMESPACE_TOOL, raw, param)
+            for inner_index, inner in enumerate(namespace.tools):
+                inner_param = f"{param}.tools[{inner_index}]"
+                inner_kind = inner.get("type", "function")
+                if inner_kind == "function":
+                    fn = _convert(inner, FunctionTool, inner_param)
+                    name = tool_map.add(ToolRef(fn.name, namespace.name))
+                    tools.append(_function_tool(name, fn.description, fn.parameters, fn.strict))
+                elif inner_kind == "custom":
+                    custom = _convert(inner, CustomTool, inner_param)
+                    name = tool_map.add(ToolRef(custom.name, namespace.name, "custom"))
+                    tools.append(_custom_as_function(custom, name))
+                else:
+                    log.debug(
+                        "dropping %s tool %r in namespace %s",
+                        inner_kind,
+                        inner.get("name"),
+                        namespace.name,
+                    )
+        else:
+            log.debug("dropping %s tool: a Chat Completions upstream cannot run it", kind)
+    return tools, tool_map
+
+
+def translate_tool_choice(choice: str | dict[str, Any] | None, tool_map: ToolMap) -> Any:
+    """tool_choice in Chat Completions form; None when it should be left out."""
+    if choice is None or isinstance(choice, str):
+        return choice
+    kind = choice.get("type")
+    if kind in ("function", "custom") and isinstance(choice.get("name"), str):
+        name = upstream_tool_name(choice["name"], choice.get("namespace"))
+        return {"type": "function", "function": {"name": name}}
+    if kind == "allowed_tools":
+        return choice.get("mode", "auto")
+    # A hosted tool (web_search, ...) was asked for; the upstream cannot run it.
+    return "auto"
+
+
+def _text_of(parts: list[ContentPart], separator: str) -> str:
+    return separator.join(part.text or part.refusal or "" for part in parts)
+
+
+def _content(parts: str | list[ContentPart], param: str) -> str | list[dict[str, Any]]:
+    """Message content: a string when it is all text, else Chat content parts."""
+    if isinstance(parts, str):
+        return parts
+    if all(part.type in TEXT_PART_TYPES or part.type == "refusal" for part in parts):
+        return _text_of(parts, "\n\n")
+    converted: list[dict[str, Any]] = []
+    for index, part in enumerate(parts):
+        if part.type in TEXT_PART_TYPES or part.type == "refusal":
+            converted.append({"type": "text", "text": part.text or part.refusal or ""})
+        elif part.type == "input_image":
+            converted.append(_image_part(part, f"{param}[{index}]"))
+        else:
+            raise RequestError(
+                f"Content part type {part.type!r} is not supported by a Chat Completions upstream",
+                f"{param}[{index}].type",
+            )
+    return converted
+
+
+def _image_part(part: ContentPart, param: str) -> dict[str, Any]:
+    if not part.image_url:
+        raise RequestError(
+            "input_image needs image_url (a URL or a data: URL); file_id needs OpenAI file "
+            "storage, which the upstream does not have",
+            f"{param}.image_url",
+        )
+    image: dict[str, Any] = {"url": part.image_url}
+    if part.detail and part.detail != "auto":
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _reasoning_text(item: ReasoningItem) -> str | None:
+    """Reasoning text from a replayed item: its content, else the bridge's own carrier."""
+    if item.content:
+        text = "".join(part.text for part in item.content)
+        if text:
+            return text
+    if item.encrypted_content:
+        return decode_reasoning(item.encrypted_content)
+    return None
+
+
+class _History:
+    """Builds upstream messages from input items, keeping Chat Completions' pairing rules."""
+
+    def __init__(self, developer_role: bool) -> None:
+        self.developer_role = developer_role
+        self.messages: list[ChatMessage] = []
+        self.reasoning: list[str] = []
+        # The assistant message that further tool calls of the same turn join.
+        self.open_turn: ChatMessage | None = None
+        # Images from tool outputs wait for the run of tool messages to end.
+        self.tool_images: list[dict[str, Any]] = []
+        self.call_ids: set[str] = set()
+        self.reasoning_misses: list[str] = []
+
+    def _flush_tool_images(self) -> None:
+        if self.tool_images:
+            content: list[dict[str, Any]] = [
+                {"type": "text", "text": "Images returned by the tool calls above:"}
+            ]
+            content.extend(self.tool_images)
+            self.messages.append(ChatMessage(role="user", content=content))
+            self.tool_images = []
+
+    def _take_reasoning(self) -> str | None:
+        text = "".join(self.reasoning) if self.reasoning else None
+        self.reasoning = []
+        return text
+
+    def message(self, item: MessageItem, param: str) -> None:
+        self._flush_tool_images()
+        role = item.role
+        if role == "assistant":
+            content: str | list[dict[str, Any]]
+            content = item.content if isinstance(item.content, str) else _text_of(item.content, "")
+            turn = ChatMessage(
+                role="assistant", content=content, reasoning_content=self._take_reasoning()
+            )
+            self.messages.append(turn)
+            self.open_turn = turn
+            return
+        if role == "developer" and not self.developer_role:
+            role = "system"
+        elif role not in ("user", "system", "developer"):
+            raise RequestError(f"Unknown message role {role!r}", f"{param}.role")
+        self.open_turn = None
+        self.reasoning = []
+        self.messages.append(
+            ChatMessage(role=role, content=_content(item.content, param + ".content"))
+        )
+
+    def reasoning_item(self, item: ReasoningItem) -> None:
+        self._flush_tool_images()
+        self.open_turn = None
+        text = _reasoning_text(item)
+        if text:
+            self.reasoning.append(text)
+
+    def tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        self._flush_tool_images()
+        call = ChatToolCall(id=call_id, function=ChatFunctionCall(name=name, arguments=arguments))
+        turn = self.open_turn
+        if turn is None or turn is not self.messages[-1]:
+            turn = ChatMessage(
+                role="assistant", content=None, reasoning_content=self._take_reasoning()
+            )
+            self.messages.append(turn)
+            self.open_turn = turn
+        if turn.tool_calls is None:
+            turn.tool_calls = []
+        turn.tool_calls.append(call)
+        if turn.reasoning_content is None and len(turn.tool_calls) == 1:
+            self.reasoning_misses.append(call_id)
+        self.call_ids.add(call_id)
+
+    def tool_output(self, item: ToolOutputItem, param: str) -> None:
+        if item.call_id not in self.call_ids:
+            # Chat Completions rejects a tool message with no matching call; such orphans
+            # come from clients that trimmed their history.
+            log.warning("skipping tool output for unknown call_id %s", item.call_id)
+            return
+        self.open_turn = None
+        output = item.output
+        if isinstance(output, str):
+            text = output
+        else:
+            text = _text_of([p for p in output if p.type in TEXT_PART_TYPES], "\n")
+            for index, part in enumerate(output):
+                if part.type == "input_image" and part.image_url:
+                    self.tool_images.append(_image_part(part, f"{param}.output[{index}]"))
+        self.messages.append(ChatMessage(role="tool", content=text, tool_call_id=item.call_id))
+
+    def finish(self) -> list[ChatMessage]:
+        self._flush_tool_images()
+        return self.messages
+
+
+def _arguments_or_empty_object(arguments: str) -> str:
+    # Zero-argument calls come back from some upstreams with "" arguments; every upstream
+    # accepts "{}" on replay, several reject "".
+    return arguments if arguments.strip() else "{}"
+
+
+def translate_input(
+    request: ResponsesRequest, developer_role: bool = False
+) -> tuple[list[ChatMessage], list[str]]:
+    """Instructions and input items -> upstream messages, plus reasoning misses."""
+    history = _History(developer_role)
+    if request.instructions:
+        history.messages.append(ChatMessage(role="system", content=request.instructions))
+    items = request.input
+    if isinstance(items, str):
+        history.messages.append(ChatMessage(role="user", content=items))
+        return history.finish(), []
+    for index, raw in enumerate(items):
+        param = f"input[{index}]"
+        if not isinstance(raw, dict):
+            raise RequestError(f"{param} must be an object", param)
+        kind = raw.get("type") or ("message" if "role" in raw else None)
+        if kind == "message":
+            history.message(_convert(raw, MessageItem, param), param)
+        elif kind == "reasoning":
+            history.reasoning_item(_convert(raw, ReasoningItem, param))
+        elif kind == "function_call":
+            call = _convert(raw, FunctionCallItem, param)
+            name = upstream_tool_name(call.name, call.namespace)
+            history.tool_call(call.call_id, name, _arguments_or_empty_object(call.arguments))
+        elif kind == "custom_tool_call":
+            custom = _convert(raw, CustomToolCallItem, param)
+            arguments = msgspec.json.encode({CUSTOM_TOOL_ARGUMENT: custom.input}).decode()
+            history.tool_call(custom.call_id, upstream_tool_name(custom.name, None), arguments)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            history.tool_output(_convert(raw, ToolOutputItem, param), param)
+        elif kind in SKIPPED_ITEM_TYPES:
+            log.debug("skipping %s input item: no Chat Completions equivalent", kind)
+        elif kind is None:
+            raise RequestError(f"{param} has no type", f"{param}.type")
+        else:
+            log.debug("skipping unknown input item type %r", kind)
+    return history.finish(), history.reasoning_misses
+
+
+def _response_format(request: ResponsesRequest) -> dict[str, Any] | None:
+    fmt = request.text.format if request.text else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if fmt.type == "json_schema":
+        if fmt.schema is None or not fmt.name:
+            raise RequestError("text.format json_schema needs name and schema", "text.format")
+        schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema}
+        if fmt.description:
+            schema["description"] = fmt.description
+        if fmt.strict is not None:
+            schema["strict"] = fmt.strict
+        return {"type": "json_schema", "json_schema": schema}
+    raise RequestError(f"Unknown text.format type {fmt.type!r}", "text.format.type")
+
+
+def translate_request(
+    request: ResponsesRequest, upstream_model: str, *, developer_role: bool = False
+) -> ChatRequestPlan:
+    """The whole upstream body for a Responses request; always a streaming request."""
+    messages, misses = translate_input(request, developer_role)
+    if not messages:
+        raise RequestError("input is empty: there is nothing to send", "input")
+    tools, tool_map = translate_tools(request.tools)
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if tools:
+        body["tools"] = tools
+        choice = translate_tool_choice(request.tool_choice, tool_map)
+        if choice is not None:
+            body["tool_choice"] = choice
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.max_output_tokens is not None:
+        body["max_tokens"] = request.max_output_tokens
+    if request.reasoning is not None and request.reasoning.effort:
+        body["reasoning_effort"] = request.reasoning.effort
+    response_format = _response_format(request)
+    if response_format is not None:
+        body["response_format"] = response_format
+    if request.user:
+        body["user"] = request.user
+    return ChatRequestPlan(body=body, tool_map=tool_map, reasoning_misses=misses)

@@ -1,0 +1,459 @@
+"""Chat Completions chunks -> Responses stream events: a pure state machine.
+
+Every item is announced (output_item.added) before its deltas and closed with its done
+events; `output_index` grows by one per item and `sequence_number` by one per event.
+Reasoning and text are single open items that close when the stream switches to another
+kind of output; tool calls stay open until the stream ends, because a provider may
+interleave the argument chunks of parallel calls.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from bridge.errors import ApiError, upstream_error
+from bridge.translate.partial_json import StringFieldStream, custom_tool_input
+from bridge.translate.reasoning import encode_reasoning
+from bridge.translate.tools import ToolMap
+from bridge.wire.chat import ChatChunk, ChatUsage, ToolCallDelta
+from bridge.wire.events import (
+    ContentPartAdded,
+    ContentPartDone,
+    CustomToolCallInputDelta,
+    CustomToolCallInputDone,
+    CustomToolCallOutput,
+    FunctionCallArgumentsDelta,
+    FunctionCallArgumentsDone,
+    FunctionCallOutput,
+    IncompleteDetails,
+    InputTokensDetails,
+    MessageOutput,
+    OutputItemAdded,
+    OutputItemDone,
+    OutputTextDelta,
+    OutputTextDone,
+    OutputTextPart,
+    OutputTokensDetails,
+    ReasoningOutput,
+    ReasoningTextDelta,
+    ReasoningTextDone,
+    ReasoningTextPart,
+    ResponseCompleted,
+    ResponseCreated,
+    ResponseError,
+    ResponseEvent,
+    ResponseFailed,
+    ResponseIncomplete,
+    ResponseInProgress,
+    ResponseObject,
+    Usage,
+)
+
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as `resp_…`, `msg_…`, `fc_…`."""
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def convert_usage(usage: ChatUsage | None) -> Usage:
+    """Chat usage -> Responses usage, every field present."""
+    if usage is None:
+        return Usage()
+    prompt = usage.prompt_tokens or 0
+    completion = usage.completion_tokens or 0
+    details = usage.prompt_tokens_details
+    cached = details.cached_tokens if details and details.cached_tokens is not None else None
+    if cached is None:
+        cached = usage.prompt_cache_hit_tokens or 0
+    reasoning = usage.completion_tokens_details
+    return Usage(
+        input_tokens=prompt,
+        input_tokens_details=InputTokensDetails(cached_tokens=cached),
+        output_tokens=completion,
+        output_tokens_details=OutputTokensDetails(
+            reasoning_tokens=(reasoning.reasoning_tokens or 0) if reasoning else 0
+        ),
+        total_tokens=usage.total_tokens or prompt + completion,
+    )
+
+
+@dataclass(slots=True)
+class _Text:
+    """An open reasoning or message item and its accumulated text."""
+
+    item: ReasoningOutput | MessageOutput
+    output_index: int
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Call:
+    """A tool call being streamed, keyed by the upstream's tool-call index."""
+
+    upstream_id: str | None
+    upstream_name: str | None
+    arguments: list[str] = field(default_factory=list)
+    item: FunctionCallOutput | CustomToolCallOutput | None = None
+    output_index: int = -1
+    input_stream: StringFieldStream | None = None
+    streamed_input: list[str] = field(default_factory=list)
+    done: bool = False
+
+
+class StreamTranslator:
+    """Feeds on parsed upstream chunks, returns the Responses events each one produces."""
+
+    def __init__(
+        self,
+        response: ResponseObject,
+        tool_map: ToolMap,
+        *,
+        include_encrypted_reasoning: bool = False,
+    ) -> None:
+        self.response = response
+        self._tool_map = tool_map
+        self._include_encrypted = include_encrypted_reasoning
+        self._seq = 0
+        self._events: list[ResponseEvent] = []
+        self._reasoning: _Text | None = None
+        self._message: _Text | None = None
+        self._calls: dict[int, _Call] = {}
+        self._finish_reason: str | None = None
+        self._usage: ChatUsage | None = None
+        self.finished = False
+
+    # -- public API ---------------------------------------------------------------
+
+    def start(self) -> list[ResponseEvent]:
+        """response.created and response.in_progress, sent before the upstream answers."""
+        self._emit(ResponseCreated(response=self._snapshot()))
+        self._emit(ResponseInProgress(response=self._snapshot()))
+        return self._take()
+
+    def heartbeat(self) -> ResponseEvent:
+        """An event for long upstream silences; Codex's idle timer counts only events."""
+        event = ResponseInProgress(response=self._snapshot(), sequence_number=self._seq)
+        self._seq += 1
+        return event
+
+    def feed(self, chunk: ChatChunk) -> list[ResponseEvent]:
+        """Events for one upstream chunk. Raises ApiError for an error inside the stream."""
+        if chunk.error is not None:
+            err = chunk.error
+            raise upstream_error(None, err.message or "error in stream", err.code)
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning:
+                    self._reasoning_delta(reasoning)
+                text = delta.content or delta.refusal
+                if text:
+                    self._text_delta(text)
+                if delta.tool_calls:
+                    for call_delta in delta.tool_calls:
+                        self._tool_call_delta(call_delta)
+            if choice.finish_reason:
+                self._finish_reason = choice.finish_reason
+        return self._take()
+
+    @property
+    def saw_finish_reason(self) -> bool:
+        return self._finish_reason is not None
+
+    def finish(self) -> list[ResponseEvent]:
+        """Close every item and end with completed or incomplete; failed without a finish."""
+        if self._finish_reason is None:
+            return self.fail(
+                ApiError(
+                    502,
+                    "upstream stream ended without a finish_reason: the answer is incomplete",
+                    type="server_error",
+                    code="server_error",
+                )
+            )
+        self._close_text()
+        for call in sorted(self._calls.values(), key=lambda c: c.output_index):
+            self._close_call(call)
+        self.response.usage = convert_usage(self._usage)
+        self.response.completed_at = int(time.time())
+        reason = INCOMPLETE_REASONS.get(self._finish_reason)
+        self.finished = True
+        if reason is not None:
+            self.response.status = "incomplete"
+            self.response.incomplete_details = IncompleteDetails(reason=reason)
+            self._emit(ResponseIncomplete(response=self.response))
+        else:
+            self.response.status = "completed"
+            self._emit(ResponseCompleted(response=self.response))
+        return self._take()
+
+    def fail(self, error: ApiError) -> list[ResponseEvent]:
+        """End with response.failed; open items are not completed (their output is partial)."""
+        self._events.clear()
+        self.finished = True
+        self.response.status = "failed"
+        self.response.error = ResponseError(
+            code=error.code or "server_error", message=error.message
+        )
+        if self._usage is not None:
+            self.response.usage = convert_usage(self._usage)
+        self._emit(ResponseFailed(response=self.response))
+        return self._take()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _emit(self, event: ResponseEvent) -> None:
+        event.sequence_number = self._seq
+        self._seq += 1
+        self._events.append(event)
+
+    def _take(self) -> list[ResponseEvent]:
+        events = self._events
+        self._events = []
+        return events
+
+    def _snapshot(self) -> ResponseObject:
+        # In-progress events carry the response without its output: events may be encoded
+        # after later chunks changed the live object, and the SDK keeps the output it has
+        # already accumulated from the item events.
+        return msgspec.structs.replace(self.response, output=[], usage=None)
+
+    def _add_item(
+        self, item: ReasoningOutput | MessageOutput | FunctionCallOutput | CustomToolCallOutput
+    ) -> int:
+        index = len(self.response.output)
+        self.response.output.append(item)
+        # A copy: the live item changes before this event may be encoded. Item fields are
+        # only ever reassigned, never mutated in place, so a shallow copy is a snapshot.
+        self._emit(OutputItemAdded(output_index=index, item=msgspec.structs.replace(item)))
+        return index
+
+    def _reasoning_delta(self, text: str) -> None:
+        current = self._reasoning
+        if current is None:
+            self._close_message()
+            item = ReasoningOutput(id=new_id("rs"))
+            index = self._add_item(item)
+            self._emit(
+                ContentPartAdded(
+                    item_id=item.id,
+                    output_index=index,
+                    content_index=0,
+                    part=ReasoningTextPart(text=""),
+                )
+            )
+            current = self._reasoning = _Text(item, index)
+        current.parts.append(text)
+        self._emit(
+            ReasoningTextDelta(
+                item_id=current.item.id,
+                output_index=current.output_index,
+                content_index=0,
+                delta=text,
+            )
+        )
+
+    def _text_delta(self, text: str) -> None:
+        current = self._message
+        if current is None:
+            self._close_reasoning()
+            item = MessageOutput(id=new_id("msg"))
+            index = self._add_item(item)
+            self._emit(
+                ContentPartAdded(
+                    item_id=item.id,
+                    output_index=index,
+                    content_index=0,
+                    part=OutputTextPart(text=""),
+                )
+            )
+            current = self._message = _Text(item, index)
+        current.parts.append(text)
+        self._emit(
+            OutputTextDelta(
+                item_id=current.item.id,
+                output_index=current.output_index,
+                content_index=0,
+                delta=text,
+            )
+        )
+
+    def _close_reasoning(self) -> None:
+        current = self._reasoning
+        if current is None:
+            return
+        self._reasoning = None
+        item = current.item
+        assert isinstance(item, ReasoningOutput)
+        text = "".join(current.parts)
+        part = ReasoningTextPart(text=text)
+        self._emit(
+            ReasoningTextDone(
+                item_id=item.id, output_index=current.output_index, content_index=0, text=text
+            )
+        )
+        self._emit(
+            ContentPartDone(
+                item_id=item.id, output_index=current.output_index, content_index=0, part=part
+            )
+        )
+        item.content = [part]
+        if self._include_encrypted:
+            item.encrypted_content = encode_reasoning(text)
+        item.status = "completed"
+        self._emit(OutputItemDone(output_index=current.output_index, item=item))
+
+    def _close_message(self) -> None:
+        current = self._message
+        if current is None:
+            return
+        self._message = None
+        item = current.item
+        assert isinstance(item, MessageOutput)
+        text = "".join(current.parts)
+        part = OutputTextPart(text=text)
+        self._emit(
+            OutputTextDone(
+                item_id=item.id, output_index=current.output_index, content_index=0, text=text
+            )
+        )
+        self._emit(
+            ContentPartDone(
+                item_id=item.id, output_index=current.output_index, content_index=0, part=part
+            )
+        )
+        item.content = [part]
+        item.status = "completed"
+        self._emit(OutputItemDone(output_index=current.output_index, item=item))
+
+    def _close_text(self) -> None:
+        self._close_reasoning()
+        self._close_message()
+
+    def _tool_call_delta(self, delta: ToolCallDelta) -> None:
+        self._close_text()
+        fn = delta.function
+        call = self._calls.get(delta.index)
+        if (
+            call is not None
+            and delta.id
+            and call.upstream_id
+            and delta.id != call.upstream_id
+            and fn is not None
+            and fn.name
+        ):
+            # A new call reusing an index (some servers send every call at index 0).
+            call = None
+            delta = ToolCallDelta(index=max(self._calls) + 1, id=delta.id, function=fn)
+        if call is None:
+            call = _Call(upstream_id=delta.id, upstream_name=None)
+            self._calls[delta.index] = call
+        if delta.id and not call.upstream_id:
+            call.upstream_id = delta.id
+        if fn is not None and fn.name and call.item is None:
+            call.upstream_name = (call.upstream_name or "") + fn.name
+        if call.item is None and call.upstream_name:
+            self._announce(call)
+        if fn is not None and fn.arguments:
+            call.arguments.append(fn.arguments)
+            if call.item is not None:
+                self._arguments_delta(call, fn.arguments)
+
+    def _announce(self, call: _Call) -> None:
+        assert call.upstream_name is not None
+        ref = self._tool_map.resolve(call.upstream_name)
+        call_id = call.upstream_id or new_id("call")
+        call.upstream_id = call_id
+        item: FunctionCallOutput | CustomToolCallOutput
+        if ref.kind == "custom":
+            item = CustomToolCallOutput(
+                id=new_id("ctc"), call_id=call_id, name=ref.name, namespace=ref.namespace
+            )
+            call.input_stream = StringFieldStream()
+        else:
+            item = FunctionCallOutput(
+                id=new_id("fc"), call_id=call_id, name=ref.name, namespace=ref.namespace
+            )
+        call.item = item
+        call.output_index = self._add_item(item)
+        if call.arguments:
+            self._arguments_delta(call, "".join(call.arguments))
+
+    def _arguments_delta(self, call: _Call, fragment: str) -> None:
+        item = call.item
+        assert item is not None
+        if call.input_stream is None:
+            self._emit(
+                FunctionCallArgumentsDelta(
+                    item_id=item.id, output_index=call.output_index, delta=fragment
+                )
+            )
+            return
+        text = call.input_stream.feed(fragment)
+        if text:
+            call.streamed_input.append(text)
+            self._emit(
+                CustomToolCallInputDelta(
+                    item_id=item.id, output_index=call.output_index, delta=text
+                )
+            )
+
+    def _close_call(self, call: _Call) -> None:
+        if call.done:
+            return
+        call.done = True
+        if call.item is None:
+            # A call whose name never arrived cannot be routed by the client.
+            call.upstream_name = call.upstream_name or "unknown_tool"
+            self._announce(call)
+        item = call.item
+        assert item is not None
+        arguments = "".join(call.arguments)
+        if isinstance(item, CustomToolCallOutput):
+            final = custom_tool_input(arguments)
+            streamed = "".join(call.streamed_input)
+            if final.startswith(streamed) and len(final) > len(streamed):
+                self._emit(
+                    CustomToolCallInputDelta(
+                        item_id=item.id,
+                        output_index=call.output_index,
+                        delta=final[len(streamed) :],
+                    )
+                )
+            item.input = final
+            self._emit(
+                CustomToolCallInputDone(
+                    item_id=item.id, output_index=call.output_index, input=final
+                )
+            )
+        else:
+            if not arguments.strip():
+                # Zero-argument calls arrive with "" from some providers; "{}" parses.
+                arguments = "{}"
+                self._emit(
+                    FunctionCallArgumentsDelta(
+                        item_id=item.id, output_index=call.output_index, delta=arguments
+                    )
+                )
+            item.arguments = arguments
+            self._emit(
+                FunctionCallArgumentsDone(
+                    item_id=item.id,
+                    output_index=call.output_index,
+                    name=item.name,
+                    arguments=arguments,
+                )
+            )
+        item.status = "completed"
+        self._emit(OutputItemDone(output_index=call.output_index, item=item))

@@ -1,0 +1,109 @@
+"""The Chat Completions provider on the other side, over the process's shared session."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import msgspec
+
+from bridge.config import ProviderConfig, UpstreamConfig
+from bridge.errors import ApiError, parse_retry_after, upstream_error
+from bridge.wire.chat import ERROR_DECODER
+
+log = logging.getLogger(__name__)
+
+# The most of an upstream error body read to find its message.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def connection_error(exc: BaseException, url: str) -> ApiError:
+    """A failure to reach the provider, as a client-facing error."""
+    if isinstance(exc, TimeoutError):
+        return ApiError(
+            504,
+            f"upstream did not answer in time ({url})",
+            type="server_error",
+            code="server_error",
+        )
+    return ApiError(
+        502, f"upstream unreachable ({url}): {exc}", type="server_error", code="server_error"
+    )
+
+
+def error_message(body: bytes) -> tuple[str, str | int | None]:
+    """The message and code of an upstream error body, whatever its shape."""
+    try:
+        envelope = ERROR_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return body.decode("utf-8", "replace").strip()[:2000], None
+    error = envelope.error
+    if isinstance(error, str):
+        return error, None
+    if error is not None and error.message:
+        return error.message, error.code
+    message = envelope.message or envelope.detail
+    if message:
+        return message, None
+    return body.decode("utf-8", "replace").strip()[:2000], None
+
+
+class UpstreamClient:
+    """One configured provider: its URL, credentials and timeouts."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        name: str,
+        provider: ProviderConfig,
+        api_key: str | None,
+        settings: UpstreamConfig,
+    ) -> None:
+        self.name = name
+        self.url = provider.base_url.rstrip("/") + "/chat/completions"
+        self._session = session
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        # sock_read bounds every read, the wait for the response headers included: it is
+        # the idle time between upstream chunks. There is no total timeout on a stream.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout,
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.idle_timeout,
+        )
+        self.idle_timeout = settings.idle_timeout
+
+    @asynccontextmanager
+    async def stream(self, body: bytes) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST a streaming chat request; yields the 200 response, raises ApiError otherwise."""
+        try:
+            response = await self._session.post(
+                self.url, data=body, headers=self._headers, timeout=self._timeout
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error(exc, self.url) from None
+        try:
+            if response.status != 200:
+                try:
+                    payload = await response.content.read(ERROR_BODY_LIMIT)
+                except (aiohttp.ClientError, TimeoutError):
+                    payload = b""
+                message, code = error_message(payload)
+                log.info("upstream %s answered %s: %s", self.name, response.status, message)
+                raise upstream_error(
+                    response.status,
+                    message or f"HTTP {response.status}",
+                    code,
+                    parse_retry_after(response.headers.get("Retry-After")),
+                )
+            yield response
+        finally:
+            # close(), not release(): an unfinished stream must not go back to the pool.
+            if not response.content.at_eof():
+                response.close()
+            else:
+                response.release()

@@ -1,0 +1,1 @@
+"""Wire shapes: the JSON that crosses the client and upstream connections."""

@@ -1,0 +1,105 @@
+"""Chat Completions shapes: the messages the bridge sends and the chunks it reads back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# ---- what the bridge sends upstream -------------------------------------------------
+
+
+class ChatFunctionCall(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ChatToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    function: ChatFunctionCall
+    type: str = "function"
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One upstream message; unset optional fields are left out of the JSON."""
+
+    role: str
+    # Always sent (null for an assistant message that only calls tools).
+    content: str | list[dict[str, Any]] | None
+    tool_calls: list[ChatToolCall] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+
+# ---- what comes back in a stream ----------------------------------------------------
+
+
+class FunctionDelta(msgspec.Struct, kw_only=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, kw_only=True):
+    index: int = 0
+    id: str | None = None
+    function: FunctionDelta | None = None
+
+
+class ChunkDelta(msgspec.Struct, kw_only=True):
+    content: str | None = None
+    reasoning_content: str | None = None
+    # vLLM, Ollama and OpenRouter call the reasoning text `reasoning`.
+    reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    refusal: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    delta: ChunkDelta | None = None
+    finish_reason: str | None = None
+
+
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int | None = None
+
+
+class CompletionTokensDetails(msgspec.Struct, kw_only=True):
+    reasoning_tokens: int | None = None
+
+
+class ChatUsage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    # DeepSeek reports cache hits here, sometimes instead of prompt_tokens_details.
+    prompt_cache_hit_tokens: int | None = None
+
+
+class UpstreamErrorBody(msgspec.Struct, kw_only=True):
+    message: str | None = None
+    type: str | None = None
+    code: str | int | None = None
+    param: str | None = None
+
+
+class ChatChunk(msgspec.Struct, kw_only=True):
+    """One `data:` payload of an upstream stream; unknown fields are ignored."""
+
+    choices: list[ChunkChoice] = []
+    usage: ChatUsage | None = None
+    error: UpstreamErrorBody | None = None
+
+
+class UpstreamErrorEnvelope(msgspec.Struct, kw_only=True):
+    """The body of an upstream HTTP error: `{"error": {...}}`, or a bare message."""
+
+    error: UpstreamErrorBody | str | None = None
+    message: str | None = None
+    detail: str | None = None
+
+
+CHUNK_DECODER = msgspec.json.Decoder(ChatChunk)
+ERROR_DECODER = msgspec.json.Decoder(UpstreamErrorEnvelope)

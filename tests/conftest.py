@@ -1,0 +1,49 @@
+"""Fixtures: the fake upstream and the bridge in front of it, both real aiohttp servers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.app import create_app
+from bridge.config import Config, parse_config
+from tests.fake_upstream import FakeUpstream
+
+MODEL = "deepseek-v4-pro"
+
+
+def bridge_config(upstream_url: str) -> Config:
+    """A config for the bridge in front of a fake upstream at `upstream_url`."""
+    return parse_config(
+        f"""
+[upstream]
+idle_timeout = 5.0
+connect_timeout = 2.0
+
+[providers.fake]
+base_url = "{upstream_url}/v1"
+
+[models."{MODEL}"]
+provider = "fake"
+upstream_model = "fake-thinker"
+""",
+        "test-config.toml",
+    )
+
+
+@pytest.fixture
+async def fake_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> FakeUpstream:
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+async def bridge(
+    fake_upstream: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> TestClient:
+    app = create_app(bridge_config(fake_upstream.url))
+    return await aiohttp_client(app)

@@ -1,0 +1,182 @@
+"""A scripted, strict Chat Completions server that streams like a thinking model."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+DEEPSEEK_MISSING_REASONING = (
+    "The `reasoning_content` in the thinking mode must be passed back to the API."
+)
+
+
+@dataclass
+class Reply:
+    """One scripted answer: SSE frames streamed, or an HTTP error."""
+
+    frames: list[bytes] = field(default_factory=list)
+    status: int = 200
+    error_body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_before: float = 0.0
+    # Pause between frames (seconds), to exercise idle handling.
+    frame_delay: float = 0.0
+
+
+def sse(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def chunk(delta: dict[str, Any] | None = None, finish_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "fake-thinker",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(
+    prompt: int = 11, completion: int = 7, cached: int = 3, reasoning: int = 2
+) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        },
+    }
+
+
+def thinking_text_reply(reasoning: list[str], text: list[str]) -> Reply:
+    """Reasoning deltas, then content deltas, then finish and a usage chunk."""
+    frames = [sse(chunk({"role": "assistant", "content": None, "reasoning_content": ""}))]
+    frames += [sse(chunk({"reasoning_content": part})) for part in reasoning]
+    frames += [sse(chunk({"content": part})) for part in text]
+    frames += [sse(chunk(finish_reason="stop")), sse(usage_chunk()), DONE]
+    return Reply(frames)
+
+
+def tool_call_reply(
+    reasoning: str, calls: list[tuple[str, str, list[str]]], text: str | None = None
+) -> Reply:
+    """Reasoning, optional text, then tool calls keyed by index: id and name only first."""
+    frames = [sse(chunk({"role": "assistant", "reasoning_content": reasoning}))]
+    if text:
+        frames.append(sse(chunk({"content": text})))
+    for index, (call_id, name, argument_parts) in enumerate(calls):
+        frames.append(
+            sse(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+        )
+        for part in argument_parts:
+            frames.append(
+                sse(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "function": {"arguments": part},
+                                }
+                            ]
+                        }
+                    )
+                )
+            )
+    frames += [sse(chunk(finish_reason="tool_calls")), sse(usage_chunk()), DONE]
+    return Reply(frames)
+
+
+class FakeUpstream:
+    """Serves scripted replies in order and records what it was sent."""
+
+    def __init__(self) -> None:
+        self.url = ""  # set once the test server is up
+        self.replies: list[Reply] = []
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self._handle)
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def _validate(self, body: dict[str, Any]) -> str | None:
+        """The strict checks a thinking-mode provider makes; an error message or None."""
+        pending: set[str] = set()
+        for index, message in enumerate(body.get("messages", [])):
+            role = message.get("role")
+            if role not in ("system", "user", "assistant", "tool", "developer"):
+                return f"invalid role at message index {index}"
+            if pending and role != "tool":
+                return f"tool_calls without tool messages before message index {index}"
+            if role == "assistant" and message.get("tool_calls"):
+                if not message.get("reasoning_content"):
+                    return DEEPSEEK_MISSING_REASONING
+                pending = {call["id"] for call in message["tool_calls"]}
+            if role == "tool":
+                if message.get("tool_call_id") not in pending:
+                    return f"tool message at index {index} answers no pending tool call"
+                pending.discard(message["tool_call_id"])
+        if pending:
+            return "tool_calls without tool messages at the end"
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        problem = self._validate(body)
+        if problem is not None:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": problem,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_request_error",
+                    }
+                },
+                status=400,
+            )
+        if not self.replies:
+            return web.json_response({"error": {"message": "no scripted reply"}}, status=500)
+        reply = self.replies.pop(0)
+        if reply.delay_before:
+            await asyncio.sleep(reply.delay_before)
+        if reply.status != 200:
+            return web.json_response(reply.error_body, status=reply.status, headers=reply.headers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for frame in reply.frames:
+            if reply.frame_delay:
+                await asyncio.sleep(reply.frame_delay)
+            await response.write(frame)
+        await response.write_eof()
+        return response

@@ -1,0 +1,359 @@
+"""The running service against the fake upstream: streams, replays, errors, timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from bridge.app import create_app
+from bridge.sse import SSEParser
+from tests.conftest import MODEL, bridge_config
+from tests.fake_upstream import (
+    DEEPSEEK_MISSING_REASONING,
+    DONE,
+    FakeUpstream,
+    Reply,
+    chunk,
+    sse,
+    thinking_text_reply,
+    tool_call_reply,
+    usage_chunk,
+)
+
+TOOLS = [
+    {
+        "type": "function",
+        "name": "exec_command",
+        "description": "Run a shell command.",
+        "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}},
+    }
+]
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    parser = SSEParser()
+    events = parser.feed(await response.read()) + parser.finish()
+    return [json.loads(event.data) for event in events]
+
+
+async def post(bridge: TestClient, **body: Any) -> ClientResponse:
+    return await bridge.post("/v1/responses", json={"model": MODEL, **body})
+
+
+async def test_streams_reasoning_and_text(bridge: TestClient, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.script(thinking_text_reply(["Let me ", "think."], ["Hello", ", world"]))
+    events = await read_events(await post(bridge, input="hi", stream=True))
+    types = [e["type"] for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == "Hello, world"
+    reasoning = [e["delta"] for e in events if e["type"] == "response.reasoning_text.delta"]
+    assert "".join(reasoning) == "Let me think."
+    sent = fake_upstream.requests[0]
+    assert sent["model"] == "fake-thinker"
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert events[-1]["response"]["model"] == MODEL
+
+
+async def test_non_streaming_returns_the_completed_response(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(thinking_text_reply(["hmm"], ["Answer"]))
+    response = await post(bridge, input="hi")
+    assert response.status == 200
+    body = await response.json()
+    assert body["object"] == "response" and body["status"] == "completed"
+    assert body["output"][1]["content"][0]["text"] == "Answer"
+    assert body["usage"]["total_tokens"] == 18
+
+
+async def test_tool_call_round_trip_replays_reasoning(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    """The thinking-model rule: a replayed tool-call turn must carry its reasoning."""
+    fake_upstream.script(
+        tool_call_reply(
+            "I should list files.", [("call_1", "exec_command", ['{"cmd"', ': "ls"}'])]
+        ),
+        thinking_text_reply(["Done."], ["There is one file."]),
+    )
+    first = await read_events(
+        await post(
+            bridge,
+            input=[{"role": "user", "content": "list files"}],
+            tools=TOOLS,
+            stream=True,
+            include=["reasoning.encrypted_content"],
+        )
+    )
+    output = first[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["reasoning", "function_call"]
+    call = output[1]
+    assert (call["call_id"], call["name"], call["arguments"]) == (
+        "call_1",
+        "exec_command",
+        '{"cmd": "ls"}',
+    )
+    # Replay as Codex does: the items verbatim, plus the tool's output.
+    replay = [
+        {"role": "user", "content": "list files"},
+        *output,
+        {"type": "function_call_output", "call_id": "call_1", "output": "a.txt"},
+    ]
+    second = await read_events(await post(bridge, input=replay, tools=TOOLS, stream=True))
+    assert second[-1]["type"] == "response.completed"
+    assistant = fake_upstream.requests[1]["messages"][1]
+    assert assistant["reasoning_content"] == "I should list files."
+    assert assistant["tool_calls"][0]["id"] == "call_1"
+
+
+async def test_replay_with_only_encrypted_content_still_carries_reasoning(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(
+        tool_call_reply("secret steps", [("call_9", "exec_command", ["{}"])]),
+        thinking_text_reply(["ok"], ["fine"]),
+    )
+    first = await (
+        await post(bridge, input="go", tools=TOOLS, include=["reasoning.encrypted_content"])
+    ).json()
+    reasoning, call = first["output"]
+    reasoning.pop("content")  # older Codex builds drop content on replay
+    replay = [
+        {"role": "user", "content": "go"},
+        reasoning,
+        call,
+        {"type": "function_call_output", "call_id": "call_9", "output": "x"},
+    ]
+    response = await post(bridge, input=replay, tools=TOOLS)
+    assert response.status == 200, await response.text()
+    assert fake_upstream.requests[1]["messages"][1]["reasoning_content"] == "secret steps"
+
+
+async def test_missing_reasoning_surfaces_the_providers_error(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    replay = [
+        {"role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "x"},
+    ]
+    events = await read_events(await post(bridge, input=replay, tools=TOOLS, stream=True))
+    assert events[-1]["type"] == "response.failed"
+    assert DEEPSEEK_MISSING_REASONING in events[-1]["response"]["error"]["message"]
+    response = await post(bridge, input=replay, tools=TOOLS)
+    assert response.status == 400
+    assert DEEPSEEK_MISSING_REASONING in (await response.json())["error"]["message"]
+
+
+async def test_headers_and_created_go_out_before_the_upstream_answers(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    reply = thinking_text_reply(["slow"], ["ok"])
+    reply.delay_before = 1.5
+    fake_upstream.script(reply)
+    response = await asyncio.wait_for(post(bridge, input="hi", stream=True), timeout=1.0)
+    first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), timeout=1.0)
+    assert b'"type":"response.created"' in first
+    rest = await read_events(response)
+    assert rest[-1]["type"] == "response.completed"
+
+
+async def test_silence_is_bridged_with_in_progress_events(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.server.heartbeat_interval = 0.2
+    client = await aiohttp_client(create_app(config))
+    reply = thinking_text_reply(["a"], ["b"])
+    reply.delay_before = 1.0
+    fake_upstream.script(reply)
+    events = await read_events(await post(client, input="hi", stream=True))
+    before_output = []
+    for event in events:
+        if event["type"] == "response.output_item.added":
+            break
+        before_output.append(event["type"])
+    assert before_output.count("response.in_progress") >= 3
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.completed"
+
+
+async def test_idle_upstream_fails_within_the_idle_timeout(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.upstream.idle_timeout = 0.5
+    client = await aiohttp_client(create_app(config))
+    reply = thinking_text_reply(["a"], ["b"])
+    reply.frame_delay = 3.0
+    fake_upstream.script(reply)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    events = await read_events(await post(client, input="hi", stream=True))
+    assert loop.time() - started < 2.5
+    assert events[-1]["type"] == "response.failed"
+    assert "sent nothing for 0.5 seconds" in events[-1]["response"]["error"]["message"]
+
+
+def _frames(*payloads: Any) -> list[bytes]:
+    return [sse(p) for p in payloads]
+
+
+@pytest.mark.parametrize(
+    ("frames", "final", "code"),
+    [
+        # finish_reason but no [DONE]: a known quirk, still complete.
+        (_frames(chunk({"content": "x"}), chunk(None, "stop"), usage_chunk()), "completed", None),
+        # [DONE] without its trailing newline.
+        (
+            [*_frames(chunk({"content": "x"}), chunk(None, "stop")), b"data: [DONE]"],
+            "completed",
+            None,
+        ),
+        # No finish_reason at all: never a completed response with partial output.
+        ([*_frames(chunk({"content": "x"})), DONE], "failed", "server_error"),
+        (_frames(chunk({"content": "x"})), "failed", "server_error"),
+        # A malformed chunk.
+        (
+            [*_frames(chunk({"content": "x"})), b"data: {not json\n\n", DONE],
+            "failed",
+            "server_error",
+        ),
+        # An error object inside the stream.
+        (
+            _frames(
+                chunk({"content": "x"}), {"error": {"message": "overloaded", "code": "overloaded"}}
+            ),
+            "failed",
+            "server_is_overloaded",
+        ),
+        (
+            _frames({"error": {"message": "This model's maximum context length is 8192 tokens"}}),
+            "failed",
+            "context_length_exceeded",
+        ),
+        (_frames(chunk({"content": "x"}), chunk(None, "length")), "incomplete", None),
+    ],
+)
+async def test_stream_endings(
+    bridge: TestClient,
+    fake_upstream: FakeUpstream,
+    frames: list[bytes],
+    final: str,
+    code: str | None,
+) -> None:
+    fake_upstream.script(Reply(frames))
+    events = await read_events(await post(bridge, input="hi", stream=True))
+    assert events[-1]["type"] == f"response.{final}"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    if code is not None:
+        assert events[-1]["response"]["error"]["code"] == code
+    if final != "completed":
+        assert not any(e["type"] == "response.completed" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "want_status", "want_code", "want_text"),
+    [
+        (
+            429,
+            {"error": {"message": "Rate limit reached"}},
+            {"Retry-After": "7"},
+            429,
+            "rate_limit_exceeded",
+            "try again in 7 seconds",
+        ),
+        (
+            400,
+            {"error": {"message": "This model's maximum context length is 65536 tokens."}},
+            {},
+            400,
+            "context_length_exceeded",
+            "maximum context length",
+        ),
+        (402, {"error": {"message": "Insufficient Balance"}}, {}, 402, "insufficient_quota", ""),
+        (503, {"error": {"message": "busy"}}, {}, 503, "server_is_overloaded", "busy"),
+        (500, {"detail": "boom"}, {}, 502, "server_error", "boom"),
+        (401, {"error": {"message": "bad key"}}, {}, 502, "upstream_auth_failed", "API key"),
+    ],
+)
+async def test_upstream_http_errors(
+    bridge: TestClient,
+    fake_upstream: FakeUpstream,
+    status: int,
+    body: Any,
+    headers: dict[str, str],
+    want_status: int,
+    want_code: str,
+    want_text: str,
+) -> None:
+    fake_upstream.script(Reply(status=status, error_body=body, headers=headers))
+    response = await post(bridge, input="hi")
+    assert response.status == want_status
+    error = (await response.json())["error"]
+    assert error["code"] == want_code
+    assert want_text in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if status == 429:
+        assert response.headers["Retry-After"] == "7"
+    # The same failure while streaming: response.failed with the same code.
+    fake_upstream.script(Reply(status=status, error_body=body, headers=headers))
+    events = await read_events(await post(bridge, input="hi", stream=True))
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == want_code
+    assert want_text in events[-1]["response"]["error"]["message"]
+
+
+async def test_unreachable_upstream(aiohttp_client: ClientFactory, unused_tcp_port: int) -> None:
+    client = await aiohttp_client(create_app(bridge_config(f"http://127.0.0.1:{unused_tcp_port}")))
+    response = await post(client, input="hi")
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "server_error"
+    events = await read_events(await post(client, input="hi", stream=True))
+    assert events[-1]["type"] == "response.failed"
+    assert "unreachable" in events[-1]["response"]["error"]["message"]
+
+
+async def test_models_and_health(bridge: TestClient) -> None:
+    health = await bridge.get("/healthz")
+    assert health.status == 200 and (await health.json()) == {"status": "ok"}
+    models = await (await bridge.get("/v1/models")).json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == [MODEL]
+    assert models["data"][0]["object"] == "model"
+
+
+async def test_no_authorization_header_without_a_key(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(thinking_text_reply([], ["x"]))
+    await (
+        await bridge.post(
+            "/v1/responses",
+            json={"model": MODEL, "input": "hi"},
+            headers={"Authorization": "Bearer client-secret"},
+        )
+    ).read()
+    assert "Authorization" not in fake_upstream.headers[0]
+
+
+async def test_provider_key_is_sent_as_bearer(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.providers["fake"].api_key_env = "FAKE_KEY"
+    client = await aiohttp_client(create_app(config, {"fake": "sk-test-123"}))
+    fake_upstream.script(thinking_text_reply([], ["x"]))
+    await (await post(client, input="hi")).read()
+    assert fake_upstream.headers[0]["Authorization"] == "Bearer sk-test-123"

@@ -1,0 +1,361 @@
+"""Chat chunks -> Responses events: golden sequences and the invariants clients rely on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+
+from bridge.errors import ApiError
+from bridge.relay import encode_frames
+from bridge.translate.reasoning import decode_reasoning
+from bridge.translate.stream import StreamTranslator
+from bridge.translate.tools import ToolMap, ToolRef
+from bridge.wire.chat import CHUNK_DECODER
+from bridge.wire.events import ResponseObject
+from tests.fake_upstream import chunk, usage_chunk
+
+
+def translator(tool_map: ToolMap | None = None, encrypted: bool = False) -> StreamTranslator:
+    response = ResponseObject(id="resp_1", created_at=1, model="m")
+    return StreamTranslator(response, tool_map or ToolMap(), include_encrypted_reasoning=encrypted)
+
+
+def run(t: StreamTranslator, chunks: list[dict[str, Any]], finish: bool = True) -> list[dict]:
+    """All events as the client would decode them from the wire."""
+    events = t.start()
+    for payload in chunks:
+        events += t.feed(CHUNK_DECODER.decode(json.dumps(payload)))
+    if finish:
+        events += t.finish()
+    return wire_events(encode_frames(events))
+
+
+def wire_events(frames: bytes) -> list[dict[str, Any]]:
+    decoded = []
+    for frame in frames.decode().split("\n\n"):
+        if not frame:
+            continue
+        event_line, data_line = frame.split("\n")
+        event = json.loads(data_line.removeprefix("data: "))
+        assert event_line == f"event: {event['type']}"
+        decoded.append(event)
+    return decoded
+
+
+def summary(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """A compact golden form: type plus the field that matters for each event."""
+    out: list[tuple[Any, ...]] = []
+    for e in events:
+        kind = e["type"].removeprefix("response.")
+        if "item" in e:
+            out.append((kind, e["output_index"], e["item"]["type"]))
+        elif "delta" in e:
+            out.append((kind, e["output_index"], e["delta"]))
+        elif "response" in e:
+            out.append((kind, e["response"]["status"]))
+        else:
+            out.append((kind, e["output_index"]))
+    return out
+
+
+def check_invariants(events: list[dict[str, Any]]) -> None:
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    announced: dict[int, str] = {}
+    for e in events:
+        if e["type"] == "response.output_item.added":
+            assert e["output_index"] == len(announced), "output_index grows by one per item"
+            announced[e["output_index"]] = e["item"]["id"]
+        elif "output_index" in e:
+            assert e["output_index"] in announced, f"{e['type']} before its item was added"
+            item_id = e.get("item_id") or e["item"]["id"]
+            assert item_id == announced[e["output_index"]], "ids are stable"
+
+
+def test_reasoning_then_text_golden() -> None:
+    events = run(
+        translator(),
+        [
+            chunk({"role": "assistant", "reasoning_content": "Thin"}),
+            chunk({"reasoning_content": "king"}),
+            chunk({"content": "Hi"}),
+            chunk({"content": " there"}),
+            chunk(finish_reason="stop"),
+            usage_chunk(prompt=10, completion=5, cached=4, reasoning=3),
+        ],
+    )
+    check_invariants(events)
+    assert summary(events) == [
+        ("created", "in_progress"),
+        ("in_progress", "in_progress"),
+        ("output_item.added", 0, "reasoning"),
+        ("content_part.added", 0),
+        ("reasoning_text.delta", 0, "Thin"),
+        ("reasoning_text.delta", 0, "king"),
+        ("reasoning_text.done", 0),
+        ("content_part.done", 0),
+        ("output_item.done", 0, "reasoning"),
+        ("output_item.added", 1, "message"),
+        ("content_part.added", 1),
+        ("output_text.delta", 1, "Hi"),
+        ("output_text.delta", 1, " there"),
+        ("output_text.done", 1),
+        ("content_part.done", 1),
+        ("output_item.done", 1, "message"),
+        ("completed", "completed"),
+    ]
+    added = events[2]["item"]
+    assert added["content"] == [] and added["status"] == "in_progress"
+    assert events[6]["text"] == "Thinking"
+    assert events[13]["text"] == "Hi there"
+    final = events[-1]["response"]
+    assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
+    assert final["output"][0]["content"] == [{"type": "reasoning_text", "text": "Thinking"}]
+    assert final["output"][0]["encrypted_content"] is None
+    assert final["output"][1]["content"][0]["text"] == "Hi there"
+    assert final["usage"] == {
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+        "output_tokens": 5,
+        "output_tokens_details": {"reasoning_tokens": 3},
+        "total_tokens": 15,
+    }
+    assert events[0]["response"]["output"] == []
+
+
+def test_encrypted_reasoning_carries_the_text() -> None:
+    events = run(
+        translator(encrypted=True),
+        [
+            chunk({"reasoning_content": "secret plan"}),
+            chunk({"content": "ok"}),
+            chunk(None, "stop"),
+        ],
+    )
+    item = events[-1]["response"]["output"][0]
+    assert decode_reasoning(item["encrypted_content"]) == "secret plan"
+
+
+def test_parallel_tool_calls_stream_arguments_as_they_arrive() -> None:
+    events = run(
+        translator(),
+        [
+            chunk({"reasoning_content": "plan"}),
+            chunk({"tool_calls": [{"index": 0, "id": "call_a", "function": {"name": "f"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"x"'}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+            chunk({"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "g"}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    check_invariants(events)
+    assert summary(events)[8:] == [
+        ("output_item.added", 1, "function_call"),
+        ("function_call_arguments.delta", 1, '{"x"'),
+        ("function_call_arguments.delta", 1, ": 1}"),
+        ("output_item.added", 2, "function_call"),
+        ("function_call_arguments.delta", 2, "{}"),
+        ("function_call_arguments.done", 1),
+        ("output_item.done", 1, "function_call"),
+        ("function_call_arguments.done", 2),
+        ("output_item.done", 2, "function_call"),
+        ("completed", "completed"),
+    ]
+    calls = events[-1]["response"]["output"][1:]
+    assert [(c["call_id"], c["name"], c["arguments"]) for c in calls] == [
+        ("call_a", "f", '{"x": 1}'),
+        ("call_b", "g", "{}"),
+    ]
+
+
+def test_arguments_before_the_name_wait_for_the_announcement() -> None:
+    events = run(
+        translator(),
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"arguments": '{"a":'}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "2}"}}]}),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    check_invariants(events)
+    assert summary(events)[2:5] == [
+        ("output_item.added", 0, "function_call"),
+        ("function_call_arguments.delta", 0, '{"a":'),
+        ("function_call_arguments.delta", 0, "2}"),
+    ]
+
+
+def test_zero_argument_call_completes_with_empty_object() -> None:
+    events = run(
+        translator(),
+        [
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c", "function": {"name": "f", "arguments": ""}}
+                    ]
+                }
+            ),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+    assert done["arguments"] == "{}"
+    assert events[-1]["response"]["output"][0]["arguments"] == "{}"
+
+
+def test_whole_call_in_one_delta_and_reused_index() -> None:
+    events = run(
+        translator(),
+        [
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+                    ]
+                }
+            ),
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c2", "function": {"name": "g", "arguments": "{}"}}
+                    ]
+                }
+            ),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    check_invariants(events)
+    output = events[-1]["response"]["output"]
+    assert [(o["call_id"], o["name"]) for o in output] == [("c1", "f"), ("c2", "g")]
+
+
+def test_namespaced_call_comes_back_with_its_namespace() -> None:
+    tool_map = ToolMap()
+    flat = tool_map.add(ToolRef("spawn_agent", "multi_agent_v1"))
+    events = run(
+        translator(tool_map),
+        [
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c", "function": {"name": flat, "arguments": "{}"}}
+                    ]
+                }
+            ),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    item = events[-1]["response"]["output"][0]
+    assert (item["name"], item["namespace"]) == ("spawn_agent", "multi_agent_v1")
+
+
+def test_custom_tool_call_streams_its_input() -> None:
+    tool_map = ToolMap()
+    tool_map.add(ToolRef("apply_patch", kind="custom"))
+    patch = '*** Begin Patch\n*** Add File: "q".txt\n+tab\there\n*** End Patch\n'
+    arguments = json.dumps({"input": patch})
+    pieces = [arguments[i : i + 7] for i in range(0, len(arguments), 7)]
+    chunks = [chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "apply_patch"}}]})]
+    chunks += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces]
+    events = run(translator(tool_map), [*chunks, chunk(finish_reason="tool_calls")])
+    check_invariants(events)
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert len(deltas) > 3, "input is streamed, not buffered to the end"
+    assert "".join(deltas) == patch
+    done = next(e for e in events if e["type"] == "response.custom_tool_call_input.done")
+    assert done["input"] == patch
+    item = events[-1]["response"]["output"][0]
+    assert item["type"] == "custom_tool_call"
+    assert (item["name"], item["call_id"], item["input"]) == ("apply_patch", "c", patch)
+
+
+def test_custom_tool_raw_text_arguments_are_the_input() -> None:
+    tool_map = ToolMap()
+    tool_map.add(ToolRef("apply_patch", kind="custom"))
+    raw = "*** Begin Patch\n*** End Patch\n"
+    events = run(
+        translator(tool_map),
+        [
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "c",
+                            "function": {"name": "apply_patch", "arguments": raw},
+                        }
+                    ]
+                }
+            ),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert "".join(deltas) == raw
+    assert events[-1]["response"]["output"][0]["input"] == raw
+
+
+@pytest.mark.parametrize(
+    ("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")]
+)
+def test_truncated_answers_are_incomplete(finish: str, reason: str) -> None:
+    events = run(translator(), [chunk({"content": "partial"}), chunk(finish_reason=finish)])
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["status"] == "incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": reason}
+    assert not any(e["type"] == "response.completed" for e in events)
+
+
+def test_stream_without_finish_reason_fails() -> None:
+    events = run(translator(), [chunk({"content": "partial"})])
+    check_invariants(events)
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "server_error"
+    assert "finish_reason" in events[-1]["response"]["error"]["message"]
+    assert not any(e["type"] in ("response.completed", "response.output_item.done") for e in events)
+
+
+def test_error_object_inside_the_stream_raises_a_classified_error() -> None:
+    t = translator()
+    t.start()
+    t.feed(CHUNK_DECODER.decode(json.dumps(chunk({"content": "x"}))))
+    with pytest.raises(ApiError) as caught:
+        t.feed(
+            CHUNK_DECODER.decode(
+                json.dumps({"error": {"message": "This model's maximum context length is 10"}})
+            )
+        )
+    assert caught.value.code == "context_length_exceeded"
+    failed = wire_events(encode_frames(t.fail(caught.value)))
+    assert failed[0]["type"] == "response.failed"
+    assert failed[0]["response"]["error"]["code"] == "context_length_exceeded"
+
+
+def test_heartbeat_is_an_in_progress_event_in_sequence() -> None:
+    t = translator()
+    start = t.start()
+    beat = t.heartbeat()
+    more = t.feed(CHUNK_DECODER.decode(json.dumps(chunk({"content": "x"}))))
+    numbers = [e.sequence_number for e in [*start, beat, *more]]
+    assert numbers == list(range(len(numbers)))
+    assert msgspec.json.decode(msgspec.json.encode(beat))["type"] == "response.in_progress"
+
+
+def test_deepseek_cache_hit_tokens_count_as_cached() -> None:
+    events = run(
+        translator(),
+        [
+            chunk({"content": "x"}, "stop"),
+            {
+                "choices": [],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 1, "prompt_cache_hit_tokens": 8},
+            },
+        ],
+    )
+    usage = events[-1]["response"]["usage"]
+    assert usage["input_tokens_details"]["cached_tokens"] == 8
+    assert usage["total_tokens"] == 10
