@@ -66,8 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    host = args.host or config.server.host
-    port = args.port or config.server.port
+    host = args.host if args.host is not None else config.server.host
+    port = args.port if args.port is not None else config.server.port
     logging.getLogger("bridge").info(
         "responses-bridge %s listening on http://%s:%d/v1 (%d models)",
         __version__,
@@ -75,7 +75,16 @@ def _serve(args: argparse.Namespace) -> int:
         port,
         len(config.models),
     )
-    web.run_app(create_app(config, api_keys), host=host, port=port, print=None, access_log=None)
+    # handler_cancellation: a client that disconnects cancels its handler at once, which
+    # closes the upstream request instead of letting the provider generate for nobody.
+    web.run_app(
+        create_app(config, api_keys),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+    )
     return EXIT_OK
 
 

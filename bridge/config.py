@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -67,11 +68,49 @@ class Config(_Strict):
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>.+)`$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+T = TypeVar("T")
 
 
-def _key_of(path: str) -> str:
-    """`$.models.x.provider` style paths from msgspec as TOML-ish dotted keys."""
-    return path.lstrip(".") or "(top level)"
+def _table_key(section: str, name: str) -> str:
+    """`providers.deepseek` or `models."deepseek-v4-pro"`, as the docs write such keys."""
+    bare = _BARE_KEY.match(name) and section != "models"
+    return f"{section}.{name}" if bare else f'{section}."{name}"'
+
+
+def _convert(value: Any, kind: type[T], source: str, prefix: str) -> T:
+    """msgspec.convert with errors that name the file and the full TOML key."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _PATH_RE.search(message)
+        path = match["path"].lstrip(".") if match else ""
+        if match:
+            message = message[: match.start()]
+        key = ".".join(part for part in (prefix, path) if part)
+        unknown = _UNKNOWN_RE.match(message)
+        if unknown:
+            full = ".".join(part for part in (key, unknown["field"]) if part)
+            raise ConfigError(f"{source}: unknown key `{full}`") from None
+        if key:
+            raise ConfigError(f"{source}: key `{key}`: {message}") from None
+        raise ConfigError(f"{source}: {message}") from None
+
+
+def _named_tables(raw: dict[str, Any], section: str, kind: type[T], source: str) -> dict[str, T]:
+    """Each `[section.NAME]` table converted on its own, so errors can name NAME."""
+    tables = raw.pop(section, {})
+    if not isinstance(tables, dict):
+        raise ConfigError(
+            f"{source}: key `{section}`: Expected `object` (a table of [{section}.NAME] "
+            f"tables), got `{type(tables).__name__}`"
+        )
+    return {
+        name: _convert(table, kind, source, _table_key(section, name))
+        for name, table in tables.items()
+    }
 
 
 def parse_config(text: str, source: str = "<memory>") -> Config:
@@ -80,21 +119,14 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    raw.pop("source", None)
-    try:
-        config = msgspec.convert(raw, Config)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _PATH_RE.search(message)
-        if match:
-            key = _key_of(match["path"])
-            message = message[: match.start()]
-            unknown = re.match(r"Object contains unknown field `(.+)`", message)
-            if unknown:
-                full = f"{key}.{unknown[1]}" if key != "(top level)" else unknown[1]
-                raise ConfigError(f"{source}: unknown key `{full}`") from None
-            raise ConfigError(f"{source}: key `{key}`: {message}") from None
-        raise ConfigError(f"{source}: {message}") from None
+    if "source" in raw:
+        # `source` is where the config was read from, never a key of the file.
+        raise ConfigError(f"{source}: unknown key `source`")
+    providers = _named_tables(raw, "providers", ProviderConfig, source)
+    models = _named_tables(raw, "models", ModelConfig, source)
+    config = _convert(raw, Config, source, "")
+    config.providers = providers
+    config.models = models
     config.source = source
     _check(config)
     return config
@@ -106,13 +138,14 @@ def _check(config: Config) -> None:
         if model.provider not in config.providers:
             known = ", ".join(sorted(config.providers)) or "none"
             raise ConfigError(
-                f'{src}: key `models."{name}".provider`: unknown provider '
+                f"{src}: key `{_table_key('models', name)}.provider`: unknown provider "
                 f"{model.provider!r} (configured providers: {known})"
             )
     for name, provider in config.providers.items():
         if not provider.base_url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"{src}: key `providers.{name}.base_url`: must start with http:// or https://"
+                f"{src}: key `{_table_key('providers', name)}.base_url`: "
+                "must start with http:// or https://"
             )
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"{src}: key `server.port`: must be between 1 and 65535")
@@ -144,7 +177,8 @@ def resolve_api_keys(config: Config, environ: Mapping[str, str]) -> dict[str, st
         value = environ.get(provider.api_key_env)
         if not value:
             raise ConfigError(
-                f"{config.source}: key `providers.{name}.api_key_env`: environment variable "
+                f"{config.source}: key `{_table_key('providers', name)}.api_key_env`: "
+                "environment variable "
                 f"{provider.api_key_env} is not set"
             )
         keys[name] = value

@@ -170,7 +170,8 @@ async def _respond_stream(
         await relay_turn(upstream, body, translator, send)
         await response.write_eof()
     except ConnectionResetError:
-        # The client went away; leaving relay_turn closed the upstream request.
+        # The client went away (a write failed before aiohttp cancelled this handler);
+        # leaving relay_turn closed the upstream request.
         log.info("client disconnected during %s", translator.response.id)
     finally:
         beat.cancel()

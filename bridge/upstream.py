@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 
 # The most of an upstream error body read to find its message.
 ERROR_BODY_LIMIT = 64 * 1024
+# aiohttp warns that bytes bodies above 1 MiB block the loop while written; those go as a
+# BytesIO, which it writes in chunks, yielding in between.
+LARGE_BODY = 1024 * 1024
 
 
 def connection_error(exc: BaseException, url: str) -> ApiError:
@@ -81,8 +85,9 @@ class UpstreamClient:
     async def stream(self, body: bytes) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST a streaming chat request; yields the 200 response, raises ApiError otherwise."""
         try:
+            data = body if len(body) < LARGE_BODY else io.BytesIO(body)
             response = await self._session.post(
-                self.url, data=body, headers=self._headers, timeout=self._timeout
+                self.url, data=data, headers=self._headers, timeout=self._timeout
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.url) from None

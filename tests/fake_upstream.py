@@ -121,7 +121,9 @@ class FakeUpstream:
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
-        self.app = web.Application()
+        # Set when the bridge closed a stream before the fake finished writing it.
+        self.stream_abandoned = asyncio.Event()
+        self.app = web.Application(client_max_size=256 * 1024 * 1024)
         self.app.router.add_post("/v1/chat/completions", self._handle)
 
     def script(self, *replies: Reply) -> None:
@@ -174,9 +176,16 @@ class FakeUpstream:
             return web.json_response(reply.error_body, status=reply.status, headers=reply.headers)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for frame in reply.frames:
-            if reply.frame_delay:
-                await asyncio.sleep(reply.frame_delay)
-            await response.write(frame)
-        await response.write_eof()
+        try:
+            for frame in reply.frames:
+                if reply.frame_delay:
+                    await asyncio.sleep(reply.frame_delay)
+                await response.write(frame)
+            await response.write_eof()
+        except ConnectionResetError:
+            self.stream_abandoned.set()
+        except asyncio.CancelledError:
+            # aiohttp's test server cancels the handler when the peer disconnects.
+            self.stream_abandoned.set()
+            raise
         return response

@@ -357,3 +357,29 @@ async def test_provider_key_is_sent_as_bearer(
     fake_upstream.script(thinking_text_reply([], ["x"]))
     await (await post(client, input="hi")).read()
     assert fake_upstream.headers[0]["Authorization"] == "Bearer sk-test-123"
+
+
+async def test_client_disconnect_closes_the_upstream_stream(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    frames = [sse(chunk({"content": f"t{i} "})) for i in range(200)]
+    fake_upstream.script(Reply([*frames, sse(chunk(None, "stop")), DONE], frame_delay=0.02))
+    response = await post(bridge, input="hi", stream=True)
+    await response.content.readuntil(b"response.output_text.delta")
+    response.close()
+    await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), timeout=3.0)
+
+
+async def test_client_leaving_during_a_silence_is_noticed(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.server.heartbeat_interval = 0.1
+    client = await aiohttp_client(create_app(config))
+    reply = thinking_text_reply(["a"], ["b"])
+    reply.frame_delay = 0.5
+    fake_upstream.script(reply)
+    response = await post(client, input="hi", stream=True)
+    await response.content.readuntil(b"response.in_progress")
+    response.close()
+    await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), timeout=3.0)

@@ -274,7 +274,7 @@ def serialize(
     *,
     bom: bool,
     comments: bool,
-    final_blank: bool,
+    ending: str,
 ) -> bytes:
     """Write events as an event stream the way a provider would."""
     out: list[str] = ["\ufeff"] if bom else []
@@ -288,9 +288,9 @@ def serialize(
         out.extend("data: " + line + eol for line in data.split("\n"))
         out.append(eol)
     text = "".join(out)
-    if not final_blank and events:
+    if ending != "complete" and events:
         text = text.removesuffix(eol)  # the final blank line
-        if eol == "\n":
+        if ending == "no_newline":
             text = text.removesuffix(eol)  # and the last line's own ending
     return text.encode()
 
@@ -301,7 +301,7 @@ def serialize(
     eol=st.sampled_from(["\n", "\r\n", "\r"]),
     bom=st.booleans(),
     comments=st.booleans(),
-    final_blank=st.booleans(),
+    ending=st.sampled_from(["complete", "no_blank_line", "no_newline"]),
     data=st.data(),
 )
 def test_any_chunking_yields_the_original_events(
@@ -309,10 +309,10 @@ def test_any_chunking_yields_the_original_events(
     eol: str,
     bom: bool,
     comments: bool,
-    final_blank: bool,
+    ending: str,
     data: st.DataObject,
 ) -> None:
-    stream = serialize(events, eol, bom=bom, comments=comments, final_blank=final_blank)
+    stream = serialize(events, eol, bom=bom, comments=comments, ending=ending)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12), label="cuts"))
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.errors import ApiError
 from bridge.relay import encode_frames
+from bridge.sse import SSEParser
 from bridge.translate.reasoning import decode_reasoning
 from bridge.translate.stream import StreamTranslator
 from bridge.translate.tools import ToolMap, ToolRef
@@ -359,3 +363,66 @@ def test_deepseek_cache_hit_tokens_count_as_cached() -> None:
     usage = events[-1]["response"]["usage"]
     assert usage["input_tokens_details"]["cached_tokens"] == 8
     assert usage["total_tokens"] == 10
+
+
+def _upstream_bytes() -> bytes:
+    payloads = [
+        chunk({"role": "assistant", "reasoning_content": "Plan: é∑ "}),
+        chunk({"reasoning_content": "then act"}),
+        chunk({"content": "Calling 😀"}),
+        chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f"}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"k": "v'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"}'}}]}),
+        chunk(finish_reason="tool_calls"),
+        usage_chunk(),
+    ]
+    lines = [b": keep-alive\r\n\r\n"] + [
+        b"data: " + json.dumps(p, ensure_ascii=False).encode() + b"\r\n\r\n" for p in payloads
+    ]
+    return b"".join(lines) + b"data: [DONE]"
+
+
+def _translate_split(data: bytes, cuts: list[int]) -> list[dict[str, Any]]:
+    t = translator()
+    parser = SSEParser()
+    events = t.start()
+    bounds = [0, *sorted(set(cuts)), len(data)]
+    sse_events = []
+    for start, end in itertools.pairwise(bounds):
+        sse_events += parser.feed(data[start:end])
+    sse_events += parser.finish()
+    for event in sse_events:
+        if event.data != b"[DONE]":
+            events += t.feed(CHUNK_DECODER.decode(event.data))
+    events += t.finish()
+    return [_without_ids(e) for e in wire_events(encode_frames(events))]
+
+
+def _without_ids(event: Any) -> Any:
+    """The event without what differs between runs: random ids and the clock."""
+    if isinstance(event, dict):
+        return {
+            k: _without_ids(v)
+            for k, v in event.items()
+            if k not in ("id", "item_id", "completed_at")
+        }
+    if isinstance(event, list):
+        return [_without_ids(v) for v in event]
+    return event
+
+
+UPSTREAM = _upstream_bytes()
+WHOLE = _translate_split(UPSTREAM, [])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(UPSTREAM) - 1), max_size=40))
+def test_any_split_of_the_upstream_stream_translates_the_same(cuts: list[int]) -> None:
+    assert _translate_split(UPSTREAM, cuts) == WHOLE
+
+
+def test_the_split_property_sees_the_whole_answer() -> None:
+    final = WHOLE[-1]["response"]
+    assert final["status"] == "completed"
+    assert final["output"][1]["content"][0]["text"] == "Calling 😀"
+    assert final["output"][2]["arguments"] == '{"k": "v"}'

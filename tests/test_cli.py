@@ -1,0 +1,249 @@
+"""The command line as a user runs it: `python -m bridge` in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import __version__
+from bridge.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+
+REPO = Path(__file__).resolve().parent.parent
+KEY_VAR = "DEEPSEEK_API_KEY"
+RUN_TIMEOUT = 30.0  # seconds for a command that should exit by itself
+STARTUP_TIMEOUT = 10.0
+SHUTDOWN_TIMEOUT = 10.0
+
+# Port 9 (discard) on loopback: nothing is sent upstream by these tests anyway.
+LOCAL_CONFIG = """
+[providers.local]
+base_url = "http://127.0.0.1:9/v1"
+
+[models."local-model"]
+provider = "local"
+upstream_model = "tiny"
+"""
+
+# Ignore proxy variables: every request here goes to 127.0.0.1 directly.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def bridge_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
+    """os.environ with the state directory in tmp_path, the key unset and `overrides` applied."""
+    env = dict(os.environ)
+    env.pop(KEY_VAR, None)
+    env["STATE_DIRECTORY"] = str(tmp_path / "state")
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_bridge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    with OPENER.open(url, timeout=2.0) as response:
+        return response.status, json.loads(response.read())
+
+
+# --help, --version
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run_bridge(bridge_env(tmp_path), "--help")
+
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "serve" in result.stdout
+    assert "check-config" in result.stdout
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    result = run_bridge(bridge_env(tmp_path), "--version")
+
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.strip() == f"responses-bridge {__version__}"
+
+
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_bridge(bridge_env(tmp_path))
+
+    assert result.returncode == EXIT_USAGE
+    assert "usage:" in result.stderr
+
+
+# check-config
+
+
+def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
+    env = bridge_env(tmp_path, **{KEY_VAR: "sk-test"})
+
+    result = run_bridge(env, "check-config", "--config", "config.toml")
+
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.splitlines()[0] == "config.toml: ok"
+    assert "listen: 127.0.0.1:8787" in result.stdout
+    assert f"store: {tmp_path / 'state' / 'bridge.db'}" in result.stdout
+    assert "model deepseek-v4-flash -> deepseek/deepseek-v4-flash" in result.stdout
+    assert "sk-test" not in result.stdout + result.stderr  # the key itself is never shown
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_check_config_names_the_unset_key_variable(tmp_path: Path, value: str | None) -> None:
+    env = bridge_env(tmp_path, **{KEY_VAR: value})
+
+    result = run_bridge(env, "check-config", "--config", "config.toml")
+
+    assert result.returncode == EXIT_CONFIG
+    assert KEY_VAR in result.stderr
+    assert "config.toml" in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_config_names_an_unknown_key_and_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, LOCAL_CONFIG + "\n[server]\nprot = 8787\n")
+
+    result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(path))
+
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.strip() == f"responses-bridge: {path}: unknown key `server.prot`"
+    assert result.stdout == ""
+
+
+def test_check_config_names_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+
+    result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(missing))
+
+    assert result.returncode == EXIT_CONFIG
+    assert str(missing) in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_missing_config_option_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    result = run_bridge(bridge_env(tmp_path), command)
+
+    assert result.returncode == EXIT_USAGE
+    assert "--config" in result.stderr
+
+
+# serve
+
+
+@pytest.fixture
+def serve_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def served(tmp_path: Path, serve_port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`serve` on 127.0.0.1:serve_port, answering /healthz; killed if a test leaves it running."""
+    config = write_config(tmp_path, LOCAL_CONFIG)
+    log = tmp_path / "serve.log"
+    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(serve_port)]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", *args],
+            cwd=REPO,
+            env=bridge_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        wait_until_healthy(process, serve_port, log)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=SHUTDOWN_TIMEOUT)
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Poll /healthz until it answers 200 {"status": "ok"}; bounded in steps and time."""
+    url = f"http://127.0.0.1:{port}/healthz"
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    for _ in range(int(STARTUP_TIMEOUT / 0.1)):
+        if process.poll() is not None:
+            pytest.fail(f"serve exited with {process.returncode}: {log.read_text()}")
+        try:
+            status, body = get_json(url)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            status, body = None, None
+        if status is not None:
+            assert (status, body) == (200, {"status": "ok"})
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    pytest.fail(f"serve did not answer {url} within {STARTUP_TIMEOUT}s: {log.read_text()}")
+
+
+def test_serve_answers_healthz_and_lists_models(
+    served: subprocess.Popen[bytes], serve_port: int
+) -> None:
+    status, body = get_json(f"http://127.0.0.1:{serve_port}/v1/models")
+
+    assert status == 200
+    assert body["object"] == "list"
+    assert [model["id"] for model in body["data"]] == ["local-model"]
+    assert body["data"][0]["object"] == "model"
+    assert body["data"][0]["owned_by"] == "local"
+
+
+def test_serve_stops_cleanly_on_sigterm(served: subprocess.Popen[bytes], serve_port: int) -> None:
+    served.send_signal(signal.SIGTERM)
+
+    assert served.wait(timeout=SHUTDOWN_TIMEOUT) == EXIT_OK
+    with pytest.raises(urllib.error.URLError):
+        get_json(f"http://127.0.0.1:{serve_port}/healthz")
+
+
+def test_serve_without_the_key_variable_exits_with_config_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, LOCAL_CONFIG.replace('/v1"\n', f'/v1"\napi_key_env = "{KEY_VAR}"\n', 1)
+    )
+    args = ["serve", "--config", str(config), "--port", str(free_port())]
+    started = time.monotonic()
+
+    result = run_bridge(bridge_env(tmp_path), *args)
+
+    assert result.returncode == EXIT_CONFIG
+    assert KEY_VAR in result.stderr
+    assert str(config) in result.stderr
+    assert time.monotonic() - started < 10.0

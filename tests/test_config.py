@@ -1,0 +1,375 @@
+"""config.toml: the shipped file, strict parsing, errors naming file and key, keys and paths."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bridge.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    ProviderConfig,
+    ServerConfig,
+    StoreConfig,
+    UpstreamConfig,
+    load_config,
+    parse_config,
+    resolve_api_keys,
+    store_path,
+)
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
+SOURCE = "/etc/responses-bridge/test-config.toml"
+
+# A minimal valid config that the error cases below extend with one mistake each.
+PROVIDER = """
+[providers.localllm]
+base_url = "http://127.0.0.1:11434/v1"
+"""
+MODEL = (
+    PROVIDER
+    + """
+[models."gpt-test-model"]
+provider = "localllm"
+"""
+)
+
+
+def config_error(text: str) -> str:
+    """The ConfigError message parsing `text` raises; fails the test if it parses."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, SOURCE)
+    return str(info.value)
+
+
+# The shipped config.toml
+
+
+def test_shipped_config_parses_with_the_keys_it_shows() -> None:
+    config = load_config(SHIPPED)
+
+    assert config.source == str(SHIPPED)
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8787
+    assert config.store.path == "bridge.db"
+    assert config.providers == {
+        "deepseek": ProviderConfig(
+            base_url="https://api.deepseek.com/v1", api_key_env="DEEPSEEK_API_KEY"
+        )
+    }
+    assert config.models == {
+        "deepseek-v4-pro": ModelConfig(provider="deepseek", upstream_model="deepseek-v4-pro"),
+        "deepseek-v4-flash": ModelConfig(provider="deepseek"),
+    }
+
+
+def test_shipped_config_parses_the_same_from_text() -> None:
+    from_text = parse_config(SHIPPED.read_text(encoding="utf-8"), str(SHIPPED))
+
+    assert from_text == load_config(SHIPPED)
+
+
+def test_upstream_model_defaults_to_the_client_name() -> None:
+    config = load_config(SHIPPED)
+
+    assert config.upstream_model("deepseek-v4-pro") == "deepseek-v4-pro"
+    assert config.upstream_model("deepseek-v4-flash") == "deepseek-v4-flash"
+
+
+def test_upstream_model_maps_a_client_name_to_the_provider_name() -> None:
+    config = parse_config(MODEL + 'upstream_model = "qwen3:32b"\n', SOURCE)
+
+    assert config.upstream_model("gpt-test-model") == "qwen3:32b"
+
+
+@pytest.mark.parametrize(
+    ("table", "struct"),
+    [
+        ("server", ServerConfig),
+        ("store", StoreConfig),
+        ("upstream", UpstreamConfig),
+        ("providers.deepseek", ProviderConfig),
+        ("models.deepseek-v4-pro", ModelConfig),
+    ],
+)
+def test_shipped_config_shows_every_key(table: str, struct: type[msgspec.Struct]) -> None:
+    """The file promises every key is shown; a new setting must be documented there."""
+    raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    section, _, name = table.partition(".")
+    shown = raw[section][name] if name else raw[section]
+
+    assert set(shown) == {field.name for field in msgspec.structs.fields(struct)}
+
+
+def test_defaults_apply_to_an_empty_file() -> None:
+    config = parse_config("", SOURCE)
+
+    assert config == Config(source=SOURCE)
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8787
+    assert config.providers == {}
+    assert config.models == {}
+
+
+# Errors name the file and the key
+
+
+def test_unknown_top_level_key_names_key_and_file() -> None:
+    message = config_error("[servre]\nport = 1\n")
+
+    assert SOURCE in message
+    assert "`servre`" in message
+
+
+def test_unknown_top_level_key_is_worded_like_other_unknown_keys() -> None:
+    assert config_error("[servre]\nport = 1\n") == f"{SOURCE}: unknown key `servre`"
+
+
+def test_unknown_key_in_server_names_key_and_file() -> None:
+    message = config_error("[server]\nprot = 8787\n")
+
+    assert message == f"{SOURCE}: unknown key `server.prot`"
+
+
+def test_unknown_key_in_upstream_names_key_and_file() -> None:
+    message = config_error("[upstream]\nidle_timout = 5.0\n")
+
+    assert message == f"{SOURCE}: unknown key `upstream.idle_timout`"
+
+
+def test_unknown_key_in_provider_names_the_provider_and_key() -> None:
+    message = config_error(PROVIDER + 'api_key = "sk-oops"\n')
+
+    assert SOURCE in message
+    assert "api_key" in message
+    assert "localllm" in message
+
+
+def test_unknown_key_in_model_names_the_model_and_key() -> None:
+    message = config_error(MODEL + 'upstream = "qwen3:32b"\n')
+
+    assert SOURCE in message
+    assert "upstream" in message
+    assert "gpt-test-model" in message
+
+
+def test_missing_base_url_names_the_provider() -> None:
+    message = config_error('[providers.localllm]\napi_key_env = "LOCAL_KEY"\n')
+
+    assert SOURCE in message
+    assert "base_url" in message
+    assert "localllm" in message
+
+
+def test_unknown_key_in_provider_names_at_least_the_key_and_file() -> None:
+    message = config_error(PROVIDER + 'api_key = "sk-oops"\n')
+
+    assert SOURCE in message
+    assert "unknown key" in message
+    assert "api_key`" in message
+
+
+def test_unknown_key_in_model_names_at_least_the_key_and_file() -> None:
+    message = config_error(MODEL + 'upstream = "qwen3:32b"\n')
+
+    assert SOURCE in message
+    assert "unknown key" in message
+    assert ".upstream`" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ('[server]\nport = "x"\n', "server.port", "int"),
+        ("[server]\nport = true\n", "server.port", "int"),
+        ("[server]\nhost = 127\n", "server.host", "str"),
+        ("[store]\npath = 3\n", "store.path", "str"),
+        ('[upstream]\nidle_timeout = "long"\n', "upstream.idle_timeout", "float"),
+        ("models = 3\n", "models", "object"),
+    ],
+)
+def test_wrong_type_names_key_file_and_expected_type(text: str, key: str, expected: str) -> None:
+    message = config_error(text)
+
+    assert message.startswith(f"{SOURCE}: key `{key}`:")
+    assert f"Expected `{expected}`" in message
+
+
+def test_model_naming_an_unknown_provider_names_model_and_provider() -> None:
+    message = config_error(PROVIDER + '[models."gpt-test-model"]\nprovider = "openia"\n')
+
+    assert message.startswith(f'{SOURCE}: key `models."gpt-test-model".provider`:')
+    assert "'openia'" in message
+    assert "localllm" in message  # the providers that do exist
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[server]\nport = 0\n", "server.port"),
+        ("[server]\nport = 65536\n", "server.port"),
+        ("[server]\nheartbeat_interval = 0\n", "server.heartbeat_interval"),
+        ("[upstream]\nconnect_timeout = -1.0\n", "upstream.connect_timeout"),
+        ("[upstream]\nidle_timeout = 0.0\n", "upstream.idle_timeout"),
+        ('[providers.localllm]\nbase_url = "127.0.0.1:11434/v1"\n', "providers.localllm.base_url"),
+    ],
+)
+def test_out_of_range_value_names_key_and_file(text: str, key: str) -> None:
+    assert config_error(text).startswith(f"{SOURCE}: key `{key}`:")
+
+
+def test_invalid_toml_names_file_and_line() -> None:
+    message = config_error("[server]\nport = 8787\nhost = \n")
+
+    assert message.startswith(f"{SOURCE}: not valid TOML:")
+    assert "line 3" in message
+
+
+def test_source_cannot_be_overridden_by_the_file() -> None:
+    """`source` records where the config came from; the file cannot override it."""
+    try:
+        config = parse_config('source = "/elsewhere.toml"\n', SOURCE)
+    except ConfigError:
+        return
+    assert config.source == SOURCE
+
+
+def test_source_in_the_file_is_an_unknown_key() -> None:
+    message = config_error('source = "/elsewhere.toml"\n')
+
+    assert message == f"{SOURCE}: unknown key `source`"
+
+
+def test_load_config_names_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "config.toml"
+
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+
+    assert str(info.value) == f"{missing}: cannot read: No such file or directory"
+
+
+def test_load_config_names_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+
+    assert str(info.value).startswith(f"{tmp_path}: cannot read:")
+
+
+def test_load_config_names_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'[server]\nhost = "\xff"\n')
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+
+    assert str(info.value) == f"{path}: not UTF-8 text"
+
+
+def test_load_config_errors_name_the_path_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[server]\nprot = 1\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+
+    assert str(info.value) == f"{path}: unknown key `server.prot`"
+
+
+# API keys from the environment
+
+TWO_PROVIDERS = """
+[providers.deepseek]
+base_url = "https://api.deepseek.com/v1"
+api_key_env = "DEEPSEEK_API_KEY"
+
+[providers.localllm]
+base_url = "http://127.0.0.1:11434/v1"
+"""
+
+
+def test_resolve_api_keys_reads_the_named_variable() -> None:
+    config = parse_config(TWO_PROVIDERS, SOURCE)
+
+    keys = resolve_api_keys(config, {"DEEPSEEK_API_KEY": "sk-test", "OTHER": "x"})
+
+    assert keys == {"deepseek": "sk-test"}
+
+
+@pytest.mark.parametrize("environ", [{}, {"DEEPSEEK_API_KEY": ""}])
+def test_resolve_api_keys_names_an_unset_or_empty_variable(environ: dict[str, str]) -> None:
+    config = parse_config(TWO_PROVIDERS, SOURCE)
+
+    with pytest.raises(ConfigError) as info:
+        resolve_api_keys(config, environ)
+
+    message = str(info.value)
+    assert message.startswith(f"{SOURCE}: key `providers.deepseek.api_key_env`:")
+    assert "DEEPSEEK_API_KEY" in message
+
+
+def test_resolve_api_keys_needs_nothing_for_keyless_providers() -> None:
+    config = parse_config(PROVIDER, SOURCE)
+
+    assert resolve_api_keys(config, {}) == {}
+
+
+# Where the database lives
+
+
+def with_store(path: str) -> Config:
+    return parse_config(f'[store]\npath = "{path}"\n', SOURCE)
+
+
+def test_store_path_keeps_an_absolute_path(tmp_path: Path) -> None:
+    absolute = tmp_path / "db" / "bridge.db"
+
+    assert store_path(with_store(str(absolute)), {"STATE_DIRECTORY": "/srv/state"}) == absolute
+
+
+def test_store_path_is_relative_to_state_directory() -> None:
+    config = with_store("sub/bridge.db")
+
+    assert store_path(config, {"STATE_DIRECTORY": "/var/lib/bridge"}) == Path(
+        "/var/lib/bridge/sub/bridge.db"
+    )
+
+
+def test_store_path_uses_the_first_of_several_state_directories() -> None:
+    config = with_store("bridge.db")
+    environ = {"STATE_DIRECTORY": "/var/lib/bridge:/var/lib/other"}
+
+    assert store_path(config, environ) == Path("/var/lib/bridge/bridge.db")
+
+
+@pytest.mark.parametrize("environ", [{}, {"STATE_DIRECTORY": ""}])
+def test_store_path_defaults_to_the_users_state_directory(
+    environ: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    assert store_path(with_store("bridge.db"), environ) == (
+        tmp_path / ".local" / "state" / "responses-bridge" / "bridge.db"
+    )
+
+
+def test_store_path_default_config_is_under_the_state_directory() -> None:
+    config = parse_config("", SOURCE)
+
+    assert store_path(config, {"STATE_DIRECTORY": "/var/lib/bridge"}) == Path(
+        "/var/lib/bridge/bridge.db"
+    )
+
+
+def test_store_path_expands_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    assert store_path(with_store("~/bridge.db"), {"STATE_DIRECTORY": "/srv"}) == (
+        tmp_path / "bridge.db"
+    )
