@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from bridge.app_keys import API_KEYS, CONFIG, HTTP_SESSION, RESPONSE_ID, UPSTREAMS
+from bridge.app_keys import API_KEYS, CONFIG, HTTP_SESSION, OUTCOME, RESPONSE_ID, UPSTREAMS
 from bridge.config import Config
 from bridge.errors import ApiError
 from bridge.handlers import create_response, healthz, list_models
@@ -20,6 +21,7 @@ access_log = logging.getLogger("bridge.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+CLIENT_CLOSED = 499
 _HTTP_ERROR_CODES = {
     404: "not_found",
     405: "method_not_allowed",
@@ -50,6 +52,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         status = exc.status
         return exc.response()
+    except asyncio.CancelledError:
+        # The client closed the connection (aiohttp cancels the handler). Clients often
+        # hang up right after the final event; only an unfinished response is a 499
+        # ("client closed request", as nginx logs it).
+        status = 200 if OUTCOME in request else CLIENT_CLOSED
+        raise
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:
@@ -67,12 +75,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         ).response()
     finally:
         access_log.info(
-            "%s %s %s %.1fms %s",
+            "%s %s %s %.1fms %s %s",
             request.method,
             request.path,
             status,
             (time.perf_counter() - started) * 1000,
             request.get(RESPONSE_ID, "-"),
+            request.get(OUTCOME, "-"),
         )
 
 

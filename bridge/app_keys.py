@@ -15,3 +15,5 @@ UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
 
 # Per request: the id of the response it created, for the access log.
 RESPONSE_ID = web.RequestKey("response_id", str)
+# Per request: how the response ended (completed, incomplete, failed), once it has.
+OUTCOME = web.RequestKey("outcome", str)

@@ -11,11 +11,12 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from bridge.app_keys import CONFIG, RESPONSE_ID, UPSTREAMS
+from bridge.app_keys import CONFIG, OUTCOME, RESPONSE_ID, UPSTREAMS
 from bridge.errors import ApiError
 from bridge.relay import encode_frames, relay_turn
 from bridge.translate.request import RequestError, translate_request
 from bridge.translate.stream import StreamTranslator, new_id
+from bridge.upstream import UpstreamClient
 from bridge.wire.events import ResponseEvent, ResponseObject
 from bridge.wire.responses import ResponsesRequest
 
@@ -124,17 +125,21 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     upstream = request.app[UPSTREAMS][model.provider]
     request[RESPONSE_ID] = translator.response.id
     if not req.stream:
-        return await _respond_whole(upstream, body, translator)
+        return await _respond_whole(request, upstream, body, translator)
     return await _respond_stream(
         request, upstream, body, translator, config.server.heartbeat_interval
     )
 
 
-async def _respond_whole(upstream: Any, body: bytes, translator: StreamTranslator) -> web.Response:
-    async def discard(events: list[ResponseEvent]) -> None:
-        return None
+async def _discard(events: list[ResponseEvent]) -> None:
+    """The sink of a non-streaming request: only the final response object matters."""
 
-    error = await relay_turn(upstream, body, translator, discard)
+
+async def _respond_whole(
+    request: web.Request, upstream: UpstreamClient, body: bytes, translator: StreamTranslator
+) -> web.Response:
+    error = await relay_turn(upstream, body, translator, _discard)
+    request[OUTCOME] = translator.response.status
     if error is not None:
         raise error
     return json_response(translator.response)
@@ -142,7 +147,7 @@ async def _respond_whole(upstream: Any, body: bytes, translator: StreamTranslato
 
 async def _respond_stream(
     request: web.Request,
-    upstream: Any,
+    upstream: UpstreamClient,
     body: bytes,
     translator: StreamTranslator,
     heartbeat_interval: float,
@@ -168,6 +173,7 @@ async def _respond_stream(
     try:
         await send(translator.start())
         await relay_turn(upstream, body, translator, send)
+        request[OUTCOME] = translator.response.status
         await response.write_eof()
     except ConnectionResetError:
         # The client went away (a write failed before aiohttp cancelled this handler);

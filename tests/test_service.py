@@ -383,3 +383,18 @@ async def test_client_leaving_during_a_silence_is_noticed(
     await response.content.readuntil(b"response.in_progress")
     response.close()
     await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), timeout=3.0)
+
+
+async def test_one_access_log_line_per_request(
+    bridge: TestClient, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_upstream.script(thinking_text_reply(["a"], ["b"]))
+    with caplog.at_level("INFO", logger="bridge.access"):
+        events = await read_events(await post(bridge, input="hi", stream=True))
+        await (await bridge.get("/v1/nothing")).read()
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.access"]
+    response_id = events[-1]["response"]["id"]
+    assert len(lines) == 2
+    assert lines[0].startswith("POST /v1/responses 200 ")
+    assert lines[0].endswith(f"{response_id} completed")
+    assert lines[1].startswith("GET /v1/nothing 404 ")
