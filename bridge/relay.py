@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -12,7 +13,7 @@ from bridge.errors import ApiError
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import UpstreamClient, connection_error
-from bridge.wire.chat import CHUNK_DECODER
+from bridge.wire.chat import CHUNK_DECODER, COMPLETION_DECODER
 from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
 
 _DONE = b"[DONE]"
+DRAIN_SECONDS = 1.0
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -67,6 +69,8 @@ async def _pump(
 ) -> ApiError | None:
     parser = SSEParser()
     async with upstream.stream(body) as response:
+        if response.content_type == "application/json":
+            return await _whole_answer(response, translator, sink)
         done = False
         try:
             async for data in response.content.iter_any():
@@ -98,6 +102,40 @@ async def _pump(
                 await sink(produced)
             if error is not None:
                 return error
+        await sink(translator.finish())
+        if not response.content.at_eof():
+            await _drain(response)
+    return None
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows [DONE] (the chunked terminator) so the connection is reused.
+
+    A server that keeps the body open after [DONE] gets a moment, then its connection is
+    closed instead of pooled (see UpstreamClient.stream).
+    """
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while await response.content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError):
+        return
+
+
+async def _whole_answer(
+    response: aiohttp.ClientResponse, translator: StreamTranslator, sink: EventSink
+) -> ApiError | None:
+    """A server that ignored `stream: true` and sent one JSON answer: translate it whole."""
+    try:
+        completion = COMPLETION_DECODER.decode(await response.read())
+        events = translator.feed(completion.as_chunk())
+    except msgspec.DecodeError as exc:
+        return _malformed(str(exc))
+    except ApiError as exc:
+        return exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return connection_error(exc, str(response.url))
+    await sink(events)
     await sink(translator.finish())
     return None
 

@@ -25,6 +25,10 @@ class Reply:
     delay_before: float = 0.0
     # Pause between frames (seconds), to exercise idle handling.
     frame_delay: float = 0.0
+    # Pause after the last frame before the body ends (a terminator in its own packet).
+    eof_delay: float = 0.0
+    # A whole JSON answer with status 200, as servers that ignore `stream: true` send.
+    json_body: Any = None
 
 
 def sse(payload: Any) -> bytes:
@@ -121,6 +125,8 @@ class FakeUpstream:
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        # The bridge's address for each request: equal ports mean a pooled connection.
+        self.peers: list[tuple[str, int]] = []
         # Set when the bridge closed a stream before the fake finished writing it.
         self.stream_abandoned = asyncio.Event()
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -154,6 +160,8 @@ class FakeUpstream:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
         problem = self._validate(body)
         if problem is not None:
             return web.json_response(
@@ -172,6 +180,8 @@ class FakeUpstream:
         reply = self.replies.pop(0)
         if reply.delay_before:
             await asyncio.sleep(reply.delay_before)
+        if reply.json_body is not None:
+            return web.json_response(reply.json_body)
         if reply.status != 200:
             return web.json_response(reply.error_body, status=reply.status, headers=reply.headers)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -181,6 +191,8 @@ class FakeUpstream:
                 if reply.frame_delay:
                     await asyncio.sleep(reply.frame_delay)
                 await response.write(frame)
+            if reply.eof_delay:
+                await asyncio.sleep(reply.eof_delay)
             await response.write_eof()
         except ConnectionResetError:
             self.stream_abandoned.set()

@@ -398,3 +398,50 @@ async def test_one_access_log_line_per_request(
     assert lines[0].startswith("POST /v1/responses 200 ")
     assert lines[0].endswith(f"{response_id} completed")
     assert lines[1].startswith("GET /v1/nothing 404 ")
+
+
+async def test_upstream_connections_are_reused(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    for _ in range(3):
+        reply = thinking_text_reply(["a"], ["b"])
+        reply.eof_delay = 0.05  # the body's end arrives after [DONE] was read
+        fake_upstream.script(reply)
+        events = await read_events(await post(bridge, input="hi", stream=True))
+        assert events[-1]["type"] == "response.completed"
+    assert len(set(fake_upstream.peers)) == 1, fake_upstream.peers
+
+
+async def test_server_ignoring_stream_true_is_translated_whole(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Calling.",
+                    "reasoning_content": "need a tool",
+                    "tool_calls": [
+                        {
+                            "id": "call_z",
+                            "type": "function",
+                            "function": {"name": "exec_command", "arguments": '{"cmd": "ls"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
+    fake_upstream.script(Reply(json_body=completion))
+    events = await read_events(await post(bridge, input="hi", tools=TOOLS, stream=True))
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed"
+    assert [o["type"] for o in final["output"]] == ["reasoning", "message", "function_call"]
+    assert final["output"][2]["arguments"] == '{"cmd": "ls"}'
+    assert final["usage"]["total_tokens"] == 8

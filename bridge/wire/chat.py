@@ -93,6 +93,52 @@ class ChatChunk(msgspec.Struct, kw_only=True):
     error: UpstreamErrorBody | None = None
 
 
+class CompletionMessage(msgspec.Struct, kw_only=True):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class CompletionChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    message: CompletionMessage | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """A whole (non-streamed) answer, from servers that ignore `stream: true`."""
+
+    choices: list[CompletionChoice] = []
+    usage: ChatUsage | None = None
+    error: UpstreamErrorBody | None = None
+
+    def as_chunk(self) -> ChatChunk:
+        """The same answer as one stream chunk, so one translator serves both."""
+        choices = []
+        for choice in self.choices:
+            message = choice.message or CompletionMessage()
+            calls = message.tool_calls
+            if calls is not None:
+                # Whole messages list their calls in order; `index` may be absent.
+                calls = [
+                    ToolCallDelta(index=position, id=call.id, function=call.function)
+                    for position, call in enumerate(calls)
+                ]
+            delta = ChunkDelta(
+                content=message.content,
+                reasoning_content=message.reasoning_content,
+                reasoning=message.reasoning,
+                refusal=message.refusal,
+                tool_calls=calls,
+            )
+            choices.append(
+                ChunkChoice(index=choice.index, delta=delta, finish_reason=choice.finish_reason)
+            )
+        return ChatChunk(choices=choices, usage=self.usage, error=self.error)
+
+
 class UpstreamErrorEnvelope(msgspec.Struct, kw_only=True):
     """The body of an upstream HTTP error: `{"error": {...}}`, or a bare message."""
 
@@ -102,4 +148,5 @@ class UpstreamErrorEnvelope(msgspec.Struct, kw_only=True):
 
 
 CHUNK_DECODER = msgspec.json.Decoder(ChatChunk)
+COMPLETION_DECODER = msgspec.json.Decoder(ChatCompletion)
 ERROR_DECODER = msgspec.json.Decoder(UpstreamErrorEnvelope)
