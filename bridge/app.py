@@ -13,7 +13,7 @@ from aiohttp import web
 from bridge.app_keys import API_KEYS, CONFIG, HTTP_SESSION, OUTCOME, RESPONSE_ID, UPSTREAMS
 from bridge.config import Config
 from bridge.errors import ApiError
-from bridge.handlers import create_response, healthz, list_models
+from bridge.handlers import create_response, get_model, healthz, list_models
 from bridge.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -108,5 +108,6 @@ def create_app(config: Config, api_keys: dict[str, str] | None = None) -> web.Ap
     app.cleanup_ctx.append(_http_session)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)
     return app

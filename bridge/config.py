@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from bridge.wire import validation_error_parts
+
 
 class ConfigError(Exception):
     """A configuration problem; the message names the file and the key."""
@@ -67,7 +69,6 @@ class Config(_Strict):
         return self.models[client_model].upstream_model or client_model
 
 
-_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>.+)`$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 T = TypeVar("T")
@@ -84,11 +85,7 @@ def _convert(value: Any, kind: type[T], source: str, prefix: str) -> T:
     try:
         return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _PATH_RE.search(message)
-        path = match["path"].lstrip(".") if match else ""
-        if match:
-            message = message[: match.start()]
+        message, path = validation_error_parts(exc)
         key = ".".join(part for part in (prefix, path) if part)
         unknown = _UNKNOWN_RE.match(message)
         if unknown:

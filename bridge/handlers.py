@@ -17,6 +17,7 @@ from bridge.relay import encode_frames, relay_turn
 from bridge.translate.request import RequestError, translate_request
 from bridge.translate.stream import StreamTranslator, new_id
 from bridge.upstream import UpstreamClient
+from bridge.wire import validation_error_parts
 from bridge.wire.events import ResponseEvent, ResponseObject
 from bridge.wire.responses import ResponsesRequest
 
@@ -37,13 +38,34 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+def _model_object(name: str, provider: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": provider}
+
+
+def _unknown_model(request: web.Request, name: str) -> ApiError:
+    known = ", ".join(sorted(request.app[CONFIG].models)) or "none configured"
+    return ApiError(
+        404,
+        f"The model '{name}' does not exist. Configured models: {known}",
+        param="model",
+        code="model_not_found",
+    )
+
+
 async def list_models(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": model.provider}
-        for name, model in config.models.items()
-    ]
+    """GET /v1/models: the client model names of the config, in OpenAI's list shape."""
+    models = request.app[CONFIG].models
+    data = [_model_object(name, model.provider) for name, model in models.items()]
     return json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """GET /v1/models/{model}."""
+    name = request.match_info["model"]
+    model = request.app[CONFIG].models.get(name)
+    if model is None:
+        raise _unknown_model(request, name)
+    return json_response(_model_object(name, model.provider))
 
 
 def parse_request(body: bytes) -> ResponsesRequest:
@@ -51,8 +73,8 @@ def parse_request(body: bytes) -> ResponsesRequest:
     try:
         return _REQUEST_DECODER.decode(body)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).partition(" - at `$")
-        param = where.rstrip("`").lstrip(".") or None
+        message, path = validation_error_parts(exc)
+        param = path or None
         text = f"Invalid value for '{param}': {message}" if param else message
         raise ApiError(400, text, param=param, code="invalid_value") from None
     except msgspec.DecodeError as exc:
@@ -64,7 +86,8 @@ def _response_template(req: ResponsesRequest) -> ResponseObject:
     text: dict[str, Any] = {"format": {"type": "text"}}
     if req.text is not None:
         text = msgspec.to_builtins(req.text)
-        text.setdefault("format", {"type": "text"})
+        if text.get("format") is None:
+            text["format"] = {"type": "text"}
     return ResponseObject(
         id=new_id("resp"),
         created_at=int(time.time()),
@@ -93,13 +116,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     req = parse_request(await request.read())
     model = config.models.get(req.model)
     if model is None:
-        known = ", ".join(sorted(config.models)) or "none configured"
-        raise ApiError(
-            404,
-            f"The model '{req.model}' does not exist. Configured models: {known}",
-            param="model",
-            code="model_not_found",
-        )
+        raise _unknown_model(request, req.model)
     if req.previous_response_id is not None:
         raise ApiError(
             404,

@@ -150,3 +150,12 @@ async def test_sdk_errors_are_typed(client: openai.AsyncOpenAI) -> None:
         await client.responses.create(model="no-such-model", input="x")
     assert caught.value.code == "model_not_found"
     assert MODEL in caught.value.message
+
+
+async def test_models_list_and_retrieve(client: openai.AsyncOpenAI) -> None:
+    page = await client.models.list()
+    assert [m.id for m in page.data] == [MODEL]
+    model = await client.models.retrieve(MODEL)
+    assert (model.id, model.owned_by) == (MODEL, "fake")
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("nope")

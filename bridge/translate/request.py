@@ -10,6 +10,7 @@ import msgspec
 
 from bridge.translate.reasoning import decode_reasoning
 from bridge.translate.tools import ToolMap, ToolRef, upstream_tool_name
+from bridge.wire import validation_error_parts
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from bridge.wire.responses import (
     ContentPart,
@@ -97,22 +98,24 @@ _CUSTOM_TOOL = msgspec.json.Decoder(CustomTool)
 _NAMESPACE_TOOL = msgspec.json.Decoder(NamespaceTool)
 
 
+def _invalid(exc: msgspec.ValidationError, param: str) -> RequestError:
+    message, where = validation_error_parts(exc)
+    path = f"{param}.{where}" if where and not where.startswith("[") else param + where
+    return RequestError(f"Invalid {path}: {message}", path)
+
+
 def _convert(value: Any, kind: type[T], param: str) -> T:
     try:
         return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).partition(" - at `$")
-        path = param + where.rstrip("`")
-        raise RequestError(f"Invalid {path}: {message}", path) from None
+        raise _invalid(exc, param) from None
 
 
 def _decode_tool(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw, param: str) -> T:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).partition(" - at `$")
-        path = param + where.rstrip("`")
-        raise RequestError(f"Invalid {path}: {message}", path) from None
+        raise _invalid(exc, param) from None
 
 
 def _function_tool(

@@ -126,7 +126,6 @@ class StreamTranslator:
         self._calls: dict[int, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: ChatUsage | None = None
-        self.finished = False
 
     # -- public API ---------------------------------------------------------------
 
@@ -167,10 +166,6 @@ class StreamTranslator:
                 self._finish_reason = choice.finish_reason
         return self._take()
 
-    @property
-    def saw_finish_reason(self) -> bool:
-        return self._finish_reason is not None
-
     def finish(self) -> list[ResponseEvent]:
         """Close every item and end with completed or incomplete; failed without a finish."""
         if self._finish_reason is None:
@@ -188,7 +183,6 @@ class StreamTranslator:
         self.response.usage = convert_usage(self._usage)
         self.response.completed_at = int(time.time())
         reason = INCOMPLETE_REASONS.get(self._finish_reason)
-        self.finished = True
         if reason is not None:
             self.response.status = "incomplete"
             self.response.incomplete_details = IncompleteDetails(reason=reason)
@@ -201,7 +195,6 @@ class StreamTranslator:
     def fail(self, error: ApiError) -> list[ResponseEvent]:
         """End with response.failed; open items are not completed (their output is partial)."""
         self._events.clear()
-        self.finished = True
         self.response.status = "failed"
         self.response.error = ResponseError(
             code=error.code or "server_error", message=error.message
