@@ -159,3 +159,26 @@ async def test_models_list_and_retrieve(client: openai.AsyncOpenAI) -> None:
     assert (model.id, model.owned_by) == (MODEL, "fake")
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("nope")
+
+
+async def test_heartbeats_between_items_keep_the_sdk_state_intact(
+    fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.server.heartbeat_interval = 0.1
+    server = await aiohttp_server(create_app(config))
+    reply = thinking_text_reply(["think"], ["Hello", " there"])
+    reply.frame_delay = 0.25
+    fake_upstream.script(reply)
+    async with openai.AsyncOpenAI(
+        base_url=str(server.make_url("/v1")), api_key="unused", max_retries=0
+    ) as sdk:
+        kinds: list[str] = []
+        async with sdk.responses.stream(model=MODEL, input="hi") as stream:
+            async for event in stream:
+                kinds.append(event.type)
+            final = await stream.get_final_response()
+    first_item = kinds.index("response.output_item.added")
+    assert "response.in_progress" in kinds[first_item:], "a heartbeat came mid-stream"
+    assert final.output_text == "Hello there"
+    assert [item.type for item in final.output] == ["reasoning", "message"]
