@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from bridge.app_keys import API_KEYS, CONFIG, HTTP_SESSION, OUTCOME, RESPONSE_ID, UPSTREAMS
-from bridge.config import Config
+from bridge.app_keys import (
+    API_KEYS,
+    CONFIG,
+    HTTP_SESSION,
+    OUTCOME,
+    RESPONSE_ID,
+    STORE,
+    STORE_PATH,
+    UPSTREAMS,
+)
+from bridge.config import Config, store_path
 from bridge.errors import ApiError
-from bridge.handlers import create_response, get_model, healthz, list_models
+from bridge.handlers import (
+    create_response,
+    delete_response,
+    get_model,
+    get_response,
+    healthz,
+    list_input_items,
+    list_models,
+)
+from bridge.store import Store
 from bridge.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -85,6 +106,37 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+PRUNE_INTERVAL = 3600.0
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    """The database, migrated at startup, pruned in the background, closed last."""
+    config = app[CONFIG]
+    store = await Store.open(app[STORE_PATH], config.store.synchronous)
+    app[STORE] = store
+    pruner = asyncio.create_task(_prune_periodically(store, config))
+    try:
+        yield
+    finally:
+        pruner.cancel()
+        await asyncio.gather(pruner, return_exceptions=True)
+        await store.close()
+
+
+async def _prune_periodically(store: Store, config: Config) -> None:
+    while True:
+        try:
+            deleted = await store.prune(
+                max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
+            )
+        except sqlite3.Error:
+            log.exception("pruning the store failed")
+        else:
+            if deleted:
+                log.info("pruned %d stored responses", deleted)
+        await asyncio.sleep(PRUNE_INTERVAL)
+
+
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for the process, pooled, closed on shutdown."""
     config = app[CONFIG]
@@ -98,16 +150,26 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def create_app(config: Config, api_keys: dict[str, str] | None = None) -> web.Application:
-    """The bridge application for a validated config and the providers' API keys."""
+def create_app(
+    config: Config, api_keys: dict[str, str] | None = None, store_file: Path | None = None
+) -> web.Application:
+    """The bridge application for a validated config and the providers' API keys.
+
+    The database is `store_file`, else the config's [store] path.
+    """
     app = web.Application(
         client_max_size=config.server.max_request_bytes, middlewares=[error_middleware]
     )
     app[CONFIG] = config
     app[API_KEYS] = dict(api_keys or {})
+    app[STORE_PATH] = store_file or store_path(config, os.environ)
+    app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_http_session)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)
+    app.router.add_get("/v1/responses/{response_id}", get_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)
     return app

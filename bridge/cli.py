@@ -1,19 +1,23 @@
-"""Command line: `responses-bridge serve | check-config`."""
+"""Command line: `responses-bridge serve | check-config | migrate | sessions`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
-from bridge import __version__
+from bridge import __version__, sessions_cli
 from bridge.config import Config, ConfigError, load_config, resolve_api_keys, store_path
+from bridge.migrate import MigrationError
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_CONFIG = 3
+EXIT_STORE = 4  # the database cannot be opened or migrated
+# 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -34,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", required=True, metavar="PATH", help="config.toml to check")
+    sessions_cli.add_commands(commands, "config.toml naming the database")
     return parser
 
 
@@ -91,9 +96,20 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "check-config":
-            return _check_config(args.config)
-        return _serve(args)
+        match args.command:
+            case "check-config":
+                return _check_config(args.config)
+            case "migrate":
+                config = load_config(args.config)
+                return sessions_cli.run_migrate(config, store_path(config, os.environ))
+            case "sessions":
+                config = load_config(args.config)
+                return sessions_cli.run_sessions(args, config, store_path(config, os.environ))
+            case _:
+                return _serve(args)
     except ConfigError as exc:
         print(f"responses-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except (MigrationError, sqlite3.Error, OSError) as exc:
+        print(f"responses-bridge: database: {exc}", file=sys.stderr)
+        return EXIT_STORE

@@ -7,7 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -33,6 +33,11 @@ class ServerConfig(_Strict):
 
 class StoreConfig(_Strict):
     path: str = "bridge.db"
+    # "full": every turn is on disk before response.completed is sent; "normal": survives
+    # a crash of the bridge but may lose the last turns on power loss (faster on slow disks).
+    synchronous: Literal["full", "normal"] = "full"
+    max_age_days: float = 30.0
+    max_size_mb: float = 1024.0
 
 
 class UpstreamConfig(_Strict):
@@ -146,6 +151,9 @@ def _check(config: Config) -> None:
             )
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"{src}: key `server.port`: must be between 1 and 65535")
+    for key in ("max_age_days", "max_size_mb"):
+        if getattr(config.store, key) <= 0:
+            raise ConfigError(f"{src}: key `store.{key}`: must be positive")
     if config.server.heartbeat_interval <= 0:
         raise ConfigError(f"{src}: key `server.heartbeat_interval`: must be positive")
     for key in ("connect_timeout", "idle_timeout"):

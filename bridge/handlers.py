@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from bridge.app_keys import CONFIG, OUTCOME, RESPONSE_ID, UPSTREAMS
+from bridge.app_keys import CONFIG, OUTCOME, RESPONSE_ID, STORE, UPSTREAMS
+from bridge.conversation import plan_turn, turn_recorder
 from bridge.errors import ApiError
-from bridge.relay import encode_frames, relay_turn
-from bridge.translate.request import RequestError, translate_request
+from bridge.relay import BeforeFinal, encode_frames, relay_turn
 from bridge.translate.stream import StreamTranslator, new_id
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
@@ -113,49 +114,50 @@ def _response_template(req: ResponsesRequest) -> ResponseObject:
 async def create_response(request: web.Request) -> web.StreamResponse:
     """POST /v1/responses: translate, relay, and stream (or return) the response."""
     config = request.app[CONFIG]
+    store = request.app[STORE]
     req = parse_request(await request.read())
     model = config.models.get(req.model)
     if model is None:
         raise _unknown_model(request, req.model)
-    if req.previous_response_id is not None:
-        raise ApiError(
-            404,
-            f"Previous response with id '{req.previous_response_id}' not found.",
-            param="previous_response_id",
-            code="previous_response_not_found",
-        )
     provider = config.providers[model.provider]
-    try:
-        plan = translate_request(
-            req, config.upstream_model(req.model), developer_role=provider.developer_role
-        )
-    except RequestError as exc:
-        raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
-    for call_id in plan.reasoning_misses:
-        log.debug("no reasoning text for replayed tool call %s", call_id)
+    plan = await plan_turn(
+        store, req, config.upstream_model(req.model), developer_role=provider.developer_role
+    )
     body = msgspec.json.encode(plan.body)
     translator = StreamTranslator(
         _response_template(req),
         plan.tool_map,
         include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
     )
-    upstream = request.app[UPSTREAMS][model.provider]
+    turn = Turn(
+        upstream=request.app[UPSTREAMS][model.provider],
+        body=body,
+        translator=translator,
+        record=turn_recorder(store, req, translator.response, request.headers),
+    )
     request[RESPONSE_ID] = translator.response.id
     if not req.stream:
-        return await _respond_whole(request, upstream, body, translator)
-    return await _respond_stream(
-        request, upstream, body, translator, config.server.heartbeat_interval
-    )
+        return await _respond_whole(request, turn)
+    return await _respond_stream(request, turn, config.server.heartbeat_interval)
+
+
+@dataclass(slots=True)
+class Turn:
+    """What a response needs once the request is understood."""
+
+    upstream: UpstreamClient
+    body: bytes
+    translator: StreamTranslator
+    record: BeforeFinal
 
 
 async def _discard(events: list[ResponseEvent]) -> None:
     """The sink of a non-streaming request: only the final response object matters."""
 
 
-async def _respond_whole(
-    request: web.Request, upstream: UpstreamClient, body: bytes, translator: StreamTranslator
-) -> web.Response:
-    error = await relay_turn(upstream, body, translator, _discard)
+async def _respond_whole(request: web.Request, turn: Turn) -> web.Response:
+    translator = turn.translator
+    error = await relay_turn(turn.upstream, turn.body, translator, _discard, turn.record)
     request[OUTCOME] = translator.response.status
     if error is not None:
         raise error
@@ -163,12 +165,9 @@ async def _respond_whole(
 
 
 async def _respond_stream(
-    request: web.Request,
-    upstream: UpstreamClient,
-    body: bytes,
-    translator: StreamTranslator,
-    heartbeat_interval: float,
+    request: web.Request, turn: Turn, heartbeat_interval: float
 ) -> web.StreamResponse:
+    translator = turn.translator
     response = EventSourceResponse(allow_all_methods=True, sep="\n")
     await response.prepare(request)
     loop = asyncio.get_running_loop()
@@ -189,7 +188,7 @@ async def _respond_stream(
     beat = asyncio.create_task(heartbeat())
     try:
         await send(translator.start())
-        await relay_turn(upstream, body, translator, send)
+        await relay_turn(turn.upstream, turn.body, translator, send, turn.record)
         request[OUTCOME] = translator.response.status
         await response.write_eof()
     except ConnectionResetError:
@@ -201,3 +200,78 @@ async def _respond_stream(
         await asyncio.gather(beat, return_exceptions=True)
         response.stop_streaming()
     return response
+
+
+def _response_id(request: web.Request) -> str:
+    return request.match_info["response_id"]
+
+
+def _response_not_found(response_id: str) -> ApiError:
+    return ApiError(
+        404,
+        f"Response with id '{response_id}' not found.",
+        param="response_id",
+        code="not_found",
+    )
+
+
+async def get_response(request: web.Request) -> web.Response:
+    """GET /v1/responses/{id}: a stored response (not those created with store: false)."""
+    response_id = _response_id(request)
+    stored = await request.app[STORE].get_response(response_id)
+    if stored is None:
+        raise _response_not_found(response_id)
+    return web.Response(body=stored, content_type="application/json")
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    """DELETE /v1/responses/{id}."""
+    response_id = _response_id(request)
+    if not await request.app[STORE].delete_response(response_id):
+        raise _response_not_found(response_id)
+    return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+async def list_input_items(request: web.Request) -> web.Response:
+    """GET /v1/responses/{id}/input_items: OpenAI's list shape with limit, order, after."""
+    response_id = _response_id(request)
+    query = request.query
+    limit = _int_param(query.get("limit", "20"), "limit", 1, 100)
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
+    items = await request.app[STORE].input_items(response_id)
+    if items is None:
+        raise _response_not_found(response_id)
+    if order == "desc":
+        items.reverse()
+    after = query.get("after")
+    if after is not None:
+        position = next((i for i, item in enumerate(items) if item.get("id") == after), None)
+        if position is None:
+            raise ApiError(
+                400, f"No input item with id '{after}'", param="after", code="invalid_value"
+            )
+        items = items[position + 1 :]
+    page = items[:limit]
+    return json_response(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+    )
+
+
+def _int_param(value: str, name: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise ApiError(
+            400, f"{name} must be an integer from {low} to {high}", param=name, code="invalid_value"
+        )
+    return number

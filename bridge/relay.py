@@ -19,6 +19,8 @@ from bridge.wire.events import ResponseEvent
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
+# Runs once the turn has ended and before its final event is sent (the store's write).
+BeforeFinal = Callable[[], Awaitable[None]]
 
 _DONE = b"[DONE]"
 DRAIN_SECONDS = 1.0
@@ -44,33 +46,51 @@ def _malformed(detail: str) -> ApiError:
     )
 
 
+async def _no_op() -> None:
+    return None
+
+
 async def relay_turn(
     upstream: UpstreamClient,
     body: bytes,
     translator: StreamTranslator,
     sink: EventSink,
+    before_final: BeforeFinal = _no_op,
 ) -> ApiError | None:
     """Run the upstream request to its end; returns the error the turn failed with, if any.
 
-    The final event (completed, incomplete or failed) always goes to the sink, except when
-    the sink itself fails (the client went away), which propagates.
+    The final event (completed, incomplete or failed) always goes to the sink, after
+    `before_final` ran, except when the sink itself fails (the client went away), which
+    propagates.
     """
     try:
-        error = await _pump(upstream, body, translator, sink)
+        error = await _pump(upstream, body, translator, sink, before_final)
     except ApiError as exc:
         error = exc
     if error is not None:
-        await sink(translator.fail(error))
+        await _deliver_final(translator.fail(error), before_final, sink)
     return error
 
 
+async def _deliver_final(
+    events: list[ResponseEvent], before_final: BeforeFinal, sink: EventSink
+) -> None:
+    """The last events of a turn, sent once `before_final` (the store's write) is done."""
+    await before_final()
+    await sink(events)
+
+
 async def _pump(
-    upstream: UpstreamClient, body: bytes, translator: StreamTranslator, sink: EventSink
+    upstream: UpstreamClient,
+    body: bytes,
+    translator: StreamTranslator,
+    sink: EventSink,
+    before_final: BeforeFinal,
 ) -> ApiError | None:
     parser = SSEParser()
     async with upstream.stream(body) as response:
         if response.content_type == "application/json":
-            return await _whole_answer(response, translator, sink)
+            return await _whole_answer(response, translator, sink, before_final)
         done = False
         try:
             async for data in response.content.iter_any():
@@ -102,7 +122,7 @@ async def _pump(
                 await sink(produced)
             if error is not None:
                 return error
-        await sink(translator.finish())
+        await _deliver_final(translator.finish(), before_final, sink)
         if not response.content.at_eof():
             await _drain(response)
     return None
@@ -123,7 +143,10 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 
 
 async def _whole_answer(
-    response: aiohttp.ClientResponse, translator: StreamTranslator, sink: EventSink
+    response: aiohttp.ClientResponse,
+    translator: StreamTranslator,
+    sink: EventSink,
+    before_final: BeforeFinal,
 ) -> ApiError | None:
     """A server that ignored `stream: true` and sent one JSON answer: translate it whole."""
     try:
@@ -136,7 +159,7 @@ async def _whole_answer(
     except (aiohttp.ClientError, TimeoutError) as exc:
         return connection_error(exc, str(response.url))
     await sink(events)
-    await sink(translator.finish())
+    await _deliver_final(translator.finish(), before_final, sink)
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -31,6 +32,14 @@ upstream_model = "fake-thinker"
 """,
         "test-config.toml",
     )
+
+
+@pytest.fixture(autouse=True)
+def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's database goes to its own directory ([store] path is relative to it)."""
+    directory = tmp_path / "state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(directory))
+    return directory
 
 
 @pytest.fixture

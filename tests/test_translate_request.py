@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bridge.translate.reasoning import decode_reasoning, encode_reasoning
+from bridge.translate.reasoning import decode_reasoning, encode_reasoning, turn_fingerprint
 from bridge.translate.request import RequestError, translate_request
 from bridge.translate.tools import upstream_tool_name
 from bridge.wire.responses import ResponsesRequest
@@ -198,7 +198,10 @@ def test_foreign_encrypted_content_is_not_reasoning() -> None:
     plan = translate_request(req, "m")
     assistant = plan.body["messages"][1]
     assert assistant.reasoning_content is None  # never a placeholder
-    assert plan.reasoning_misses == ["c1"]
+    (gap,) = plan.reasoning_gaps
+    assert gap.message is assistant
+    assert gap.call_ids == ["c1"]
+    assert gap.fingerprint == turn_fingerprint("", ["c1"])
 
 
 def test_custom_tool_round_trip_shapes() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import zlib
+from collections.abc import Sequence
 
 _PREFIX = "rb1."
 
@@ -29,3 +31,17 @@ def decode_reasoning(value: str) -> str | None:
         return zlib.decompress(packed).decode("utf-8")
     except (binascii.Error, ValueError, zlib.error):
         return None
+
+
+def turn_fingerprint(text: str, call_ids: Sequence[str]) -> str:
+    """A stable id for an assistant turn: its text and tool call ids, hashed.
+
+    The same turn gives the same fingerprint in every process (unlike `hash()`), whether
+    computed from the streamed answer or from the turn as a client replays it.
+    """
+    digest = hashlib.sha256(b"turn-v1\x00")
+    digest.update(text.encode("utf-8"))
+    for call_id in call_ids:
+        digest.update(b"\x00")
+        digest.update(call_id.encode("utf-8"))
+    return digest.hexdigest()[:32]

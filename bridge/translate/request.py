@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 
-from bridge.translate.reasoning import decode_reasoning
+from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
 from bridge.translate.tools import ToolMap, ToolRef, upstream_tool_name
 from bridge.wire import validation_error_parts
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
@@ -79,13 +80,25 @@ class RequestError(Exception):
 
 
 @dataclass(slots=True)
+class ReasoningGap:
+    """A replayed assistant turn that came without its reasoning text."""
+
+    message: ChatMessage
+    call_ids: list[str]
+    fingerprint: str
+
+    def fill(self, reasoning: str) -> None:
+        self.message.reasoning_content = reasoning
+
+
+@dataclass(slots=True)
 class ChatRequestPlan:
     """The upstream body plus what the stream translator needs to map calls back."""
 
     body: dict[str, Any]
     tool_map: ToolMap
-    # call_ids of replayed assistant tool-call turns that carried no reasoning text.
-    reasoning_misses: list[str] = field(default_factory=list)
+    # Replayed assistant turns whose reasoning must be looked up elsewhere.
+    reasoning_gaps: list[ReasoningGap] = field(default_factory=list)
 
 
 class _ToolType(msgspec.Struct):
@@ -264,7 +277,6 @@ class _History:
         # Images from tool outputs wait for the run of tool messages to end.
         self.tool_images: list[dict[str, Any]] = []
         self.call_ids: set[str] = set()
-        self.reasoning_misses: list[str] = []
 
     def _flush_tool_images(self) -> None:
         if self.tool_images:
@@ -322,8 +334,6 @@ class _History:
         if turn.tool_calls is None:
             turn.tool_calls = []
         turn.tool_calls.append(call)
-        if turn.reasoning_content is None and len(turn.tool_calls) == 1:
-            self.reasoning_misses.append(call_id)
         self.call_ids.add(call_id)
 
     def tool_output(self, item: ToolOutputItem, param: str) -> None:
@@ -355,42 +365,60 @@ def _arguments_or_empty_object(arguments: str) -> str:
 
 
 def translate_input(
-    request: ResponsesRequest, developer_role: bool = False
-) -> tuple[list[ChatMessage], list[str]]:
-    """Instructions and input items -> upstream messages, plus reasoning misses."""
-    history = _History(developer_role)
+    request: ResponsesRequest,
+    developer_role: bool = False,
+    history: Sequence[dict[str, Any]] = (),
+) -> list[ChatMessage]:
+    """Instructions, earlier items (a stored chain) and input items -> upstream messages."""
+    messages = _History(developer_role)
     if request.instructions:
-        history.messages.append(ChatMessage(role="system", content=request.instructions))
-    items = request.input
-    if isinstance(items, str):
-        history.messages.append(ChatMessage(role="user", content=items))
-        return history.finish(), []
-    for index, raw in enumerate(items):
-        param = f"input[{index}]"
-        if not isinstance(raw, dict):
-            raise RequestError(f"{param} must be an object", param)
-        kind = raw.get("type") or ("message" if "role" in raw else None)
-        if kind == "message":
-            history.message(_convert(raw, MessageItem, param), param)
-        elif kind == "reasoning":
-            history.reasoning_item(_convert(raw, ReasoningItem, param))
-        elif kind == "function_call":
-            call = _convert(raw, FunctionCallItem, param)
-            name = upstream_tool_name(call.name, call.namespace)
-            history.tool_call(call.call_id, name, _arguments_or_empty_object(call.arguments))
-        elif kind == "custom_tool_call":
-            custom = _convert(raw, CustomToolCallItem, param)
-            arguments = msgspec.json.encode({CUSTOM_TOOL_ARGUMENT: custom.input}).decode()
-            history.tool_call(custom.call_id, upstream_tool_name(custom.name, None), arguments)
-        elif kind in ("function_call_output", "custom_tool_call_output"):
-            history.tool_output(_convert(raw, ToolOutputItem, param), param)
-        elif kind in SKIPPED_ITEM_TYPES:
-            log.debug("skipping %s input item: no Chat Completions equivalent", kind)
-        elif kind is None:
-            raise RequestError(f"{param} has no type", f"{param}.type")
-        else:
-            log.debug("skipping unknown input item type %r", kind)
-    return history.finish(), history.reasoning_misses
+        messages.messages.append(ChatMessage(role="system", content=request.instructions))
+    for index, item in enumerate(history):
+        _add_item(messages, item, f"history[{index}]")
+    if isinstance(request.input, str):
+        messages.messages.append(ChatMessage(role="user", content=request.input))
+    else:
+        for index, item in enumerate(request.input):
+            _add_item(messages, item, f"input[{index}]")
+    return messages.finish()
+
+
+def _add_item(history: _History, raw: Any, param: str) -> None:
+    if not isinstance(raw, dict):
+        raise RequestError(f"{param} must be an object", param)
+    kind = raw.get("type") or ("message" if "role" in raw else None)
+    if kind == "message":
+        history.message(_convert(raw, MessageItem, param), param)
+    elif kind == "reasoning":
+        history.reasoning_item(_convert(raw, ReasoningItem, param))
+    elif kind == "function_call":
+        call = _convert(raw, FunctionCallItem, param)
+        name = upstream_tool_name(call.name, call.namespace)
+        history.tool_call(call.call_id, name, _arguments_or_empty_object(call.arguments))
+    elif kind == "custom_tool_call":
+        custom = _convert(raw, CustomToolCallItem, param)
+        arguments = msgspec.json.encode({CUSTOM_TOOL_ARGUMENT: custom.input}).decode()
+        history.tool_call(custom.call_id, upstream_tool_name(custom.name, None), arguments)
+    elif kind in ("function_call_output", "custom_tool_call_output"):
+        history.tool_output(_convert(raw, ToolOutputItem, param), param)
+    elif kind in SKIPPED_ITEM_TYPES:
+        log.debug("skipping %s input item: no Chat Completions equivalent", kind)
+    elif kind is None:
+        raise RequestError(f"{param} has no type", f"{param}.type")
+    else:
+        log.debug("skipping unknown input item type %r", kind)
+
+
+def reasoning_gaps(messages: list[ChatMessage]) -> list[ReasoningGap]:
+    """Assistant turns without reasoning text, with what identifies them in the store."""
+    gaps = []
+    for message in messages:
+        if message.role != "assistant" or message.reasoning_content is not None:
+            continue
+        call_ids = [call.id for call in message.tool_calls or ()]
+        text = message.content if isinstance(message.content, str) else ""
+        gaps.append(ReasoningGap(message, call_ids, turn_fingerprint(text, call_ids)))
+    return gaps
 
 
 def _response_format(request: ResponsesRequest) -> dict[str, Any] | None:
@@ -412,10 +440,17 @@ def _response_format(request: ResponsesRequest) -> dict[str, Any] | None:
 
 
 def translate_request(
-    request: ResponsesRequest, upstream_model: str, *, developer_role: bool = False
+    request: ResponsesRequest,
+    upstream_model: str,
+    *,
+    developer_role: bool = False,
+    history: Sequence[dict[str, Any]] = (),
 ) -> ChatRequestPlan:
-    """The whole upstream body for a Responses request; always a streaming request."""
-    messages, misses = translate_input(request, developer_role)
+    """The whole upstream body for a Responses request; always a streaming request.
+
+    `history` holds the items of a stored previous_response_id chain, oldest first.
+    """
+    messages = translate_input(request, developer_role, history)
     if not messages:
         raise RequestError("input is empty: there is nothing to send", "input")
     tools, tool_map = translate_tools(request.tools)
@@ -445,4 +480,4 @@ def translate_request(
         body["response_format"] = response_format
     if request.user:
         body["user"] = request.user
-    return ChatRequestPlan(body=body, tool_map=tool_map, reasoning_misses=misses)
+    return ChatRequestPlan(body=body, tool_map=tool_map, reasoning_gaps=reasoning_gaps(messages))

@@ -1,0 +1,168 @@
+"""`responses-bridge migrate` and `responses-bridge sessions ...`: the store at a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bridge.config import Config
+from bridge.store import ResponseRow, Store, open_and_migrate
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 5
+
+
+def add_commands(commands: Any, config_help: str) -> None:
+    """Register `migrate` and `sessions` on the top-level subparsers."""
+    migrate = commands.add_parser("migrate", help="create or upgrade the database and exit")
+    migrate.add_argument("--config", required=True, metavar="PATH", help=config_help)
+
+    sessions = commands.add_parser("sessions", help="inspect and manage stored responses")
+    sessions.add_argument("--config", required=True, metavar="PATH", help=config_help)
+    actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the newest stored responses")
+    listing.add_argument("--limit", type=int, default=30, help="how many (default 30)")
+    listing.add_argument("--session", metavar="ID", help="only this client session id")
+    listing.add_argument("--thread", metavar="ID", help="only this client thread id")
+    for name, text in (
+        ("show", "one response: its input and output, readably"),
+        ("export", "one response as JSON (request, input items, response)"),
+        ("delete", "delete one response and its reasoning"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("id", metavar="ID", help="a response id (resp_...)")
+    actions.add_parser("prune", help="apply [store] max_age_days and max_size_mb now")
+
+
+def run_migrate(config: Config, path: Path) -> int:
+    version = open_and_migrate(path)
+    print(f"{path}: schema version {version}")
+    return EXIT_OK
+
+
+def run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
+    return asyncio.run(_run_sessions(args, config, path))
+
+
+async def _run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
+    store = await Store.open(path, config.store.synchronous)
+    try:
+        match args.action:
+            case "list":
+                return await _list(store, args)
+            case "show":
+                return await _show(store, args.id)
+            case "export":
+                return await _export(store, args.id)
+            case "delete":
+                return await _delete(store, args.id)
+            case _:
+                return await _prune(store, config)
+    finally:
+        await store.close()
+
+
+def _when(timestamp: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _row_line(row: ResponseRow) -> str:
+    tokens = f"{row.input_tokens}+{row.output_tokens}"
+    stored = "" if row.retrievable else " (store:false)"
+    return (
+        f"{_when(row.created_at)}  {row.id}  {row.model:<20} {row.status:<10} "
+        f"{tokens:>13}  {row.session_id or '-'}{stored}"
+    )
+
+
+async def _list(store: Store, args: argparse.Namespace) -> int:
+    rows = await store.list_responses(
+        limit=args.limit, session_id=args.session, thread_id=args.thread
+    )
+    print(f"{'time':<19}  {'id':<37}  {'model':<20} {'status':<10} {'tokens in+out':>13}  session")
+    for row in rows:
+        print(_row_line(row))
+    return EXIT_OK
+
+
+async def _show(store: Store, response_id: str) -> int:
+    stored = await store.export(response_id)
+    if stored is None:
+        return _not_found(response_id)
+    response = stored["response"]
+    usage = response.get("usage") or {}
+    print(f"id:        {response['id']}")
+    print(f"created:   {_when(response['created_at'])}")
+    print(f"model:     {response['model']}")
+    print(f"status:    {response['status']}")
+    print(f"tokens:    {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out")
+    if response.get("previous_response_id"):
+        print(f"previous:  {response['previous_response_id']}")
+    if response.get("error"):
+        print(f"error:     {response['error'].get('code')}: {response['error'].get('message')}")
+    print("\n-- input")
+    for item in stored["input_items"]:
+        print(_describe(item))
+    print("\n-- output")
+    for item in response.get("output", []):
+        print(_describe(item))
+    return EXIT_OK
+
+
+def _describe(item: dict[str, Any]) -> str:
+    """One item as one or a few readable lines."""
+    kind = item.get("type", "message")
+    if kind == "message":
+        content = item.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(part.get("text", f"[{part.get('type')}]")) for part in content)
+        return f"[{item.get('role')}] {_clip(str(content))}"
+    if kind == "reasoning":
+        text = "".join(part.get("text", "") for part in item.get("content") or [])
+        return f"[reasoning] {_clip(text)}"
+    if kind in ("function_call", "custom_tool_call"):
+        args = item.get("arguments", item.get("input", ""))
+        namespace = f"{item['namespace']}." if item.get("namespace") else ""
+        return f"[call {item.get('call_id')}] {namespace}{item.get('name')}({_clip(str(args))})"
+    if kind.endswith("_output"):
+        return f"[output {item.get('call_id')}] {_clip(str(item.get('output')))}"
+    return f"[{kind}]"
+
+
+def _clip(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+async def _export(store: Store, response_id: str) -> int:
+    stored = await store.export(response_id)
+    if stored is None:
+        return _not_found(response_id)
+    json.dump(stored, sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return EXIT_OK
+
+
+async def _delete(store: Store, response_id: str) -> int:
+    if not await store.delete_response(response_id, any_kind=True):
+        return _not_found(response_id)
+    print(f"deleted {response_id}")
+    return EXIT_OK
+
+
+async def _prune(store: Store, config: Config) -> int:
+    deleted = await store.prune(
+        max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
+    )
+    print(f"pruned {deleted} responses")
+    return EXIT_OK
+
+
+def _not_found(response_id: str) -> int:
+    print(f"responses-bridge: no stored response {response_id}", file=sys.stderr)
+    return EXIT_NOT_FOUND
