@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from bridge import __version__, sessions_cli
 from bridge.config import Config, ConfigError, load_config, resolve_api_keys, store_path
 from bridge.migrate import MigrationError
+from bridge.store import StoreError
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_CONFIG = 3
 EXIT_STORE = 4  # the database cannot be opened or migrated
 # 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
+EXIT_LISTEN = 6  # serve cannot listen on its address
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -82,14 +84,18 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # handler_cancellation: a client that disconnects cancels its handler at once, which
     # closes the upstream request instead of letting the provider generate for nobody.
-    web.run_app(
-        create_app(config, api_keys),
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        handler_cancellation=True,
-    )
+    try:
+        web.run_app(
+            create_app(config, api_keys),
+            host=host,
+            port=port,
+            print=None,
+            access_log=None,
+            handler_cancellation=True,
+        )
+    except OSError as exc:
+        print(f"responses-bridge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return EXIT_LISTEN
     return EXIT_OK
 
 
@@ -110,6 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"responses-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (MigrationError, sqlite3.Error, OSError) as exc:
+    except (StoreError, MigrationError, sqlite3.Error) as exc:
         print(f"responses-bridge: database: {exc}", file=sys.stderr)
         return EXIT_STORE

@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from bridge.migrate import migrate
+from bridge.migrate import MigrationError, migrate
 from bridge.records import TurnRecord
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 _ITEMS = msgspec.json.Decoder(list[dict[str, Any]])
 # SQLite's default limit on host parameters in one statement is 32766; stay well below.
 _LOOKUP_BATCH = 500
+
+
+class StoreError(Exception):
+    """The database cannot be opened or brought up to date."""
 
 
 class ChainNotFound(Exception):
@@ -92,7 +96,11 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, synchronous: str = "full") -> Store:
-        await asyncio.to_thread(open_and_migrate, path)
+        """Open (creating and migrating as needed); StoreError names the file if it fails."""
+        try:
+            await asyncio.to_thread(open_and_migrate, path)
+        except (MigrationError, sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{path}: {exc}") from exc
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
