@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 _ITEMS = msgspec.json.Decoder(list[dict[str, Any]])
 # SQLite's default limit on host parameters in one statement is 32766; stay well below.
 _LOOKUP_BATCH = 500
+# Longest previous_response_id chain followed; a guard, far beyond any real conversation.
+MAX_CHAIN = 100_000
 
 
 class StoreError(Exception):
@@ -225,6 +227,7 @@ class Store:
             " UNION ALL"
             " SELECT r.id, r.previous_response_id, c.depth + 1"
             " FROM responses r JOIN chain c ON r.id = c.previous"
+            f" WHERE c.depth < {MAX_CHAIN}"
             ") SELECT c.id, c.previous, r.input_items, r.output_items"
             " FROM chain c JOIN responses r ON r.id = c.id ORDER BY c.depth DESC",
             (response_id,),
@@ -307,7 +310,7 @@ class Store:
     async def prune(self, *, max_age_days: float, max_size_mb: float) -> int:
         """Delete what is older than max_age_days, then the oldest until under max_size_mb.
 
-        Returns the number of responses deleted.
+        The newest response is never deleted for size. Returns the number deleted.
         """
         cutoff = int(time.time() - max_age_days * 86400)
         deleted = 0
@@ -322,9 +325,12 @@ class Store:
             for _ in range(20):
                 if await self._data_bytes() <= limit:
                     break
+                # The newest response always stays: it may be mid-conversation.
                 cursor = await self._db.execute(
                     "DELETE FROM responses WHERE id IN (SELECT id FROM responses "
-                    "ORDER BY created_at LIMIT max(1, (SELECT count(*) FROM responses) / 10))"
+                    "ORDER BY created_at, rowid LIMIT min("
+                    "(SELECT count(*) FROM responses) - 1,"
+                    " max(1, (SELECT count(*) FROM responses) / 10)))"
                 )
                 if cursor.rowcount <= 0:
                     break
