@@ -74,14 +74,12 @@ def applied_version(connection: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def migrate(connection: sqlite3.Connection, migrations: list[Migration] | None = None) -> int:
-    """Apply what is missing, each migration in its own transaction; returns the version.
+def check_not_newer(connection: sqlite3.Connection, migrations: list[Migration]) -> int:
+    """The database's version; MigrationError if it is newer than these migrations.
 
-    A database newer than the code is refused before anything is written to it.
-    The connection must be in autocommit mode (isolation_level=None).
+    Only reads: a database this code does not understand is never written to.
     """
-    known = migrations if migrations is not None else load_migrations()
-    latest = known[-1].version
+    latest = migrations[-1].version
     current = applied_version(connection)
     if current > latest:
         raise MigrationError(
@@ -89,12 +87,24 @@ def migrate(connection: sqlite3.Connection, migrations: list[Migration] | None =
             f"knows (up to {latest}); upgrade responses-bridge or point [store] path at "
             "another file. The database was not modified."
         )
-    if current == latest:
+    return current
+
+
+def migrate(connection: sqlite3.Connection, migrations: list[Migration] | None = None) -> int:
+    """Apply what is missing, each migration in its own transaction; returns the version.
+
+    A database newer than the code is refused before anything is written to it. Another
+    process migrating the same file at the same time is tolerated: a step it applied first
+    is skipped. The connection must be in autocommit mode (isolation_level=None).
+    """
+    known = migrations if migrations is not None else load_migrations()
+    current = check_not_newer(connection, known)
+    if current == known[-1].version:
         return current
     connection.execute(_TRACKING_TABLE)
     for migration in known[current:]:
         script = (
-            f"BEGIN;\n{migration.sql}\n;"
+            f"BEGIN IMMEDIATE;\n{migration.sql}\n;"
             f"INSERT INTO schema_migrations (version, name, applied_at) "
             f"VALUES ({migration.version}, '{migration.name}', {int(time.time())});\n"
             "COMMIT;"
@@ -104,7 +114,9 @@ def migrate(connection: sqlite3.Connection, migrations: list[Migration] | None =
         except sqlite3.Error as exc:
             if connection.in_transaction:
                 connection.rollback()
+            if applied_version(connection) >= migration.version:
+                continue  # applied meanwhile by another process
             raise MigrationError(
                 f"migration {migration.version:04d}_{migration.name}.sql failed: {exc}"
             ) from exc
-    return latest
+    return known[-1].version

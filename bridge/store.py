@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from bridge.migrate import MigrationError, migrate
+from bridge.migrate import MigrationError, check_not_newer, load_migrations, migrate
 from bridge.records import TurnRecord
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,23 @@ def prepare_database_file(path: Path) -> None:
 
 
 def open_and_migrate(path: Path) -> int:
-    """Create the file if needed and bring its schema up to date; returns the version."""
+    """Create the file if needed and bring its schema up to date; returns the version.
+
+    A database newer than this code is refused before anything, even the journal mode,
+    is written to it.
+    """
+    migrations = load_migrations()
     prepare_database_file(path)
     connection = sqlite3.connect(path, isolation_level=None)
     try:
-        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA busy_timeout = 5000")
+        check_not_newer(connection, migrations)
         if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-            # Must be set before the first table exists; lets the pruner give space back.
+            # Only takes effect before the first table and before the switch to WAL;
+            # lets the pruner give space back with incremental_vacuum.
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        return migrate(connection)
+        connection.execute("PRAGMA journal_mode = WAL")
+        return migrate(connection, migrations)
     finally:
         connection.close()
 
