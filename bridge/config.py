@@ -58,6 +58,11 @@ class ProviderConfig(_Strict):
 class ModelConfig(_Strict):
     provider: str
     upstream_model: str | None = None
+    # Tokens the model takes in; Codex plans compaction with it (see `codex-config`).
+    context_window: int = 128_000
+    # Reasoning is always sent as reasoning text; it is also mirrored as a reasoning summary
+    # (which Codex shows the user) when the request asks for one ("auto"), always, or never.
+    reasoning_summary: Literal["auto", "always", "never"] = "auto"
 
 
 class Config(_Strict):
@@ -142,6 +147,11 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f"{src}: key `{_table_key('models', name)}.provider`: unknown provider "
                 f"{model.provider!r} (configured providers: {known})"
+            )
+    for name, model in config.models.items():
+        if model.context_window < 1024:
+            raise ConfigError(
+                f"{src}: key `{_table_key('models', name)}.context_window`: must be at least 1024"
             )
     for name, provider in config.providers.items():
         if not provider.base_url.startswith(("http://", "https://")):

@@ -128,6 +128,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         _response_template(req),
         plan.tool_map,
         include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
+        reasoning_summary=_wants_summary(req, model.reasoning_summary),
     )
     turn = Turn(
         upstream=request.app[UPSTREAMS][model.provider],
@@ -139,6 +140,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if not req.stream:
         return await _respond_whole(request, turn)
     return await _respond_stream(request, turn, config.server.heartbeat_interval)
+
+
+def _wants_summary(req: ResponsesRequest, setting: str) -> bool:
+    """Whether reasoning is mirrored as a summary: per model, or as the request asks."""
+    if setting != "auto":
+        return setting == "always"
+    summary = req.reasoning.summary if req.reasoning else None
+    return summary is not None and summary != "none"
 
 
 @dataclass(slots=True)

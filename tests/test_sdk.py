@@ -135,11 +135,13 @@ async def test_create_streaming_events_validate_strictly(
             tools=TOOLS,
             stream=True,
             include=["reasoning.encrypted_content"],
+            reasoning={"summary": "auto"},
         )
         body = await raw.http_response.aread()
     parser = SSEParser()
     events = [json.loads(e.data) for e in parser.feed(body) + parser.finish()]
     assert len(events) > 10
+    assert "response.reasoning_summary_text.delta" in {e["type"] for e in events}
     for event in events:
         STRICT_EVENT.validate_python(event)
     Response.model_validate(events[-1]["response"], strict=False)

@@ -445,3 +445,34 @@ async def test_server_ignoring_stream_true_is_translated_whole(
     assert [o["type"] for o in final["output"]] == ["reasoning", "message", "function_call"]
     assert final["output"][2]["arguments"] == '{"cmd": "ls"}'
     assert final["usage"]["total_tokens"] == 8
+
+
+@pytest.mark.parametrize(
+    ("setting", "asked", "mirrored"),
+    [
+        ("auto", {"summary": "auto"}, True),
+        ("auto", {"effort": "high"}, False),
+        ("auto", None, False),
+        ("always", None, True),
+        ("never", {"summary": "detailed"}, False),
+    ],
+)
+async def test_reasoning_summary_setting(
+    fake_upstream: FakeUpstream,
+    aiohttp_client: ClientFactory,
+    setting: str,
+    asked: dict[str, str] | None,
+    mirrored: bool,
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.models[MODEL].reasoning_summary = setting  # type: ignore[assignment]
+    client = await aiohttp_client(create_app(config))
+    fake_upstream.script(thinking_text_reply(["deep thought"], ["ok"]))
+    body: dict[str, Any] = {"input": "hi", "stream": True}
+    if asked is not None:
+        body["reasoning"] = asked
+    events = await read_events(await post(client, **body))
+    kinds = {e["type"] for e in events}
+    assert ("response.reasoning_summary_text.delta" in kinds) is mirrored
+    summary = events[-1]["response"]["output"][0]["summary"]
+    assert summary == ([{"type": "summary_text", "text": "deep thought"}] if mirrored else [])

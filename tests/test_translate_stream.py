@@ -22,9 +22,16 @@ from bridge.wire.events import ResponseObject
 from tests.fake_upstream import chunk, usage_chunk
 
 
-def translator(tool_map: ToolMap | None = None, encrypted: bool = False) -> StreamTranslator:
+def translator(
+    tool_map: ToolMap | None = None, encrypted: bool = False, summary: bool = False
+) -> StreamTranslator:
     response = ResponseObject(id="resp_1", created_at=1, model="m")
-    return StreamTranslator(response, tool_map or ToolMap(), include_encrypted_reasoning=encrypted)
+    return StreamTranslator(
+        response,
+        tool_map or ToolMap(),
+        include_encrypted_reasoning=encrypted,
+        reasoning_summary=summary,
+    )
 
 
 def run(t: StreamTranslator, chunks: list[dict[str, Any]], finish: bool = True) -> list[dict]:
@@ -426,3 +433,31 @@ def test_the_split_property_sees_the_whole_answer() -> None:
     assert final["status"] == "completed"
     assert final["output"][1]["content"][0]["text"] == "Calling 😀"
     assert final["output"][2]["arguments"] == '{"k": "v"}'
+
+
+def test_reasoning_mirrored_as_a_summary() -> None:
+    events = run(
+        translator(summary=True),
+        [
+            chunk({"reasoning_content": "Plan "}),
+            chunk({"reasoning_content": "it."}),
+            chunk({"content": "ok"}, "stop"),
+        ],
+    )
+    check_invariants(events)
+    kinds = [e["type"].removeprefix("response.") for e in events[2:10]]
+    assert kinds == [
+        "output_item.added",
+        "reasoning_summary_part.added",
+        "content_part.added",
+        "reasoning_summary_text.delta",
+        "reasoning_text.delta",
+        "reasoning_summary_text.delta",
+        "reasoning_text.delta",
+        "reasoning_summary_text.done",
+    ]
+    summary_deltas = [e for e in events if e["type"] == "response.reasoning_summary_text.delta"]
+    assert [e["summary_index"] for e in summary_deltas] == [0, 0]
+    item = events[-1]["response"]["output"][0]
+    assert item["summary"] == [{"type": "summary_text", "text": "Plan it."}]
+    assert item["content"] == [{"type": "reasoning_text", "text": "Plan it."}]

@@ -39,6 +39,10 @@ from bridge.wire.events import (
     OutputTextPart,
     OutputTokensDetails,
     ReasoningOutput,
+    ReasoningSummaryPartAdded,
+    ReasoningSummaryPartDone,
+    ReasoningSummaryTextDelta,
+    ReasoningSummaryTextDone,
     ReasoningTextDelta,
     ReasoningTextDone,
     ReasoningTextPart,
@@ -50,6 +54,7 @@ from bridge.wire.events import (
     ResponseIncomplete,
     ResponseInProgress,
     ResponseObject,
+    SummaryText,
     Usage,
 )
 
@@ -115,10 +120,14 @@ class StreamTranslator:
         tool_map: ToolMap,
         *,
         include_encrypted_reasoning: bool = False,
+        reasoning_summary: bool = False,
     ) -> None:
         self.response = response
         self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
+        # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
+        # summaries to the user; the upstream has no separate summary to offer).
+        self._summary = reasoning_summary
         self._seq = 0
         self._events: list[ResponseEvent] = []
         self._reasoning: _Text | None = None
@@ -238,6 +247,15 @@ class StreamTranslator:
             self._close_message()
             item = ReasoningOutput(id=new_id("rs"))
             index = self._add_item(item)
+            if self._summary:
+                self._emit(
+                    ReasoningSummaryPartAdded(
+                        item_id=item.id,
+                        output_index=index,
+                        summary_index=0,
+                        part=SummaryText(text=""),
+                    )
+                )
             self._emit(
                 ContentPartAdded(
                     item_id=item.id,
@@ -248,9 +266,19 @@ class StreamTranslator:
             )
             current = self._reasoning = _Text(item, index)
         current.parts.append(text)
+        item_id = current.item.id
+        if self._summary:
+            self._emit(
+                ReasoningSummaryTextDelta(
+                    item_id=item_id,
+                    output_index=current.output_index,
+                    summary_index=0,
+                    delta=text,
+                )
+            )
         self._emit(
             ReasoningTextDelta(
-                item_id=current.item.id,
+                item_id=item_id,
                 output_index=current.output_index,
                 content_index=0,
                 delta=text,
@@ -291,6 +319,22 @@ class StreamTranslator:
         assert isinstance(item, ReasoningOutput)
         text = "".join(current.parts)
         part = ReasoningTextPart(text=text)
+        if self._summary:
+            summary = SummaryText(text=text)
+            self._emit(
+                ReasoningSummaryTextDone(
+                    item_id=item.id, output_index=current.output_index, summary_index=0, text=text
+                )
+            )
+            self._emit(
+                ReasoningSummaryPartDone(
+                    item_id=item.id,
+                    output_index=current.output_index,
+                    summary_index=0,
+                    part=summary,
+                )
+            )
+            item.summary = [summary]
         self._emit(
             ReasoningTextDone(
                 item_id=item.id, output_index=current.output_index, content_index=0, text=text
