@@ -1,4 +1,4 @@
-"""Command line: `responses-bridge serve | check-config | migrate | sessions`."""
+"""Command line: `responses-bridge serve | check-config | migrate | sessions | codex-config`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from bridge import __version__, sessions_cli
+from bridge import __version__, codex_config, sessions_cli
 from bridge.config import Config, ConfigError, load_config, resolve_api_keys, store_path
 from bridge.migrate import MigrationError
 from bridge.store import StoreError
@@ -20,6 +21,7 @@ EXIT_CONFIG = 3
 EXIT_STORE = 4  # the database cannot be opened or migrated
 # 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
 EXIT_LISTEN = 6  # serve cannot listen on its address
+# 7: codex-config could not read the installed Codex's model catalog (bridge.codex_config)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -41,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", required=True, metavar="PATH", help="config.toml to check")
     sessions_cli.add_commands(commands, "config.toml naming the database")
+
+    codex = commands.add_parser(
+        "codex-config", help="print a Codex config snippet and write a model catalog for it"
+    )
+    codex.add_argument("--config", required=True, metavar="PATH", help="the bridge's config.toml")
+    codex.add_argument("--model", help="Codex's default model (default: the first configured)")
+    codex.add_argument(
+        "--catalog",
+        metavar="PATH",
+        help="where to write the catalog (default: $CODEX_HOME or ~/.codex, "
+        "responses-bridge-models.json)",
+    )
+    codex.add_argument("--codex", metavar="PATH", help="the codex executable (default: on PATH)")
     return parser
 
 
@@ -111,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "sessions":
                 config = load_config(args.config)
                 return sessions_cli.run_sessions(args, config, store_path(config, os.environ))
+            case "codex-config":
+                config = load_config(args.config)
+                catalog = Path(args.catalog) if args.catalog else None
+                return codex_config.run(
+                    config,
+                    model=args.model,
+                    catalog_path=catalog or codex_config.default_catalog_path(os.environ),
+                    codex=args.codex,
+                )
             case _:
                 return _serve(args)
     except ConfigError as exc:

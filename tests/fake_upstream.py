@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,17 +66,20 @@ def usage_chunk(
     }
 
 
-def thinking_text_reply(reasoning: list[str], text: list[str]) -> Reply:
+def thinking_text_reply(reasoning: list[str], text: list[str], prompt_tokens: int = 11) -> Reply:
     """Reasoning deltas, then content deltas, then finish and a usage chunk."""
     frames = [sse(chunk({"role": "assistant", "content": None, "reasoning_content": ""}))]
     frames += [sse(chunk({"reasoning_content": part})) for part in reasoning]
     frames += [sse(chunk({"content": part})) for part in text]
-    frames += [sse(chunk(finish_reason="stop")), sse(usage_chunk()), DONE]
+    frames += [sse(chunk(finish_reason="stop")), sse(usage_chunk(prompt=prompt_tokens)), DONE]
     return Reply(frames)
 
 
 def tool_call_reply(
-    reasoning: str, calls: list[tuple[str, str, list[str]]], text: str | None = None
+    reasoning: str,
+    calls: list[tuple[str, str, list[str]]],
+    text: str | None = None,
+    prompt_tokens: int = 11,
 ) -> Reply:
     """Reasoning, optional text, then tool calls keyed by index: id and name only first."""
     frames = [sse(chunk({"role": "assistant", "reasoning_content": reasoning}))]
@@ -113,7 +117,7 @@ def tool_call_reply(
                     )
                 )
             )
-    frames += [sse(chunk(finish_reason="tool_calls")), sse(usage_chunk()), DONE]
+    frames += [sse(chunk(finish_reason="tool_calls")), sse(usage_chunk(prompt=prompt_tokens)), DONE]
     return Reply(frames)
 
 
@@ -123,6 +127,9 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.url = ""  # set once the test server is up
         self.replies: list[Reply] = []
+        # Answers requests when no scripted reply is left (a client that decides how many
+        # requests it makes, like Codex, is easier to serve by what it asks).
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         # The bridge's address for each request: equal ports mean a pooled connection.
@@ -175,9 +182,12 @@ class FakeUpstream:
                 },
                 status=400,
             )
-        if not self.replies:
+        if self.replies:
+            reply = self.replies.pop(0)
+        elif self.responder is not None:
+            reply = self.responder(body)
+        else:
             return web.json_response({"error": {"message": "no scripted reply"}}, status=500)
-        reply = self.replies.pop(0)
         if reply.delay_before:
             await asyncio.sleep(reply.delay_before)
         if reply.json_body is not None:

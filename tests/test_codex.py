@@ -1,0 +1,394 @@
+"""The real Codex CLI through the bridge, against a strict thinking-model fake upstream.
+
+Needs `@openai/codex@0.169.0` (`npm install --no-save @openai/codex@0.169.0` in the repo puts
+it in node_modules/, where .ci/run installs it). Without it these tests skip, unless
+REQUIRE_CODEX=1 (set by .ci/run) makes a missing Codex a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bridge import codex_config
+from bridge.app import create_app
+from bridge.config import load_config
+from tests.conftest import MODEL, bridge_config
+from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
+from tests.processes import REPO, BridgeProcess, free_port
+
+CODEX_TIMEOUT = 90.0
+CLIENT_KEY_ENV = "BRIDGE_TEST_CLIENT_KEY"
+
+
+def codex_binary() -> str | None:
+    configured = os.environ.get("CODEX_BIN")
+    if configured:
+        return configured
+    local = REPO / "node_modules" / ".bin" / "codex"
+    if local.exists():
+        return str(local)
+    return shutil.which("codex")
+
+
+@pytest.fixture(scope="module")
+def codex() -> str:
+    binary = codex_binary()
+    if binary is None:
+        message = "Codex CLI not installed (npm install --no-save @openai/codex@0.169.0)"
+        if os.environ.get("REQUIRE_CODEX") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@dataclass
+class CodexResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class CodexHome:
+    """A CODEX_HOME of its own, pointed at a bridge, and a working directory."""
+
+    def __init__(self, codex: str, root: Path, bridge_url: str) -> None:
+        self.codex = codex
+        self.home = root / "codex-home"
+        self.workdir = root / "work"
+        self.home.mkdir()
+        self.workdir.mkdir()
+        self.bridge_url = bridge_url
+        self.write_config()
+
+    def write_config(self, catalog: Path | None = None) -> None:
+        lines = [
+            f'model = "{MODEL}"',
+            'model_provider = "bridge"',
+        ]
+        if catalog is not None:
+            lines.append(f"model_catalog_json = {json.dumps(str(catalog))}")
+        lines += [
+            "[model_providers.bridge]",
+            'name = "bridge"',
+            f'base_url = "{self.bridge_url}/v1"',
+            f'env_key = "{CLIENT_KEY_ENV}"',
+            'wire_api = "responses"',
+            "request_max_retries = 0",
+            "stream_max_retries = 0",
+            "stream_idle_timeout_ms = 30000",
+        ]
+        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
+
+    async def run(self, *args: str) -> CodexResult:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
+        env.update({"CODEX_HOME": str(self.home), CLIENT_KEY_ENV: "test-client-key"})
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            self.codex,
+            "exec",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-approvals-and-sandbox",
+            *args,
+            cwd=self.workdir,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), CODEX_TIMEOUT)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode is not None
+        return CodexResult(
+            process.returncode, out.decode(), err.decode(), time.monotonic() - started
+        )
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body["messages"]):
+        if message["role"] == "user":
+            content = message["content"]
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def replayed_assistant(body: dict[str, Any], call_id: str) -> dict[str, Any]:
+    for message in body["messages"]:
+        if message["role"] == "assistant" and any(
+            call["id"] == call_id for call in message.get("tool_calls") or ()
+        ):
+            return message
+    raise AssertionError(f"no assistant message with call {call_id} was sent upstream")
+
+
+def tool_result(body: dict[str, Any], call_id: str) -> str:
+    for message in body["messages"]:
+        if message["role"] == "tool" and message["tool_call_id"] == call_id:
+            return str(message["content"])
+    raise AssertionError(f"no tool message for {call_id} was sent upstream")
+
+
+def tool_names(body: dict[str, Any]) -> set[str]:
+    return {tool["function"]["name"] for tool in body.get("tools", [])}
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+def scripted(task: str, first: Reply, after_tool: Reply) -> Responder:
+    """The task gets `first`; the turn after a tool result gets `after_tool`; others: text."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return after_tool
+        if task in last_user_text(body):
+            return first
+        return thinking_text_reply([], ["ok"])
+
+    return respond
+
+
+@pytest.fixture
+async def bridge_url(
+    fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> str:
+    server = await aiohttp_server(create_app(bridge_config(fake_upstream.url)))
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+def codex_home(codex: str, tmp_path: Path, bridge_url: str) -> CodexHome:
+    return CodexHome(codex, tmp_path, bridge_url)
+
+
+def requests_after_tool(fake: FakeUpstream) -> list[dict[str, Any]]:
+    return [body for body in fake.requests if body["messages"][-1]["role"] == "tool"]
+
+
+async def test_a_shell_tool_turn(codex_home: CodexHome, fake_upstream: FakeUpstream) -> None:
+    reasoning = "The user wants two files; two printf calls through exec_command, in parallel."
+    fake_upstream.responder = scripted(
+        "make the files",
+        tool_call_reply(
+            reasoning,
+            [
+                ("call_sh1", "exec_command", [json.dumps({"cmd": "printf hi > made.txt"})]),
+                ("call_sh2", "exec_command", [json.dumps({"cmd": "printf yo > also.txt"})]),
+            ],
+        ),
+        thinking_text_reply(["It worked."], ["Created made.txt and also.txt for you."]),
+    )
+    result = await codex_home.run("-m", MODEL, "make the files made.txt and also.txt")
+    assert result.returncode == 0, result.output
+    assert (codex_home.workdir / "made.txt").read_text() == "hi"
+    assert (codex_home.workdir / "also.txt").read_text() == "yo"
+    assert "Created made.txt and also.txt for you." in result.stdout
+    (follow_up,) = requests_after_tool(fake_upstream)
+    assistant = replayed_assistant(follow_up, "call_sh1")
+    assert assistant["reasoning_content"] == reasoning
+    # Both parallel calls come back in one assistant message, their results after it.
+    assert [call["id"] for call in assistant["tool_calls"]] == ["call_sh1", "call_sh2"]
+    tool_messages = follow_up["messages"][-2:]
+    assert [m["tool_call_id"] for m in tool_messages] == ["call_sh1", "call_sh2"]
+    assert "exec_command" in tool_names(follow_up)
+
+
+async def write_catalog(
+    codex: str, codex_home: CodexHome, fake: FakeUpstream, tmp_path: Path, context_window: int
+) -> None:
+    """The catalog `codex-config` writes, for a bridge config with this context window."""
+    config_file = tmp_path / "bridge.toml"
+    config_file.write_text(
+        f'[providers.fake]\nbase_url = "{fake.url}/v1"\n'
+        f'[models."{MODEL}"]\nprovider = "fake"\ncontext_window = {context_window}\n'
+    )
+    catalog = tmp_path / "catalog.json"
+    exit_code = codex_config.run(
+        load_config(config_file), model=None, catalog_path=catalog, codex=codex
+    )
+    assert exit_code == 0
+    codex_home.write_config(catalog)
+
+
+async def test_b_apply_patch_as_a_custom_tool(
+    codex_home: CodexHome, fake_upstream: FakeUpstream, tmp_path: Path, codex: str
+) -> None:
+    await write_catalog(codex, codex_home, fake_upstream, tmp_path, 64000)
+    patch = "*** Begin Patch\n*** Add File: patched.txt\n+patched by the model\n*** End Patch\n"
+    fake_upstream.responder = scripted(
+        "patch it",
+        tool_call_reply(
+            "A new file: apply_patch.", [("call_ap", "apply_patch", [json.dumps({"input": patch})])]
+        ),
+        thinking_text_reply([], ["Patched."]),
+    )
+    result = await codex_home.run("-m", MODEL, "patch it: add patched.txt")
+    assert result.returncode == 0, result.output
+    assert "fallback metadata" not in result.output
+    assert (codex_home.workdir / "patched.txt").read_text() == "patched by the model\n"
+    first = fake_upstream.requests[0]
+    apply_patch = next(t for t in first["tools"] if t["function"]["name"] == "apply_patch")
+    assert apply_patch["function"]["parameters"]["required"] == ["input"]
+    (follow_up,) = requests_after_tool(fake_upstream)
+    replayed = replayed_assistant(follow_up, "call_ap")["tool_calls"][0]["function"]
+    assert json.loads(replayed["arguments"]) == {"input": patch}
+    assert "patched.txt" in tool_result(follow_up, "call_ap")
+
+
+@pytest.fixture
+async def bridge_process(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> AsyncIterator[BridgeProcess]:
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "state" / "bridge.db"}"\n'
+        f'[providers.fake]\nbase_url = "{fake_upstream.url}/v1"\n'
+        f'[models."{MODEL}"]\nprovider = "fake"\n'
+    )
+    bridge = BridgeProcess(config, free_port())
+    try:
+        await bridge.start()
+        yield bridge
+    finally:
+        await bridge.stop()
+
+
+async def test_c_resume_after_the_bridge_was_killed(
+    codex: str, tmp_path: Path, bridge_process: BridgeProcess, fake_upstream: FakeUpstream
+) -> None:
+    home = CodexHome(codex, tmp_path, bridge_process.url)
+    reasoning = "List the directory first; exec_command with ls."
+    fake_upstream.responder = scripted(
+        "look around",
+        tool_call_reply(reasoning, [("call_ls", "exec_command", [json.dumps({"cmd": "ls"})])]),
+        thinking_text_reply(["Nothing much."], ["The directory is empty."]),
+    )
+    first = await home.run("-m", MODEL, "look around")
+    assert first.returncode == 0, first.output
+
+    await bridge_process.kill()
+    await bridge_process.start()
+
+    fake_upstream.responder = scripted(
+        "what did you find",
+        thinking_text_reply(["Recall."], ["I found an empty directory."]),
+        thinking_text_reply([], ["-"]),
+    )
+    second = await home.run("resume", "--last", "what did you find")
+    assert second.returncode == 0, second.output
+    assert "I found an empty directory." in second.stdout
+    resumed = next(b for b in fake_upstream.requests if "what did you find" in last_user_text(b))
+    assert replayed_assistant(resumed, "call_ls")["reasoning_content"] == reasoning
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (
+            Reply(
+                status=429,
+                error_body={"error": {"message": "Rate limit reached for requests"}},
+                headers={"Retry-After": "2"},
+            ),
+            "rate limit exceeded: upstream: rate limit reached for requests. please try again "
+            "in 2 seconds.",
+        ),
+        (
+            Reply(
+                status=400,
+                error_body={
+                    "error": {
+                        "message": "This model's maximum context length is 65536 tokens. "
+                        "However, you requested 70000 tokens."
+                    }
+                },
+            ),
+            "ran out of room in the model's context window",
+        ),
+    ],
+    ids=["rate-limit", "context-overflow"],
+)
+async def test_d_upstream_errors_are_codex_errors(
+    codex_home: CodexHome, fake_upstream: FakeUpstream, reply: Reply, expected: str
+) -> None:
+    fake_upstream.responder = lambda body: reply
+    result = await codex_home.run("-m", MODEL, "anything")
+    assert result.returncode == 1, result.output
+    assert expected in result.output.lower()
+    assert result.seconds < 10, "Codex gives up at once (retries are off), it does not hang"
+
+
+async def test_e_namespaced_call_returns_with_its_namespace(
+    codex_home: CodexHome, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.responder = scripted(
+        "close the helper",
+        tool_call_reply(
+            "Close agent nobody.",
+            [("call_ns", "multi_agent_v1__close_agent", [json.dumps({"target": "nobody"})])],
+        ),
+        thinking_text_reply([], ["Closed (or there was nothing to close)."]),
+    )
+    result = await codex_home.run("-m", MODEL, "close the helper agent")
+    assert result.returncode == 0, result.output
+    first = fake_upstream.requests[0]
+    assert "multi_agent_v1__close_agent" in tool_names(first)
+    (follow_up,) = requests_after_tool(fake_upstream)
+    call = replayed_assistant(follow_up, "call_ns")["tool_calls"][0]["function"]
+    # Codex replayed it as close_agent in namespace multi_agent_v1, flattened again.
+    assert call["name"] == "multi_agent_v1__close_agent"
+    output = tool_result(follow_up, "call_ns")
+    # The multi-agent handler itself answered: the call was routed by name and namespace.
+    assert output.startswith("invalid agent id nobody"), output
+
+
+async def test_f_codex_compaction_goes_through_the_bridge(
+    codex_home: CodexHome, fake_upstream: FakeUpstream, tmp_path: Path, codex: str
+) -> None:
+    """Near the context window Codex compacts with an ordinary /responses call."""
+    await write_catalog(codex, codex_home, fake_upstream, tmp_path, 8000)
+    reasoning = "Run true, then see."
+    full = 7800  # prompt tokens reported upstream: past Codex's compaction threshold
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if "CONTEXT CHECKPOINT COMPACTION" in last_user_text(body):
+            return thinking_text_reply(["Summarize."], ["Ran `true`; nothing else to do."])
+        if body["messages"][-1]["role"] == "tool":
+            return thinking_text_reply([], ["Done after compaction."], prompt_tokens=full)
+        if "keep going" in last_user_text(body):
+            return tool_call_reply(
+                reasoning,
+                [("call_cp", "exec_command", [json.dumps({"cmd": "true"})])],
+                prompt_tokens=full,
+            )
+        return thinking_text_reply([], ["Done after compaction."])
+
+    fake_upstream.responder = respond
+    result = await codex_home.run("-m", MODEL, "keep going")
+    assert result.returncode == 0, result.output
+    assert "context compacted" in result.output
+    compaction = next(
+        body
+        for body in fake_upstream.requests
+        if "CONTEXT CHECKPOINT COMPACTION" in last_user_text(body)
+    )
+    assert replayed_assistant(compaction, "call_cp")["reasoning_content"] == reasoning

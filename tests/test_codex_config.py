@@ -1,0 +1,151 @@
+"""`responses-bridge codex-config`: the snippet and the model catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.codex_config import bridge_catalog, provider_snippet, template_model
+from bridge.config import parse_config
+from tests.processes import REPO
+from tests.test_codex import codex_binary
+
+CONFIG = """
+[server]
+host = "0.0.0.0"
+port = 9123
+
+[providers.deepseek]
+base_url = "https://api.deepseek.com/v1"
+
+[models."deepseek-v4-pro"]
+provider = "deepseek"
+context_window = 131072
+
+[models."deepseek-v4-flash"]
+provider = "deepseek"
+upstream_model = "deepseek-chat"
+reasoning_summary = "never"
+"""
+TEMPLATE_CATALOG: dict[str, Any] = {
+    "models": [
+        {"slug": "other", "apply_patch_tool_type": None, "context_window": 1},
+        {
+            "slug": "gpt-5.5",
+            "apply_patch_tool_type": "freeform",
+            "shell_type": "unified_exec",
+            "context_window": 272000,
+            "max_context_window": 272000,
+            "upgrade": {"model": "newer"},
+            "service_tiers": [{"id": "priority"}],
+            "supports_search_tool": True,
+            "base_instructions": "You are Codex.",
+        },
+    ]
+}
+
+
+def test_catalog_borrows_the_template_and_takes_the_bridge_settings() -> None:
+    config = parse_config(CONFIG)
+    catalog = bridge_catalog(config, template_model(TEMPLATE_CATALOG))
+    pro, flash = catalog["models"]
+    assert (pro["slug"], flash["slug"]) == ("deepseek-v4-pro", "deepseek-v4-flash")
+    assert pro["context_window"] == pro["max_context_window"] == 131072
+    assert flash["context_window"] == 128000  # the default
+    assert pro["apply_patch_tool_type"] == "freeform"  # what makes Codex offer apply_patch
+    assert pro["base_instructions"] == "You are Codex."
+    assert pro["upgrade"] is None and pro["service_tiers"] == []
+    assert pro["supports_search_tool"] is False
+    assert pro["default_reasoning_summary"] == "auto"
+    assert flash["default_reasoning_summary"] == "none"
+    assert "deepseek-chat" in flash["description"]
+    # The template itself is left alone.
+    assert TEMPLATE_CATALOG["models"][1]["slug"] == "gpt-5.5"
+
+
+def test_snippet_is_valid_toml_for_codex() -> None:
+    config = parse_config(CONFIG)
+    snippet = provider_snippet(config, "deepseek-v4-pro", Path("/home/u/.codex/models.json"))
+    parsed = tomllib.loads(snippet)
+    assert parsed["model"] == "deepseek-v4-pro"
+    assert parsed["model_catalog_json"] == "/home/u/.codex/models.json"
+    provider = parsed["model_providers"][parsed["model_provider"]]
+    # A wildcard listen address is reached through loopback.
+    assert provider["base_url"] == "http://127.0.0.1:9123/v1"
+    assert provider["wire_api"] == "responses"
+    assert provider["env_key"] == "RESPONSES_BRIDGE_API_KEY"
+    assert provider["stream_idle_timeout_ms"] >= 300000
+    assert parsed["model_provider"] != "openai"
+
+
+def run_cli(tmp_path: Path, *args: str, path: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "PATH": path, "CODEX_HOME": str(tmp_path / "codex-home")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "codex-config", "--config", str(config), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_without_codex_prints_the_snippet_and_says_why_there_is_no_catalog(
+    tmp_path: Path,
+) -> None:
+    result = run_cli(tmp_path, path=str(Path(sys.executable).parent))
+    assert result.returncode == 0, result.stderr
+    assert "Codex was not found" in result.stderr
+    assert "fallback metadata" in result.stderr
+    parsed = tomllib.loads(result.stdout)
+    assert "model_catalog_json" not in parsed
+    assert not (tmp_path / "codex-home").exists()
+
+
+def test_with_the_installed_codex_writes_a_catalog_codex_accepts(tmp_path: Path) -> None:
+    codex = codex_binary()
+    if codex is None:
+        if os.environ.get("REQUIRE_CODEX") == "1":
+            pytest.fail("Codex CLI not installed")
+        pytest.skip("Codex CLI not installed")
+    result = run_cli(
+        tmp_path, "--codex", codex, "--model", "deepseek-v4-flash", path=os.environ["PATH"]
+    )
+    assert result.returncode == 0, result.stderr
+    parsed = tomllib.loads(result.stdout)
+    assert parsed["model"] == "deepseek-v4-flash"
+    catalog_path = Path(parsed["model_catalog_json"])
+    assert catalog_path == tmp_path / "codex-home" / "responses-bridge-models.json"
+    catalog = json.loads(catalog_path.read_text())
+    assert [m["slug"] for m in catalog["models"]] == ["deepseek-v4-pro", "deepseek-v4-flash"]
+    # Codex itself reads the catalog back and lists the bridge's models.
+    home = tmp_path / "codex-home"
+    (home / "config.toml").write_text(result.stdout)
+    listed = subprocess.run(
+        [codex, "debug", "models"],
+        env={**os.environ, "CODEX_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert listed.returncode == 0, listed.stderr
+    slugs = [m["slug"] for m in json.loads(listed.stdout)["models"]]
+    assert "deepseek-v4-pro" in slugs and "deepseek-v4-flash" in slugs
+
+
+def test_unknown_model_is_refused(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "--model", "nope", path=str(Path(sys.executable).parent))
+    assert result.returncode == 3
+    assert "unknown model 'nope'" in result.stderr
