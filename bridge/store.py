@@ -12,7 +12,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 _ITEMS = msgspec.json.Decoder(list[dict[str, Any]])
 # SQLite's default limit on host parameters in one statement is 32766; stay well below.
 _LOOKUP_BATCH = 500
+REASONING_TABLES = ("reasoning_by_call", "reasoning_by_turn")
 # Longest previous_response_id chain followed; a guard, far beyond any real conversation.
 MAX_CHAIN = 100_000
 
@@ -130,6 +132,18 @@ class Store:
 
     # -- writes -------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one writer: the lock, BEGIN IMMEDIATE, and COMMIT or ROLLBACK."""
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
     async def save_turn_shielded(self, record: TurnRecord) -> None:
         """save_turn, finished even if the caller is cancelled meanwhile."""
         task = asyncio.create_task(self.save_turn(record))
@@ -139,54 +153,40 @@ class Store:
 
     async def save_turn(self, record: TurnRecord) -> None:
         """Write one turn (response row and reasoning indexes) in one transaction."""
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.execute(
-                    "INSERT OR REPLACE INTO responses (id, created_at, model, status, "
-                    "previous_response_id, retrievable, session_id, thread_id, input_tokens, "
-                    "output_tokens, request, input_items, output_items, response, size) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.created_at,
-                        record.model,
-                        record.status,
-                        record.previous_response_id,
-                        int(record.retrievable),
-                        record.session_id,
-                        record.thread_id,
-                        record.input_tokens,
-                        record.output_tokens,
-                        record.request,
-                        record.input_items,
-                        record.output_items,
-                        record.response,
-                        record.size,
-                    ),
-                )
-                if record.reasoning_by_call:
-                    await self._db.executemany(
-                        "INSERT OR REPLACE INTO reasoning_by_call "
-                        "(call_id, reasoning, response_id, created_at) VALUES (?, ?, ?, ?)",
-                        [
-                            (call_id, text, record.id, record.created_at)
-                            for call_id, text in record.reasoning_by_call
-                        ],
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO responses (id, created_at, model, status, "
+                "previous_response_id, retrievable, session_id, thread_id, input_tokens, "
+                "output_tokens, request, input_items, output_items, response, size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.created_at,
+                    record.model,
+                    record.status,
+                    record.previous_response_id,
+                    int(record.retrievable),
+                    record.session_id,
+                    record.thread_id,
+                    record.input_tokens,
+                    record.output_tokens,
+                    record.request,
+                    record.input_items,
+                    record.output_items,
+                    record.response,
+                    record.size,
+                ),
+            )
+            for table, key, rows in (
+                ("reasoning_by_call", "call_id", record.reasoning_by_call),
+                ("reasoning_by_turn", "fingerprint", record.reasoning_by_turn),
+            ):
+                if rows:
+                    await db.executemany(
+                        f"INSERT OR REPLACE INTO {table} "
+                        f"({key}, reasoning, response_id, created_at) VALUES (?, ?, ?, ?)",
+                        [(k, text, record.id, record.created_at) for k, text in rows],
                     )
-                if record.reasoning_by_turn:
-                    await self._db.executemany(
-                        "INSERT OR REPLACE INTO reasoning_by_turn "
-                        "(fingerprint, reasoning, response_id, created_at) VALUES (?, ?, ?, ?)",
-                        [
-                            (fingerprint, text, record.id, record.created_at)
-                            for fingerprint, text in record.reasoning_by_turn
-                        ],
-                    )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
 
     async def delete_response(self, response_id: str, *, any_kind: bool = False) -> bool:
         """Delete a response and its reasoning (retrievable ones only, unless `any_kind`).
@@ -194,21 +194,13 @@ class Store:
         True if it existed.
         """
         query = "DELETE FROM responses WHERE id = ?" + ("" if any_kind else " AND retrievable")
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = await self._db.execute(query, (response_id,))
-                deleted = cursor.rowcount > 0
-                if deleted:
-                    for table in ("reasoning_by_call", "reasoning_by_turn"):
-                        await self._db.execute(
-                            f"DELETE FROM {table} WHERE response_id = ?", (response_id,)
-                        )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            return deleted
+        async with self._transaction() as db:
+            cursor = await db.execute(query, (response_id,))
+            deleted = cursor.rowcount > 0
+            if deleted:
+                for table in REASONING_TABLES:
+                    await db.execute(f"DELETE FROM {table} WHERE response_id = ?", (response_id,))
+        return deleted
 
     # -- reads --------------------------------------------------------------------
 
@@ -325,7 +317,7 @@ class Store:
         async with self._write_lock:
             cursor = await self._db.execute("DELETE FROM responses WHERE created_at < ?", (cutoff,))
             deleted += max(cursor.rowcount, 0)
-            for table in ("reasoning_by_call", "reasoning_by_turn"):
+            for table in REASONING_TABLES:
                 await self._db.execute(f"DELETE FROM {table} WHERE created_at < ?", (cutoff,))
             limit = int(max_size_mb * 1024 * 1024)
             # Each round deletes the oldest tenth; bounded so a pathological file cannot
@@ -343,14 +335,10 @@ class Store:
                 if cursor.rowcount <= 0:
                     break
                 deleted += cursor.rowcount
-                await self._db.execute(
-                    "DELETE FROM reasoning_by_call WHERE response_id NOT IN "
-                    "(SELECT id FROM responses)"
-                )
-                await self._db.execute(
-                    "DELETE FROM reasoning_by_turn WHERE response_id NOT IN "
-                    "(SELECT id FROM responses)"
-                )
+                for table in REASONING_TABLES:
+                    await self._db.execute(
+                        f"DELETE FROM {table} WHERE response_id NOT IN (SELECT id FROM responses)"
+                    )
             await self._db.execute("PRAGMA incremental_vacuum")
         return deleted
 
