@@ -48,11 +48,40 @@ class UpstreamConfig(_Strict):
     max_connections: int = 100
 
 
+class QuirksConfig(_Strict):
+    """Workarounds for provider stream quirks; all on by default, each can be turned off."""
+
+    # <think>...</think> at the start of content becomes reasoning.
+    think_tags: bool = True
+    # DeepSeek "DSML" tool-call markup leaked into content becomes real tool calls.
+    dsml_tool_calls: bool = True
+    # `delta.reasoning` (vLLM, Ollama, OpenRouter) read as reasoning text.
+    reasoning_alias: bool = True
+    # A stream that ends after a finish_reason without `data: [DONE]` counts as complete.
+    missing_done: bool = True
+    # A new tool-call id at an index already in use starts a new call.
+    repeated_call_id: bool = True
+    # A tool call with empty arguments gets "{}".
+    empty_arguments: bool = True
+
+
+PROFILE = Literal[
+    "openai", "deepseek", "kimi", "glm", "qwen", "openrouter", "vllm", "ollama", "llamacpp"
+]
+
+
 class ProviderConfig(_Strict):
     base_url: str
     api_key_env: str | None = None
+    # Which provider this is: reasoning fields, thinking switch, parameter quirks.
+    profile: PROFILE = "openai"
     # Send `developer` messages as role developer instead of folding them into system.
     developer_role: bool = False
+    # Merged into every request body (tables merge, other values replace).
+    extra_body: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Top-level request fields removed before sending.
+    drop_params: list[str] = msgspec.field(default_factory=list)
+    quirks: QuirksConfig = msgspec.field(default_factory=QuirksConfig)
 
 
 class ModelConfig(_Strict):

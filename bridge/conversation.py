@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from multidict import CIMultiDictProxy
 
+from bridge.config import ProviderConfig
 from bridge.errors import ApiError
+from bridge.providers import PROFILES, shape_body
 from bridge.records import build_turn_record, normalize_input_items
 from bridge.store import ChainNotFound, Store
 from bridge.translate.request import ChatRequestPlan, ReasoningGap, RequestError, translate_request
@@ -23,9 +25,10 @@ THREAD_HEADERS = ("thread-id", "thread_id")
 
 
 async def plan_turn(
-    store: Store, req: ResponsesRequest, upstream_model: str, *, developer_role: bool
+    store: Store, req: ResponsesRequest, upstream_model: str, provider: ProviderConfig
 ) -> ChatRequestPlan:
-    """The upstream request for `req`: its stored chain first, reasoning filled in."""
+    """The upstream request for `req`: its stored chain first, reasoning filled in, and
+    shaped for the provider's profile."""
     history = []
     if req.previous_response_id is not None:
         try:
@@ -44,12 +47,19 @@ async def plan_turn(
             ) from None
     try:
         plan = translate_request(
-            req, upstream_model, developer_role=developer_role, history=history
+            req, upstream_model, developer_role=provider.developer_role, history=history
         )
     except RequestError as exc:
         raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
     if plan.reasoning_gaps:
         await recover_reasoning(store, plan.reasoning_gaps)
+    shape_body(
+        plan.body,
+        PROFILES[provider.profile],
+        req.reasoning.effort if req.reasoning else None,
+        extra_body=provider.extra_body,
+        drop_params=provider.drop_params,
+    )
     return plan
 
 

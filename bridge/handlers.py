@@ -120,9 +120,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if model is None:
         raise _unknown_model(request, req.model)
     provider = config.providers[model.provider]
-    plan = await plan_turn(
-        store, req, config.upstream_model(req.model), developer_role=provider.developer_role
-    )
+    plan = await plan_turn(store, req, config.upstream_model(req.model), provider)
     body = msgspec.json.encode(plan.body)
     translator = StreamTranslator(
         _response_template(req),

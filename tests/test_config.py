@@ -58,7 +58,9 @@ def test_shipped_config_parses_with_the_keys_it_shows() -> None:
     assert config.store.path == "bridge.db"
     assert config.providers == {
         "deepseek": ProviderConfig(
-            base_url="https://api.deepseek.com/v1", api_key_env="DEEPSEEK_API_KEY"
+            base_url="https://api.deepseek.com/v1",
+            api_key_env="DEEPSEEK_API_KEY",
+            profile="deepseek",
         )
     }
     assert config.models == {

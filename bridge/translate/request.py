@@ -473,8 +473,6 @@ def translate_request(
         body["top_p"] = request.top_p
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
-    if request.reasoning is not None and request.reasoning.effort:
-        body["reasoning_effort"] = request.reasoning.effort
     response_format = _response_format(request)
     if response_format is not None:
         body["response_format"] = response_format

@@ -28,7 +28,10 @@ class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: str | list[dict[str, Any]] | None
     tool_calls: list[ChatToolCall] | None = None
     tool_call_id: str | None = None
+    # The turn's reasoning; bridge.providers moves it to the field the provider reads.
     reasoning_content: str | None = None
+    reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 # ---- what comes back in a stream ----------------------------------------------------
