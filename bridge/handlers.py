@@ -127,6 +127,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         plan.tool_map,
         include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
         reasoning_summary=_wants_summary(req, model.reasoning_summary),
+        quirks=provider.quirks,
     )
     turn = Turn(
         upstream=request.app[UPSTREAMS][model.provider],

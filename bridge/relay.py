@@ -122,6 +122,8 @@ async def _pump(
                 await sink(produced)
             if error is not None:
                 return error
+            if not done and not translator.quirks.missing_done:
+                return _malformed("the stream ended without data: [DONE]")
         await _deliver_final(translator.finish(), before_final, sink)
         if not response.content.at_eof():
             await _drain(response)

@@ -13,6 +13,10 @@ from aiohttp import web
 DEEPSEEK_MISSING_REASONING = (
     "The `reasoning_content` in the thinking mode must be passed back to the API."
 )
+KIMI_MISSING_REASONING = (
+    "thinking is enabled but reasoning_content is missing in assistant tool call message at "
+    "index {index}"
+)
 
 
 @dataclass
@@ -122,9 +126,20 @@ def tool_call_reply(
 
 
 class FakeUpstream:
-    """Serves scripted replies in order and records what it was sent."""
+    """Serves scripted replies in order and records what it was sent.
 
-    def __init__(self) -> None:
+    Like a thinking-mode provider it rejects an assistant tool-call message without its
+    reasoning (in `reasoning_field`), with `missing_reasoning` as the error text ({index} is
+    the message's index).
+    """
+
+    def __init__(
+        self,
+        reasoning_field: str = "reasoning_content",
+        missing_reasoning: str = DEEPSEEK_MISSING_REASONING,
+    ) -> None:
+        self.reasoning_field = reasoning_field
+        self.missing_reasoning = missing_reasoning
         self.url = ""  # set once the test server is up
         self.replies: list[Reply] = []
         # Answers requests when no scripted reply is left (a client that decides how many
@@ -152,8 +167,8 @@ class FakeUpstream:
             if pending and role != "tool":
                 return f"tool_calls without tool messages before message index {index}"
             if role == "assistant" and message.get("tool_calls"):
-                if not message.get("reasoning_content"):
-                    return DEEPSEEK_MISSING_REASONING
+                if not message.get(self.reasoning_field):
+                    return self.missing_reasoning.format(index=index)
                 pending = {call["id"] for call in message["tool_calls"]}
             if role == "tool":
                 if message.get("tool_call_id") not in pending:

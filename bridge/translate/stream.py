@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from bridge.config import QuirksConfig
 from bridge.errors import ApiError, upstream_error
 from bridge.translate.partial_json import StringFieldStream, custom_tool_input
+from bridge.translate.quirks import ContentFilters
 from bridge.translate.reasoning import encode_reasoning
 from bridge.translate.tools import ToolMap
-from bridge.wire.chat import ChatChunk, ChatUsage, ToolCallDelta
+from bridge.wire.chat import ChatChunk, ChatUsage, FunctionDelta, ToolCallDelta
 from bridge.wire.events import (
     ContentPartAdded,
     ContentPartDone,
@@ -121,8 +123,14 @@ class StreamTranslator:
         *,
         include_encrypted_reasoning: bool = False,
         reasoning_summary: bool = False,
+        quirks: QuirksConfig | None = None,
     ) -> None:
         self.response = response
+        self.quirks = quirks or QuirksConfig()
+        filters = self.quirks.think_tags or self.quirks.dsml_tool_calls
+        self._content = (
+            ContentFilters(self.quirks.think_tags, self.quirks.dsml_tool_calls) if filters else None
+        )
         self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
         # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
@@ -162,12 +170,14 @@ class StreamTranslator:
                 continue
             delta = choice.delta
             if delta is not None:
-                reasoning = delta.reasoning_content or delta.reasoning
+                reasoning = delta.reasoning_content
+                if not reasoning and self.quirks.reasoning_alias:
+                    reasoning = delta.reasoning
                 if reasoning:
                     self._reasoning_delta(reasoning)
                 text = delta.content or delta.refusal
                 if text:
-                    self._text_delta(text)
+                    self._content_delta(text)
                 if delta.tool_calls:
                     for call_delta in delta.tool_calls:
                         self._tool_call_delta(call_delta)
@@ -186,6 +196,7 @@ class StreamTranslator:
                     code="server_error",
                 )
             )
+        self._flush_content()
         self._close_text()
         for call in sorted(self._calls.values(), key=lambda c: c.output_index):
             self._close_call(call)
@@ -284,6 +295,36 @@ class StreamTranslator:
                 delta=text,
             )
         )
+
+    def _content_delta(self, text: str) -> None:
+        if self._content is None:
+            self._text_delta(text)
+            return
+        for kind, piece in self._content.feed(text):
+            if kind == "reasoning":
+                self._reasoning_delta(piece)
+            else:
+                self._text_delta(piece)
+
+    def _flush_content(self) -> None:
+        """What the content filters held back, and tool calls they found in markup."""
+        if self._content is None:
+            return
+        segments, calls = self._content.finish()
+        for kind, piece in segments:
+            if kind == "reasoning":
+                self._reasoning_delta(piece)
+            else:
+                self._text_delta(piece)
+        for found in calls:
+            index = max(self._calls, default=-1) + 1
+            self._tool_call_delta(
+                ToolCallDelta(
+                    index=index,
+                    id=new_id("call"),
+                    function=FunctionDelta(name=found.name, arguments=found.arguments),
+                )
+            )
 
     def _text_delta(self, text: str) -> None:
         current = self._message
@@ -384,6 +425,7 @@ class StreamTranslator:
         call = self._calls.get(delta.index)
         if (
             call is not None
+            and self.quirks.repeated_call_id
             and delta.id
             and call.upstream_id
             and delta.id != call.upstream_id
@@ -475,7 +517,7 @@ class StreamTranslator:
                 )
             )
         else:
-            if not arguments.strip():
+            if not arguments.strip() and self.quirks.empty_arguments:
                 # Zero-argument calls arrive with "" from some providers; "{}" parses.
                 arguments = "{}"
                 self._emit(
