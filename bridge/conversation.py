@@ -29,6 +29,7 @@ async def plan_turn(
 ) -> ChatRequestPlan:
     """The upstream request for `req`: its stored chain first, reasoning filled in, and
     shaped for the provider's profile."""
+    profile = PROFILES[provider.profile]
     history = []
     if req.previous_response_id is not None:
         try:
@@ -47,7 +48,11 @@ async def plan_turn(
             ) from None
     try:
         plan = translate_request(
-            req, upstream_model, developer_role=provider.developer_role, history=history
+            req,
+            upstream_model,
+            developer_role=provider.developer_role,
+            history=history,
+            want_details=profile.replay_details,
         )
     except RequestError as exc:
         raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
@@ -55,7 +60,7 @@ async def plan_turn(
         await recover_reasoning(store, plan.reasoning_gaps)
     shape_body(
         plan.body,
-        PROFILES[provider.profile],
+        profile,
         req.reasoning.effort if req.reasoning else None,
         extra_body=provider.extra_body,
         drop_params=provider.drop_params,

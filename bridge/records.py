@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from bridge.translate.reasoning import turn_fingerprint
+from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
 from bridge.wire.events import (
     CustomToolCallOutput,
     FunctionCallOutput,
@@ -47,8 +47,9 @@ class TurnRecord:
     input_items: bytes
     output_items: bytes
     response: bytes
-    reasoning_by_call: list[tuple[str, str]] = field(default_factory=list)
-    reasoning_by_turn: list[tuple[str, str]] = field(default_factory=list)
+    # (call id or fingerprint, reasoning text, details JSON or None)
+    reasoning_by_call: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    reasoning_by_turn: list[tuple[str, str, bytes | None]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -86,6 +87,7 @@ class TurnSummary:
     """An assistant turn as the reasoning indexes see it."""
 
     reasoning: str
+    details: list[dict[str, Any]] | None
     text: str
     call_ids: list[str]
 
@@ -93,16 +95,20 @@ class TurnSummary:
 def summarize_turn(response: ResponseObject) -> TurnSummary:
     """The turn's reasoning, text and tool call ids, joined as a replay would join them."""
     reasoning: list[str] = []
+    details: list[dict[str, Any]] = []
     text: list[str] = []
     call_ids: list[str] = []
     for item in response.output:
         if isinstance(item, ReasoningOutput):
             reasoning.extend(part.text for part in item.content)
+            carried = decode_reasoning(item.encrypted_content) if item.encrypted_content else None
+            if carried is not None and carried.details:
+                details.extend(carried.details)
         elif isinstance(item, MessageOutput):
             text.extend(part.text for part in item.content)
         elif isinstance(item, FunctionCallOutput | CustomToolCallOutput):
             call_ids.append(item.call_id)
-    return TurnSummary("".join(reasoning), "".join(text), call_ids)
+    return TurnSummary("".join(reasoning), details or None, "".join(text), call_ids)
 
 
 def build_turn_record(
@@ -133,9 +139,11 @@ def build_turn_record(
     )
     if response.status != "failed":
         turn = summarize_turn(response)
-        if turn.reasoning:
-            record.reasoning_by_call = [(call_id, turn.reasoning) for call_id in turn.call_ids]
-            record.reasoning_by_turn = [
-                (turn_fingerprint(turn.text, turn.call_ids), turn.reasoning)
+        if turn.reasoning or turn.details:
+            details = _ENCODER.encode(turn.details) if turn.details else None
+            record.reasoning_by_call = [
+                (call_id, turn.reasoning, details) for call_id in turn.call_ids
             ]
+            fingerprint = turn_fingerprint(turn.text, turn.call_ids)
+            record.reasoning_by_turn = [(fingerprint, turn.reasoning, details)]
     return record

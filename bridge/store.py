@@ -23,10 +23,12 @@ import msgspec
 
 from bridge.migrate import MigrationError, check_not_newer, load_migrations, migrate
 from bridge.records import TurnRecord
+from bridge.translate.reasoning import Reasoning
 
 log = logging.getLogger(__name__)
 
 _ITEMS = msgspec.json.Decoder(list[dict[str, Any]])
+
 # SQLite's default limit on host parameters in one statement is 32766; stay well below.
 _LOOKUP_BATCH = 500
 REASONING_TABLES = ("reasoning_by_call", "reasoning_by_turn")
@@ -184,8 +186,12 @@ class Store:
                 if rows:
                     await db.executemany(
                         f"INSERT OR REPLACE INTO {table} "
-                        f"({key}, reasoning, response_id, created_at) VALUES (?, ?, ?, ?)",
-                        [(k, text, record.id, record.created_at) for k, text in rows],
+                        f"({key}, reasoning, details, response_id, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [
+                            (k, text, details, record.id, record.created_at)
+                            for k, text, details in rows
+                        ],
                     )
 
     async def delete_response(self, response_id: str, *, any_kind: bool = False) -> bool:
@@ -246,22 +252,24 @@ class Store:
 
     async def find_reasoning(
         self, call_ids: Sequence[str], fingerprints: Sequence[str]
-    ) -> tuple[dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, Reasoning], dict[str, Reasoning]]:
         """Stored reasoning by call id and by turn fingerprint, for the ids that have one."""
         by_call = await self._lookup("reasoning_by_call", "call_id", call_ids)
         by_turn = await self._lookup("reasoning_by_turn", "fingerprint", fingerprints)
         return by_call, by_turn
 
-    async def _lookup(self, table: str, key: str, values: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+    async def _lookup(self, table: str, key: str, values: Sequence[str]) -> dict[str, Reasoning]:
+        found: dict[str, Reasoning] = {}
         unique = list(dict.fromkeys(values))
         for start in range(0, len(unique), _LOOKUP_BATCH):
             batch = unique[start : start + _LOOKUP_BATCH]
             marks = ",".join("?" * len(batch))
             rows = await self._db.execute_fetchall(
-                f"SELECT {key}, reasoning FROM {table} WHERE {key} IN ({marks})", batch
+                f"SELECT {key}, reasoning, details FROM {table} WHERE {key} IN ({marks})", batch
             )
-            found.update((row[0], row[1]) for row in rows)
+            for row in rows:
+                details = _ITEMS.decode(row[2]) if row[2] is not None else None
+                found[row[0]] = Reasoning(row[1], details)
         return found
 
     async def list_responses(

@@ -34,7 +34,7 @@ SERVE_EXIT_TIMEOUT = 20.0  # seconds for `serve` to give up on a database it ref
 BUILD_TIMEOUT = 300.0  # seconds for `pip wheel` of the project
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
-# The schema 0001_initial.sql creates, written out so that a change to it is deliberate.
+# The schema the migrations create, written out so that a change to it is deliberate.
 # PRAGMA table_info rows: (cid, name, type, notnull, dflt_value, pk).
 EXPECTED_COLUMNS = {
     "responses": [
@@ -59,12 +59,14 @@ EXPECTED_COLUMNS = {
         (1, "reasoning", "TEXT", 1, None, 0),
         (2, "response_id", "TEXT", 1, None, 0),
         (3, "created_at", "INTEGER", 1, None, 0),
+        (4, "details", "BLOB", 0, None, 0),
     ],
     "reasoning_by_turn": [
         (0, "fingerprint", "TEXT", 0, None, 1),
         (1, "reasoning", "TEXT", 1, None, 0),
         (2, "response_id", "TEXT", 1, None, 0),
         (3, "created_at", "INTEGER", 1, None, 0),
+        (4, "details", "BLOB", 0, None, 0),
     ],
     "schema_migrations": [
         (0, "version", "INTEGER", 0, None, 1),
@@ -72,6 +74,7 @@ EXPECTED_COLUMNS = {
         (2, "applied_at", "INTEGER", 1, None, 0),
     ],
 }
+LATEST = 2  # the number of files in migrations/
 # Per table: index name -> (unique, origin, partial, indexed columns in order).
 EXPECTED_INDEXES = {
     "responses": {
@@ -183,7 +186,7 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
     with connect(db) as connection:
         version = migrate(connection)
 
-        assert version == 1
+        assert version == LATEST
         assert table_names(connection) == sorted(EXPECTED_COLUMNS)
         for table, columns in EXPECTED_COLUMNS.items():
             assert connection.execute(f"PRAGMA table_info({table})").fetchall() == columns, table
@@ -193,14 +196,14 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
         ).fetchall()
         assert others == []  # no views, no triggers
         rows = migration_rows(connection)
-    assert [(v, name) for v, name, _ in rows] == [(1, "initial")]
+    assert [(v, name) for v, name, _ in rows] == [(1, "initial"), (2, "reasoning_details")]
     assert abs(rows[0][2] - time.time()) < 60  # applied_at: unix seconds, now
 
 
 def test_open_and_migrate_makes_a_wal_database(tmp_path: Path) -> None:
     db = tmp_path / "state" / "bridge.db"
 
-    assert open_and_migrate(db) == 1
+    assert open_and_migrate(db) == LATEST
 
     with connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -236,7 +239,7 @@ def test_open_and_migrate_twice_returns_the_same_version(tmp_path: Path) -> None
     assert open_and_migrate(db) == open_and_migrate(db) == latest_version()
 
     with connect(db) as connection:
-        assert [v for v, _, _ in migration_rows(connection)] == [1]
+        assert [v for v, _, _ in migration_rows(connection)] == list(range(1, LATEST + 1))
 
 
 # The repository's migrations
@@ -455,8 +458,8 @@ def a_turn() -> TurnRecord:
         input_items=b"[]",
         output_items=b"[]",
         response=b'{"id":"resp_migrate_test"}',
-        reasoning_by_call=[("call_1", "thinking")],
-        reasoning_by_turn=[("turn-fp", "thinking")],
+        reasoning_by_call=[("call_1", "thinking", None)],
+        reasoning_by_turn=[("turn-fp", "thinking", b'[{"type": "reasoning.text"}]')],
     )
 
 
@@ -482,7 +485,7 @@ async def test_store_open_creates_a_private_directory_and_file(tmp_path: Path, u
     assert mode(db.parent) == 0o700
     assert mode(db) == 0o600
     with connect(db) as connection:
-        assert [v for v, _, _ in migration_rows(connection)] == [1]
+        assert [v for v, _, _ in migration_rows(connection)] == list(range(1, LATEST + 1))
 
 
 # The command line
@@ -719,7 +722,22 @@ def test_two_processes_migrating_one_blank_file_both_succeed(tmp_path: Path) -> 
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert results == [1, 1, 1, 1]
+    assert results == [LATEST] * 4
     with sqlite3.connect(db) as connection:
         rows = connection.execute("SELECT version FROM schema_migrations").fetchall()
-    assert rows == [(1,)]
+    assert rows == [(version,) for version in range(1, LATEST + 1)]
+
+
+def test_upgrade_from_version_1_keeps_the_reasoning_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with connect(db) as connection:
+        assert migrate(connection, load_migrations()[:1]) == 1
+        connection.execute(
+            "INSERT INTO reasoning_by_call (call_id, reasoning, response_id, created_at) "
+            "VALUES ('call_old', 'kept', 'resp_old', 1)"
+        )
+        assert migrate(connection) == LATEST
+        row = connection.execute(
+            "SELECT reasoning, details FROM reasoning_by_call WHERE call_id = 'call_old'"
+        ).fetchone()
+    assert row == ("kept", None)

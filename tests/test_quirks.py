@@ -359,3 +359,81 @@ async def test_replay_per_thinking_provider(
     assert assistant[field] == "why f"
     other = {"reasoning_content", "reasoning"} - {field}
     assert not other & set(assistant)
+
+
+# ---- OpenRouter: reasoning_details go back unchanged ---------------------------------
+
+DETAIL_FRAGMENTS = [
+    [{"type": "reasoning.text", "text": "Check ", "index": 0, "format": "anthropic-claude-v1"}],
+    [{"type": "reasoning.text", "text": "the weather.", "index": 0}],
+    [{"type": "reasoning.text", "signature": "sig-abc", "index": 0}],
+    [{"type": "reasoning.encrypted", "data": "opaque==", "index": 1}],
+]
+MERGED_DETAILS = [
+    {
+        "type": "reasoning.text",
+        "text": "Check the weather.",
+        "index": 0,
+        "format": "anthropic-claude-v1",
+        "signature": "sig-abc",
+    },
+    {"type": "reasoning.encrypted", "data": "opaque==", "index": 1},
+]
+
+
+def openrouter_tool_turn() -> Reply:
+    frames = [
+        sse(chunk({"reasoning": "Check ", "reasoning_details": DETAIL_FRAGMENTS[0]})),
+        sse(chunk({"reasoning": "the weather.", "reasoning_details": DETAIL_FRAGMENTS[1]})),
+        sse(chunk({"reasoning_details": DETAIL_FRAGMENTS[2]})),
+        sse(chunk({"reasoning_details": DETAIL_FRAGMENTS[3]})),
+        sse(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_or",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ]
+                }
+            )
+        ),
+        sse(chunk(None, "tool_calls")),
+        DONE,
+    ]
+    return Reply(frames)
+
+
+async def test_openrouter_reasoning_details_round_trip(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], aiohttp_client: ClientFactory
+) -> None:
+    fake = FakeUpstream(reasoning_field="reasoning_details", missing_reasoning="details missing")
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+    client = await client_for(aiohttp_client, fake, "openrouter")
+    tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    fake.script(openrouter_tool_turn())
+    first = await (
+        await client.post(
+            "/v1/responses", json={"model": MODEL, "input": "weather?", "tools": tools}
+        )
+    ).json()
+    reasoning, call = first["output"]
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Check the weather."}]
+    # Not asked for, but the details must survive the client's replay.
+    assert reasoning["encrypted_content"].startswith("rb2.")
+
+    output = {"type": "function_call_output", "call_id": "call_or", "output": "sunny"}
+    for replayed in ([reasoning, call], [call]):  # verbatim, then without the reasoning item
+        fake.script(tool_call_reply("x", []))
+        replay = [{"role": "user", "content": "weather?"}, *replayed, output]
+        response = await client.post(
+            "/v1/responses", json={"model": MODEL, "input": replay, "tools": tools}
+        )
+        assert response.status == 200, await response.text()
+        assistant = fake.requests[-1]["messages"][1]
+        assert assistant["reasoning_details"] == MERGED_DETAILS
+        assert "reasoning_content" not in assistant and "reasoning" not in assistant

@@ -20,6 +20,7 @@ import pytest
 from bridge.records import build_turn_record, normalize_input_items
 from bridge.sessions_cli import EXIT_NOT_FOUND, EXIT_OK
 from bridge.store import Store
+from bridge.translate.reasoning import Reasoning
 from bridge.wire.events import (
     FunctionCallOutput,
     MessageOutput,
@@ -678,11 +679,14 @@ async def test_store_prune_deletes_old_reasoning_rows_by_created_at(tmp_path: Pa
     finally:
         await store.close()
 
-    assert before_call == {"call_shared": "new thought", "call_old_only": "old thought"}
-    assert before_turn == {"orphan": "orphan thought"}
+    assert before_call == {
+        "call_shared": Reasoning("new thought"),
+        "call_old_only": Reasoning("old thought"),
+    }
+    assert before_turn == {"orphan": Reasoning("orphan thought")}
     assert deleted == 1
     assert remaining == [new]
-    assert by_call == {"call_shared": "new thought"}
+    assert by_call == {"call_shared": Reasoning("new thought")}
     assert by_turn == {}
     assert reasoning_rows(database) == {
         new: [("reasoning_by_call", now - 60), ("reasoning_by_turn", now - 60)]

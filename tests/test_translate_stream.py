@@ -146,7 +146,8 @@ def test_encrypted_reasoning_carries_the_text() -> None:
         ],
     )
     item = events[-1]["response"]["output"][0]
-    assert decode_reasoning(item["encrypted_content"]) == "secret plan"
+    carried = decode_reasoning(item["encrypted_content"])
+    assert carried is not None and carried.text == "secret plan" and carried.details is None
 
 
 def test_parallel_tool_calls_stream_arguments_as_they_arrive() -> None:

@@ -1,8 +1,10 @@
 """The bridge's `encrypted_content` for reasoning items: an opaque, versioned carrier.
 
 Codex replays reasoning items verbatim, and older builds drop `content` on replay, so the
-reasoning text also travels in `encrypted_content`. It is not secret (the client already
-saw the text); it only has to survive the round trip and be recognised as ours.
+reasoning text also travels in `encrypted_content`, with the provider's own
+`reasoning_details` when there are any (OpenRouter wants them back unchanged). It is not
+secret (the client already saw the text); it only has to survive the round trip and be
+recognised as ours. rb1: the text alone; rb2: JSON with text and details.
 """
 
 from __future__ import annotations
@@ -12,25 +14,67 @@ import binascii
 import hashlib
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
-_PREFIX = "rb1."
+import msgspec
+
+_TEXT_ONLY = "rb1."
+_WITH_DETAILS = "rb2."
+Details = list[dict[str, Any]]
 
 
-def encode_reasoning(text: str) -> str:
-    """Pack reasoning text into the versioned carrier string."""
-    packed = zlib.compress(text.encode("utf-8"), 6)
-    return _PREFIX + base64.urlsafe_b64encode(packed).decode("ascii")
+class Reasoning(msgspec.Struct, frozen=True):
+    """A turn's reasoning: its text, and the provider's structured details if any."""
+
+    text: str
+    details: Details | None = None
 
 
-def decode_reasoning(value: str) -> str | None:
-    """The reasoning text inside a carrier string, or None if it is not one of ours."""
-    if not value.startswith(_PREFIX):
+_REASONING = msgspec.json.Decoder(Reasoning)
+
+
+def _pack(prefix: str, data: bytes) -> str:
+    return prefix + base64.urlsafe_b64encode(zlib.compress(data, 6)).decode("ascii")
+
+
+def encode_reasoning(text: str, details: Details | None = None) -> str:
+    """Pack reasoning into the versioned carrier string."""
+    if details:
+        return _pack(_WITH_DETAILS, msgspec.json.encode(Reasoning(text, details)))
+    return _pack(_TEXT_ONLY, text.encode("utf-8"))
+
+
+def decode_reasoning(value: str) -> Reasoning | None:
+    """The reasoning inside a carrier string, or None if it is not one of ours."""
+    prefix = value[:4]
+    if prefix not in (_TEXT_ONLY, _WITH_DETAILS):
         return None
     try:
-        packed = base64.urlsafe_b64decode(value[len(_PREFIX) :])
-        return zlib.decompress(packed).decode("utf-8")
-    except (binascii.Error, ValueError, zlib.error):
+        data = zlib.decompress(base64.urlsafe_b64decode(value[4:]))
+        if prefix == _TEXT_ONLY:
+            return Reasoning(data.decode("utf-8"))
+        return _REASONING.decode(data)
+    except (binascii.Error, ValueError, zlib.error, msgspec.DecodeError):
         return None
+
+
+def merge_details(parts: list[Details]) -> Details:
+    """Streamed reasoning_details fragments as one list: entries with the same `index` are
+    one entry, their text fields joined (OpenRouter streams them piece by piece)."""
+    merged: dict[Any, dict[str, Any]] = {}
+    for fragment in parts:
+        for position, entry in enumerate(fragment):
+            key = entry.get("index", f"@{len(merged)}:{position}")
+            current = merged.get(key)
+            if current is None:
+                merged[key] = dict(entry)
+                continue
+            for name, value in entry.items():
+                if name in ("text", "summary", "data") and isinstance(value, str):
+                    current[name] = current.get(name, "") + value
+                elif value is not None:
+                    current[name] = value
+    return list(merged.values())
 
 
 def turn_fingerprint(text: str, call_ids: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
+from bridge.translate.reasoning import Reasoning, decode_reasoning, turn_fingerprint
 from bridge.translate.tools import ToolMap, ToolRef, upstream_tool_name
 from bridge.wire import validation_error_parts
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
@@ -81,14 +81,18 @@ class RequestError(Exception):
 
 @dataclass(slots=True)
 class ReasoningGap:
-    """A replayed assistant turn that came without its reasoning text."""
+    """A replayed assistant turn that came without its reasoning (or without the details
+    a provider wants back)."""
 
     message: ChatMessage
     call_ids: list[str]
     fingerprint: str
 
-    def fill(self, reasoning: str) -> None:
-        self.message.reasoning_content = reasoning
+    def fill(self, reasoning: Reasoning) -> None:
+        if self.message.reasoning_content is None:
+            self.message.reasoning_content = reasoning.text or None
+        if self.message.reasoning_details is None:
+            self.message.reasoning_details = reasoning.details
 
 
 @dataclass(slots=True)
@@ -254,15 +258,16 @@ def _image_part(part: ContentPart, param: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": image}
 
 
-def _reasoning_text(item: ReasoningItem) -> str | None:
-    """Reasoning text from a replayed item: its content, else the bridge's own carrier."""
-    if item.content:
-        text = "".join(part.text for part in item.content)
-        if text:
-            return text
-    if item.encrypted_content:
-        return decode_reasoning(item.encrypted_content)
-    return None
+def _replayed_reasoning(item: ReasoningItem) -> Reasoning | None:
+    """Reasoning from a replayed item: the text of its content, else of the bridge's own
+    carrier; the provider's details from the carrier."""
+    carried = decode_reasoning(item.encrypted_content) if item.encrypted_content else None
+    text = "".join(part.text for part in item.content) if item.content else ""
+    if not text and carried is None:
+        return None
+    return Reasoning(
+        text or (carried.text if carried else ""), carried.details if carried else None
+    )
 
 
 class _History:
@@ -271,7 +276,7 @@ class _History:
     def __init__(self, developer_role: bool) -> None:
         self.developer_role = developer_role
         self.messages: list[ChatMessage] = []
-        self.reasoning: list[str] = []
+        self.reasoning: list[Reasoning] = []
         # The assistant message that further tool calls of the same turn join.
         self.open_turn: ChatMessage | None = None
         # Images from tool outputs wait for the run of tool messages to end.
@@ -287,10 +292,17 @@ class _History:
             self.messages.append(ChatMessage(role="user", content=content))
             self.tool_images = []
 
-    def _take_reasoning(self) -> str | None:
-        text = "".join(self.reasoning) if self.reasoning else None
-        self.reasoning = []
-        return text
+    def _assistant(self, content: str | None) -> ChatMessage:
+        """A new assistant turn carrying the reasoning items that came before it."""
+        parts, self.reasoning = self.reasoning, []
+        text = "".join(part.text for part in parts) if parts else None
+        details = [d for part in parts for d in part.details or ()] or None
+        return ChatMessage(
+            role="assistant",
+            content=content,
+            reasoning_content=text or None,
+            reasoning_details=details,
+        )
 
     def message(self, item: MessageItem, param: str) -> None:
         self._flush_tool_images()
@@ -298,9 +310,7 @@ class _History:
         if role == "assistant":
             content: str | list[dict[str, Any]]
             content = item.content if isinstance(item.content, str) else _text_of(item.content, "")
-            turn = ChatMessage(
-                role="assistant", content=content, reasoning_content=self._take_reasoning()
-            )
+            turn = self._assistant(content)
             self.messages.append(turn)
             self.open_turn = turn
             return
@@ -317,18 +327,16 @@ class _History:
     def reasoning_item(self, item: ReasoningItem) -> None:
         self._flush_tool_images()
         self.open_turn = None
-        text = _reasoning_text(item)
-        if text:
-            self.reasoning.append(text)
+        reasoning = _replayed_reasoning(item)
+        if reasoning is not None:
+            self.reasoning.append(reasoning)
 
     def tool_call(self, call_id: str, name: str, arguments: str) -> None:
         self._flush_tool_images()
         call = ChatToolCall(id=call_id, function=ChatFunctionCall(name=name, arguments=arguments))
         turn = self.open_turn
         if turn is None or turn is not self.messages[-1]:
-            turn = ChatMessage(
-                role="assistant", content=None, reasoning_content=self._take_reasoning()
-            )
+            turn = self._assistant(None)
             self.messages.append(turn)
             self.open_turn = turn
         if turn.tool_calls is None:
@@ -409,11 +417,17 @@ def _add_item(history: _History, raw: Any, param: str) -> None:
         log.debug("skipping unknown input item type %r", kind)
 
 
-def reasoning_gaps(messages: list[ChatMessage]) -> list[ReasoningGap]:
-    """Assistant turns without reasoning text, with what identifies them in the store."""
+def reasoning_gaps(messages: list[ChatMessage], want_details: bool = False) -> list[ReasoningGap]:
+    """Assistant turns without reasoning text (or details, when the provider wants them),
+    with what identifies them in the store."""
     gaps = []
     for message in messages:
-        if message.role != "assistant" or message.reasoning_content is not None:
+        if message.role != "assistant":
+            continue
+        complete = message.reasoning_content is not None
+        if want_details and message.reasoning_details is None:
+            complete = False
+        if complete:
             continue
         call_ids = [call.id for call in message.tool_calls or ()]
         text = message.content if isinstance(message.content, str) else ""
@@ -445,6 +459,7 @@ def translate_request(
     *,
     developer_role: bool = False,
     history: Sequence[dict[str, Any]] = (),
+    want_details: bool = False,
 ) -> ChatRequestPlan:
     """The whole upstream body for a Responses request; always a streaming request.
 
@@ -478,4 +493,6 @@ def translate_request(
         body["response_format"] = response_format
     if request.user:
         body["user"] = request.user
-    return ChatRequestPlan(body=body, tool_map=tool_map, reasoning_gaps=reasoning_gaps(messages))
+    return ChatRequestPlan(
+        body=body, tool_map=tool_map, reasoning_gaps=reasoning_gaps(messages, want_details)
+    )

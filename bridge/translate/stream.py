@@ -19,7 +19,7 @@ from bridge.config import QuirksConfig
 from bridge.errors import ApiError, upstream_error
 from bridge.translate.partial_json import StringFieldStream, custom_tool_input
 from bridge.translate.quirks import ContentFilters
-from bridge.translate.reasoning import encode_reasoning
+from bridge.translate.reasoning import Details, encode_reasoning, merge_details
 from bridge.translate.tools import ToolMap
 from bridge.wire.chat import ChatChunk, ChatUsage, FunctionDelta, ToolCallDelta
 from bridge.wire.events import (
@@ -97,6 +97,8 @@ class _Text:
     item: ReasoningOutput | MessageOutput
     output_index: int
     parts: list[str] = field(default_factory=list)
+    # reasoning_details fragments, for a reasoning item (OpenRouter).
+    details: list[Details] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -175,6 +177,8 @@ class StreamTranslator:
                     reasoning = delta.reasoning
                 if reasoning:
                     self._reasoning_delta(reasoning)
+                if delta.reasoning_details:
+                    self._open_reasoning().details.append(delta.reasoning_details)
                 text = delta.content or delta.refusal
                 if text:
                     self._content_delta(text)
@@ -252,7 +256,7 @@ class StreamTranslator:
         self._emit(OutputItemAdded(output_index=index, item=msgspec.structs.replace(item)))
         return index
 
-    def _reasoning_delta(self, text: str) -> None:
+    def _open_reasoning(self) -> _Text:
         current = self._reasoning
         if current is None:
             self._close_message()
@@ -276,6 +280,10 @@ class StreamTranslator:
                 )
             )
             current = self._reasoning = _Text(item, index)
+        return current
+
+    def _reasoning_delta(self, text: str) -> None:
+        current = self._open_reasoning()
         current.parts.append(text)
         item_id = current.item.id
         if self._summary:
@@ -387,8 +395,10 @@ class StreamTranslator:
             )
         )
         item.content = [part]
-        if self._include_encrypted:
-            item.encrypted_content = encode_reasoning(text)
+        details = merge_details(current.details) if current.details else None
+        # The provider's details must come back unchanged, so they always travel.
+        if self._include_encrypted or details:
+            item.encrypted_content = encode_reasoning(text, details)
         item.status = "completed"
         self._emit(OutputItemDone(output_index=current.output_index, item=item))
 

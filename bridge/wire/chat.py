@@ -53,6 +53,8 @@ class ChunkDelta(msgspec.Struct, kw_only=True):
     reasoning_content: str | None = None
     # vLLM, Ollama and OpenRouter call the reasoning text `reasoning`.
     reasoning: str | None = None
+    # OpenRouter's structured reasoning, to be sent back unchanged.
+    reasoning_details: list[dict[str, Any]] | None = None
     tool_calls: list[ToolCallDelta] | None = None
     refusal: str | None = None
 
@@ -100,6 +102,7 @@ class CompletionMessage(msgspec.Struct, kw_only=True):
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
     refusal: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
@@ -133,6 +136,7 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
                 content=message.content,
                 reasoning_content=message.reasoning_content,
                 reasoning=message.reasoning,
+                reasoning_details=message.reasoning_details,
                 refusal=message.refusal,
                 tool_calls=calls,
             )
