@@ -81,6 +81,8 @@ class ProviderConfig(_Strict):
     extra_body: dict[str, Any] = msgspec.field(default_factory=dict)
     # Top-level request fields removed before sending.
     drop_params: list[str] = msgspec.field(default_factory=list)
+    # The name max_output_tokens goes by; None: the profile's (max_tokens everywhere).
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None
     quirks: QuirksConfig = msgspec.field(default_factory=QuirksConfig)
 
 

@@ -64,6 +64,7 @@ async def plan_turn(
         req.reasoning.effort if req.reasoning else None,
         extra_body=provider.extra_body,
         drop_params=provider.drop_params,
+        max_tokens_param=provider.max_tokens_param,
     )
     return plan
 

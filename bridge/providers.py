@@ -136,12 +136,14 @@ def shape_body(
     *,
     extra_body: dict[str, Any] | None = None,
     drop_params: list[str] | tuple[str, ...] = (),
+    max_tokens_param: str | None = None,
 ) -> dict[str, Any]:
     """The generic upstream body adjusted for a provider; returns the same dict."""
     shape_messages(body["messages"], profile)
     body.update(profile.thinking(effort))
-    if "max_tokens" in body and profile.max_tokens_param != "max_tokens":
-        body[profile.max_tokens_param] = body.pop("max_tokens")
+    tokens_param = max_tokens_param or profile.max_tokens_param
+    if "max_tokens" in body and tokens_param != "max_tokens":
+        body[tokens_param] = body.pop("max_tokens")
     if not profile.stream_options:
         body.pop("stream_options", None)
     if not profile.parallel_tool_calls:

@@ -61,6 +61,7 @@ def test_shipped_config_parses_with_the_keys_it_shows() -> None:
             base_url="https://api.deepseek.com/v1",
             api_key_env="DEEPSEEK_API_KEY",
             profile="deepseek",
+            max_tokens_param="max_tokens",
         )
     }
     assert config.models == {

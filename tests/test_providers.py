@@ -175,3 +175,9 @@ def test_extra_body_merges_and_drop_params_removes() -> None:
 def test_extra_body_replaces_non_tables() -> None:
     body = body_for("deepseek", "high", tools=False, extra_body={"reasoning_effort": "max"})
     assert body["reasoning_effort"] == "max"
+
+
+def test_max_tokens_param_can_be_renamed() -> None:
+    body = body_for("openai", None, tools=False, max_tokens_param="max_completion_tokens")
+    assert body["max_completion_tokens"] == 500
+    assert "max_tokens" not in body
