@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from bridge.app import create_app
 from bridge.config import load_config
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.processes import REPO, BridgeProcess, free_port
+from tests.processes import REPO, BridgeProcess
 
 CODEX_TIMEOUT = 90.0
 CLIENT_KEY_ENV = "BRIDGE_TEST_CLIENT_KEY"
@@ -252,24 +252,6 @@ async def test_b_apply_patch_as_a_custom_tool(
     replayed = replayed_assistant(follow_up, "call_ap")["tool_calls"][0]["function"]
     assert json.loads(replayed["arguments"]) == {"input": patch}
     assert "patched.txt" in tool_result(follow_up, "call_ap")
-
-
-@pytest.fixture
-async def bridge_process(
-    fake_upstream: FakeUpstream, tmp_path: Path
-) -> AsyncIterator[BridgeProcess]:
-    config = tmp_path / "bridge.toml"
-    config.write_text(
-        f'[store]\npath = "{tmp_path / "state" / "bridge.db"}"\n'
-        f'[providers.fake]\nbase_url = "{fake_upstream.url}/v1"\n'
-        f'[models."{MODEL}"]\nprovider = "fake"\n'
-    )
-    bridge = BridgeProcess(config, free_port())
-    try:
-        await bridge.start()
-        yield bridge
-    finally:
-        await bridge.stop()
 
 
 async def test_c_resume_after_the_bridge_was_killed(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,8 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bridge.app import create_app
 from bridge.sse import SSEParser
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL
 from tests.fake_upstream import FakeUpstream, chunk, sse, thinking_text_reply, tool_call_reply
 
 TOOLS: list[Any] = [
@@ -26,21 +24,6 @@ TOOLS: list[Any] = [
     }
 ]
 REASONING = "I will list the files first, then answer."
-
-
-@pytest.fixture
-async def bridge_server(
-    fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
-) -> TestServer:
-    return await aiohttp_server(create_app(bridge_config(fake_upstream.url)))
-
-
-@pytest.fixture
-async def sdk(bridge_server: TestServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=str(bridge_server.make_url("/v1")), api_key="unused", max_retries=0
-    ) as client:
-        yield client
 
 
 def tool_turn(call_id: str = "call_ls") -> Any:

@@ -3,54 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp.test_utils import TestServer
 
 from tests.conftest import MODEL
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
-from tests.processes import BridgeProcess, free_port
+from tests.processes import BridgeProcess
 
 REPO = Path(__file__).resolve().parents[1]
 REASONING = "The user wants a file; exec_command can create it. Use echo."
 TOOLS: list[Any] = [{"type": "function", "name": "exec_command", "parameters": {"type": "object"}}]
-
-
-@pytest.fixture
-async def bridge_process(
-    fake_upstream: FakeUpstream, tmp_path: Path
-) -> AsyncIterator[BridgeProcess]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[store]
-path = "{tmp_path / "state" / "bridge.db"}"
-
-[providers.fake]
-base_url = "{fake_upstream.url}/v1"
-
-[models."{MODEL}"]
-provider = "fake"
-"""
-    )
-    bridge = BridgeProcess(config, free_port())
-    try:
-        await bridge.start()
-        yield bridge
-    finally:
-        await bridge.stop()
-
-
-@pytest.fixture
-async def fake_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> FakeUpstream:
-    fake = FakeUpstream()
-    server = await aiohttp_server(fake.app, host="127.0.0.1")
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 async def create(session: aiohttp.ClientSession, url: str, **body: Any) -> dict[str, Any]:

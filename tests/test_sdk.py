@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -34,26 +34,10 @@ TOOLS: list[Any] = [
 ]
 
 
-@pytest.fixture
-async def bridge_server(
-    fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
-) -> TestServer:
-    return await aiohttp_server(create_app(bridge_config(fake_upstream.url)))
-
-
-@pytest.fixture
-async def client(bridge_server: TestServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    sdk = openai.AsyncOpenAI(
-        base_url=str(bridge_server.make_url("/v1")), api_key="unused", max_retries=0
-    )
-    async with sdk:
-        yield sdk
-
-
-async def test_stream_text(client: openai.AsyncOpenAI, fake_upstream: FakeUpstream) -> None:
+async def test_stream_text(sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream) -> None:
     fake_upstream.script(thinking_text_reply(["Consider ", "this."], ["Hello", " SDK"]))
     seen: list[str] = []
-    async with client.responses.stream(model=MODEL, input="hi", instructions="Be kind.") as stream:
+    async with sdk.responses.stream(model=MODEL, input="hi", instructions="Be kind.") as stream:
         async for event in stream:
             seen.append(event.type)
         final = await stream.get_final_response()
@@ -68,14 +52,12 @@ async def test_stream_text(client: openai.AsyncOpenAI, fake_upstream: FakeUpstre
     assert fake_upstream.requests[0]["messages"][0] == {"role": "system", "content": "Be kind."}
 
 
-async def test_stream_tool_call(client: openai.AsyncOpenAI, fake_upstream: FakeUpstream) -> None:
+async def test_stream_tool_call(sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream) -> None:
     fake_upstream.script(
         tool_call_reply("Need weather.", [("call_w", "get_weather", ['{"city":', ' "Oslo"}'])])
     )
     deltas: list[str] = []
-    async with client.responses.stream(
-        model=MODEL, input="weather in Oslo?", tools=TOOLS
-    ) as stream:
+    async with sdk.responses.stream(model=MODEL, input="weather in Oslo?", tools=TOOLS) as stream:
         async for event in stream:
             if event.type == "response.function_call_arguments.delta":
                 deltas.append(event.delta)
@@ -93,20 +75,20 @@ async def test_stream_tool_call(client: openai.AsyncOpenAI, fake_upstream: FakeU
 
 
 async def test_create_non_streaming_and_follow_up(
-    client: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+    sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.script(
         tool_call_reply("plan", [("call_1", "get_weather", ['{"city": "Rome"}'])]),
         thinking_text_reply(["ok"], ["Sunny in Rome."]),
     )
-    first = await client.responses.create(
+    first = await sdk.responses.create(
         model=MODEL, input="weather?", tools=TOOLS, include=["reasoning.encrypted_content"]
     )
     assert isinstance(first, Response)
     assert first.status == "completed"
     call = first.output[-1]
     assert call.type == "function_call"
-    second = await client.responses.create(
+    second = await sdk.responses.create(
         model=MODEL,
         tools=TOOLS,
         input=[
@@ -147,20 +129,20 @@ async def test_create_streaming_events_validate_strictly(
     Response.model_validate(events[-1]["response"], strict=False)
 
 
-async def test_sdk_errors_are_typed(client: openai.AsyncOpenAI) -> None:
+async def test_sdk_errors_are_typed(sdk: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        await client.responses.create(model="no-such-model", input="x")
+        await sdk.responses.create(model="no-such-model", input="x")
     assert caught.value.code == "model_not_found"
     assert MODEL in caught.value.message
 
 
-async def test_models_list_and_retrieve(client: openai.AsyncOpenAI) -> None:
-    page = await client.models.list()
+async def test_models_list_and_retrieve(sdk: openai.AsyncOpenAI) -> None:
+    page = await sdk.models.list()
     assert [m.id for m in page.data] == [MODEL]
-    model = await client.models.retrieve(MODEL)
+    model = await sdk.models.retrieve(MODEL)
     assert (model.id, model.owned_by) == (MODEL, "fake")
     with pytest.raises(openai.NotFoundError):
-        await client.models.retrieve("nope")
+        await sdk.models.retrieve("nope")
 
 
 async def test_heartbeats_between_items_keep_the_sdk_state_intact(
