@@ -6,25 +6,24 @@ import asyncio
 import logging
 import os
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from bridge.access import add_request_id, request_middleware
 from bridge.app_keys import (
     API_KEYS,
+    CLIENT_KEYS,
     CONFIG,
     HTTP_SESSION,
-    OUTCOME,
-    RESPONSE_ID,
     STORE,
     STORE_PATH,
+    TURNS,
     UPSTREAMS,
 )
 from bridge.config import Config, store_path
-from bridge.errors import ApiError
 from bridge.handlers import (
     create_response,
     delete_response,
@@ -33,78 +32,13 @@ from bridge.handlers import (
     healthz,
     list_input_items,
     list_models,
+    readyz,
 )
 from bridge.store import Store
+from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("bridge.access")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-CLIENT_CLOSED = 499
-_HTTP_ERROR_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-}
-
-
-def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
-    if exc.status == 404:
-        return f"No such endpoint: {request.method} {request.path}"
-    if exc.status == 405:
-        return f"Method {request.method} is not allowed on {request.path}"
-    if exc.status == 413:
-        limit = request.app[CONFIG].server.max_request_bytes
-        return f"The request body is larger than the limit of {limit} bytes"
-    return exc.reason
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves in the one JSON error shape, and every request is logged once."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except ApiError as exc:
-        status = exc.status
-        return exc.response()
-    except asyncio.CancelledError:
-        # The client closed the connection (aiohttp cancels the handler). Clients often
-        # hang up right after the final event; only an unfinished response is a 499
-        # ("client closed request", as nginx logs it).
-        status = 200 if OUTCOME in request else CLIENT_CLOSED
-        raise
-    except web.HTTPException as exc:
-        status = exc.status
-        if exc.status < 400:
-            raise
-        return ApiError(
-            exc.status, _http_error_message(request, exc), code=_HTTP_ERROR_CODES.get(exc.status)
-        ).response()
-    except Exception:  # the boundary: an unexpected bug must still answer in the error shape
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return ApiError(
-            500,
-            "The bridge failed unexpectedly; see its log.",
-            type="server_error",
-            code="server_error",
-        ).response()
-    finally:
-        access_log.info(
-            "%s %s %s %.1fms %s %s",
-            request.method,
-            request.path,
-            status,
-            (time.perf_counter() - started) * 1000,
-            request.get(RESPONSE_ID, "-"),
-            request.get(OUTCOME, "-"),
-        )
-
 
 PRUNE_INTERVAL = 3600.0
 
@@ -150,22 +84,36 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _drain(app: web.Application) -> None:
+    """On shutdown (listening has stopped): let open responses finish, then end the rest."""
+    await app[TURNS].drain(app[CONFIG].server.drain_seconds)
+
+
 def create_app(
-    config: Config, api_keys: dict[str, str] | None = None, store_file: Path | None = None
+    config: Config,
+    api_keys: dict[str, str] | None = None,
+    store_file: Path | None = None,
+    client_keys: tuple[str, ...] = (),
 ) -> web.Application:
-    """The bridge application for a validated config and the providers' API keys.
+    """The bridge application for a validated config, the providers' API keys and the
+    keys clients must present (none: no client authentication).
 
     The database is `store_file`, else the config's [store] path.
     """
     app = web.Application(
-        client_max_size=config.server.max_request_bytes, middlewares=[error_middleware]
+        client_max_size=config.server.max_request_bytes, middlewares=[request_middleware]
     )
     app[CONFIG] = config
     app[API_KEYS] = dict(api_keys or {})
+    app[CLIENT_KEYS] = client_keys
+    app.on_response_prepare.append(add_request_id)
     app[STORE_PATH] = store_file or store_path(config, os.environ)
+    app[TURNS] = TurnsInFlight()
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_http_session)
+    app.on_shutdown.append(_drain)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)

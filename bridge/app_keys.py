@@ -8,7 +8,9 @@ import aiohttp
 from aiohttp import web
 
 from bridge.config import Config
+from bridge.request_log import RequestLog
 from bridge.store import Store
+from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
@@ -16,9 +18,10 @@ API_KEYS = web.AppKey("api_keys", dict[str, str])
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
 STORE = web.AppKey("store", Store)
+TURNS = web.AppKey("turns", TurnsInFlight)
 STORE_PATH = web.AppKey("store_path", Path)
 
-# Per request: the id of the response it created, for the access log.
-RESPONSE_ID = web.RequestKey("response_id", str)
-# Per request: how the response ended (completed, incomplete, failed), once it has.
-OUTCOME = web.RequestKey("outcome", str)
+# Client keys the bridge accepts (empty: no client authentication).
+CLIENT_KEYS = web.AppKey("client_keys", tuple[str, ...])
+# Per request: what its access log line says (bridge.access.RequestLog).
+REQUEST_LOG = web.RequestKey("request_log", RequestLog)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sqlite3
@@ -11,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__, codex_config, sessions_cli
-from bridge.config import Config, ConfigError, load_config, resolve_api_keys, store_path
+from bridge.config import (
+    Config,
+    ConfigError,
+    check_exposure,
+    load_config,
+    resolve_api_keys,
+    resolve_client_keys,
+    store_path,
+)
+from bridge.effective_config import effective_toml
 from bridge.migrate import MigrationError
 from bridge.store import StoreError
 
@@ -38,9 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, metavar="PATH", help="config.toml to use")
     serve.add_argument("--host", help="listen address (overrides [server] host)")
     serve.add_argument("--port", type=int, help="listen port (overrides [server] port)")
-    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="overrides [server] log_level (default info)"
+    )
 
-    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check = commands.add_parser(
+        "check-config", help="validate a config file and print the effective settings"
+    )
     check.add_argument("--config", required=True, metavar="PATH", help="config.toml to check")
     sessions_cli.add_commands(commands, "config.toml naming the database")
 
@@ -66,48 +80,28 @@ def _load(path: str) -> tuple[Config, dict[str, str]]:
 
 def _check_config(path: str) -> int:
     config, _ = _load(path)
-    print(f"{path}: ok")
-    print(f"  listen: {config.server.host}:{config.server.port}")
-    print(f"  store: {store_path(config, os.environ)}")
-    for name, provider in config.providers.items():
-        key = f"key from ${provider.api_key_env}" if provider.api_key_env else "no key"
-        print(f"  provider {name}: {provider.base_url} ({key})")
-    for name, model in config.models.items():
-        print(f"  model {name} -> {model.provider}/{config.upstream_model(name)}")
+    print(f"# {path}: ok; the database is {store_path(config, os.environ)}")
+    sys.stdout.write(effective_toml(config))
     return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from bridge.app import create_app
+    from bridge.server import serve
 
     config, api_keys = _load(args.config)
+    client_keys = resolve_client_keys(config, os.environ)
+    host = args.host if args.host is not None else config.server.host
+    port = args.port if args.port is not None else config.server.port
+    check_exposure(config, host, client_keys)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=(args.log_level or config.server.log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    host = args.host if args.host is not None else config.server.host
-    port = args.port if args.port is not None else config.server.port
-    logging.getLogger("bridge").info(
-        "responses-bridge %s listening on http://%s:%d/v1 (%d models)",
-        __version__,
-        host,
-        port,
-        len(config.models),
-    )
-    # handler_cancellation: a client that disconnects cancels its handler at once, which
-    # closes the upstream request instead of letting the provider generate for nobody.
+    app = create_app(config, api_keys, client_keys=client_keys)
     try:
-        web.run_app(
-            create_app(config, api_keys),
-            host=host,
-            port=port,
-            print=None,
-            access_log=None,
-            handler_cancellation=True,
-        )
+        asyncio.run(serve(app, host, port, config.server.drain_seconds))
     except OSError as exc:
         print(f"responses-bridge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return EXIT_LISTEN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -29,6 +30,17 @@ class ServerConfig(_Strict):
     max_request_bytes: int = 64 * 1024 * 1024
     # Seconds of upstream silence after which a response.in_progress event is sent.
     heartbeat_interval: float = 10.0
+    # On shutdown, how long open responses may go on before they are ended as failed.
+    drain_seconds: float = 30.0
+    # debug | info | warning | error; `serve --log-level` overrides it.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Log request and response bodies (message content) at debug level. Off by default.
+    log_bodies: bool = False
+    # An environment variable holding the keys clients must send as bearer tokens
+    # (separated by commas or spaces); unset: no client authentication.
+    api_keys_env: str | None = None
+    # Listening beyond loopback without client keys is refused unless this is true.
+    allow_remote_without_auth: bool = False
 
 
 class StoreConfig(_Strict):
@@ -81,6 +93,8 @@ class ProviderConfig(_Strict):
     extra_body: dict[str, Any] = msgspec.field(default_factory=dict)
     # Top-level request fields removed before sending.
     drop_params: list[str] = msgspec.field(default_factory=list)
+    # Send the client's own Authorization header upstream instead of api_key_env's key.
+    forward_client_key: bool = False
     # The name max_output_tokens goes by; None: the profile's (max_tokens everywhere).
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None
     quirks: QuirksConfig = msgspec.field(default_factory=QuirksConfig)
@@ -195,6 +209,8 @@ def _check(config: Config) -> None:
     for key in ("max_age_days", "max_size_mb"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"{src}: key `store.{key}`: must be positive")
+    if config.server.drain_seconds < 0:
+        raise ConfigError(f"{src}: key `server.drain_seconds`: must not be negative")
     if config.server.heartbeat_interval <= 0:
         raise ConfigError(f"{src}: key `server.heartbeat_interval`: must be positive")
     for key in ("connect_timeout", "idle_timeout"):
@@ -244,3 +260,38 @@ def store_path(config: Config, environ: Mapping[str, str]) -> Path:
     """The database file: absolute as configured, or relative to the state directory."""
     path = Path(config.store.path).expanduser()
     return path if path.is_absolute() else state_directory(environ) / path
+
+
+def resolve_client_keys(config: Config, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The keys clients must present, from the variable `[server] api_keys_env` names."""
+    name = config.server.api_keys_env
+    if name is None:
+        return ()
+    keys = tuple(key for key in re.split(r"[\s,]+", environ.get(name, "")) if key)
+    if not keys:
+        raise ConfigError(
+            f"{config.source}: key `server.api_keys_env`: environment variable {name} is not "
+            "set (or holds no key)"
+        )
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: Config, host: str, client_keys: tuple[str, ...]) -> None:
+    """Refuse to listen beyond loopback without client keys, unless explicitly allowed."""
+    if is_loopback(host) or client_keys or config.server.allow_remote_without_auth:
+        return
+    raise ConfigError(
+        f"{config.source}: refusing to listen on {host} without client authentication: "
+        "anyone who can reach it could spend your provider credit. Set [server] "
+        "api_keys_env, listen on 127.0.0.1, or set [server] allow_remote_without_auth = true."
+    )

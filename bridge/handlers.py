@@ -12,11 +12,12 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from bridge.app_keys import CONFIG, OUTCOME, RESPONSE_ID, STORE, UPSTREAMS
+from bridge.app_keys import CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.conversation import plan_turn, turn_recorder
 from bridge.errors import ApiError
-from bridge.relay import BeforeFinal, encode_frames, relay_turn
+from bridge.relay import BeforeFinal, EventSink, encode_frames, relay_turn
 from bridge.translate.stream import StreamTranslator, new_id
+from bridge.turns import TurnAborted
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
 from bridge.wire.events import ResponseEvent, ResponseObject
@@ -36,7 +37,21 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process is alive and answering."""
     return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: config loaded and the database writable; 503 otherwise or when stopping."""
+    problems = await request.app[STORE].write_problem()
+    if request.app[TURNS].draining:
+        problems = problems or "shutting down"
+    body = {
+        "status": "unavailable" if problems else "ready",
+        "config": request.app[CONFIG].source,
+        "database": problems or "ok",
+    }
+    return json_response(body, status=503 if problems else 200)
 
 
 def _model_object(name: str, provider: str) -> dict[str, Any]:
@@ -115,10 +130,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     """POST /v1/responses: translate, relay, and stream (or return) the response."""
     config = request.app[CONFIG]
     store = request.app[STORE]
+    if request.app[TURNS].draining:
+        raise SHUTTING_DOWN
     req = parse_request(await request.read())
     model = config.models.get(req.model)
     if model is None:
         raise _unknown_model(request, req.model)
+    entry = request[REQUEST_LOG]
+    entry.model, entry.provider = req.model, model.provider
     provider = config.providers[model.provider]
     plan = await plan_turn(store, req, config.upstream_model(req.model), provider)
     body = msgspec.json.encode(plan.body)
@@ -129,13 +148,15 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         reasoning_summary=_wants_summary(req, model.reasoning_summary),
         quirks=provider.quirks,
     )
+    client_key = request.headers.get("Authorization") if provider.forward_client_key else None
     turn = Turn(
         upstream=request.app[UPSTREAMS][model.provider],
         body=body,
         translator=translator,
         record=turn_recorder(store, req, translator.response, request.headers),
+        client_authorization=client_key,
     )
-    request[RESPONSE_ID] = translator.response.id
+    entry.response_id = translator.response.id
     if not req.stream:
         return await _respond_whole(request, turn)
     return await _respond_stream(request, turn, config.server.heartbeat_interval)
@@ -157,16 +178,57 @@ class Turn:
     body: bytes
     translator: StreamTranslator
     record: BeforeFinal
+    # The client's own Authorization header, for providers with forward_client_key.
+    client_authorization: str | None = None
+
+    def ended(self, request: web.Request) -> None:
+        """Note how the response ended, for the access log."""
+        entry = request[REQUEST_LOG]
+        response = self.translator.response
+        entry.outcome = response.status
+        if response.usage is not None:
+            entry.input_tokens = response.usage.input_tokens
+            entry.output_tokens = response.usage.output_tokens
 
 
 async def _discard(events: list[ResponseEvent]) -> None:
     """The sink of a non-streaming request: only the final response object matters."""
 
 
+SHUTTING_DOWN = ApiError(
+    503,
+    "responses-bridge is shutting down; send the request again in a moment",
+    type="server_error",
+    code="server_error",
+)
+
+
+async def _relay(request: web.Request, turn: Turn, sink: EventSink) -> ApiError | None:
+    """relay_turn as a turn in flight: a shutdown that cannot wait for it ends it failed."""
+    translator = turn.translator
+    try:
+        return await request.app[TURNS].run(
+            relay_turn(
+                turn.upstream,
+                turn.body,
+                translator,
+                sink,
+                turn.record,
+                authorization=turn.client_authorization,
+            ),
+            lambda: translator.ended,
+        )
+    except TurnAborted:
+        final = translator.fail(SHUTTING_DOWN)
+        await turn.record()
+        await sink(final)
+        return SHUTTING_DOWN
+
+
 async def _respond_whole(request: web.Request, turn: Turn) -> web.Response:
     translator = turn.translator
-    error = await relay_turn(turn.upstream, turn.body, translator, _discard, turn.record)
-    request[OUTCOME] = translator.response.status
+    error = await _relay(request, turn, _discard)
+    turn.ended(request)
     if error is not None:
         raise error
     return json_response(translator.response)
@@ -196,8 +258,8 @@ async def _respond_stream(
     beat = asyncio.create_task(heartbeat())
     try:
         await send(translator.start())
-        await relay_turn(turn.upstream, turn.body, translator, send, turn.record)
-        request[OUTCOME] = translator.response.status
+        await _relay(request, turn, send)
+        turn.ended(request)
         await response.write_eof()
     except ConnectionResetError:
         # The client went away (a write failed before aiohttp cancelled this handler);

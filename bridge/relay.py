@@ -56,6 +56,8 @@ async def relay_turn(
     translator: StreamTranslator,
     sink: EventSink,
     before_final: BeforeFinal = _no_op,
+    *,
+    authorization: str | None = None,
 ) -> ApiError | None:
     """Run the upstream request to its end; returns the error the turn failed with, if any.
 
@@ -64,7 +66,7 @@ async def relay_turn(
     propagates.
     """
     try:
-        error = await _pump(upstream, body, translator, sink, before_final)
+        error = await _pump(upstream, body, translator, sink, before_final, authorization)
     except ApiError as exc:
         error = exc
     if error is not None:
@@ -86,9 +88,10 @@ async def _pump(
     translator: StreamTranslator,
     sink: EventSink,
     before_final: BeforeFinal,
+    authorization: str | None,
 ) -> ApiError | None:
     parser = SSEParser()
-    async with upstream.stream(body) as response:
+    async with upstream.stream(body, authorization) as response:
         if response.content_type == "application/json":
             return await _whole_answer(response, translator, sink, before_final)
         done = False

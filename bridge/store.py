@@ -107,6 +107,8 @@ class Store:
         # Turn writes run as tasks of their own, so a client that disconnects (which
         # cancels its handler) cannot cut a transaction in half; close() waits for them.
         self._pending: set[asyncio.Task[None]] = set()
+        # The error of the last turn write, until a write succeeds again (for /readyz).
+        self.last_write_error: str | None = None
 
     @classmethod
     async def open(cls, path: Path, synchronous: str = "full") -> Store:
@@ -148,10 +150,28 @@ class Store:
 
     async def save_turn_shielded(self, record: TurnRecord) -> None:
         """save_turn, finished even if the caller is cancelled meanwhile."""
-        task = asyncio.create_task(self.save_turn(record))
+        task = asyncio.create_task(self._save_noting_errors(record))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         await asyncio.shield(task)
+
+    async def _save_noting_errors(self, record: TurnRecord) -> None:
+        try:
+            await self.save_turn(record)
+        except sqlite3.Error as exc:
+            self.last_write_error = f"the last write failed: {exc}"
+            raise
+        self.last_write_error = None
+
+    async def write_problem(self) -> str | None:
+        """Why the database cannot take writes now (None: it can)."""
+        try:
+            async with self._write_lock:
+                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.execute("ROLLBACK")
+        except (sqlite3.Error, ValueError) as exc:
+            return f"not writable: {exc}"
+        return self.last_write_error
 
     async def save_turn(self, record: TurnRecord) -> None:
         """Write one turn (response row and reasoning indexes) in one transaction."""

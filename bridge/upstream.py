@@ -82,12 +82,20 @@ class UpstreamClient:
         self.idle_timeout = settings.idle_timeout
 
     @asynccontextmanager
-    async def stream(self, body: bytes) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST a streaming chat request; yields the 200 response, raises ApiError otherwise."""
+    async def stream(
+        self, body: bytes, authorization: str | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST a streaming chat request; yields the 200 response, raises ApiError otherwise.
+
+        `authorization` replaces the configured key (a provider with forward_client_key).
+        """
+        headers = self._headers
+        if authorization:
+            headers = {**headers, "Authorization": authorization}
         try:
             data = body if len(body) < LARGE_BODY else io.BytesIO(body)
             response = await self._session.post(
-                self.url, data=data, headers=self._headers, timeout=self._timeout
+                self.url, data=data, headers=headers, timeout=self._timeout
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, self.url) from None

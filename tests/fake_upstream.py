@@ -210,8 +210,8 @@ class FakeUpstream:
         if reply.status != 200:
             return web.json_response(reply.error_body, status=reply.status, headers=reply.headers)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             for frame in reply.frames:
                 if reply.frame_delay:
                     await asyncio.sleep(reply.frame_delay)

@@ -19,6 +19,7 @@ import pytest
 
 from bridge import __version__
 from bridge.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+from bridge.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_VAR = "DEEPSEEK_API_KEY"
@@ -117,11 +118,27 @@ def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
     result = run_bridge(env, "check-config", "--config", "config.toml")
 
     assert result.returncode == EXIT_OK, result.stderr
-    assert result.stdout.splitlines()[0] == "config.toml: ok"
-    assert "listen: 127.0.0.1:8787" in result.stdout
-    assert f"store: {tmp_path / 'state' / 'bridge.db'}" in result.stdout
-    assert "model deepseek-v4-flash -> deepseek/deepseek-v4-flash" in result.stdout
+    first = result.stdout.splitlines()[0]
+    assert first == f"# config.toml: ok; the database is {tmp_path / 'state' / 'bridge.db'}"
+    # The effective settings, defaults included, are TOML that loads as the same config.
+    effective = parse_config(result.stdout, "config.toml")
+    assert effective == parse_config((REPO / "config.toml").read_text(), "config.toml")
+    assert effective.server.drain_seconds == 30.0  # a default, shown explicitly
+    assert 'api_key_env = "DEEPSEEK_API_KEY"' in result.stdout
     assert "sk-test" not in result.stdout + result.stderr  # the key itself is never shown
+
+
+def test_check_config_masks_secrets_in_extra_body(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        LOCAL_CONFIG.replace(
+            "[models.", 'extra_body = { api_token = "hunter2", top_k = 5 }\n\n[models.', 1
+        ),
+    )
+    result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(path))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "hunter2" not in result.stdout
+    assert 'extra_body = { api_token = "********", top_k = 5 }' in result.stdout
 
 
 @pytest.mark.parametrize("value", [None, ""])

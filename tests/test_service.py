@@ -45,8 +45,10 @@ async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
     return [json.loads(event.data) for event in events]
 
 
-async def post(bridge: TestClient, **body: Any) -> ClientResponse:
-    return await bridge.post("/v1/responses", json={"model": MODEL, **body})
+async def post(
+    bridge: TestClient, headers: dict[str, str] | None = None, **body: Any
+) -> ClientResponse:
+    return await bridge.post("/v1/responses", json={"model": MODEL, **body}, headers=headers)
 
 
 async def test_streams_reasoning_and_text(bridge: TestClient, fake_upstream: FakeUpstream) -> None:
@@ -390,14 +392,21 @@ async def test_one_access_log_line_per_request(
 ) -> None:
     fake_upstream.script(thinking_text_reply(["a"], ["b"]))
     with caplog.at_level("INFO", logger="bridge.access"):
-        events = await read_events(await post(bridge, input="hi", stream=True))
-        await (await bridge.get("/v1/nothing")).read()
+        response = await post(bridge, input="hi", stream=True, headers=None)
+        events = await read_events(response)
+        await (await bridge.get("/v1/nothing", headers={"x-request-id": "mine-42"})).read()
     lines = [r.getMessage() for r in caplog.records if r.name == "bridge.access"]
     response_id = events[-1]["response"]["id"]
+    request_id = response.headers["x-request-id"]
+    assert request_id.startswith("req_")
     assert len(lines) == 2
     assert lines[0].startswith("POST /v1/responses 200 ")
-    assert lines[0].endswith(f"{response_id} completed")
+    assert lines[0].endswith(
+        f"model={MODEL} provider=fake tokens=11+7 response={response_id} outcome=completed "
+        f"request={request_id}"
+    )
     assert lines[1].startswith("GET /v1/nothing 404 ")
+    assert lines[1].endswith("request=mine-42")
 
 
 async def test_upstream_connections_are_reused(

@@ -145,6 +145,8 @@ class StreamTranslator:
         self._calls: dict[int, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: ChatUsage | None = None
+        # True once the final event (completed, incomplete or failed) exists.
+        self.ended = False
 
     # -- public API ---------------------------------------------------------------
 
@@ -207,6 +209,7 @@ class StreamTranslator:
         self.response.usage = convert_usage(self._usage)
         self.response.completed_at = int(time.time())
         reason = INCOMPLETE_REASONS.get(self._finish_reason)
+        self.ended = True
         if reason is not None:
             self.response.status = "incomplete"
             self.response.incomplete_details = IncompleteDetails(reason=reason)
@@ -219,6 +222,7 @@ class StreamTranslator:
     def fail(self, error: ApiError) -> list[ResponseEvent]:
         """End with response.failed; open items are not completed (their output is partial)."""
         self._events.clear()
+        self.ended = True
         self.response.status = "failed"
         self.response.error = ResponseError(
             code=error.code or "server_error", message=error.message

@@ -1,0 +1,131 @@
+"""Every request: client authentication, one error shape, a request id, one log line."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from bridge.app_keys import CLIENT_KEYS, CONFIG, REQUEST_LOG
+from bridge.errors import ApiError
+from bridge.request_log import RequestLog
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("bridge.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CLIENT_CLOSED = 499  # "client closed request", as nginx logs it
+# The client's own id for the request, when it sends one (Codex: x-client-request-id).
+REQUEST_ID_HEADERS = ("x-request-id", "x-client-request-id")
+# Paths anyone on the machine may ask: liveness and readiness carry no data.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_HTTP_ERROR_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+def _request_id(request: web.Request) -> str:
+    for name in REQUEST_ID_HEADERS:
+        value = request.headers.get(name)
+        if value and len(value) <= 128 and value.isprintable():
+            return value
+    return f"req_{secrets.token_hex(12)}"
+
+
+def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"No such endpoint: {request.method} {request.path}"
+    if exc.status == 405:
+        return f"Method {request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        limit = request.app[CONFIG].server.max_request_bytes
+        return f"The request body is larger than the limit of {limit} bytes"
+    return exc.reason
+
+
+def check_client_key(request: web.Request) -> None:
+    """Refuse a request without one of the configured client keys (when there are any)."""
+    keys = request.app[CLIENT_KEYS]
+    if not keys or request.path in OPEN_PATHS:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    offered = token.strip().encode() if scheme.lower() == "bearer" else b""
+    # Compare against every key without stopping early, in constant time each.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(offered, key.encode())
+    if not matched:
+        raise ApiError(
+            401,
+            "Incorrect or missing API key: send one of the bridge's client keys as "
+            "'Authorization: Bearer <key>'.",
+            type="invalid_request_error",
+            code="invalid_api_key",
+        )
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication, the one JSON error shape for every failure, and one log line."""
+    started = time.perf_counter()
+    entry = request[REQUEST_LOG] = RequestLog(_request_id(request))
+    status = 500
+    try:
+        check_client_key(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        return exc.response()
+    except asyncio.CancelledError:
+        # The client closed the connection (aiohttp cancels the handler). Clients often
+        # hang up right after the final event; only an unfinished response is a 499.
+        status = 200 if entry.outcome else CLIENT_CLOSED
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        return ApiError(
+            exc.status, _http_error_message(request, exc), code=_HTTP_ERROR_CODES.get(exc.status)
+        ).response()
+    except Exception:  # the boundary: an unexpected bug must still answer in the error shape
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return ApiError(
+            500,
+            "The bridge failed unexpectedly; see its log.",
+            type="server_error",
+            code="server_error",
+        ).response()
+    finally:
+        access_log.info(
+            "%s %s %s %.1fms model=%s provider=%s tokens=%d+%d response=%s outcome=%s request=%s",
+            request.method,
+            request.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+            entry.model,
+            entry.provider,
+            entry.input_tokens,
+            entry.output_tokens,
+            entry.response_id,
+            entry.outcome or "-",
+            entry.request_id,
+        )
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response names its request id (streams included)."""
+    entry = request.get(REQUEST_LOG)
+    if entry is not None:
+        response.headers["x-request-id"] = entry.request_id

@@ -1,0 +1,19 @@
+"""What the access log says about one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RequestLog:
+    """What the access log line says about one request; handlers fill it in."""
+
+    request_id: str
+    model: str = "-"
+    provider: str = "-"
+    response_id: str = "-"
+    # completed, incomplete or failed, once the response has ended.
+    outcome: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
