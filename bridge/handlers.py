@@ -141,6 +141,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     provider = config.providers[model.provider]
     plan = await plan_turn(store, req, config.upstream_model(req.model), provider)
     body = msgspec.json.encode(plan.body)
+    if config.server.log_bodies and log.isEnabledFor(logging.DEBUG):
+        log.debug("upstream request for %s: %s", entry.request_id, body.decode())
     translator = StreamTranslator(
         _response_template(req),
         plan.tool_map,
@@ -182,10 +184,14 @@ class Turn:
     client_authorization: str | None = None
 
     def ended(self, request: web.Request) -> None:
-        """Note how the response ended, for the access log."""
+        """Note how the response ended, for the access log (and the body, if asked)."""
         entry = request[REQUEST_LOG]
         response = self.translator.response
         entry.outcome = response.status
+        if request.app[CONFIG].server.log_bodies and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "response for %s: %s", entry.request_id, _BODY_ENCODER.encode(response).decode()
+            )
         if response.usage is not None:
             entry.input_tokens = response.usage.input_tokens
             entry.output_tokens = response.usage.output_tokens

@@ -117,6 +117,9 @@ class Store:
             await asyncio.to_thread(open_and_migrate, path)
         except (MigrationError, sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: {exc}") from exc
+        # aiosqlite logs every statement with its parameters (message content) at debug
+        # level; content is logged only where [server] log_bodies asks for it.
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
