@@ -58,6 +58,11 @@ class UpstreamConfig(_Strict):
     # first byte); there is no total timeout because a stream may last many minutes.
     idle_timeout: float = 300.0
     max_connections: int = 100
+    # Attempts after the first, only while nothing of the answer has reached the client,
+    # and only for connection errors, 502/503/504 and 429.
+    max_retries: int = 2
+    # Longest wait before a retry; a longer Retry-After is passed on to the client instead.
+    max_retry_wait: float = 10.0
 
 
 class QuirksConfig(_Strict):
@@ -213,7 +218,9 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: key `server.drain_seconds`: must not be negative")
     if config.server.heartbeat_interval <= 0:
         raise ConfigError(f"{src}: key `server.heartbeat_interval`: must be positive")
-    for key in ("connect_timeout", "idle_timeout"):
+    if not 0 <= config.upstream.max_retries <= 10:
+        raise ConfigError(f"{src}: key `upstream.max_retries`: must be between 0 and 10")
+    for key in ("connect_timeout", "idle_timeout", "max_retry_wait"):
         if getattr(config.upstream, key) <= 0:
             raise ConfigError(f"{src}: key `upstream.{key}`: must be positive")
 

@@ -25,6 +25,8 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     retry_after: float | None = None
+    # Worth sending again unchanged: the upstream was unreachable, overloaded or rate-limited.
+    retryable: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -86,9 +88,16 @@ def upstream_error(
             type="rate_limit_error",
             code="rate_limit_exceeded",
             retry_after=wait,
+            retryable=status == 429,
         )
     if status in (502, 503, 504) or code_text in ("server_is_overloaded", "overloaded"):
-        return ApiError(503, text, type="server_error", code="server_is_overloaded")
+        return ApiError(
+            503,
+            text,
+            type="server_error",
+            code="server_is_overloaded",
+            retryable=status in (502, 503, 504),
+        )
     if status in (401, 403):
         return ApiError(
             502,

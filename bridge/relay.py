@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -24,6 +25,8 @@ BeforeFinal = Callable[[], Awaitable[None]]
 
 _DONE = b"[DONE]"
 DRAIN_SECONDS = 1.0
+# First retry after about this many seconds, doubling each time.
+RETRY_BACKOFF = 0.5
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -65,13 +68,39 @@ async def relay_turn(
     `before_final` ran, except when the sink itself fails (the client went away), which
     propagates.
     """
-    try:
-        error = await _pump(upstream, body, translator, sink, before_final, authorization)
-    except ApiError as exc:
-        error = exc
-    if error is not None:
-        await _deliver_final(translator.fail(error), before_final, sink)
+    attempt = 0
+    while True:
+        try:
+            error = await _pump(upstream, body, translator, sink, before_final, authorization)
+        except ApiError as exc:
+            error = exc
+        if error is None:
+            return None
+        wait = _retry_wait(error, attempt, upstream, translator)
+        if wait is None:
+            break
+        log.info("retrying upstream %s in %.1fs: %s", upstream.name, wait, error.message)
+        await asyncio.sleep(wait)
+        attempt += 1
+    await _deliver_final(translator.fail(error), before_final, sink)
     return error
+
+
+def _retry_wait(
+    error: ApiError, attempt: int, upstream: UpstreamClient, translator: StreamTranslator
+) -> float | None:
+    """Seconds to wait before trying again, or None when this error must not be retried.
+
+    Only while nothing of the answer was produced (so nothing reached the client), only for
+    retryable errors, a bounded number of times, and never past max_retry_wait.
+    """
+    if not error.retryable or attempt >= upstream.max_retries or translator.response.output:
+        return None
+    if error.retry_after is not None:
+        after = float(error.retry_after)
+        return after if after <= upstream.max_retry_wait else None
+    backoff = RETRY_BACKOFF * 2.0**attempt * random.uniform(0.8, 1.2)
+    return min(backoff, upstream.max_retry_wait)
 
 
 async def _deliver_final(

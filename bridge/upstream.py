@@ -80,6 +80,8 @@ class UpstreamClient:
             sock_read=settings.idle_timeout,
         )
         self.idle_timeout = settings.idle_timeout
+        self.max_retries = settings.max_retries
+        self.max_retry_wait = settings.max_retry_wait
 
     @asynccontextmanager
     async def stream(

@@ -24,6 +24,7 @@ def bridge_config(upstream_url: str) -> Config:
 [upstream]
 idle_timeout = 5.0
 connect_timeout = 2.0
+max_retries = 0  # tests of retries turn them on themselves
 
 [providers.fake]
 base_url = "{upstream_url}/v1"
