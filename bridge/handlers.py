@@ -95,6 +95,8 @@ def parse_request(body: bytes) -> ResponsesRequest:
         raise ApiError(400, text, param=param, code="invalid_value") from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "The body is nested too deeply", code="invalid_json") from None
 
 
 def _response_template(req: ResponsesRequest) -> ResponseObject:

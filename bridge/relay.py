@@ -62,7 +62,8 @@ async def relay_turn(
     *,
     authorization: str | None = None,
 ) -> ApiError | None:
-    """Run the upstream request to its end; returns the error the turn failed with, if any.
+    """Run the upstream request to its end; returns the error the turn failed with, if any
+    (non-streaming answers report it as the HTTP error).
 
     The final event (completed, incomplete or failed) always goes to the sink, after
     `before_final` ran, except when the sink itself fails (the client went away), which
@@ -74,8 +75,11 @@ async def relay_turn(
             error = await _pump(upstream, body, translator, sink, before_final, authorization)
         except ApiError as exc:
             error = exc
-        if error is None:
-            return None
+        if translator.ended:
+            # The final event went out: completed, incomplete, or failed at the very end
+            # (a stream without a finish_reason).
+            return translator.failure
+        assert error is not None
         wait = _retry_wait(error, attempt, upstream, translator)
         if wait is None:
             break

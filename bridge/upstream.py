@@ -24,8 +24,12 @@ LARGE_BODY = 1024 * 1024
 
 
 def connection_error(exc: BaseException, url: str) -> ApiError:
-    """A failure to reach the provider, as a client-facing error."""
-    if isinstance(exc, TimeoutError):
+    """A failure to reach the provider, as a client-facing error.
+
+    Connection failures (refused, reset, a connect timeout) are retryable; a provider that
+    accepted the request and then went silent is not.
+    """
+    if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ApiError(
             504,
             f"upstream did not answer in time ({url})",
@@ -33,7 +37,11 @@ def connection_error(exc: BaseException, url: str) -> ApiError:
             code="server_error",
         )
     return ApiError(
-        502, f"upstream unreachable ({url}): {exc}", type="server_error", code="server_error"
+        502,
+        f"upstream unreachable ({url}): {exc}",
+        type="server_error",
+        code="server_error",
+        retryable=True,
     )
 
 

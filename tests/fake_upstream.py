@@ -34,6 +34,8 @@ class Reply:
     eof_delay: float = 0.0
     # A whole JSON answer with status 200, as servers that ignore `stream: true` send.
     json_body: Any = None
+    # Cut the connection after this many frames, without ending the body (a dropped stream).
+    drop_after: int | None = None
 
 
 def sse(payload: Any) -> bytes:
@@ -140,6 +142,8 @@ class FakeUpstream:
     ) -> None:
         self.reasoning_field = reasoning_field
         self.missing_reasoning = missing_reasoning
+        # Keep every request received (off for soak tests, so the lists do not grow).
+        self.record = True
         self.url = ""  # set once the test server is up
         self.replies: list[Reply] = []
         # Answers requests when no scripted reply is left (a client that decides how many
@@ -180,10 +184,11 @@ class FakeUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
-        assert request.transport is not None
-        self.peers.append(request.transport.get_extra_info("peername"))
+        if self.record:
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            assert request.transport is not None
+            self.peers.append(request.transport.get_extra_info("peername"))
         problem = self._validate(body)
         if problem is not None:
             return web.json_response(
@@ -212,7 +217,10 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         try:
             await response.prepare(request)
-            for frame in reply.frames:
+            for sent, frame in enumerate(reply.frames):
+                if sent == reply.drop_after and request.transport is not None:
+                    request.transport.abort()
+                    return response
                 if reply.frame_delay:
                     await asyncio.sleep(reply.frame_delay)
                 await response.write(frame)

@@ -133,6 +133,8 @@ def _decode_tool(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw, param: str)
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, param) from None
+    except RecursionError:
+        raise RequestError(f"{param} is nested too deeply", param) from None
 
 
 def _function_tool(

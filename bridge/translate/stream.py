@@ -147,6 +147,8 @@ class StreamTranslator:
         self._usage: ChatUsage | None = None
         # True once the final event (completed, incomplete or failed) exists.
         self.ended = False
+        # What the turn failed with, once it has.
+        self.failure: ApiError | None = None
 
     # -- public API ---------------------------------------------------------------
 
@@ -223,6 +225,7 @@ class StreamTranslator:
         """End with response.failed; open items are not completed (their output is partial)."""
         self._events.clear()
         self.ended = True
+        self.failure = error
         self.response.status = "failed"
         self.response.error = ResponseError(
             code=error.code or "server_error", message=error.message
