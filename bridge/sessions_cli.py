@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bridge.config import Config
-from bridge.store import ResponseRow, Store, open_and_migrate
+from bridge.store import ResponseRow, Store, StoreError, open_and_migrate
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 5
@@ -40,7 +41,10 @@ def add_commands(commands: Any, config_help: str) -> None:
 
 
 def run_migrate(config: Config, path: Path) -> int:
-    version = open_and_migrate(path)
+    try:
+        version = open_and_migrate(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: {exc}") from exc
     print(f"{path}: schema version {version}")
     return EXIT_OK
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -620,3 +621,39 @@ async def test_only_allow_listed_headers_go_upstream_and_requests_cannot_redirec
         "authorization",
     }
     assert "authorization" not in sent  # no provider key configured, and no client key forwarded
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_read_only_database_is_a_clear_error(tmp_path: Path, command: str) -> None:
+    """A database file that cannot be written (made immutable: root ignores modes)."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    from bridge.store import open_and_migrate
+
+    database = tmp_path / "state" / "bridge.db"
+    open_and_migrate(database)
+    before = database.read_bytes()
+    if subprocess.run([chattr, "+i", str(database)], capture_output=True, check=False).returncode:
+        pytest.skip("this filesystem does not support immutable files")
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[store]\npath = "{database}"\n[providers.fake]\nbase_url = "http://127.0.0.1:9/v1"\n'
+        f'[models."{MODEL}"]\nprovider = "fake"\n'
+    )
+    args = ["--port", str(free_port())] if command == "serve" else []
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", command, "--config", str(config), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        subprocess.run([chattr, "-i", str(database)], check=True)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.startswith("responses-bridge: database: ")
+    assert "Traceback" not in result.stderr
+    assert database.read_bytes() == before
