@@ -1,0 +1,130 @@
+"""Persistence costs, in-process: writing a turn, turns per second, rebuilding a chain.
+
+python bench/store_bench.py      # prints one JSON object
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bridge.records import build_turn_record, normalize_input_items
+from bridge.store import Store
+from bridge.translate.request import translate_request
+from bridge.wire.events import (
+    FunctionCallOutput,
+    MessageOutput,
+    OutputTextPart,
+    ReasoningOutput,
+    ReasoningTextPart,
+    ResponseObject,
+    Usage,
+)
+from bridge.wire.responses import ResponsesRequest
+
+
+def request(previous: str | None, text: str) -> ResponsesRequest:
+    body = {"model": "bench", "input": [{"role": "user", "content": text}]}
+    if previous:
+        body["previous_response_id"] = previous
+    return msgspec.json.decode(json.dumps(body), type=ResponsesRequest)
+
+
+def response(response_id: str, previous: str | None, index: int) -> ResponseObject:
+    return ResponseObject(
+        id=response_id,
+        created_at=int(time.time()),
+        model="bench",
+        status="completed",
+        previous_response_id=previous,
+        output=[
+            ReasoningOutput(
+                id=f"rs_{index}",
+                content=[ReasoningTextPart(text="think " * 80)],
+                status="completed",
+            ),
+            MessageOutput(
+                id=f"msg_{index}", content=[OutputTextPart(text="word " * 400)], status="completed"
+            ),
+            FunctionCallOutput(
+                id=f"fc_{index}",
+                call_id=f"call_{index}",
+                name="f",
+                arguments="{}",
+                status="completed",
+            ),
+        ],
+        usage=Usage(input_tokens=100, output_tokens=500, total_tokens=600),
+    )
+
+
+async def main() -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as scratch:
+        store = await Store.open(Path(scratch) / "bench.db", "full")
+        try:
+            latencies = []
+            previous = None
+            for index in range(500):
+                req = request(previous, f"question {index}")
+                record = build_turn_record(
+                    req,
+                    normalize_input_items(req.input),
+                    response(f"resp_{index}", previous, index),
+                    session_id="s",
+                    thread_id=None,
+                )
+                started = time.perf_counter()
+                await store.save_turn_shielded(record)
+                latencies.append(time.perf_counter() - started)
+                previous = f"resp_{index}"
+
+            async def writer(worker: int, count: int) -> None:
+                for index in range(count):
+                    req = request(None, "q")
+                    rid = f"resp_w{worker}_{index}"
+                    await store.save_turn_shielded(
+                        build_turn_record(
+                            req,
+                            normalize_input_items(req.input),
+                            response(rid, None, index),
+                            session_id=None,
+                            thread_id=None,
+                        )
+                    )
+
+            started = time.perf_counter()
+            await asyncio.gather(*(writer(w, 125) for w in range(16)))
+            turns_per_s = 2000 / (time.perf_counter() - started)
+
+            rebuilds = []
+            last = "resp_199"  # the end of a 200-turn chain
+            for _ in range(30):
+                started = time.perf_counter()
+                history = await store.chain_items(last)
+                translate_request(request(last, "next"), "bench", history=history)
+                rebuilds.append(time.perf_counter() - started)
+        finally:
+            await store.close()
+    latencies.sort()
+    return {
+        "turn write p50 ms (synchronous=full, before response.completed)": statistics.median(
+            latencies
+        )
+        * 1000,
+        "turn write p99 ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "turns persisted per second (16 concurrent writers)": turns_per_s,
+        "rebuild a 200-turn previous_response_id chain p50 ms": statistics.median(rebuilds) * 1000,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))
