@@ -4,7 +4,7 @@
 
 KIND is "chat" (a Chat Completions server directly) or "responses" (a Responses bridge).
 Prints one JSON object: per-stream time to first byte and to first text delta, total
-time, text deltas and bytes.
+time, text delta events, all events, bytes, and whether the answer completed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ BODIES = {
 PATHS = {"chat": "/chat/completions", "responses": "/responses"}
 # What marks a text delta in each wire format.
 DELTA = {"chat": b'"content":"', "responses": b'"type":"response.output_text.delta"'}
+# What marks a complete answer in each wire format.
+END = {"chat": b"[DONE]", "responses": b'"type":"response.completed"'}
 EVENT = b"data: "
 
 
@@ -36,6 +38,7 @@ async def one(session: aiohttp.ClientSession, url: str, kind: str) -> dict[str, 
     first_byte = first_delta = 0.0
     deltas = 0
     events = 0
+    complete = False
     size = 0
     tail = b""
     async with session.post(url + PATHS[kind], json=BODIES[kind]) as response:
@@ -51,12 +54,14 @@ async def one(session: aiohttp.ClientSession, url: str, kind: str) -> dict[str, 
                 first_delta = now - started
             deltas += found
             events += window.count(EVENT) - tail.count(EVENT)
+            complete = complete or END[kind] in window
             tail = window[-(len(marker) - 1) :]
     return {
         "ttfb": first_byte,
         "ttft": first_delta,
         "total": time.perf_counter() - started,
         "deltas": deltas,
+        "complete": complete,
         "events": events,
         "bytes": size,
     }

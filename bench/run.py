@@ -128,7 +128,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(target: Target, concurrency: int, requests: int) -> Level:
+def measure(target: Target, concurrency: int, requests: int, tokens_per_stream: int) -> Level:
     cpu_before = cpu_seconds(target.pid) if target.pid else 0.0
     if target.pid:
         reset_peak_rss(target.pid)
@@ -142,7 +142,9 @@ def measure(target: Target, concurrency: int, requests: int) -> Level:
         raise RuntimeError(f"load against {target.name} failed: {done.stderr.decode()[-800:]}")
     result = json.loads(done.stdout)
     streams = result["streams"]
-    tokens = sum(s["deltas"] for s in streams)
+    # Throughput counts the tokens of complete answers: a target may send several tokens in
+    # one delta event, so events are not tokens.
+    tokens = tokens_per_stream * sum(1 for s in streams if s["complete"])
     cpu = (cpu_seconds(target.pid) - cpu_before) if target.pid else float("nan")
     return Level(
         target=target.name,
@@ -155,7 +157,7 @@ def measure(target: Target, concurrency: int, requests: int) -> Level:
         ttft_p99=percentile([s["ttft"] for s in streams], 0.99) * 1000,
         peak_rss=peak_rss_mib(target.pid) if target.pid else float("nan"),
         cpu_per_1k=cpu / tokens * 1000 if tokens else float("nan"),
-        errors=sum(1 for s in streams if s["deltas"] == 0),
+        errors=sum(1 for s in streams if not s["complete"]),
     )
 
 
@@ -229,7 +231,8 @@ def write_plot(levels: list[Level]) -> None:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        'stroke="black"/>',
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
         f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">concurrent streams</text>',
         f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" '
@@ -295,9 +298,9 @@ def main() -> int:
             with peer_processes(args.peers, upstream) as peers:
                 targets += peers
                 for concurrency in levels:
-                    requests = max(64, 2 * concurrency)
+                    requests = max(256 if concurrency == 1 else 64, 2 * concurrency)
                     for target in targets:
-                        level = measure(target, concurrency, requests)
+                        level = measure(target, concurrency, requests, args.tokens)
                         results.append(level)
                         print(
                             f"{target.name:>18} c={concurrency:<4} "

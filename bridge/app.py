@@ -75,7 +75,9 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for the process, pooled, closed on shutdown."""
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=config.upstream.max_connections, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=True, read_bufsize=16384
+    ) as session:
         app[HTTP_SESSION] = session
         app[UPSTREAMS] = {
             name: UpstreamClient(session, name, provider, app[API_KEYS].get(name), config.upstream)

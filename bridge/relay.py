@@ -130,15 +130,11 @@ async def _pump(
         done = False
         try:
             async for data in response.content.iter_any():
-                events = parser.feed(data)
-                if events:
-                    produced, done, error = _translate(events, translator)
-                    if produced:
-                        await sink(produced)
-                    if error is not None:
-                        return error
-                    if done:
-                        break
+                done, error = await _forward(parser.feed(data), translator, sink)
+                if error is not None:
+                    return error
+                if done:
+                    break
         except TimeoutError:
             return ApiError(
                 504,
@@ -153,9 +149,7 @@ async def _pump(
         if not done:
             # A last event without its blank line, then a stream with no [DONE]: fine
             # when a finish_reason came (a known provider quirk); failed otherwise.
-            produced, done, error = _translate(parser.finish(), translator)
-            if produced:
-                await sink(produced)
+            done, error = await _forward(parser.finish(), translator, sink)
             if error is not None:
                 return error
             if not done and not translator.quirks.missing_done:
@@ -189,7 +183,8 @@ async def _whole_answer(
     """A server that ignored `stream: true` and sent one JSON answer: translate it whole."""
     try:
         completion = COMPLETION_DECODER.decode(await response.read())
-        events = translator.feed(completion.as_chunk())
+        translator.add(completion.as_chunk())
+        events = translator.take()
     except msgspec.DecodeError as exc:
         return _malformed(str(exc))
     except ApiError as exc:
@@ -201,23 +196,49 @@ async def _whole_answer(
     return None
 
 
-def _translate(
-    events: list[SSEEvent], translator: StreamTranslator
-) -> tuple[list[ResponseEvent], bool, ApiError | None]:
-    """Responses events for one upstream read; whether [DONE] came; the error that ended it.
+async def _forward(
+    events: list[SSEEvent], translator: StreamTranslator, sink: EventSink
+) -> tuple[bool, ApiError | None]:
+    """Translate one upstream read and send what it produced; whether [DONE] came, and
+    the error that ended the stream."""
+    start = 0
+    while start < len(events):
+        produced, done, error, start = _translate(events, translator, start)
+        if produced:
+            await sink(produced)
+        if done or error is not None:
+            return done, error
+    return False, None
 
-    Events produced before an error are still returned, so sequence numbers stay gapless.
+
+def _translate(
+    events: list[SSEEvent], translator: StreamTranslator, start: int
+) -> tuple[list[ResponseEvent], bool, ApiError | None, int]:
+    """Responses events for upstream events from `start` on; whether [DONE] came; the error
+    that ended it; where to go on from.
+
+    All events of a read are taken together, so consecutive text deltas leave as one event,
+    except that the answer's first output leaves at once (time to first token). Events
+    produced before an error are still returned, so sequence numbers stay gapless.
     """
-    produced: list[ResponseEvent] = []
-    for event in events:
-        data = event.data
+    first_output = not translator.response.output
+    done = False
+    error: ApiError | None = None
+    index = start
+    while index < len(events):
+        data = events[index].data
+        index += 1
         if data == _DONE:
-            return produced, True, None
+            done = True
+            break
         try:
-            chunk = CHUNK_DECODER.decode(data)
-            produced.extend(translator.feed(chunk))
+            translator.add(CHUNK_DECODER.decode(data))
         except msgspec.DecodeError as exc:
-            return produced, False, _malformed(str(exc))
+            error = _malformed(str(exc))
+            break
         except ApiError as exc:
-            return produced, False, exc
-    return produced, False, None
+            error = exc
+            break
+        if first_output and translator.response.output:
+            break
+    return translator.take(), done, error, index

@@ -45,6 +45,11 @@ class ThinkTags:
         # after </think> (the newlines models put there are dropped); "text": plain content.
         self._state = "start"
 
+    @property
+    def passing(self) -> bool:
+        """True once content is plain text for good."""
+        return self._state == "text"
+
     def feed(self, text: str) -> list[Segment]:
         if self._state == "text":
             return [("text", text)]
@@ -142,6 +147,8 @@ class DsmlToolCalls:
         if self._markup:
             self._markup.append(text)
             return ""
+        if not self._pending and "<" not in text:
+            return text  # the common case: no marker can start here
         text = self._pending + text
         self._pending = ""
         found = _MARKER.search(text)
@@ -175,8 +182,12 @@ class ContentFilters:
         self._dsml = DsmlToolCalls() if dsml else None
 
     def feed(self, text: str) -> list[Segment]:
-        segments: list[Segment] = self._think.feed(text) if self._think else [("text", text)]
-        return self._filter(segments)
+        think = self._think
+        if think is None or think.passing:
+            # Past any <think> block: only the markup scan is left.
+            shown = self._dsml.feed(text) if self._dsml else text
+            return [("text", shown)] if shown else []
+        return self._filter(think.feed(text))
 
     def finish(self) -> tuple[list[Segment], list[DsmlCall]]:
         segments = self._filter(self._think.finish()) if self._think else []

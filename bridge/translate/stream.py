@@ -149,6 +149,9 @@ class StreamTranslator:
         self.ended = False
         # What the turn failed with, once it has.
         self.failure: ApiError | None = None
+        # Text waiting to leave as one delta (see add and take).
+        self._pending: _Text | None = None
+        self._pending_parts: list[str] = []
 
     # -- public API ---------------------------------------------------------------
 
@@ -166,6 +169,12 @@ class StreamTranslator:
 
     def feed(self, chunk: ChatChunk) -> list[ResponseEvent]:
         """Events for one upstream chunk. Raises ApiError for an error inside the stream."""
+        self.add(chunk)
+        return self.take()
+
+    def add(self, chunk: ChatChunk) -> None:
+        """Take in one chunk without collecting its events yet (see take): the text of
+        consecutive chunks then leaves as one delta. Raises ApiError like feed."""
         if chunk.error is not None:
             err = chunk.error
             raise upstream_error(None, err.message or "error in stream", err.code)
@@ -191,6 +200,9 @@ class StreamTranslator:
                         self._tool_call_delta(call_delta)
             if choice.finish_reason:
                 self._finish_reason = choice.finish_reason
+
+    def take(self) -> list[ResponseEvent]:
+        """The events produced since the last take, in order, numbered."""
         return self._take()
 
     def finish(self) -> list[ResponseEvent]:
@@ -224,6 +236,7 @@ class StreamTranslator:
     def fail(self, error: ApiError) -> list[ResponseEvent]:
         """End with response.failed; open items are not completed (their output is partial)."""
         self._events.clear()
+        self._pending = None
         self.ended = True
         self.failure = error
         self.response.status = "failed"
@@ -238,14 +251,63 @@ class StreamTranslator:
     # -- internals ----------------------------------------------------------------
 
     def _emit(self, event: ResponseEvent) -> None:
+        if self._pending is not None:
+            self._flush_pending()
         event.sequence_number = self._seq
         self._seq += 1
         self._events.append(event)
 
     def _take(self) -> list[ResponseEvent]:
+        if self._pending is not None:
+            self._flush_pending()
         events = self._events
         self._events = []
         return events
+
+    def _pend(self, current: _Text, text: str) -> None:
+        """Text for `current`'s next delta; joined with what follows until another event."""
+        if self._pending is not current:
+            if self._pending is not None:
+                self._flush_pending()
+            self._pending = current
+            self._pending_parts = []
+        self._pending_parts.append(text)
+
+    def _flush_pending(self) -> None:
+        current = self._pending
+        assert current is not None
+        self._pending = None
+        text = "".join(self._pending_parts)
+        # The item's text is kept a read's worth at a time, not token by token.
+        current.parts.append(text)
+        item = current.item
+        if isinstance(item, MessageOutput):
+            self._emit(
+                OutputTextDelta(
+                    item_id=item.id,
+                    output_index=current.output_index,
+                    content_index=0,
+                    delta=text,
+                )
+            )
+            return
+        if self._summary:
+            self._emit(
+                ReasoningSummaryTextDelta(
+                    item_id=item.id,
+                    output_index=current.output_index,
+                    summary_index=0,
+                    delta=text,
+                )
+            )
+        self._emit(
+            ReasoningTextDelta(
+                item_id=item.id,
+                output_index=current.output_index,
+                content_index=0,
+                delta=text,
+            )
+        )
 
     def _snapshot(self) -> ResponseObject:
         # In-progress events carry the response without its output: events may be encoded
@@ -290,26 +352,7 @@ class StreamTranslator:
         return current
 
     def _reasoning_delta(self, text: str) -> None:
-        current = self._open_reasoning()
-        current.parts.append(text)
-        item_id = current.item.id
-        if self._summary:
-            self._emit(
-                ReasoningSummaryTextDelta(
-                    item_id=item_id,
-                    output_index=current.output_index,
-                    summary_index=0,
-                    delta=text,
-                )
-            )
-        self._emit(
-            ReasoningTextDelta(
-                item_id=item_id,
-                output_index=current.output_index,
-                content_index=0,
-                delta=text,
-            )
-        )
+        self._pend(self._open_reasoning(), text)
 
     def _content_delta(self, text: str) -> None:
         if self._content is None:
@@ -356,20 +399,14 @@ class StreamTranslator:
                 )
             )
             current = self._message = _Text(item, index)
-        current.parts.append(text)
-        self._emit(
-            OutputTextDelta(
-                item_id=current.item.id,
-                output_index=current.output_index,
-                content_index=0,
-                delta=text,
-            )
-        )
+        self._pend(current, text)
 
     def _close_reasoning(self) -> None:
         current = self._reasoning
         if current is None:
             return
+        if self._pending is current:
+            self._flush_pending()
         self._reasoning = None
         item = current.item
         assert isinstance(item, ReasoningOutput)
@@ -413,6 +450,8 @@ class StreamTranslator:
         current = self._message
         if current is None:
             return
+        if self._pending is current:
+            self._flush_pending()
         self._message = None
         item = current.item
         assert isinstance(item, MessageOutput)
