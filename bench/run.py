@@ -199,12 +199,17 @@ def write_results(levels: list[Level], persistence: dict[str, float], tokens: in
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     direct = {lv.concurrency: lv for lv in levels if lv.target == "direct"}
+
+    def measured(value: float, fmt: str) -> str:
+        return "-" if value != value else format(value, fmt)  # NaN: not measured
+
     for lv in levels:
         added = lv.ttft_p50 - direct[lv.concurrency].ttft_p50 if lv.target != "direct" else 0.0
         lines.append(
             f"| {lv.target} | {lv.concurrency} | {lv.tokens_per_s:,.0f} | {lv.events_per_s:,.0f} "
             f"| {lv.ttfb_p50:.2f} / {lv.ttfb_p99:.2f} | {lv.ttft_p50:.2f} / {lv.ttft_p99:.2f} "
-            f"| {added:+.2f} | {lv.peak_rss:.1f} | {lv.cpu_per_1k:.4f} | {lv.errors} |"
+            f"| {added:+.2f} | {measured(lv.peak_rss, '.1f')} | {measured(lv.cpu_per_1k, '.4f')} "
+            f"| {lv.errors} |"
         )
     lines += ["", "## Persistence (bench/store_bench.py, in-process)", ""]
     lines += [f"- {name}: {value:.3f}" for name, value in persistence.items()]
