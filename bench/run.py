@@ -219,36 +219,37 @@ def write_results(levels: list[Level], persistence: dict[str, float], tokens: in
 
 def write_plot(levels: list[Level]) -> None:
     """Tokens/s against concurrency (log2 x axis), one line per target, as SVG."""
-    width, height, pad = 640, 400, 60
+    width, height = 720, 420
+    left, right, top_pad, bottom = 90, 170, 30, 60
     targets = list(dict.fromkeys(lv.target for lv in levels))
     xs = sorted({lv.concurrency for lv in levels})
     top = max(lv.tokens_per_s for lv in levels) * 1.1
     colors = ["#444444", "#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 
     def x(c: int) -> float:
-        i = xs.index(c)
-        return pad + i * (width - 2 * pad) / max(1, len(xs) - 1)
+        return left + xs.index(c) * (width - left - right) / max(1, len(xs) - 1)
 
     def y(v: float) -> float:
-        return height - pad - v / top * (height - 2 * pad)
+        return height - bottom - v / top * (height - top_pad - bottom)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
         'stroke="black"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-        f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">concurrent streams</text>',
-        f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" '
-        'text-anchor="middle">tokens/s</text>',
+        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+        f'<text x="{(left + width - right) / 2}" y="{height - 15}" text-anchor="middle">'
+        "concurrent 2,000-token streams</text>",
+        f'<text x="18" y="{height / 2}" transform="rotate(-90 18 {height / 2})" '
+        'text-anchor="middle">thousand tokens/s</text>',
     ]
     for c in xs:
-        parts.append(f'<text x="{x(c)}" y="{height - pad + 18}" text-anchor="middle">{c}</text>')
+        parts.append(f'<text x="{x(c)}" y="{height - bottom + 18}" text-anchor="middle">{c}</text>')
     for step in range(5):
         value = top * step / 4
         parts.append(
-            f'<text x="{pad - 6}" y="{y(value) + 4}" text-anchor="end">{value:,.0f}</text>'
+            f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value / 1000:,.0f}</text>'
         )
     for index, name in enumerate(targets):
         points = [(x(lv.concurrency), y(lv.tokens_per_s)) for lv in levels if lv.target == name]
@@ -256,7 +257,8 @@ def write_plot(levels: list[Level]) -> None:
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
         parts.append(
-            f'<text x="{width - pad + 5}" y="{pad + 16 * index}" fill="{color}">{name}</text>'
+            f'<text x="{width - right + 12}" y="{top_pad + 10 + 18 * index}" '
+            f'fill="{color}">{name}</text>'
         )
     parts.append("</svg>")
     (BENCH / "throughput.svg").write_text("\n".join(parts) + "\n")
