@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -22,30 +23,51 @@ def free_port() -> int:
 class BridgeProcess:
     """`python -m bridge serve` on a config and database of its own."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        *,
+        env: dict[str, str | None] | None = None,
+        log: Path | None = None,
+        log_level: str | None = "warning",
+    ) -> None:
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process: asyncio.subprocess.Process | None = None
+        # Variables added to (or, with None values, removed from) the test's environment.
+        self.env = env or {}
+        # stdout and stderr go to this file when set, else nowhere.
+        self.log = log
+        self.log_level = log_level
 
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--config",
-            str(self.config),
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+    async def spawn(self) -> asyncio.subprocess.Process:
+        """Start the process without waiting for it to serve."""
+        args = ["-m", "bridge", "serve", "--config", str(self.config), "--port", str(self.port)]
+        if self.log_level:
+            args += ["--log-level", self.log_level]
+        env = {**os.environ, **self.env}
+        env = {k: v for k, v in env.items() if v is not None}
+        output = self.log.open("ab") if self.log else None
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args,
+                cwd=REPO,
+                env=env,
+                stdout=output or asyncio.subprocess.DEVNULL,
+                stderr=output or asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child has its own copy
+        return self.process
+
+    async def wait_ready(self) -> None:
+        """Poll /healthz (up to 10 s) until it answers 200."""
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # up to 10 s
+            for _ in range(100):
                 try:
                     async with session.get(f"{self.url}/healthz") as response:
                         if response.status == 200:
@@ -54,6 +76,16 @@ class BridgeProcess:
                     pass
                 await asyncio.sleep(0.1)
         raise AssertionError("the bridge did not start within 10 s")
+
+    async def start(self) -> None:
+        await self.spawn()
+        await self.wait_ready()
+
+    async def terminate(self) -> int:
+        """SIGTERM, as systemd stops it; the exit code (within 15 s)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 15)
 
     async def kill(self) -> None:
         assert self.process is not None

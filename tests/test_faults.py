@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -547,40 +546,22 @@ async def test_api_key_is_in_no_log_and_no_database(
         f'[models."{MODEL}"]\nprovider = "fake"\n'
     )
     log_file = tmp_path / "bridge.log"
-    port = free_port()
-    with log_file.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            cwd=REPO,
-            env={**os.environ, "FAKE_KEY": secret},
-            stdout=log,
-            stderr=log,
-        )
-        bridge = BridgeProcess(config, port)
-        bridge.process = process
-        try:
-            fake_upstream.script(thinking_text_reply(["r"], ["a"]))
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):
-                    try:
-                        async with session.get(f"{bridge.url}/healthz"):
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
-                async with session.post(
-                    f"{bridge.url}/v1/responses", json={"model": MODEL, "input": "hi"}
-                ) as response:
-                    assert response.status == 200
-        finally:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 15)
+    bridge = BridgeProcess(
+        config, free_port(), env={"FAKE_KEY": secret}, log=log_file, log_level=None
+    )
+    try:
+        await bridge.start()
+        fake_upstream.script(thinking_text_reply(["r"], ["a"]))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{bridge.url}/v1/responses", json={"model": MODEL, "input": "hi"}
+            ) as response,
+        ):
+            assert response.status == 200
+        assert await bridge.terminate() == 0
+    finally:
+        await bridge.stop()
     assert fake_upstream.headers[0]["Authorization"] == f"Bearer {secret}"
     assert secret.encode() not in log_file.read_bytes()
     for path in (tmp_path / "state").iterdir():

@@ -111,47 +111,30 @@ async def test_service_tells_systemd_ready_watchdog_and_stopping(
     tmp_path: Path, fake_upstream: FakeUpstream, notify_socket: tuple[str, NotifySocket]
 ) -> None:
     path, listener = notify_socket
-    port = free_port()
-    config = write_bridge_config(tmp_path, fake_upstream.url)
-    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        cwd=REPO,
-        env={**_base_env(), **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    bridge = BridgeProcess(
+        write_bridge_config(tmp_path, fake_upstream.url),
+        free_port(),
+        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": None},
+        log_level=None,
     )
     try:
+        await bridge.spawn()
         seen = await listener.wait_for("READY=1")
         # READY means listening: the health check answers at once.
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/healthz") as health,
+            session.get(f"{bridge.url}/healthz") as health,
         ):
             assert health.status == 200
         seen += await listener.wait_for("WATCHDOG=1")
-        process.send_signal(signal.SIGTERM)
+        assert bridge.process is not None
+        bridge.process.send_signal(signal.SIGTERM)
         seen += await listener.wait_for("STOPPING=1")
-        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert await asyncio.wait_for(bridge.process.wait(), 15) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await bridge.stop()
     lines = [line for message in seen for line in message.splitlines()]
     assert lines.index("READY=1") < lines.index("STOPPING=1")
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
 
 
 # ---- graceful shutdown ---------------------------------------------------------------
