@@ -129,3 +129,15 @@ async def test_server_keeps_serving_after_errors(
     response = await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})
     assert response.status == 200
     assert (await response.json())["output"][0]["content"][0]["text"] == "still here"
+
+
+def test_retry_after_in_seconds_or_as_an_http_date() -> None:
+    from bridge.errors import parse_retry_after
+
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("-3") is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    now = 1_795_600_000.0  # 2026-11-25 09:46:40 UTC
+    assert parse_retry_after("Wed, 25 Nov 2026 09:47:10 GMT", now) == 30.0
+    assert parse_retry_after("Wed, 25 Nov 2026 09:00:00 GMT", now) == 0.0  # already past
