@@ -16,7 +16,8 @@ from bridge.app_keys import CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.conversation import plan_turn, turn_recorder
 from bridge.errors import ApiError
 from bridge.relay import BeforeFinal, EventSink, encode_frames, relay_turn
-from bridge.translate.stream import StreamTranslator, new_id
+from bridge.translate.ids import new_id
+from bridge.translate.stream import StreamTranslator
 from bridge.turns import TurnAborted
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts

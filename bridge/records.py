@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from bridge.translate.ids import new_id
 from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
 from bridge.wire.events import (
     CustomToolCallOutput,
@@ -59,7 +59,7 @@ class TurnRecord:
 
 
 def _item_id(kind: str) -> str:
-    return f"{_ITEM_ID_PREFIX.get(kind, 'item')}_{secrets.token_hex(16)}"
+    return new_id(_ITEM_ID_PREFIX.get(kind, "item"))
 
 
 def normalize_input_items(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:

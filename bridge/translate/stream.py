@@ -9,7 +9,6 @@ interleave the argument chunks of parallel calls.
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -17,19 +16,16 @@ import msgspec
 
 from bridge.config import QuirksConfig
 from bridge.errors import ApiError, upstream_error
-from bridge.translate.partial_json import StringFieldStream, custom_tool_input
+from bridge.translate.ids import new_id
 from bridge.translate.quirks import ContentFilters
 from bridge.translate.reasoning import Details, encode_reasoning, merge_details
+from bridge.translate.tool_calls import ToolCalls
 from bridge.translate.tools import ToolMap
-from bridge.wire.chat import ChatChunk, ChatUsage, FunctionDelta, ToolCallDelta
+from bridge.wire.chat import ChatChunk, ChatUsage
 from bridge.wire.events import (
     ContentPartAdded,
     ContentPartDone,
-    CustomToolCallInputDelta,
-    CustomToolCallInputDone,
     CustomToolCallOutput,
-    FunctionCallArgumentsDelta,
-    FunctionCallArgumentsDone,
     FunctionCallOutput,
     IncompleteDetails,
     InputTokensDetails,
@@ -61,11 +57,6 @@ from bridge.wire.events import (
 )
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def new_id(prefix: str) -> str:
-    """A fresh id such as `resp_…`, `msg_…`, `fc_…`."""
-    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 def convert_usage(usage: ChatUsage | None) -> Usage:
@@ -101,20 +92,6 @@ class _Text:
     details: list[Details] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class _Call:
-    """A tool call being streamed, keyed by the upstream's tool-call index."""
-
-    upstream_id: str | None
-    upstream_name: str | None
-    arguments: list[str] = field(default_factory=list)
-    item: FunctionCallOutput | CustomToolCallOutput | None = None
-    output_index: int = -1
-    input_stream: StringFieldStream | None = None
-    streamed_input: list[str] = field(default_factory=list)
-    done: bool = False
-
-
 class StreamTranslator:
     """Feeds on parsed upstream chunks, returns the Responses events each one produces."""
 
@@ -142,7 +119,7 @@ class StreamTranslator:
         self._events: list[ResponseEvent] = []
         self._reasoning: _Text | None = None
         self._message: _Text | None = None
-        self._calls: dict[int, _Call] = {}
+        self._tool_calls = ToolCalls(tool_map, self.quirks, self._emit, self._add_item)
         self._finish_reason: str | None = None
         self._usage: ChatUsage | None = None
         # True once the final event (completed, incomplete or failed) exists.
@@ -196,8 +173,9 @@ class StreamTranslator:
                 if text:
                     self._content_delta(text)
                 if delta.tool_calls:
+                    self._close_text()
                     for call_delta in delta.tool_calls:
-                        self._tool_call_delta(call_delta)
+                        self._tool_calls.delta(call_delta)
             if choice.finish_reason:
                 self._finish_reason = choice.finish_reason
 
@@ -218,8 +196,7 @@ class StreamTranslator:
             )
         self._flush_content()
         self._close_text()
-        for call in sorted(self._calls.values(), key=lambda c: c.output_index):
-            self._close_call(call)
+        self._tool_calls.close_all()
         self.response.usage = convert_usage(self._usage)
         self.response.completed_at = int(time.time())
         reason = INCOMPLETE_REASONS.get(self._finish_reason)
@@ -374,15 +351,10 @@ class StreamTranslator:
                 self._reasoning_delta(piece)
             else:
                 self._text_delta(piece)
+        if calls:
+            self._close_text()
         for found in calls:
-            index = max(self._calls, default=-1) + 1
-            self._tool_call_delta(
-                ToolCallDelta(
-                    index=index,
-                    id=new_id("call"),
-                    function=FunctionDelta(name=found.name, arguments=found.arguments),
-                )
-            )
+            self._tool_calls.add_whole(found.name, found.arguments)
 
     def _text_delta(self, text: str) -> None:
         current = self._message
@@ -474,121 +446,3 @@ class StreamTranslator:
     def _close_text(self) -> None:
         self._close_reasoning()
         self._close_message()
-
-    def _tool_call_delta(self, delta: ToolCallDelta) -> None:
-        self._close_text()
-        fn = delta.function
-        call = self._calls.get(delta.index)
-        if (
-            call is not None
-            and self.quirks.repeated_call_id
-            and delta.id
-            and call.upstream_id
-            and delta.id != call.upstream_id
-            and fn is not None
-            and fn.name
-        ):
-            # A new call reusing an index (some servers send every call at index 0).
-            call = None
-            delta = ToolCallDelta(index=max(self._calls) + 1, id=delta.id, function=fn)
-        if call is None:
-            call = _Call(upstream_id=delta.id, upstream_name=None)
-            self._calls[delta.index] = call
-        if delta.id and not call.upstream_id:
-            call.upstream_id = delta.id
-        if fn is not None and fn.name and call.item is None:
-            call.upstream_name = (call.upstream_name or "") + fn.name
-        if call.item is None and call.upstream_name:
-            self._announce(call)
-        if fn is not None and fn.arguments:
-            call.arguments.append(fn.arguments)
-            if call.item is not None:
-                self._arguments_delta(call, fn.arguments)
-
-    def _announce(self, call: _Call) -> None:
-        assert call.upstream_name is not None
-        ref = self._tool_map.resolve(call.upstream_name)
-        call_id = call.upstream_id or new_id("call")
-        call.upstream_id = call_id
-        item: FunctionCallOutput | CustomToolCallOutput
-        if ref.kind == "custom":
-            item = CustomToolCallOutput(
-                id=new_id("ctc"), call_id=call_id, name=ref.name, namespace=ref.namespace
-            )
-            call.input_stream = StringFieldStream()
-        else:
-            item = FunctionCallOutput(
-                id=new_id("fc"), call_id=call_id, name=ref.name, namespace=ref.namespace
-            )
-        call.item = item
-        call.output_index = self._add_item(item)
-        if call.arguments:
-            self._arguments_delta(call, "".join(call.arguments))
-
-    def _arguments_delta(self, call: _Call, fragment: str) -> None:
-        item = call.item
-        assert item is not None
-        if call.input_stream is None:
-            self._emit(
-                FunctionCallArgumentsDelta(
-                    item_id=item.id, output_index=call.output_index, delta=fragment
-                )
-            )
-            return
-        text = call.input_stream.feed(fragment)
-        if text:
-            call.streamed_input.append(text)
-            self._emit(
-                CustomToolCallInputDelta(
-                    item_id=item.id, output_index=call.output_index, delta=text
-                )
-            )
-
-    def _close_call(self, call: _Call) -> None:
-        if call.done:
-            return
-        call.done = True
-        if call.item is None:
-            # A call whose name never arrived cannot be routed by the client.
-            call.upstream_name = call.upstream_name or "unknown_tool"
-            self._announce(call)
-        item = call.item
-        assert item is not None
-        arguments = "".join(call.arguments)
-        if isinstance(item, CustomToolCallOutput):
-            final = custom_tool_input(arguments)
-            streamed = "".join(call.streamed_input)
-            if final.startswith(streamed) and len(final) > len(streamed):
-                self._emit(
-                    CustomToolCallInputDelta(
-                        item_id=item.id,
-                        output_index=call.output_index,
-                        delta=final[len(streamed) :],
-                    )
-                )
-            item.input = final
-            self._emit(
-                CustomToolCallInputDone(
-                    item_id=item.id, output_index=call.output_index, input=final
-                )
-            )
-        else:
-            if not arguments.strip() and self.quirks.empty_arguments:
-                # Zero-argument calls arrive with "" from some providers; "{}" parses.
-                arguments = "{}"
-                self._emit(
-                    FunctionCallArgumentsDelta(
-                        item_id=item.id, output_index=call.output_index, delta=arguments
-                    )
-                )
-            item.arguments = arguments
-            self._emit(
-                FunctionCallArgumentsDone(
-                    item_id=item.id,
-                    output_index=call.output_index,
-                    name=item.name,
-                    arguments=arguments,
-                )
-            )
-        item.status = "completed"
-        self._emit(OutputItemDone(output_index=call.output_index, item=item))
