@@ -100,7 +100,7 @@ class ProviderConfig(_Strict):
     drop_params: list[str] = msgspec.field(default_factory=list)
     # Send the client's own Authorization header upstream instead of api_key_env's key.
     forward_client_key: bool = False
-    # The name max_output_tokens goes by; None: the profile's (max_tokens everywhere).
+    # The name max_output_tokens goes by upstream; None: max_tokens.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None
     quirks: QuirksConfig = msgspec.field(default_factory=QuirksConfig)
 

@@ -82,14 +82,10 @@ class Profile:
     replay_field: str | None = "reasoning_content"
     # Send the provider's own reasoning_details back unchanged (OpenRouter).
     replay_details: bool = False
-    max_tokens_param: str = "max_tokens"
-    stream_options: bool = True
     parallel_tool_calls: bool = True
     json_schema: bool = True
     # Some providers reject an explicit tool_choice while thinking: it becomes "auto".
     tool_choice_with_thinking: bool = True
-    # The `thinking: {type: enabled}`-style switch is on unless effort "none" is asked.
-    thinks_by_default: bool = True
 
 
 PROFILES: dict[str, Profile] = {
@@ -141,18 +137,16 @@ def shape_body(
     """The generic upstream body adjusted for a provider; returns the same dict."""
     shape_messages(body["messages"], profile)
     body.update(profile.thinking(effort))
-    tokens_param = max_tokens_param or profile.max_tokens_param
-    if "max_tokens" in body and tokens_param != "max_tokens":
-        body[tokens_param] = body.pop("max_tokens")
-    if not profile.stream_options:
-        body.pop("stream_options", None)
+    if "max_tokens" in body and max_tokens_param and max_tokens_param != "max_tokens":
+        body[max_tokens_param] = body.pop("max_tokens")
     if not profile.parallel_tool_calls:
         body.pop("parallel_tool_calls", None)
     response_format = body.get("response_format")
     if not profile.json_schema and response_format and response_format["type"] == "json_schema":
         # The schema cannot be enforced; JSON output at least can.
         body["response_format"] = {"type": "json_object"}
-    thinking = effort != "none" if effort is not None else profile.thinks_by_default
+    # Every profile's models think unless effort "none" switches thinking off.
+    thinking = effort != "none"
     choice = body.get("tool_choice")
     if thinking and not profile.tool_choice_with_thinking and choice not in (None, "auto", "none"):
         log.debug("%s: tool_choice %r sent as auto while thinking", profile.name, choice)

@@ -49,16 +49,12 @@ def _malformed(detail: str) -> ApiError:
     )
 
 
-async def _no_op() -> None:
-    return None
-
-
 async def relay_turn(
     upstream: UpstreamClient,
     body: bytes,
     translator: StreamTranslator,
     sink: EventSink,
-    before_final: BeforeFinal = _no_op,
+    before_final: BeforeFinal,
     *,
     authorization: str | None = None,
 ) -> ApiError | None:

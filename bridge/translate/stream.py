@@ -110,7 +110,6 @@ class StreamTranslator:
         self._content = (
             ContentFilters(self.quirks.think_tags, self.quirks.dsml_tool_calls) if filters else None
         )
-        self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
         # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
         # summaries to the user; the upstream has no separate summary to offer).
