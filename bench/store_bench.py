@@ -17,7 +17,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.records import build_turn_record, normalize_input_items
+from bridge.records import record_turn
+from bridge.scope import Scope
 from bridge.store import Store
 from bridge.translate.request import translate_request
 from bridge.wire.events import (
@@ -75,12 +76,11 @@ async def main() -> dict[str, float]:
             previous = None
             for index in range(500):
                 req = request(previous, f"question {index}")
-                record = build_turn_record(
+                record = record_turn(
                     req,
-                    normalize_input_items(req.input),
                     response(f"resp_{index}", previous, index),
+                    Scope(conversation="s:s"),
                     session_id="s",
-                    thread_id=None,
                 )
                 started = time.perf_counter()
                 await store.save_turn_shielded(record)
@@ -92,13 +92,7 @@ async def main() -> dict[str, float]:
                     req = request(None, "q")
                     rid = f"resp_w{worker}_{index}"
                     await store.save_turn_shielded(
-                        build_turn_record(
-                            req,
-                            normalize_input_items(req.input),
-                            response(rid, None, index),
-                            session_id=None,
-                            thread_id=None,
-                        )
+                        record_turn(req, response(rid, None, index), Scope())
                     )
 
             started = time.perf_counter()
@@ -109,8 +103,8 @@ async def main() -> dict[str, float]:
             last = "resp_199"  # the end of a 200-turn chain
             for _ in range(30):
                 started = time.perf_counter()
-                history = await store.chain_items(last)
-                translate_request(request(last, "next"), "bench", history=history)
+                chain = await store.chain(last)
+                translate_request(request(last, "next"), "bench", history=chain.items)
                 rebuilds.append(time.perf_counter() - started)
         finally:
             await store.close()

@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bridge.app_keys import CLIENT_KEYS, CONFIG, REQUEST_LOG
+from bridge.app_keys import CLIENT, CLIENT_KEYS, CONFIG, REQUEST_LOG
 from bridge.errors import ApiError
 from bridge.request_log import RequestLog
+from bridge.scope import ANONYMOUS, client_identity
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bridge.access")
@@ -51,14 +52,20 @@ def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
     return exc.reason
 
 
-def check_client_key(request: web.Request) -> None:
-    """Refuse a request without one of the configured client keys (when there are any)."""
+def bearer_token(request: web.Request) -> str:
+    """The token of an `Authorization: Bearer ...` header, or ""."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def check_client_key(request: web.Request) -> str:
+    """Refuse a request without one of the configured client keys (when there are any);
+    returns who the client is (bridge.scope.client_identity of its key, or anonymous)."""
     keys = request.app[CLIENT_KEYS]
     if not keys or request.path in OPEN_PATHS:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    offered = token.strip().encode() if scheme.lower() == "bearer" else b""
+        return ANONYMOUS
+    token = bearer_token(request)
+    offered = token.encode("utf-8", "surrogateescape")
     # Compare against every key without stopping early, in constant time each.
     matched = False
     for key in keys:
@@ -71,6 +78,7 @@ def check_client_key(request: web.Request) -> None:
             type="invalid_request_error",
             code="invalid_api_key",
         )
+    return client_identity(token)
 
 
 @web.middleware
@@ -80,7 +88,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     entry = request[REQUEST_LOG] = RequestLog(_request_id(request))
     status = 500
     try:
-        check_client_key(request)
+        request[CLIENT] = check_client_key(request)
         response = await handler(request)
         status = response.status
         return response

@@ -23,5 +23,7 @@ STORE_PATH = web.AppKey("store_path", Path)
 
 # Client keys the bridge accepts (empty: no client authentication).
 CLIENT_KEYS = web.AppKey("client_keys", tuple[str, ...])
+# Per request: who the client is, for scoping stored conversations (bridge.scope).
+CLIENT = web.RequestKey("client", str)
 # Per request: what its access log line says (bridge.access.RequestLog).
 REQUEST_LOG = web.RequestKey("request_log", RequestLog)

@@ -1,39 +1,62 @@
-"""A turn's context from the store: the previous_response_id chain, recovered reasoning,
-and the write that records the turn when it ends."""
+"""A turn's place in the store: its scope, its chain, recovered reasoning, and the write
+that records it when it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from multidict import CIMultiDictProxy
 
 from bridge.config import ProviderConfig
 from bridge.errors import ApiError
 from bridge.providers import PROFILES, shape_body
-from bridge.records import build_turn_record, normalize_input_items
-from bridge.store import ChainNotFound, Store
+from bridge.records import record_turn
+from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
+from bridge.store import ChainNotFound, ReasoningQuery, Store
+from bridge.translate.context import ContextDigest, ItemDigests
 from bridge.translate.request import ChatRequestPlan, ReasoningGap, RequestError, translate_request
+from bridge.wire.chat import ChatMessage
 from bridge.wire.events import ResponseObject
-from bridge.wire.responses import ResponsesRequest
+from bridge.wire.responses import ParsedRequest, ResponsesRequest
 
 log = logging.getLogger(__name__)
 
-SESSION_HEADERS = ("session-id", "session_id")
-THREAD_HEADERS = ("thread-id", "thread_id")
+
+@dataclass(slots=True)
+class PlannedTurn:
+    """The upstream request and what recording the turn needs."""
+
+    plan: ChatRequestPlan
+    scope: Scope
+    # The conversation has no name (no thread or session header): its turns are found
+    # again by their context keys.
+    by_context: bool
 
 
 async def plan_turn(
-    store: Store, req: ResponsesRequest, upstream_model: str, provider: ProviderConfig
-) -> ChatRequestPlan:
-    """The upstream request for `req`: its stored chain first, reasoning filled in, and
-    shaped for the provider's profile."""
+    store: Store,
+    req: ResponsesRequest,
+    items: Sequence[Any],
+    upstream_model: str,
+    provider: ProviderConfig,
+    *,
+    client: str,
+    headers: CIMultiDictProxy[str],
+) -> PlannedTurn:
+    """The upstream request for `req`: its stored chain first, reasoning filled in from its
+    own scope, and shaped for the provider's profile."""
     profile = PROFILES[provider.profile]
-    history = []
+    conversation = session_scope(headers)
+    by_context = conversation is None
+    history: list[dict[str, Any]] = []
     if req.previous_response_id is not None:
         try:
-            history = await store.chain_items(req.previous_response_id)
+            chain = await store.chain(req.previous_response_id, client)
         except ChainNotFound as exc:
             detail = (
                 ""
@@ -46,18 +69,22 @@ async def plan_turn(
                 param="previous_response_id",
                 code="previous_response_not_found",
             ) from None
+        history = chain.items
+        conversation = conversation or chain.scope
     try:
         plan = translate_request(
             req,
             upstream_model,
+            items=items,
             developer_role=provider.developer_role,
             history=history,
             want_details=profile.replay_details,
         )
     except RequestError as exc:
         raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
+    scope = Scope(client, conversation)
     if plan.reasoning_gaps:
-        await recover_reasoning(store, plan.reasoning_gaps)
+        await recover_reasoning(store, scope, plan, by_context)
     shape_body(
         plan.body,
         profile,
@@ -66,63 +93,106 @@ async def plan_turn(
         drop_params=provider.drop_params,
         max_tokens_param=provider.max_tokens_param,
     )
-    return plan
+    return PlannedTurn(plan, scope, by_context)
 
 
-async def recover_reasoning(store: Store, gaps: list[ReasoningGap]) -> None:
-    """Steps 2 and 3 of the ladder: reasoning by tool call id, then by turn fingerprint.
+def _context_keys(messages: list[ChatMessage], start: int, gaps: list[ReasoningGap]) -> None:
+    """Each gap's context key: the digest of the conversation before it (pure, CPU-bound)."""
+    digest = ContextDigest()
+    position = start
+    for gap in gaps:
+        digest.extend(messages[position : gap.index])
+        position = gap.index
+        gap.context_key = digest.turn_key(gap.fingerprint)
 
-    (Step 1, reasoning items in the input, and step 4, the stored chain, are already in the
+
+async def recover_reasoning(
+    store: Store, scope: Scope, plan: ChatRequestPlan, by_context: bool
+) -> None:
+    """Reasoning for replayed turns that came without it, from the store, within the scope.
+
+    (Reasoning items in the input and the stored chain's own items are already in the
     translated history.) A miss is logged; no placeholder is ever sent: DeepSeek rejects it.
     """
-    call_ids = [call_id for gap in gaps for call_id in gap.call_ids]
-    by_call, by_turn = await store.find_reasoning(call_ids, [gap.fingerprint for gap in gaps])
-    for gap in gaps:
-        found = next((by_call[c] for c in gap.call_ids if c in by_call), None)
-        if found is None:
-            found = by_turn.get(gap.fingerprint)
-        if found is not None:
-            gap.fill(found)
+    gaps = plan.reasoning_gaps
+    if by_context:
+        await asyncio.to_thread(_context_keys, plan.messages, plan.context_start, gaps)
+    found = await store.find_reasoning(
+        scope.client,
+        scope.conversation,
+        [ReasoningQuery(gap.context_key, gap.fingerprint, gap.call_ids) for gap in gaps],
+    )
+    for gap, reasoning in zip(gaps, found, strict=True):
+        if reasoning is not None:
+            gap.fill(reasoning)
         elif gap.call_ids:
             log.warning(
-                "no reasoning found for replayed tool-call turn (call ids %s); a thinking "
-                "model may reject the request",
+                "no reasoning found for replayed tool-call turn (call ids %s) in its "
+                "conversation; a thinking model may reject the request",
                 ", ".join(gap.call_ids),
             )
         else:
             log.debug("no reasoning found for replayed turn %s", gap.fingerprint)
 
 
-def _header(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> str | None:
-    for name in names:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
-
-
 def turn_recorder(
     store: Store,
     req: ResponsesRequest,
+    parsed: ParsedRequest,
     response: ResponseObject,
+    planned: PlannedTurn,
     headers: CIMultiDictProxy[str],
 ) -> Callable[[], Awaitable[None]]:
-    """The write that records the finished turn; a storage failure is logged, not raised."""
-    session_id = _header(headers, SESSION_HEADERS)
-    thread_id = _header(headers, THREAD_HEADERS)
+    """The write that records the finished turn; a storage failure is logged, not raised.
+
+    What it needs from the input (digests, and the earlier response a replay extends) is
+    found at once, while the upstream answers: from the store's replay cache when the client
+    replays a conversation it knows, else in a thread and on a read connection.
+    """
+    session_id = header(headers, SESSION_HEADERS)
+    thread_id = header(headers, THREAD_HEADERS)
+    plan = planned.plan
+    client, conversation = planned.scope.client, planned.scope.conversation
+    raw_items = parsed.raw_items
+
+    async def prepare() -> tuple[ContextDigest | None, ItemDigests | None, tuple[str, int] | None]:
+        context = None
+        if planned.by_context:
+            messages = plan.messages[plan.context_start :]
+            context = await asyncio.to_thread(ContextDigest().extend, messages)
+        if raw_items is None:
+            return context, None, None
+        known = store.replays.match(client, conversation, raw_items)
+        if known is not None:
+            return context, known.digests, known.base
+        digests = await asyncio.to_thread(ItemDigests().extend, raw_items)
+        base = None
+        if len(raw_items) > 1:
+            base = await store.find_base(client, digests.digests)
+        return context, digests, base
+
+    preparing = asyncio.ensure_future(prepare())
 
     async def record() -> None:
         try:
-            turn = build_turn_record(
+            context, digests, base = await preparing
+            turn = record_turn(
                 req,
-                normalize_input_items(req.input),
                 response,
+                planned.scope,
                 session_id=session_id,
                 thread_id=thread_id,
+                context=context,
+                items=parsed.items,
+                raw_items=raw_items,
+                item_digests=digests.digests if digests is not None else None,
             )
-            await store.save_turn_shielded(turn)
+            await store.save_turn_shielded(turn, base=base)
         except sqlite3.Error:
             # The answer still reaches the client; only its later retrieval is lost.
             log.exception("could not store response %s", response.id)
+            return
+        if raw_items is not None and digests is not None:
+            store.replays.remember(client, conversation, response.id, raw_items, digests)
 
     return record

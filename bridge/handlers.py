@@ -12,21 +12,24 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from bridge.app_keys import CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.access import bearer_token
+from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.config import ProviderConfig
 from bridge.conversation import plan_turn, turn_recorder
 from bridge.errors import ApiError
 from bridge.relay import BeforeFinal, EventSink, encode_frames, relay_turn
+from bridge.scope import client_identity
+from bridge.store import ItemNotFound
 from bridge.translate.ids import new_id
 from bridge.translate.stream import StreamTranslator
 from bridge.turns import TurnAborted
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
 from bridge.wire.events import ResponseEvent, ResponseObject
-from bridge.wire.responses import ResponsesRequest
+from bridge.wire.responses import ParsedRequest, ResponsesRequest, decode_request
 
 log = logging.getLogger(__name__)
 
-_REQUEST_DECODER = msgspec.json.Decoder(ResponsesRequest)
 _BODY_ENCODER = msgspec.json.Encoder()
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
@@ -85,10 +88,11 @@ async def get_model(request: web.Request) -> web.Response:
     return json_response(_model_object(name, model.provider))
 
 
-def parse_request(body: bytes) -> ResponsesRequest:
-    """The request body as a typed request; ApiError 400 naming the field otherwise."""
+def parse_request(body: bytes) -> ParsedRequest:
+    """The request body as a typed request and its input as items; ApiError 400 naming the
+    field otherwise."""
     try:
-        return _REQUEST_DECODER.decode(body)
+        return decode_request(body)
     except msgspec.ValidationError as exc:
         message, path = validation_error_parts(exc)
         param = path or None
@@ -98,6 +102,15 @@ def parse_request(body: bytes) -> ResponsesRequest:
         raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, "The body is nested too deeply", code="invalid_json") from None
+
+
+def _client(request: web.Request, provider: ProviderConfig) -> str:
+    """Whose conversation this is: the client key's identity; with a provider that forwards
+    the client's own key, that key's."""
+    client = request[CLIENT]
+    if not client and provider.forward_client_key:
+        client = client_identity(bearer_token(request))
+    return client
 
 
 def _response_template(req: ResponsesRequest) -> ResponseObject:
@@ -135,14 +148,24 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     if request.app[TURNS].draining:
         raise SHUTTING_DOWN
-    req = parse_request(await request.read())
+    parsed = parse_request(await request.read())
+    req, items = parsed.request, parsed.items
     model = config.models.get(req.model)
     if model is None:
         raise _unknown_model(request, req.model)
     entry = request[REQUEST_LOG]
     entry.model, entry.provider = req.model, model.provider
     provider = config.providers[model.provider]
-    plan = await plan_turn(store, req, config.upstream_model(req.model), provider)
+    planned = await plan_turn(
+        store,
+        req,
+        items,
+        config.upstream_model(req.model),
+        provider,
+        client=_client(request, provider),
+        headers=request.headers,
+    )
+    plan = planned.plan
     body = msgspec.json.encode(plan.body)
     if config.server.log_bodies and log.isEnabledFor(logging.DEBUG):
         log.debug("upstream request for %s: %s", entry.request_id, body.decode())
@@ -158,7 +181,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         upstream=request.app[UPSTREAMS][model.provider],
         body=body,
         translator=translator,
-        record=turn_recorder(store, req, translator.response, request.headers),
+        record=turn_recorder(store, req, parsed, translator.response, planned, request.headers),
         client_authorization=client_key,
     )
     entry.response_id = translator.response.id
@@ -297,7 +320,7 @@ def _response_not_found(response_id: str) -> ApiError:
 async def get_response(request: web.Request) -> web.Response:
     """GET /v1/responses/{id}: a stored response (not those created with store: false)."""
     response_id = _response_id(request)
-    stored = await request.app[STORE].get_response(response_id)
+    stored = await request.app[STORE].get_response(response_id, request[CLIENT])
     if stored is None:
         raise _response_not_found(response_id)
     return web.Response(body=stored, content_type="application/json")
@@ -306,7 +329,7 @@ async def get_response(request: web.Request) -> web.Response:
 async def delete_response(request: web.Request) -> web.Response:
     """DELETE /v1/responses/{id}."""
     response_id = _response_id(request)
-    if not await request.app[STORE].delete_response(response_id):
+    if not await request.app[STORE].delete_response(response_id, client=request[CLIENT]):
         raise _response_not_found(response_id)
     return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
@@ -319,27 +342,28 @@ async def list_input_items(request: web.Request) -> web.Response:
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ApiError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
-    items = await request.app[STORE].input_items(response_id)
-    if items is None:
+    try:
+        page = await request.app[STORE].input_items(
+            response_id,
+            request[CLIENT],
+            limit=limit,
+            descending=order == "desc",
+            after=query.get("after"),
+        )
+    except ItemNotFound as exc:
+        raise ApiError(
+            400, f"No input item with id '{exc}'", param="after", code="invalid_value"
+        ) from None
+    if page is None:
         raise _response_not_found(response_id)
-    if order == "desc":
-        items.reverse()
-    after = query.get("after")
-    if after is not None:
-        position = next((i for i, item in enumerate(items) if item.get("id") == after), None)
-        if position is None:
-            raise ApiError(
-                400, f"No input item with id '{after}'", param="after", code="invalid_value"
-            )
-        items = items[position + 1 :]
-    page = items[:limit]
+    data = page.items
     return json_response(
         {
             "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(items) > limit,
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
         }
     )
 

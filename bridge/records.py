@@ -1,12 +1,23 @@
-"""What is stored for a turn, built from the request and the finished response (pure)."""
+"""What is stored for a turn, built from the request and the finished response (pure).
+
+store: true keeps the request (without its input and tools), the response object (without
+its tools, which are kept once by digest), and every input item as the client sent it; the
+store writes only the items a replaying client had not sent before. store: false keeps one
+metadata row and the reasoning. Reasoning is kept (unless the turn failed) under keys that
+name its scope (bridge.scope).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from bridge.scope import Scope, chain_scope
+from bridge.translate.context import DIGEST_BYTES, ContextDigest, item_prefix_digests
 from bridge.translate.ids import new_id
 from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
 from bridge.wire.events import (
@@ -16,7 +27,7 @@ from bridge.wire.events import (
     ReasoningOutput,
     ResponseObject,
 )
-from bridge.wire.responses import ResponsesRequest
+from bridge.wire.responses import RawItem, ResponsesRequest, encode_items, input_items
 
 _ENCODER = msgspec.json.Encoder()
 _ITEM_ID_PREFIX = {
@@ -27,6 +38,62 @@ _ITEM_ID_PREFIX = {
     "custom_tool_call": "ctc",
     "custom_tool_call_output": "ctco",
 }
+# Reasoning key kinds (see migrations/0003_conversation_state_v2.sql).
+KEY_CONTEXT = "ctx"
+KEY_TURN = "turn"
+KEY_CALL = "call"
+
+
+def _item_id(kind: str) -> str:
+    return new_id(_ITEM_ID_PREFIX.get(kind, "item"))
+
+
+def item_kind(item: dict[str, Any]) -> str:
+    return str(item.get("type") or ("message" if "role" in item else "item"))
+
+
+def item_id_of(item: dict[str, Any]) -> str:
+    """The item's own id, or a new one for an item sent without."""
+    given = item.get("id")
+    return given if isinstance(given, str) and given else _item_id(item_kind(item))
+
+
+def normalize_input_item(item: dict[str, Any], item_id: str) -> dict[str, Any]:
+    """An input item as the input_items endpoint lists it: typed, with its id, parts listed."""
+    kind = item_kind(item)
+    entry = {"type": kind, **item}
+    if not entry.get("id"):
+        entry["id"] = item_id
+    if kind == "message":
+        content = entry.get("content")
+        if isinstance(content, str):
+            part_type = "output_text" if entry.get("role") == "assistant" else "input_text"
+            entry["content"] = [{"type": part_type, "text": content}]
+        entry.setdefault("status", "completed")
+    return entry
+
+
+@dataclass(slots=True)
+class StoredContent:
+    """What store: true keeps besides the metadata row."""
+
+    request: bytes  # the request body without input and tools
+    response: bytes  # the response object without tools
+    tools: bytes | None  # the tool list as JSON, kept once by its digest
+    tools_hash: bytes | None
+    items: Sequence[RawItem]  # every input item's JSON, as the client sent it
+    decoded: Sequence[Any]  # the same items decoded (their ids are read when written)
+    # digest of items[:k + 1] for every k (the last is the digest of the whole input)
+    item_digests: list[bytes]
+
+
+@dataclass(slots=True)
+class ReasoningRecord:
+    """A turn's reasoning and the (scope, kind, value) keys that find it again."""
+
+    text: str
+    details: bytes | None
+    keys: list[tuple[str, str, str]]
 
 
 @dataclass(slots=True)
@@ -38,53 +105,23 @@ class TurnRecord:
     model: str
     status: str
     previous_response_id: str | None
-    retrievable: bool
     session_id: str | None
     thread_id: str | None
     input_tokens: int
     output_tokens: int
-    request: bytes
-    input_items: bytes
-    output_items: bytes
-    response: bytes
-    # (call id or fingerprint, reasoning text, details JSON or None)
-    reasoning_by_call: list[tuple[str, str, bytes | None]] = field(default_factory=list)
-    reasoning_by_turn: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    client: str
+    scope: str | None
+    content: StoredContent | None = None
+    reasoning: ReasoningRecord | None = None
 
     @property
-    def size(self) -> int:
-        return (
-            len(self.request) + len(self.input_items) + len(self.output_items) + len(self.response)
-        )
-
-
-def _item_id(kind: str) -> str:
-    return new_id(_ITEM_ID_PREFIX.get(kind, "item"))
-
-
-def normalize_input_items(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Input items as the input_items endpoint lists them: typed, with ids and part lists."""
-    if isinstance(items, str):
-        items = [{"role": "user", "content": items}]
-    normalized = []
-    for item in items:
-        kind = item.get("type") or ("message" if "role" in item else "item")
-        entry = {"type": kind, **item}
-        if not entry.get("id"):
-            entry["id"] = _item_id(kind)
-        if kind == "message":
-            content = entry.get("content")
-            if isinstance(content, str):
-                part_type = "output_text" if entry.get("role") == "assistant" else "input_text"
-                entry["content"] = [{"type": part_type, "text": content}]
-            entry.setdefault("status", "completed")
-        normalized.append(entry)
-    return normalized
+    def stored(self) -> bool:
+        return self.content is not None
 
 
 @dataclass(slots=True)
 class TurnSummary:
-    """An assistant turn as the reasoning indexes see it."""
+    """An assistant turn as the reasoning index sees it."""
 
     reasoning: str
     details: list[dict[str, Any]] | None
@@ -111,39 +148,115 @@ def summarize_turn(response: ResponseObject) -> TurnSummary:
     return TurnSummary("".join(reasoning), details or None, "".join(text), call_ids)
 
 
-def build_turn_record(
+def reasoning_record(
+    response: ResponseObject, conversation: str | None, context: ContextDigest | None
+) -> ReasoningRecord | None:
+    """The turn's reasoning and its keys; None for a failed turn or one without reasoning."""
+    if response.status == "failed":
+        return None
+    turn = summarize_turn(response)
+    if not turn.reasoning and not turn.details:
+        return None
+    fingerprint = turn_fingerprint(turn.text, turn.call_ids)
+    keys: list[tuple[str, str, str]] = []
+    if context is not None:
+        keys.append(("", KEY_CONTEXT, context.turn_key(fingerprint)))
+    if conversation is not None:
+        keys.append((conversation, KEY_TURN, fingerprint))
+        keys.extend((conversation, KEY_CALL, call_id) for call_id in dict.fromkeys(turn.call_ids))
+    details = _ENCODER.encode(turn.details) if turn.details else None
+    return ReasoningRecord(turn.reasoning, details, keys)
+
+
+def stored_content(
     request: ResponsesRequest,
-    input_items: list[dict[str, Any]],
+    items: Sequence[dict[str, Any]],
+    raw_items: Sequence[RawItem],
+    item_digests: list[bytes],
     response: ResponseObject,
+) -> StoredContent:
+    """The content store: true keeps: request and response without their tool list when the
+    response echoes the request's (as it always does in the service), the list kept once."""
+    tools = _ENCODER.encode(request.tools) if request.tools else None
+    if tools is not None and _ENCODER.encode(response.tools) == tools:
+        request = msgspec.structs.replace(request, tools=[])
+        response = msgspec.structs.replace(response, tools=[])
+    else:
+        tools = None
+    return StoredContent(
+        request=_ENCODER.encode(msgspec.structs.replace(request, input=[])),
+        response=_ENCODER.encode(response),
+        tools=tools,
+        tools_hash=hashlib.sha256(tools).digest()[:DIGEST_BYTES] if tools else None,
+        items=raw_items,
+        decoded=items,
+        item_digests=item_digests,
+    )
+
+
+def build_turn_record(
+    response: ResponseObject,
+    scope: Scope,
     *,
     session_id: str | None,
     thread_id: str | None,
+    content: StoredContent | None,
+    context: ContextDigest | None,
 ) -> TurnRecord:
-    """Everything stored for a finished response; reasoning is indexed unless it failed."""
+    """Everything stored for a finished response."""
     usage = response.usage
-    record = TurnRecord(
+    return TurnRecord(
         id=response.id,
         created_at=response.created_at,
         model=response.model,
         status=response.status,
         previous_response_id=response.previous_response_id,
-        retrievable=request.store is not False,
         session_id=session_id,
         thread_id=thread_id,
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
-        request=_ENCODER.encode(msgspec.structs.replace(request, input=[])),
-        input_items=_ENCODER.encode(input_items),
-        output_items=_ENCODER.encode(response.output),
-        response=_ENCODER.encode(response),
+        client=scope.client,
+        scope=scope.conversation,
+        content=content,
+        reasoning=reasoning_record(response, scope.conversation, context),
     )
-    if response.status != "failed":
-        turn = summarize_turn(response)
-        if turn.reasoning or turn.details:
-            details = _ENCODER.encode(turn.details) if turn.details else None
-            record.reasoning_by_call = [
-                (call_id, turn.reasoning, details) for call_id in turn.call_ids
-            ]
-            fingerprint = turn_fingerprint(turn.text, turn.call_ids)
-            record.reasoning_by_turn = [(fingerprint, turn.reasoning, details)]
-    return record
+
+
+def record_turn(
+    request: ResponsesRequest,
+    response: ResponseObject,
+    scope: Scope,
+    *,
+    session_id: str | None = None,
+    thread_id: str | None = None,
+    context: ContextDigest | None = None,
+    items: Sequence[Any] | None = None,
+    raw_items: Sequence[RawItem] | None = None,
+    item_digests: list[bytes] | None = None,
+) -> TurnRecord:
+    """The record of a finished turn: content as `request.store` says, reasoning keyed by
+    `scope` (a stored turn without a conversation starts one: its chain) and `context`.
+
+    Pieces the caller already has (the decoded items, their digests) are taken as given.
+    """
+    stored = request.store is not False
+    if stored and scope.conversation is None:
+        # A new stored conversation: later previous_response_id turns inherit it.
+        scope = Scope(scope.client, chain_scope(response.id))
+    content = None
+    if stored:
+        if items is None:
+            items = input_items(request)
+        if raw_items is None:
+            raw_items = encode_items(items)
+        if item_digests is None:
+            item_digests = item_prefix_digests(raw_items)
+        content = stored_content(request, items, raw_items, item_digests, response)
+    return build_turn_record(
+        response,
+        scope,
+        session_id=session_id,
+        thread_id=thread_id,
+        content=content,
+        context=context,
+    )

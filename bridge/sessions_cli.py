@@ -77,7 +77,7 @@ def _when(timestamp: int) -> str:
 
 def _row_line(row: ResponseRow) -> str:
     tokens = f"{row.input_tokens}+{row.output_tokens}"
-    stored = "" if row.retrievable else " (store:false)"
+    stored = "" if row.stored else " (store:false)"
     return (
         f"{_when(row.created_at)}  {row.id}  {row.model:<20} {row.status:<10} "
         f"{tokens:>13}  {row.session_id or '-'}{stored}"
@@ -109,6 +109,9 @@ async def _show(store: Store, response_id: str) -> int:
         print(f"previous:  {response['previous_response_id']}")
     if response.get("error"):
         print(f"error:     {response['error'].get('code')}: {response['error'].get('message')}")
+    if not stored["stored"]:
+        print("\n(store: false: only this summary and the reasoning index are kept)")
+        return EXIT_OK
     print("\n-- input")
     for item in stored["input_items"]:
         print(_describe(item))
@@ -153,7 +156,7 @@ async def _export(store: Store, response_id: str) -> int:
 
 
 async def _delete(store: Store, response_id: str) -> int:
-    if not await store.delete_response(response_id, any_kind=True):
+    if not await store.delete_response(response_id):
         return _not_found(response_id)
     print(f"deleted {response_id}")
     return EXIT_OK

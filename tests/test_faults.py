@@ -414,8 +414,11 @@ async def test_10000_sequential_requests_do_not_grow_memory(
 async def test_locked_database_answer_streams_and_writes_recover(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
-    blocker = sqlite3.connect(state_directory / "bridge.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = sqlite3.connect(
+        state_directory / "bridge.db", isolation_level=None, check_same_thread=False
+    )
+    # Another process's lock; taken off the loop, so the bridge's own writes go on meanwhile.
+    await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
     try:
         fake_upstream.script(thinking_text_reply([], ["answered while locked"]))
         events = await read_events(

@@ -25,7 +25,7 @@ import pytest
 
 from bridge.cli import EXIT_OK, EXIT_STORE
 from bridge.migrate import MigrationError, load_migrations, migrate, migrations_source
-from bridge.records import TurnRecord
+from bridge.records import ReasoningRecord, StoredContent, TurnRecord
 from bridge.store import Store, open_and_migrate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,36 +37,51 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 # The schema the migrations create, written out so that a change to it is deliberate.
 # PRAGMA table_info rows: (cid, name, type, notnull, dflt_value, pk).
 EXPECTED_COLUMNS = {
+    "blobs": [
+        (0, "hash", "BLOB", 0, None, 1),
+        (1, "body", "BLOB", 1, None, 0),
+    ],
+    "input_items": [
+        (0, "response_id", "TEXT", 1, None, 1),
+        (1, "position", "INTEGER", 1, None, 2),
+        (2, "item_id", "TEXT", 1, None, 0),
+        (3, "body", "BLOB", 1, None, 0),
+    ],
+    "reasoning": [
+        (0, "id", "INTEGER", 0, None, 1),
+        (1, "response_id", "TEXT", 1, None, 0),
+        (2, "created_at", "INTEGER", 1, None, 0),
+        (3, "text", "TEXT", 1, None, 0),
+        (4, "details", "BLOB", 0, None, 0),
+    ],
+    "reasoning_keys": [
+        (0, "client", "TEXT", 1, None, 1),
+        (1, "scope", "TEXT", 1, None, 2),
+        (2, "kind", "TEXT", 1, None, 3),
+        (3, "value", "TEXT", 1, None, 4),
+        (4, "reasoning_id", "INTEGER", 1, None, 0),
+    ],
     "responses": [
         (0, "id", "TEXT", 0, None, 1),
         (1, "created_at", "INTEGER", 1, None, 0),
         (2, "model", "TEXT", 1, None, 0),
         (3, "status", "TEXT", 1, None, 0),
         (4, "previous_response_id", "TEXT", 0, None, 0),
-        (5, "retrievable", "INTEGER", 1, None, 0),
-        (6, "session_id", "TEXT", 0, None, 0),
-        (7, "thread_id", "TEXT", 0, None, 0),
-        (8, "input_tokens", "INTEGER", 1, "0", 0),
-        (9, "output_tokens", "INTEGER", 1, "0", 0),
-        (10, "request", "BLOB", 1, None, 0),
-        (11, "input_items", "BLOB", 1, None, 0),
-        (12, "output_items", "BLOB", 1, None, 0),
-        (13, "response", "BLOB", 1, None, 0),
-        (14, "size", "INTEGER", 1, None, 0),
-    ],
-    "reasoning_by_call": [
-        (0, "call_id", "TEXT", 0, None, 1),
-        (1, "reasoning", "TEXT", 1, None, 0),
-        (2, "response_id", "TEXT", 1, None, 0),
-        (3, "created_at", "INTEGER", 1, None, 0),
-        (4, "details", "BLOB", 0, None, 0),
-    ],
-    "reasoning_by_turn": [
-        (0, "fingerprint", "TEXT", 0, None, 1),
-        (1, "reasoning", "TEXT", 1, None, 0),
-        (2, "response_id", "TEXT", 1, None, 0),
-        (3, "created_at", "INTEGER", 1, None, 0),
-        (4, "details", "BLOB", 0, None, 0),
+        (5, "stored", "INTEGER", 1, None, 0),
+        (6, "deleted", "INTEGER", 1, "0", 0),
+        (7, "client", "TEXT", 0, None, 0),
+        (8, "scope", "TEXT", 0, None, 0),
+        (9, "session_id", "TEXT", 0, None, 0),
+        (10, "thread_id", "TEXT", 0, None, 0),
+        (11, "input_tokens", "INTEGER", 1, "0", 0),
+        (12, "output_tokens", "INTEGER", 1, "0", 0),
+        (13, "input_base", "TEXT", 0, None, 0),
+        (14, "input_offset", "INTEGER", 1, "0", 0),
+        (15, "input_count", "INTEGER", 1, "0", 0),
+        (16, "input_hash", "BLOB", 0, None, 0),
+        (17, "request", "BLOB", 0, None, 0),
+        (18, "response", "BLOB", 0, None, 0),
+        (19, "tools_hash", "BLOB", 0, None, 0),
     ],
     "schema_migrations": [
         (0, "version", "INTEGER", 0, None, 1),
@@ -74,22 +89,32 @@ EXPECTED_COLUMNS = {
         (2, "applied_at", "INTEGER", 1, None, 0),
     ],
 }
-LATEST = 2  # the number of files in migrations/
+LATEST = 3  # the number of files in migrations/
 # Per table: index name -> (unique, origin, partial, indexed columns in order).
 EXPECTED_INDEXES = {
+    "blobs": {
+        "sqlite_autoindex_blobs_1": (1, "pk", 0, ["hash"]),
+    },
+    "input_items": {
+        "input_items_item": (0, "c", 0, ["item_id", "response_id"]),
+        "sqlite_autoindex_input_items_1": (1, "pk", 0, ["response_id", "position"]),
+    },
+    "reasoning": {
+        "reasoning_created_at": (0, "c", 0, ["created_at"]),
+        "reasoning_response": (0, "c", 0, ["response_id"]),
+    },
+    "reasoning_keys": {
+        "reasoning_keys_reasoning": (0, "c", 0, ["reasoning_id"]),
+        "sqlite_autoindex_reasoning_keys_1": (1, "pk", 0, ["client", "scope", "kind", "value"]),
+    },
     "responses": {
-        "sqlite_autoindex_responses_1": (1, "pk", 0, ["id"]),
         "responses_created_at": (0, "c", 0, ["created_at"]),
+        "responses_input_base": (0, "c", 1, ["input_base"]),
+        "responses_input_hash": (0, "c", 1, ["input_hash"]),
         "responses_session": (0, "c", 0, ["session_id", "created_at"]),
         "responses_thread": (0, "c", 0, ["thread_id", "created_at"]),
-    },
-    "reasoning_by_call": {
-        "sqlite_autoindex_reasoning_by_call_1": (1, "pk", 0, ["call_id"]),
-        "reasoning_by_call_created_at": (0, "c", 0, ["created_at"]),
-    },
-    "reasoning_by_turn": {
-        "sqlite_autoindex_reasoning_by_turn_1": (1, "pk", 0, ["fingerprint"]),
-        "reasoning_by_turn_created_at": (0, "c", 0, ["created_at"]),
+        "responses_tools": (0, "c", 1, ["tools_hash"]),
+        "sqlite_autoindex_responses_1": (1, "pk", 0, ["id"]),
     },
     "schema_migrations": {},  # INTEGER PRIMARY KEY is the rowid: no index
 }
@@ -196,7 +221,11 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
         ).fetchall()
         assert others == []  # no views, no triggers
         rows = migration_rows(connection)
-    assert [(v, name) for v, name, _ in rows] == [(1, "initial"), (2, "reasoning_details")]
+    assert [(v, name) for v, name, _ in rows] == [
+        (1, "initial"),
+        (2, "reasoning_details"),
+        (3, "conversation_state_v2"),
+    ]
     assert abs(rows[0][2] - time.time()) < 60  # applied_at: unix seconds, now
 
 
@@ -449,17 +478,26 @@ def a_turn() -> TurnRecord:
         model="local-model",
         status="completed",
         previous_response_id=None,
-        retrievable=True,
         session_id="session-1",
         thread_id=None,
         input_tokens=3,
         output_tokens=5,
-        request=b'{"model":"local-model"}',
-        input_items=b"[]",
-        output_items=b"[]",
-        response=b'{"id":"resp_migrate_test"}',
-        reasoning_by_call=[("call_1", "thinking", None)],
-        reasoning_by_turn=[("turn-fp", "thinking", b'[{"type": "reasoning.text"}]')],
+        client="",
+        scope="s:session-1",
+        content=StoredContent(
+            request=b'{"model":"local-model"}',
+            response=b'{"id":"resp_migrate_test"}',
+            tools=None,
+            tools_hash=None,
+            items=[],
+            decoded=[],
+            item_digests=[],
+        ),
+        reasoning=ReasoningRecord(
+            "thinking",
+            b'[{"type": "reasoning.text"}]',
+            [("s:session-1", "call", "call_1"), ("s:session-1", "turn", "turn-fp")],
+        ),
     )
 
 
@@ -736,7 +774,7 @@ def test_upgrade_from_version_1_keeps_the_reasoning_rows(tmp_path: Path) -> None
             "INSERT INTO reasoning_by_call (call_id, reasoning, response_id, created_at) "
             "VALUES ('call_old', 'kept', 'resp_old', 1)"
         )
-        assert migrate(connection) == LATEST
+        assert migrate(connection, load_migrations()[:2]) == 2
         row = connection.execute(
             "SELECT reasoning, details FROM reasoning_by_call WHERE call_id = 'call_old'"
         ).fetchone()

@@ -197,15 +197,20 @@ async def test_sigterm_drains_open_streams(
 # ---- readiness -----------------------------------------------------------------------
 
 
+def rename_table(database: Path, old: str, new: str) -> None:
+    with sqlite3.connect(database) as db:
+        db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
 async def test_readyz_reports_a_database_that_cannot_be_written(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
     ready = await bridge.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["status"] == "ready"
-    # Break the schema behind the bridge's back: the next turn cannot be stored.
-    with sqlite3.connect(state_directory / "bridge.db") as db:
-        db.execute("ALTER TABLE responses RENAME TO responses_gone")
+    # Break the schema behind the bridge's back: the next turn cannot be stored. (In a
+    # thread: the bridge's own writes must go on meanwhile, as with another process.)
+    await asyncio.to_thread(rename_table, state_directory / "bridge.db", "responses", "gone")
     fake_upstream.script(thinking_text_reply([], ["still answered"]))
     answered = await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})
     assert answered.status == 200  # the answer reaches the client all the same
@@ -214,8 +219,7 @@ async def test_readyz_reports_a_database_that_cannot_be_written(
     assert unready.status == 503
     assert "last write failed" in (await unready.json())["database"]
     # Once the fault is gone, the next write succeeds and readiness returns.
-    with sqlite3.connect(state_directory / "bridge.db") as db:
-        db.execute("ALTER TABLE responses_gone RENAME TO responses")
+    await asyncio.to_thread(rename_table, state_directory / "bridge.db", "gone", "responses")
     fake_upstream.script(thinking_text_reply([], ["stored again"]))
     await (await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})).read()
     assert (await bridge.get("/readyz")).status == 200

@@ -17,10 +17,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from bridge.records import build_turn_record, normalize_input_items
+from bridge.records import normalize_input_item, record_turn
+from bridge.scope import Scope
 from bridge.sessions_cli import EXIT_NOT_FOUND, EXIT_OK
-from bridge.store import Store
-from bridge.translate.reasoning import Reasoning
+from bridge.store import ReasoningQuery, Store
+from bridge.translate.reasoning import Reasoning, turn_fingerprint
 from bridge.wire.events import (
     FunctionCallOutput,
     MessageOutput,
@@ -104,7 +105,8 @@ class Turn:
     response: ResponseObject
     session_id: str | None
     thread_id: str | None
-    input_items: list[dict[str, Any]] | None = None  # filled in when stored
+    # Filled in when stored; items sent without an id get one when written ("" here).
+    input_items: list[dict[str, Any]] | None = None
 
 
 async def store_turns(database: Path, turns: Sequence[Turn]) -> None:
@@ -113,14 +115,17 @@ async def store_turns(database: Path, turns: Sequence[Turn]) -> None:
     try:
         for turn in turns:
             request = msgspec.json.decode(msgspec.json.encode(turn.request), type=ResponsesRequest)
-            turn.input_items = normalize_input_items(request.input)
-            record = build_turn_record(
+            conversation = turn.thread_id or turn.session_id
+            record = record_turn(
                 request,
-                turn.input_items,
                 turn.response,
+                Scope(conversation=f"s:{conversation}" if conversation else None),
                 session_id=turn.session_id,
                 thread_id=turn.thread_id,
             )
+            if record.content is not None:
+                items = [msgspec.json.decode(raw) for raw in record.content.items]
+                turn.input_items = [normalize_input_item(item, "") for item in items]
             await store.save_turn(record)
     finally:
         await store.close()
@@ -225,6 +230,8 @@ async def stored(tmp_path: Path) -> Stored:
                 previous_response_id=RESP_B,
                 instructions="Be brief.",
                 metadata={"ticket": "T-1"},
+                # Echoed, as the service does: the store keeps the list once for both.
+                tools=[msgspec.Raw(msgspec.json.encode(READ_TOOL))],
             ),
             session_id="sess-a",
             thread_id="thr-2",
@@ -304,13 +311,15 @@ def listed(result: subprocess.CompletedProcess[str]) -> list[list[str]]:
 
 
 def reasoning_rows(database: Path) -> dict[str, list[tuple[str, int]]]:
-    """Reasoning index rows as (table, created_at) per response id, read with sqlite3."""
+    """Reasoning keys as (kind, created_at) per response id, read with sqlite3."""
     rows: dict[str, list[tuple[str, int]]] = {}
     with closing(sqlite3.connect(database)) as connection:
-        for table in ("reasoning_by_call", "reasoning_by_turn"):
-            query = f"SELECT response_id, created_at FROM {table} ORDER BY response_id"
-            for response_id, created_at in connection.execute(query):
-                rows.setdefault(response_id, []).append((table, created_at))
+        query = (
+            "SELECT r.response_id, k.kind, r.created_at FROM reasoning r "
+            "JOIN reasoning_keys k ON k.reasoning_id = r.id ORDER BY r.response_id, k.kind"
+        )
+        for response_id, kind, created_at in connection.execute(query):
+            rows.setdefault(response_id, []).append((kind, created_at))
     return rows
 
 
@@ -426,7 +435,14 @@ def test_export_round_trips_request_items_and_response(stored: Stored) -> None:
 
     assert result.returncode == EXIT_OK, result.stderr
     exported = json.loads(result.stdout)
-    assert sorted(exported) == ["input_items", "request", "response"]
+    assert sorted(exported) == [
+        "input_items",
+        "request",
+        "response",
+        "session_id",
+        "stored",
+        "thread_id",
+    ]
     request = exported["request"]
     assert request.get("input", []) == []  # the input is stored once, as input_items
     assert request["model"] == MODEL
@@ -434,9 +450,13 @@ def test_export_round_trips_request_items_and_response(stored: Stored) -> None:
     assert request["previous_response_id"] == RESP_B
     assert request["tools"] == [READ_TOOL]
     assert request["metadata"] == {"ticket": "T-1"}
-    assert exported["input_items"] == turn.input_items
     call_output, user_message = exported["input_items"]
     assert call_output["id"].startswith("fco_")
+    assert turn.input_items is not None
+    assert exported["input_items"] == [
+        {**turn.input_items[0], "id": call_output["id"]},
+        turn.input_items[1],
+    ]
     assert len(call_output["id"]) == len("fco_") + 32
     assert user_message == {
         "type": "message",
@@ -457,14 +477,26 @@ def test_export_round_trips_request_items_and_response(stored: Stored) -> None:
     }
 
 
-def test_export_includes_a_store_false_response(stored: Stored) -> None:
+def test_a_store_false_response_keeps_no_content(stored: Stored) -> None:
     result = run_sessions(stored.config, "export", RESP_C)
 
     assert result.returncode == EXIT_OK, result.stderr
     exported = json.loads(result.stdout)
-    assert exported["request"]["store"] is False
-    assert exported["input_items"] == stored.turns[RESP_C].input_items
-    assert exported["response"] == json.loads(msgspec.json.encode(stored.turns[RESP_C].response))
+    assert exported["stored"] is False
+    assert "request" not in exported and "input_items" not in exported
+    assert exported["response"]["status"] == "completed"
+    assert exported["response"]["usage"] == {"input_tokens": 8, "output_tokens": 5}
+    shown = run_sessions(stored.config, "show", RESP_C)
+    assert "store: false" in shown.stdout
+    # Neither the question nor the answer is anywhere in the file; the reasoning is.
+    data = b"".join(
+        Path(f"{stored.database}{s}").read_bytes()
+        for s in ("", "-wal")
+        if Path(f"{stored.database}{s}").exists()
+    )
+    assert b"What time is it?" not in data
+    assert b"I cannot tell." not in data
+    assert b"No clock here." in data
 
 
 # delete
@@ -494,12 +526,14 @@ def test_reasoning_rows_are_indexed_per_response(stored: Stored) -> None:
     rows = reasoning_rows(stored.database)
 
     created = {id_: turn.response.created_at for id_, turn in stored.turns.items()}
-    both = ["reasoning_by_call", "reasoning_by_turn"]
+    # No turn of the fixture has a context key: those come from the service, which knows
+    # the conversation before each turn.
+    with_call = ["call", "turn"]
     assert rows == {
-        RESP_A: [(table, created[RESP_A]) for table in both],
-        RESP_B: [(table, created[RESP_B]) for table in both],
-        RESP_C: [("reasoning_by_turn", created[RESP_C])],  # no calls: indexed by turn only
-        RESP_D: [(table, created[RESP_D]) for table in both],
+        RESP_A: [(kind, created[RESP_A]) for kind in with_call],
+        RESP_B: [(kind, created[RESP_B]) for kind in with_call],
+        RESP_C: [("turn", created[RESP_C])],  # no calls: indexed by turn only
+        RESP_D: [(kind, created[RESP_D]) for kind in with_call],
         # RESP_E failed: its reasoning (none here anyway) is never indexed
     }
 
@@ -644,10 +678,10 @@ async def test_store_prune_deletes_old_reasoning_rows_by_created_at(tmp_path: Pa
                         call("fc_o2", "call_old_only", "exec", "{}"),
                     ],
                 ),
-                session_id=None,
+                session_id="s",
                 thread_id=None,
             ),
-            # Reuses call_shared: its reasoning_by_call row now belongs to the new response.
+            # Reuses call_shared in the same conversation: its key now finds the new turn.
             Turn(
                 {"model": MODEL, "input": "new"},
                 response(
@@ -655,39 +689,29 @@ async def test_store_prune_deletes_old_reasoning_rows_by_created_at(tmp_path: Pa
                     now - 60,
                     [reasoning("rs_new", "new thought"), call("fc_n", "call_shared", "exec", "{}")],
                 ),
-                session_id=None,
+                session_id="s",
                 thread_id=None,
             ),
         ],
     )
-    # A reasoning row whose response is long gone, as an older bridge could leave behind.
-    with closing(sqlite3.connect(database)) as connection, connection:
-        connection.execute(
-            "INSERT INTO reasoning_by_turn (fingerprint, reasoning, response_id, created_at) "
-            "VALUES ('orphan', 'orphan thought', 'resp_gone', ?)",
-            (now - 40 * DAY,),
-        )
+    queries = [
+        ReasoningQuery(None, turn_fingerprint("", ["nope"]), ["call_shared"]),
+        ReasoningQuery(None, turn_fingerprint("", ["nope"]), ["call_old_only"]),
+    ]
 
     store = await Store.open(database)
     try:
-        before_call, before_turn = await store.find_reasoning(
-            ["call_shared", "call_old_only"], ["orphan"]
-        )
+        before = await store.find_reasoning("", "s:s", queries)
+        elsewhere = await store.find_reasoning("", "s:other", queries)
         deleted = await store.prune(max_age_days=5, max_size_mb=1024)
-        by_call, by_turn = await store.find_reasoning(["call_shared", "call_old_only"], ["orphan"])
+        after = await store.find_reasoning("", "s:s", queries)
         remaining = [row.id for row in await store.list_responses()]
     finally:
         await store.close()
 
-    assert before_call == {
-        "call_shared": Reasoning("new thought"),
-        "call_old_only": Reasoning("old thought"),
-    }
-    assert before_turn == {"orphan": Reasoning("orphan thought")}
+    assert before == [Reasoning("new thought"), Reasoning("old thought")]
+    assert elsewhere == [None, None]
     assert deleted == 1
     assert remaining == [new]
-    assert by_call == {"call_shared": Reasoning("new thought")}
-    assert by_turn == {}
-    assert reasoning_rows(database) == {
-        new: [("reasoning_by_call", now - 60), ("reasoning_by_turn", now - 60)]
-    }
+    assert after == [Reasoning("new thought"), None]
+    assert reasoning_rows(database) == {new: [("call", now - 60), ("turn", now - 60)]}

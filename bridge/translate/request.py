@@ -24,6 +24,7 @@ from bridge.wire.responses import (
     ReasoningItem,
     ResponsesRequest,
     ToolOutputItem,
+    input_items,
 )
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ class ReasoningGap:
     message: ChatMessage
     call_ids: list[str]
     fingerprint: str
+    # Where the message is in the upstream messages, and its context key once computed
+    # (bridge.translate.context), which finds its reasoning only in the same conversation.
+    index: int = 0
+    context_key: str | None = None
 
     def fill(self, reasoning: Reasoning) -> None:
         if self.message.reasoning_content is None:
@@ -103,6 +108,13 @@ class ChatRequestPlan:
     tool_map: ToolMap
     # Replayed assistant turns whose reasoning must be looked up elsewhere.
     reasoning_gaps: list[ReasoningGap] = field(default_factory=list)
+    # Leading messages that are not conversation (the instructions): context digests skip them.
+    context_start: int = 0
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        messages: list[ChatMessage] = self.body["messages"]
+        return messages
 
 
 class _ToolType(msgspec.Struct):
@@ -260,11 +272,13 @@ def _image_part(part: ContentPart, param: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": image}
 
 
-def _replayed_reasoning(item: ReasoningItem) -> Reasoning | None:
+def _replayed_reasoning(item: ReasoningItem, want_details: bool) -> Reasoning | None:
     """Reasoning from a replayed item: the text of its content, else of the bridge's own
-    carrier; the provider's details from the carrier."""
-    carried = decode_reasoning(item.encrypted_content) if item.encrypted_content else None
+    carrier; the provider's details from the carrier (opened only when needed)."""
     text = "".join(part.text for part in item.content) if item.content else ""
+    carried = None
+    if item.encrypted_content and (want_details or not text):
+        carried = decode_reasoning(item.encrypted_content)
     if not text and carried is None:
         return None
     return Reasoning(
@@ -275,8 +289,9 @@ def _replayed_reasoning(item: ReasoningItem) -> Reasoning | None:
 class _History:
     """Builds upstream messages from input items, keeping Chat Completions' pairing rules."""
 
-    def __init__(self, developer_role: bool) -> None:
+    def __init__(self, developer_role: bool, want_details: bool = False) -> None:
         self.developer_role = developer_role
+        self.want_details = want_details
         self.messages: list[ChatMessage] = []
         self.reasoning: list[Reasoning] = []
         # The assistant message that further tool calls of the same turn join.
@@ -329,7 +344,7 @@ class _History:
     def reasoning_item(self, item: ReasoningItem) -> None:
         self._flush_tool_images()
         self.open_turn = None
-        reasoning = _replayed_reasoning(item)
+        reasoning = _replayed_reasoning(item, self.want_details)
         if reasoning is not None:
             self.reasoning.append(reasoning)
 
@@ -375,21 +390,20 @@ def _arguments_or_empty_object(arguments: str) -> str:
 
 
 def translate_input(
-    request: ResponsesRequest,
+    instructions: str | None,
+    items: Sequence[Any],
     developer_role: bool = False,
     history: Sequence[dict[str, Any]] = (),
+    want_details: bool = False,
 ) -> list[ChatMessage]:
     """Instructions, earlier items (a stored chain) and input items -> upstream messages."""
-    messages = _History(developer_role)
-    if request.instructions:
-        messages.messages.append(ChatMessage(role="system", content=request.instructions))
+    messages = _History(developer_role, want_details)
+    if instructions:
+        messages.messages.append(ChatMessage(role="system", content=instructions))
     for index, item in enumerate(history):
         _add_item(messages, item, f"history[{index}]")
-    if isinstance(request.input, str):
-        messages.messages.append(ChatMessage(role="user", content=request.input))
-    else:
-        for index, item in enumerate(request.input):
-            _add_item(messages, item, f"input[{index}]")
+    for index, item in enumerate(items):
+        _add_item(messages, item, f"input[{index}]")
     return messages.finish()
 
 
@@ -423,7 +437,7 @@ def reasoning_gaps(messages: list[ChatMessage], want_details: bool = False) -> l
     """Assistant turns without reasoning text (or details, when the provider wants them),
     with what identifies them in the store."""
     gaps = []
-    for message in messages:
+    for index, message in enumerate(messages):
         if message.role != "assistant":
             continue
         complete = message.reasoning_content is not None
@@ -433,7 +447,7 @@ def reasoning_gaps(messages: list[ChatMessage], want_details: bool = False) -> l
             continue
         call_ids = [call.id for call in message.tool_calls or ()]
         text = message.content if isinstance(message.content, str) else ""
-        gaps.append(ReasoningGap(message, call_ids, turn_fingerprint(text, call_ids)))
+        gaps.append(ReasoningGap(message, call_ids, turn_fingerprint(text, call_ids), index))
     return gaps
 
 
@@ -459,15 +473,20 @@ def translate_request(
     request: ResponsesRequest,
     upstream_model: str,
     *,
+    items: Sequence[Any] | None = None,
     developer_role: bool = False,
     history: Sequence[dict[str, Any]] = (),
     want_details: bool = False,
 ) -> ChatRequestPlan:
     """The whole upstream body for a Responses request; always a streaming request.
 
-    `history` holds the items of a stored previous_response_id chain, oldest first.
+    `items` are the request's input items, decoded (bridge.wire.responses.input_items; by
+    default decoded here), `history` the items of a stored previous_response_id chain,
+    oldest first.
     """
-    messages = translate_input(request, developer_role, history)
+    if items is None:
+        items = input_items(request)
+    messages = translate_input(request.instructions, items, developer_role, history, want_details)
     if not messages:
         raise RequestError("input is empty: there is nothing to send", "input")
     tools, tool_map = translate_tools(request.tools)
@@ -496,5 +515,8 @@ def translate_request(
     if request.user:
         body["user"] = request.user
     return ChatRequestPlan(
-        body=body, tool_map=tool_map, reasoning_gaps=reasoning_gaps(messages, want_details)
+        body=body,
+        tool_map=tool_map,
+        reasoning_gaps=reasoning_gaps(messages, want_details),
+        context_start=1 if request.instructions else 0,
     )

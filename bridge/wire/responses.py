@@ -6,6 +6,8 @@ bridge that rejected them would break on every client release.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -111,7 +113,7 @@ class ResponsesRequest(_Wire):
     model: str
     # Items stay untyped here and are converted one by one, so an unknown item type can
     # be skipped instead of failing the whole request.
-    input: str | list[dict[str, Any]] = []
+    input: str | list[Any] = []
     instructions: str | None = None
     # Kept raw: echoed back verbatim in the response object without re-encoding.
     tools: list[msgspec.Raw] = []
@@ -130,3 +132,68 @@ class ResponsesRequest(_Wire):
     user: str | None = None
     prompt_cache_key: str | None = None
     stream_options: dict[str, Any] | None = None
+
+
+class _RawInputRequest(ResponsesRequest):
+    """The same request with each input item's JSON left as it was sent."""
+
+    input: str | list[msgspec.Raw] = []
+
+
+class _StorePeek(msgspec.Struct):
+    store: bool | None = None
+
+
+_REQUEST = msgspec.json.Decoder(ResponsesRequest)
+_RAW_INPUT_REQUEST = msgspec.json.Decoder(_RawInputRequest)
+_STORE_PEEK = msgspec.json.Decoder(_StorePeek)
+_ITEM = msgspec.json.Decoder(Any)
+_ENCODER = msgspec.json.Encoder()
+# Above this size a body is first scanned for `store`, so that only a request whose content
+# is kept pays for keeping each item's exact JSON (decoding items one by one costs more).
+PEEK_ABOVE = 64 * 1024
+
+# An input item's JSON: a slice of the request body, or bytes the bridge made.
+RawItem = msgspec.Raw | bytes
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    request: ResponsesRequest
+    # The input as items; a string input is one user message.
+    items: list[Any]
+    # Each item's JSON as sent, when the request's content is kept (store is not false).
+    raw_items: list[RawItem] | None
+
+
+def decode_request(body: bytes) -> ParsedRequest:
+    """The request body decoded; msgspec's errors (and RecursionError) propagate."""
+    # `"store"` cannot occur inside a JSON string (its quotes would be escaped): without
+    # it, store is not false and the scan is skipped.
+    if len(body) > PEEK_ABOVE and b'"store"' in body and _STORE_PEEK.decode(body).store is False:
+        request = _REQUEST.decode(body)
+        return ParsedRequest(request, input_items(request), None)
+    raw = _RAW_INPUT_REQUEST.decode(body)
+    if isinstance(raw.input, str):
+        items: list[Any] = input_items(raw)
+        raw_items: list[RawItem] = list(encode_items(items))
+    else:
+        raw_items = list(raw.input)
+        items = [_ITEM.decode(item) for item in raw_items]
+    fields = msgspec.structs.asdict(raw)
+    fields["input"] = items
+    request = ResponsesRequest(**fields)
+    return ParsedRequest(request, items, raw_items if request.store is not False else None)
+
+
+def input_items(request: ResponsesRequest) -> list[Any]:
+    """The input as a list of items; a string input is one user message."""
+    if isinstance(request.input, str):
+        return [{"role": "user", "content": request.input}]
+    return list(request.input)
+
+
+def encode_items(items: Sequence[Any]) -> list[bytes]:
+    """Each item as compact JSON, its keys in the order the client sent them: the same
+    items always give the same bytes."""
+    return [_ENCODER.encode(item) for item in items]

@@ -1,0 +1,450 @@
+"""Queries on a read connection: responses, input item pages, chains, reasoning, bases.
+
+Every read touches what it returns, not the whole history: a page of input items is found
+by position through the response's lineage (bridge.store, "input_base"), never by decoding
+a whole list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, normalize_input_item
+from bridge.scope import LEGACY_CLIENT
+from bridge.translate.reasoning import Reasoning
+from bridge.wire.events import ResponseObject
+
+_ITEM = msgspec.json.Decoder(dict[str, Any])
+_DETAILS = msgspec.json.Decoder(list[dict[str, Any]])
+_TOOLS = msgspec.json.Decoder(list[msgspec.Raw])
+_RESPONSE = msgspec.json.Decoder(ResponseObject)
+_ENCODER = msgspec.json.Encoder()
+# SQLite's default limit on host parameters in one statement is 32766; stay well below.
+BATCH = 500
+# A chain smaller than this is decoded on the event loop (about a millisecond); a larger one
+# in a thread, so other streams go on meanwhile.
+DECODE_ON_LOOP = 256 * 1024
+# Prefixes looked at first when searching for the response a replay extends.
+BASE_WINDOW = 32
+# Longest previous_response_id chain or input lineage followed; a guard against loops.
+MAX_DEPTH = 100_000
+
+
+class _Output(msgspec.Struct):
+    output: list[dict[str, Any]] = []
+
+
+_OUTPUT = msgspec.json.Decoder(_Output)
+
+
+class ChainNotFound(Exception):
+    """A previous_response_id that is not stored (or not retrievable by this client)."""
+
+    def __init__(self, response_id: str, missing: str) -> None:
+        super().__init__(response_id)
+        self.response_id = response_id
+        self.missing = missing
+
+
+class ItemNotFound(Exception):
+    """`after` named an item that is not in the response's input."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRow:
+    """One stored response as listed for a person at a terminal."""
+
+    id: str
+    created_at: int
+    model: str
+    status: str
+    stored: bool
+    session_id: str | None
+    thread_id: str | None
+    input_tokens: int
+    output_tokens: int
+    previous_response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemsPage:
+    items: list[dict[str, Any]]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A previous_response_id chain: its items oldest first, and its conversation scope."""
+
+    items: list[dict[str, Any]]
+    scope: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningQuery:
+    """What identifies one replayed turn that came without its reasoning."""
+
+    context_key: str | None
+    fingerprint: str
+    call_ids: Sequence[str]
+
+
+def _visible(client: str | None) -> tuple[str, list[Any]]:
+    """The condition that a response row is this client's (None: any client, the CLI)."""
+    if client is None:
+        return "", []
+    # NULL: rows from before clients were recorded; any client may read them, as before.
+    return " AND (client IS NULL OR client = ?)", [client]
+
+
+async def _one(db: aiosqlite.Connection, query: str, params: Sequence[Any]) -> Any:
+    async with db.execute(query, params) as cursor:
+        return await cursor.fetchone()
+
+
+async def _all(db: aiosqlite.Connection, query: str, params: Sequence[Any]) -> list[Any]:
+    return list(await db.execute_fetchall(query, params))
+
+
+async def _with_tools(db: aiosqlite.Connection, body: bytes, tools_hash: bytes | None) -> bytes:
+    """A stored object JSON with its tool list put back (tools are kept once, by digest)."""
+    if tools_hash is None:
+        return bytes(body)
+    row = await _one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
+    response = _RESPONSE.decode(body)
+    response.tools = _TOOLS.decode(row[0]) if row else []
+    return _ENCODER.encode(response)
+
+
+async def response_json(
+    db: aiosqlite.Connection, response_id: str, client: str | None
+) -> bytes | None:
+    """The stored response object, as it was served."""
+    where, params = _visible(client)
+    row = await _one(
+        db,
+        "SELECT response, tools_hash FROM responses WHERE id = ? AND stored AND NOT deleted"
+        + where,
+        [response_id, *params],
+    )
+    if row is None:
+        return None
+    return await _with_tools(db, row[0], row[1])
+
+
+async def _lineage(db: aiosqlite.Connection, response_id: str) -> list[tuple[str, int, int]]:
+    """The responses holding this response's input: (id, first position, end), any order."""
+    rows = await _all(
+        db,
+        "WITH RECURSIVE lineage(id, base, first, stop, depth) AS ("
+        " SELECT id, input_base, input_offset, input_count, 0 FROM responses WHERE id = ?"
+        " UNION ALL"
+        " SELECT r.id, r.input_base, r.input_offset, r.input_count, l.depth + 1"
+        " FROM responses r JOIN lineage l ON r.id = l.base"
+        f" WHERE l.depth < {MAX_DEPTH}"
+        ") SELECT id, first, stop FROM lineage",
+        (response_id,),
+    )
+    return [(row[0], int(row[1]), int(row[2])) for row in rows]
+
+
+async def _items_between(
+    db: aiosqlite.Connection, lineage: list[tuple[str, int, int]], low: int, high: int
+) -> list[tuple[int, str, bytes]]:
+    """Input items at positions low <= p < high: (position, item id, body), in order."""
+    found: list[tuple[int, str, bytes]] = []
+    for holder, first, stop in sorted(lineage, key=lambda entry: entry[1]):
+        start, end = max(low, first), min(high, stop)
+        if start >= end:
+            continue
+        rows = await _all(
+            db,
+            "SELECT position, item_id, body FROM input_items "
+            "WHERE response_id = ? AND position >= ? AND position < ? ORDER BY position",
+            (holder, start, end),
+        )
+        found.extend((int(r[0]), r[1], r[2]) for r in rows)
+    return found
+
+
+def _render(item_id: str, body: bytes | str) -> dict[str, Any]:
+    return normalize_input_item(_ITEM.decode(body), item_id)
+
+
+async def input_page(
+    db: aiosqlite.Connection,
+    response_id: str,
+    client: str | None,
+    *,
+    limit: int,
+    descending: bool,
+    after: str | None,
+) -> ItemsPage | None:
+    """One page of a response's input items (None: no such response); ItemNotFound when
+    `after` is not one of them."""
+    where, params = _visible(client)
+    row = await _one(
+        db,
+        "SELECT input_count FROM responses WHERE id = ? AND stored AND NOT deleted" + where,
+        [response_id, *params],
+    )
+    if row is None:
+        return None
+    count = int(row[0])
+    lineage = await _lineage(db, response_id)
+    if after is None:
+        start = count - 1 if descending else 0
+    else:
+        position = await _position_of(db, lineage, after, descending)
+        if position is None:
+            raise ItemNotFound(after)
+        start = position - 1 if descending else position + 1
+    if descending:
+        low, high = max(0, start - limit + 1), start + 1
+        has_more = low > 0
+    else:
+        low, high = start, min(count, start + limit)
+        has_more = high < count
+    rows = await _items_between(db, lineage, low, max(low, high))
+    if descending:
+        rows.reverse()
+    return ItemsPage([_render(item_id, body) for _, item_id, body in rows], has_more)
+
+
+async def _position_of(
+    db: aiosqlite.Connection, lineage: list[tuple[str, int, int]], item_id: str, descending: bool
+) -> int | None:
+    """Where `item_id` is in the input: its first place in the listing's order."""
+    holders = {holder: (first, stop) for holder, first, stop in lineage}
+    positions = []
+    for start in range(0, len(lineage), BATCH):
+        batch = [holder for holder, _, _ in lineage[start : start + BATCH]]
+        marks = ",".join("?" * len(batch))
+        rows = await _all(
+            db,
+            "SELECT response_id, position FROM input_items "
+            f"WHERE item_id = ? AND response_id IN ({marks})",
+            [item_id, *batch],
+        )
+        for holder, position in rows:
+            first, stop = holders[holder]
+            if first <= position < stop:
+                positions.append(int(position))
+    if not positions:
+        return None
+    return max(positions) if descending else min(positions)
+
+
+async def chain(db: aiosqlite.Connection, response_id: str, client: str | None) -> Chain:
+    """Input and output items of a response and all its predecessors, oldest first.
+
+    One query whatever the length of the chain; a large chain is decoded off the loop.
+    """
+    where, params = _visible(client)
+    rows = await _all(
+        db,
+        "WITH RECURSIVE chain(id, previous, depth, ok) AS ("
+        f" SELECT id, previous_response_id, 0, stored AND NOT deleted{where}"
+        " FROM responses WHERE id = ?"
+        " UNION ALL"
+        " SELECT r.id, r.previous_response_id, c.depth + 1, r.stored AND NOT r.deleted"
+        " FROM responses r JOIN chain c ON r.id = c.previous"
+        f" WHERE c.ok AND c.depth < {MAX_DEPTH}"
+        # Each link's input: its own items and those of the responses it extends.
+        "), holders(depth, id, base, hops) AS ("
+        " SELECT c.depth, r.id, r.input_base, 0 FROM chain c JOIN responses r ON r.id = c.id"
+        " WHERE c.ok"
+        " UNION ALL"
+        " SELECT h.depth, r.id, r.input_base, h.hops + 1"
+        " FROM holders h JOIN responses r ON r.id = h.base"
+        f" WHERE h.hops < {MAX_DEPTH}"
+        ") SELECT 0, c.depth, c.ok, c.id, c.previous, r.response, r.scope"
+        " FROM chain c JOIN responses r ON r.id = c.id"
+        " UNION ALL"
+        " SELECT 1, h.depth, i.position, NULL, NULL, i.body, NULL"
+        " FROM holders h JOIN input_items i ON i.response_id = h.id",
+        [*params, response_id],
+    )
+    # (kind 0, depth, retrievable, id, previous, response, scope), head first
+    links = sorted((row for row in rows if row[0] == 0), key=lambda row: row[1])
+    if not links:
+        raise ChainNotFound(response_id, response_id)
+    for link in links:
+        if not link[2]:
+            raise ChainNotFound(response_id, link[3])
+    if links[-1][4] is not None:
+        raise ChainNotFound(response_id, links[-1][4])
+    links.reverse()
+    inputs = [row for row in rows if row[0] == 1]
+    size = sum(len(row[5]) for row in rows if row[5] is not None)
+    if size < DECODE_ON_LOOP:
+        return _decode_chain(links, inputs)
+    return await asyncio.to_thread(_decode_chain, links, inputs)
+
+
+def _decode_chain(links: list[Any], inputs: list[Any]) -> Chain:
+    by_depth: dict[int, list[tuple[int, bytes]]] = {}
+    for _, depth, position, _, _, body, _ in inputs:
+        by_depth.setdefault(depth, []).append((position, body))
+    items: list[dict[str, Any]] = []
+    for _, depth, _, _, _, response, _ in links:
+        own = sorted(by_depth.get(depth, ()), key=lambda entry: entry[0])
+        items.extend(_ITEM.decode(body) for _, body in own)
+        items.extend(_OUTPUT.decode(response).output)
+    return Chain(items, links[-1][6])
+
+
+async def find_base(
+    db: aiosqlite.Connection, client: str, digests: Sequence[bytes]
+) -> tuple[str, int] | None:
+    """The response of this client whose whole input is the longest prefix matched by
+    `digests` (digest of the first k + 1 items at index k): (id, its input count).
+
+    Searched from the longest prefix down, a window at a time: a replaying client's new
+    items are few, so the first window (the last BASE_WINDOW prefixes) usually has it."""
+    end = len(digests)
+    while end > 0:
+        start = max(0, end - (BASE_WINDOW if end == len(digests) else BATCH))
+        batch = list(digests[start:end])
+        marks = ",".join("?" * len(batch))
+        row = await _one(
+            db,
+            "SELECT id, input_count FROM responses "
+            f"WHERE input_hash IN ({marks}) AND client = ? ORDER BY input_count DESC LIMIT 1",
+            [*batch, client],
+        )
+        if row is not None:
+            return row[0], int(row[1])
+        end = start
+    return None
+
+
+async def _keys(
+    db: aiosqlite.Connection, client: str, scope: str, kind: str, values: Sequence[str]
+) -> dict[str, Reasoning]:
+    found: dict[str, Reasoning] = {}
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), BATCH):
+        batch = unique[start : start + BATCH]
+        marks = ",".join("?" * len(batch))
+        rows = await _all(
+            db,
+            "SELECT k.value, r.text, r.details FROM reasoning_keys k "
+            "JOIN reasoning r ON r.id = k.reasoning_id "
+            f"WHERE k.client = ? AND k.scope = ? AND k.kind = ? AND k.value IN ({marks})",
+            [client, scope, kind, *batch],
+        )
+        for value, text, details in rows:
+            found[value] = Reasoning(text, _DETAILS.decode(details) if details else None)
+    return found
+
+
+async def find_reasoning(
+    db: aiosqlite.Connection,
+    client: str,
+    conversation: str | None,
+    queries: Sequence[ReasoningQuery],
+) -> list[Reasoning | None]:
+    """Stored reasoning for each query, found only within the client and conversation.
+
+    The most specific key wins: the turn's context key, then (within the conversation) its
+    fingerprint, then one of its call ids; reasoning from before scopes existed comes last,
+    and only for the exact conversation it was recorded in.
+    """
+    contexts = [q.context_key for q in queries if q.context_key is not None]
+    by_context = await _keys(db, client, "", KEY_CONTEXT, contexts) if contexts else {}
+    ladder: list[tuple[dict[str, Reasoning], dict[str, Reasoning]]] = []
+    if conversation is not None:
+        fingerprints = [q.fingerprint for q in queries]
+        call_ids = [call_id for q in queries for call_id in q.call_ids]
+        for owner in (client, LEGACY_CLIENT):
+            by_turn = await _keys(db, owner, conversation, KEY_TURN, fingerprints)
+            by_call = await _keys(db, owner, conversation, KEY_CALL, call_ids) if call_ids else {}
+            ladder.append((by_turn, by_call))
+    results: list[Reasoning | None] = []
+    for query in queries:
+        found = by_context.get(query.context_key) if query.context_key else None
+        for by_turn, by_call in ladder:
+            if found is not None:
+                break
+            found = by_turn.get(query.fingerprint) or next(
+                (by_call[c] for c in query.call_ids if c in by_call), None
+            )
+        results.append(found)
+    return results
+
+
+async def list_responses(
+    db: aiosqlite.Connection,
+    *,
+    limit: int,
+    session_id: str | None = None,
+    thread_id: str | None = None,
+) -> list[ResponseRow]:
+    """The newest responses first, optionally of one client session or thread."""
+    where = ["NOT deleted"]
+    params: list[Any] = []
+    if session_id is not None:
+        where.append("session_id = ?")
+        params.append(session_id)
+    if thread_id is not None:
+        where.append("thread_id = ?")
+        params.append(thread_id)
+    rows = await _all(
+        db,
+        "SELECT id, created_at, model, status, stored, session_id, thread_id, "
+        "input_tokens, output_tokens, previous_response_id FROM responses "
+        f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [
+        ResponseRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9]) for r in rows
+    ]
+
+
+async def export(db: aiosqlite.Connection, response_id: str) -> dict[str, Any] | None:
+    """Everything stored about one response, decoded, for `sessions export` and `show`."""
+    row = await _one(
+        db,
+        "SELECT request, response, tools_hash, input_count, stored, created_at, model, status, "
+        "previous_response_id, session_id, thread_id, input_tokens, output_tokens "
+        "FROM responses WHERE id = ? AND NOT deleted",
+        (response_id,),
+    )
+    if row is None:
+        return None
+    request, response, tools_hash, count, stored = row[:5]
+    if not stored:
+        return {
+            "stored": False,
+            "response": {
+                "id": response_id,
+                "created_at": row[5],
+                "model": row[6],
+                "status": row[7],
+                "previous_response_id": row[8],
+                "usage": {"input_tokens": row[11], "output_tokens": row[12]},
+            },
+            "session_id": row[9],
+            "thread_id": row[10],
+        }
+    lineage = await _lineage(db, response_id)
+    items = await _items_between(db, lineage, 0, int(count))
+    request_json = msgspec.json.decode(request)
+    if tools_hash is not None:
+        blob = await _one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
+        request_json["tools"] = msgspec.json.decode(blob[0]) if blob else []
+    return {
+        "stored": True,
+        "request": request_json,
+        "input_items": [_render(item_id, body) for _, item_id, body in items],
+        "response": msgspec.json.decode(await _with_tools(db, response, tools_hash)),
+        "session_id": row[9],
+        "thread_id": row[10],
+    }
