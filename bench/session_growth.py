@@ -95,7 +95,9 @@ def reply_frames(turn: int, rng: random.Random) -> list[bytes]:
         finish = "tool_calls"
     frames.append(chunk({}, finish))
     usage = {"prompt_tokens": 1000 + turn * 3000, "completion_tokens": 300, "total_tokens": 0}
-    frames.append(frame({"id": "bench", "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+    frames.append(
+        frame({"id": "bench", "object": "chat.completion.chunk", "choices": [], "usage": usage})
+    )
     frames.append(b"data: [DONE]\n\n")
     return frames
 
@@ -294,8 +296,8 @@ async def run_one(source: Path, turns: int, store: bool) -> list[Turn]:
     with tempfile.TemporaryDirectory() as scratch:
         config, db = bridge_config(Path(scratch), f"http://127.0.0.1:{up_port}")
         port = free_port()
-        bridge = subprocess.Popen(
-            [PYTHON, "-m", "bridge", "serve", "--config", str(config), "--port", str(port)],
+        bridge = await asyncio.create_subprocess_exec(
+            *[PYTHON, "-m", "bridge", "serve", "--config", str(config), "--port", str(port)],
             cwd=source,
             env={**os.environ, "PYTHONPATH": str(source)},
             stdout=subprocess.DEVNULL,
@@ -307,10 +309,10 @@ async def run_one(source: Path, turns: int, store: bool) -> list[Turn]:
         finally:
             bridge.terminate()
             try:
-                bridge.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(bridge.wait(), 30)
+            except TimeoutError:
                 bridge.kill()
-                bridge.wait()
+                await bridge.wait()
             await runner.cleanup()
 
 
@@ -339,13 +341,16 @@ def write_plot(runs: dict[str, list[Turn]], path: Path) -> None:
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
         'stroke="black"/>',
         f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
-        f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">turn</text>',
+        f'<text x="{(left + width - right) / 2}" y="{height - 12}" '
+        'text-anchor="middle">turn</text>',
         f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" '
         'text-anchor="middle">bridge ms per turn (pre + post)</text>',
     ]
     for step in range(5):
         value = top * step / 4
-        parts.append(f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value:.0f}</text>')
+        parts.append(
+            f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value:.0f}</text>'
+        )
     for turn in (1, count // 2, count):
         parts.append(
             f'<text x="{x(turn - 1)}" y="{height - bottom + 16}" text-anchor="middle">{turn}</text>'
@@ -353,7 +358,9 @@ def write_plot(runs: dict[str, list[Turn]], path: Path) -> None:
     for index, (name, turns) in enumerate(runs.items()):
         color = colors[index % len(colors)]
         points = " ".join(f"{x(i):.1f},{y(t.pre_ms + t.post_ms):.1f}" for i, t in enumerate(turns))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>')
+        parts.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>'
+        )
         parts.append(
             f'<text x="{width - right + 10}" y="{top_pad + 10 + 18 * index}" fill="{color}">'
             f"{name}</text>"

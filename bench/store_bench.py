@@ -11,7 +11,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -68,6 +71,47 @@ def response(response_id: str, previous: str | None, index: int) -> ResponseObje
     )
 
 
+def replaying_request(turn: int, body: bytes) -> ResponsesRequest:
+    """A stored conversation of its own, 20 items of 2 KB each (about 40 KB of input)."""
+    items = [{"role": "user", "content": f"{turn}:{n} " + body.decode()} for n in range(20)]
+    return msgspec.json.decode(
+        msgspec.json.encode({"model": "bench", "input": items}), type=ResponsesRequest
+    )
+
+
+async def prune_holds(directory: Path, responses: int) -> dict[str, float]:
+    """Prune `responses` stored responses (about 40 KB each): the longest the write lock
+    was held at a time, and the whole prune."""
+    store = await Store.open(directory / "prune.db", "full")
+    body = b"x" * 2000
+    try:
+        for index in range(responses):
+            req = replaying_request(index, body)
+            await store.save_turn(record_turn(req, response(f"old_{index}", None, index), Scope()))
+        size = (directory / "prune.db").stat().st_size
+        holds: list[float] = []
+        transaction = store._transaction
+
+        @asynccontextmanager
+        async def timed() -> AsyncIterator[Any]:
+            async with transaction() as db:
+                began = time.perf_counter()
+                yield db
+                holds.append(time.perf_counter() - began)
+
+        store._transaction = timed  # type: ignore[method-assign]
+        started = time.perf_counter()
+        await store.prune(max_age_days=1e-9, max_size_mb=1024)
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return {
+        f"prune {size / 1e6:.0f} MB ({responses} responses): longest write-lock hold ms": max(holds)
+        * 1000,
+        f"prune {size / 1e6:.0f} MB: whole prune s": elapsed,
+    }
+
+
 async def main() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         store = await Store.open(Path(scratch) / "bench.db", "full")
@@ -108,6 +152,7 @@ async def main() -> dict[str, float]:
                 rebuilds.append(time.perf_counter() - started)
         finally:
             await store.close()
+        pruning = await prune_holds(Path(scratch), 2000)
     latencies.sort()
     return {
         "turn write p50 ms (synchronous=full, before response.completed)": statistics.median(
@@ -117,6 +162,7 @@ async def main() -> dict[str, float]:
         "turn write p99 ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "turns persisted per second (16 concurrent writers)": turns_per_s,
         "rebuild a 200-turn previous_response_id chain p50 ms": statistics.median(rebuilds) * 1000,
+        **pruning,
     }
 
 

@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _check_config(args.config)
             case "migrate":
                 config = load_config(args.config)
-                return sessions_cli.run_migrate(config, store_path(config, os.environ))
+                return sessions_cli.run_migrate(
+                    config, store_path(config, os.environ), check=args.check
+                )
             case "sessions":
                 config = load_config(args.config)
                 return sessions_cli.run_sessions(args, config, store_path(config, os.environ))

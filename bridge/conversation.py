@@ -17,7 +17,7 @@ from bridge.errors import ApiError
 from bridge.providers import PROFILES, shape_body
 from bridge.records import record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
-from bridge.store import ChainNotFound, ReasoningQuery, Store
+from bridge.store import ChainNotFound, ReasoningQuery, Store, StoreCorrupt
 from bridge.translate.context import ContextDigest, ItemDigests
 from bridge.translate.request import ChatRequestPlan, ReasoningGap, RequestError, translate_request
 from bridge.wire.chat import ChatMessage
@@ -188,6 +188,9 @@ def turn_recorder(
                 item_digests=digests.digests if digests is not None else None,
             )
             await store.save_turn_shielded(turn, base=base)
+        except StoreCorrupt as exc:
+            log.warning("response %s not stored: %s", response.id, exc)
+            return
         except sqlite3.Error:
             # The answer still reaches the client; only its later retrieval is lost.
             log.exception("could not store response %s", response.id)

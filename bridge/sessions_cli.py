@@ -13,8 +13,10 @@ from typing import Any
 
 from bridge.config import Config
 from bridge.store import ResponseRow, Store, StoreError, open_and_migrate
+from bridge.store.files import check_database
 
 EXIT_OK = 0
+EXIT_STORE = 4  # bridge.cli.EXIT_STORE: the database is damaged, newer, or cannot be opened
 EXIT_NOT_FOUND = 5
 
 
@@ -22,6 +24,12 @@ def add_commands(commands: Any, config_help: str) -> None:
     """Register `migrate` and `sessions` on the top-level subparsers."""
     migrate = commands.add_parser("migrate", help="create or upgrade the database and exit")
     migrate.add_argument("--config", required=True, metavar="PATH", help=config_help)
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: report the schema version and check every page and index "
+        "(exit 4 if the database is damaged or newer than this version)",
+    )
 
     sessions = commands.add_parser("sessions", help="inspect and manage stored responses")
     sessions.add_argument("--config", required=True, metavar="PATH", help=config_help)
@@ -40,7 +48,9 @@ def add_commands(commands: Any, config_help: str) -> None:
     actions.add_parser("prune", help="apply [store] max_age_days and max_size_mb now")
 
 
-def run_migrate(config: Config, path: Path) -> int:
+def run_migrate(config: Config, path: Path, *, check: bool = False) -> int:
+    if check:
+        return _check(path)
     try:
         version = open_and_migrate(path)
     except (sqlite3.Error, OSError) as exc:
@@ -49,12 +59,36 @@ def run_migrate(config: Config, path: Path) -> int:
     return EXIT_OK
 
 
+def _check(path: Path) -> int:
+    """`migrate --check`: what the database is, without writing to it."""
+    try:
+        report = check_database(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+    if report.version > report.latest:
+        print(
+            f"{path}: schema version {report.version} is newer than this responses-bridge "
+            f"knows (up to {report.latest})",
+            file=sys.stderr,
+        )
+        return EXIT_STORE
+    if report.problem is not None:
+        print(f"{path}: the database is corrupt: {report.problem}", file=sys.stderr)
+        return EXIT_STORE
+    pending = report.latest - report.version
+    state = "up to date" if not pending else f"{pending} migration(s) to apply with `migrate`"
+    print(f"{path}: schema version {report.version} ({state}); integrity ok")
+    return EXIT_OK
+
+
 def run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
     return asyncio.run(_run_sessions(args, config, path))
 
 
 async def _run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
-    store = await Store.open(path, config.store.synchronous)
+    # Only the commands that write wait for the integrity check (and refuse a damaged file).
+    writes = args.action in ("delete", "prune")
+    store = await Store.open(path, config.store.synchronous, check=writes)
     try:
         match args.action:
             case "list":

@@ -111,6 +111,8 @@ class Store:
         # What is wrong with the file, once found; nothing is written after that.
         self.corruption: str | None = None
         self._check: asyncio.Task[None] | None = None
+        # Writes wait for the first integrity check: nothing goes on top of a damaged file.
+        self._checked = asyncio.Event()
         # Recent conversations' stored inputs, to match replays without digesting them.
         self.replays = ReplayCache()
         # Turns waiting for the committer, which writes them in one transaction.
@@ -149,6 +151,8 @@ class Store:
         store = cls(connections[0], connections[1:], path)
         if check:
             store._check = asyncio.create_task(store.check_integrity())
+        else:
+            store._checked.set()
         return store
 
     async def close(self) -> None:
@@ -180,6 +184,7 @@ class Store:
             self._corrupted(problem)
         else:
             log.debug("integrity check of %s: ok in %.2fs", self.path, time.monotonic() - started)
+        self._checked.set()
 
     def _corrupted(self, problem: str) -> None:
         if self.corruption is None:
@@ -195,6 +200,8 @@ class Store:
         """Why the database cannot take writes now (None: it can)."""
         if self.corruption is not None:
             return self.corruption
+        if not self._checked.is_set():
+            return None  # being checked; writes wait for it
         try:
             async with self._write_lock:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -208,6 +215,7 @@ class Store:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The one writer: the lock, BEGIN IMMEDIATE, and COMMIT or ROLLBACK."""
+        await self._checked.wait()
         async with self._write_lock:
             if self.corruption is not None:
                 raise StoreCorrupt(self.corruption)
@@ -331,7 +339,10 @@ class Store:
             async with self._write_lock:
                 if self.corruption is not None:
                     return
-                await self._db.execute(f"PRAGMA incremental_vacuum({retention.VACUUM_PAGES})")
+                # As a script: a plain execute steps the pragma once, which frees one page.
+                await self._db.executescript(
+                    f"PRAGMA incremental_vacuum({retention.VACUUM_PAGES});"
+                )
                 free = await self._fetchone("PRAGMA freelist_count", ())
             if not free or free[0] == 0:
                 return
