@@ -22,7 +22,7 @@ from bridge.translate.context import ContextDigest, ItemDigests
 from bridge.translate.request import ChatRequestPlan, ReasoningGap, RequestError, translate_request
 from bridge.wire.chat import ChatMessage
 from bridge.wire.events import ResponseObject
-from bridge.wire.responses import ParsedRequest, ResponsesRequest
+from bridge.wire.responses import ResponsesRequest, encode_items
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,25 @@ async def recover_reasoning(
             log.debug("no reasoning found for replayed turn %s", gap.fingerprint)
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """What the record needs, computed while the upstream answers."""
+
+    context: ContextDigest | None = None
+    encoded: list[bytes | None] | None = None
+    digests: ItemDigests | None = None
+    base: tuple[str, int] | None = None
+
+
+def _encode_and_digest(items: list[Any]) -> tuple[list[bytes | None], ItemDigests]:
+    encoded = encode_items(items)
+    return list(encoded), ItemDigests().extend(encoded)
+
+
 def turn_recorder(
     store: Store,
     req: ResponsesRequest,
-    parsed: ParsedRequest,
+    items: list[Any],
     response: ResponseObject,
     planned: PlannedTurn,
     headers: CIMultiDictProxy[str],
@@ -153,41 +168,47 @@ def turn_recorder(
     thread_id = header(headers, THREAD_HEADERS)
     plan = planned.plan
     client, conversation = planned.scope.client, planned.scope.conversation
-    raw_items = parsed.raw_items
+    stored = req.store is not False
 
-    async def prepare() -> tuple[ContextDigest | None, ItemDigests | None, tuple[str, int] | None]:
-        context = None
+    async def prepare() -> _Prepared:
+        prepared = _Prepared()
         if planned.by_context:
             messages = plan.messages[plan.context_start :]
-            context = await asyncio.to_thread(ContextDigest().extend, messages)
-        if raw_items is None:
-            return context, None, None
-        known = store.replays.match(client, conversation, raw_items)
+            prepared.context = await asyncio.to_thread(ContextDigest().extend, messages)
+        if not stored:
+            return prepared
+        known = store.replays.match(client, conversation, items)
         if known is not None:
-            return context, known.digests, known.base
-        digests = await asyncio.to_thread(ItemDigests().extend, raw_items)
-        base = None
-        if len(raw_items) > 1:
-            base = await store.find_base(client, digests.digests)
-        return context, digests, base
+            prepared.encoded, prepared.digests, prepared.base = (
+                known.encoded,
+                known.digests,
+                known.base,
+            )
+            return prepared
+        encoded, digests = await asyncio.to_thread(_encode_and_digest, items)
+        prepared.encoded, prepared.digests = encoded, digests
+        if len(items) > 1:
+            prepared.base = await store.find_base(client, digests.digests)
+        return prepared
 
     preparing = asyncio.ensure_future(prepare())
 
     async def record() -> None:
         try:
-            context, digests, base = await preparing
+            prepared = await preparing
+            digests = prepared.digests
             turn = record_turn(
                 req,
                 response,
                 planned.scope,
                 session_id=session_id,
                 thread_id=thread_id,
-                context=context,
-                items=parsed.items,
-                raw_items=raw_items,
+                context=prepared.context,
+                items=items,
+                encoded=prepared.encoded,
                 item_digests=digests.digests if digests is not None else None,
             )
-            await store.save_turn_shielded(turn, base=base)
+            await store.save_turn_shielded(turn, base=prepared.base)
         except StoreCorrupt as exc:
             log.warning("response %s not stored: %s", response.id, exc)
             return
@@ -195,7 +216,7 @@ def turn_recorder(
             # The answer still reaches the client; only its later retrieval is lost.
             log.exception("could not store response %s", response.id)
             return
-        if raw_items is not None and digests is not None:
-            store.replays.remember(client, conversation, response.id, raw_items, digests)
+        if digests is not None:
+            store.replays.remember(client, conversation, response.id, items, digests)
 
     return record

@@ -26,11 +26,12 @@ from bridge.turns import TurnAborted
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
 from bridge.wire.events import ResponseEvent, ResponseObject
-from bridge.wire.responses import ParsedRequest, ResponsesRequest, decode_request
+from bridge.wire.responses import ResponsesRequest, input_items
 
 log = logging.getLogger(__name__)
 
 _BODY_ENCODER = msgspec.json.Encoder()
+_REQUEST_DECODER = msgspec.json.Decoder(ResponsesRequest)
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
@@ -88,11 +89,11 @@ async def get_model(request: web.Request) -> web.Response:
     return json_response(_model_object(name, model.provider))
 
 
-def parse_request(body: bytes) -> ParsedRequest:
+def parse_request(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
     """The request body as a typed request and its input as items; ApiError 400 naming the
     field otherwise."""
     try:
-        return decode_request(body)
+        request = _REQUEST_DECODER.decode(body)
     except msgspec.ValidationError as exc:
         message, path = validation_error_parts(exc)
         param = path or None
@@ -102,6 +103,7 @@ def parse_request(body: bytes) -> ParsedRequest:
         raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, "The body is nested too deeply", code="invalid_json") from None
+    return request, input_items(request)
 
 
 def _client(request: web.Request, provider: ProviderConfig) -> str:
@@ -148,8 +150,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     if request.app[TURNS].draining:
         raise SHUTTING_DOWN
-    parsed = parse_request(await request.read())
-    req, items = parsed.request, parsed.items
+    req, items = parse_request(await request.read())
     model = config.models.get(req.model)
     if model is None:
         raise _unknown_model(request, req.model)
@@ -181,7 +182,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         upstream=request.app[UPSTREAMS][model.provider],
         body=body,
         translator=translator,
-        record=turn_recorder(store, req, parsed, translator.response, planned, request.headers),
+        record=turn_recorder(store, req, items, translator.response, planned, request.headers),
         client_authorization=client_key,
     )
     entry.response_id = translator.response.id

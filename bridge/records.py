@@ -27,7 +27,7 @@ from bridge.wire.events import (
     ReasoningOutput,
     ResponseObject,
 )
-from bridge.wire.responses import RawItem, ResponsesRequest, encode_items, input_items
+from bridge.wire.responses import ResponsesRequest, encode_items, input_items
 
 _ENCODER = msgspec.json.Encoder()
 _ITEM_ID_PREFIX = {
@@ -81,10 +81,17 @@ class StoredContent:
     response: bytes  # the response object without tools
     tools: bytes | None  # the tool list as JSON, kept once by its digest
     tools_hash: bytes | None
-    items: Sequence[RawItem]  # every input item's JSON, as the client sent it
-    decoded: Sequence[Any]  # the same items decoded (their ids are read when written)
+    items: Sequence[Any]  # every input item
+    # Each item's JSON where it is known already; the others are encoded when written.
+    encoded: list[bytes | None]
     # digest of items[:k + 1] for every k (the last is the digest of the whole input)
     item_digests: list[bytes]
+
+    def item_json(self, position: int) -> bytes:
+        data = self.encoded[position]
+        if data is None:
+            data = self.encoded[position] = _ENCODER.encode(self.items[position])
+        return data
 
 
 @dataclass(slots=True)
@@ -170,8 +177,8 @@ def reasoning_record(
 
 def stored_content(
     request: ResponsesRequest,
-    items: Sequence[dict[str, Any]],
-    raw_items: Sequence[RawItem],
+    items: Sequence[Any],
+    encoded: list[bytes | None],
     item_digests: list[bytes],
     response: ResponseObject,
 ) -> StoredContent:
@@ -188,8 +195,8 @@ def stored_content(
         response=_ENCODER.encode(response),
         tools=tools,
         tools_hash=hashlib.sha256(tools).digest()[:DIGEST_BYTES] if tools else None,
-        items=raw_items,
-        decoded=items,
+        items=items,
+        encoded=encoded,
         item_digests=item_digests,
     )
 
@@ -231,7 +238,7 @@ def record_turn(
     thread_id: str | None = None,
     context: ContextDigest | None = None,
     items: Sequence[Any] | None = None,
-    raw_items: Sequence[RawItem] | None = None,
+    encoded: list[bytes | None] | None = None,
     item_digests: list[bytes] | None = None,
 ) -> TurnRecord:
     """The record of a finished turn: content as `request.store` says, reasoning keyed by
@@ -247,11 +254,10 @@ def record_turn(
     if stored:
         if items is None:
             items = input_items(request)
-        if raw_items is None:
-            raw_items = encode_items(items)
-        if item_digests is None:
-            item_digests = item_prefix_digests(raw_items)
-        content = stored_content(request, items, raw_items, item_digests, response)
+        if encoded is None or item_digests is None:
+            whole = encode_items(items)
+            encoded, item_digests = list(whole), item_prefix_digests(whole)
+        content = stored_content(request, items, encoded, item_digests, response)
     return build_turn_record(
         response,
         scope,

@@ -490,7 +490,7 @@ def a_turn() -> TurnRecord:
             tools=None,
             tools_hash=None,
             items=[],
-            decoded=[],
+            encoded=[],
             item_digests=[],
         ),
         reasoning=ReasoningRecord(

@@ -124,7 +124,7 @@ async def store_turns(database: Path, turns: Sequence[Turn]) -> None:
                 thread_id=turn.thread_id,
             )
             if record.content is not None:
-                items = [msgspec.json.decode(raw) for raw in record.content.items]
+                items = list(record.content.items)
                 turn.input_items = [normalize_input_item(item, "") for item in items]
             await store.save_turn(record)
     finally:

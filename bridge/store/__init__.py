@@ -47,6 +47,7 @@ from bridge.translate.reasoning import Reasoning
 log = logging.getLogger(__name__)
 
 READERS = 2
+WAL_SIZE_LIMIT = 1024 * 1024
 # Most turns committed in one transaction (they arrived while the previous commit ran).
 MAX_GROUP = 64
 # save_turn's default: find the earlier response whose input this one extends.
@@ -140,6 +141,9 @@ class Store:
                     "journal_mode = WAL",
                     f"synchronous = {_synchronous(synchronous)}",
                     "foreign_keys = ON",
+                    # After a checkpoint the WAL file is cut back to this size instead of
+                    # staying at its largest.
+                    f"journal_size_limit = {WAL_SIZE_LIMIT}",
                 )
             )
             for _ in range(READERS):

@@ -52,8 +52,8 @@ async def insert_turn(
                 (
                     record.id,
                     position,
-                    item_id_of(content.decoded[position]),
-                    content.items[position],
+                    item_id_of(content.items[position]),
+                    content.item_json(position),
                 )
                 for position in range(offset, count)
             ],

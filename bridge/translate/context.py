@@ -69,11 +69,12 @@ class ItemDigests:
     """Digests of items[:k] for every k, over the items' exact bytes (bytes or msgspec.Raw,
     anything with the buffer protocol); extend it with later items as they come."""
 
-    __slots__ = ("_running", "digests")
+    __slots__ = ("_running", "digests", "size")
 
     def __init__(self) -> None:
         self._running = hashlib.sha256(b"rb-items-v1\x00")
         self.digests: list[bytes] = []
+        self.size = 0  # bytes digested
 
     def extend(self, items: Iterable[Any]) -> ItemDigests:
         running = self._running
@@ -81,6 +82,7 @@ class ItemDigests:
             data = memoryview(item)
             running.update(data.nbytes.to_bytes(8, "big"))
             running.update(data)
+            self.size += data.nbytes
             self.digests.append(running.copy().digest()[:DIGEST_BYTES])
         return self
 
@@ -88,6 +90,7 @@ class ItemDigests:
         twin = ItemDigests()
         twin._running = self._running.copy()
         twin.digests = list(self.digests)
+        twin.size = self.size
         return twin
 
 

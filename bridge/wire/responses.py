@@ -7,7 +7,6 @@ bridge that rejected them would break on every client release.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -134,56 +133,7 @@ class ResponsesRequest(_Wire):
     stream_options: dict[str, Any] | None = None
 
 
-class _RawInputRequest(ResponsesRequest):
-    """The same request with each input item's JSON left as it was sent."""
-
-    input: str | list[msgspec.Raw] = []
-
-
-class _StorePeek(msgspec.Struct):
-    store: bool | None = None
-
-
-_REQUEST = msgspec.json.Decoder(ResponsesRequest)
-_RAW_INPUT_REQUEST = msgspec.json.Decoder(_RawInputRequest)
-_STORE_PEEK = msgspec.json.Decoder(_StorePeek)
-_ITEM = msgspec.json.Decoder(Any)
 _ENCODER = msgspec.json.Encoder()
-# Above this size a body is first scanned for `store`, so that only a request whose content
-# is kept pays for keeping each item's exact JSON (decoding items one by one costs more).
-PEEK_ABOVE = 64 * 1024
-
-# An input item's JSON: a slice of the request body, or bytes the bridge made.
-RawItem = msgspec.Raw | bytes
-
-
-@dataclass(slots=True)
-class ParsedRequest:
-    request: ResponsesRequest
-    # The input as items; a string input is one user message.
-    items: list[Any]
-    # Each item's JSON as sent, when the request's content is kept (store is not false).
-    raw_items: list[RawItem] | None
-
-
-def decode_request(body: bytes) -> ParsedRequest:
-    """The request body decoded; msgspec's errors (and RecursionError) propagate."""
-    # `"store"` cannot occur inside a JSON string (its quotes would be escaped): without
-    # it, store is not false and the scan is skipped.
-    if len(body) > PEEK_ABOVE and b'"store"' in body and _STORE_PEEK.decode(body).store is False:
-        request = _REQUEST.decode(body)
-        return ParsedRequest(request, input_items(request), None)
-    raw = _RAW_INPUT_REQUEST.decode(body)
-    if isinstance(raw.input, str):
-        items: list[Any] = input_items(raw)
-        raw_items: list[RawItem] = list(encode_items(items))
-    else:
-        raw_items = list(raw.input)
-        items = [_ITEM.decode(item) for item in raw_items]
-    fields = msgspec.structs.asdict(raw)
-    fields["input"] = items
-    request = ResponsesRequest(**fields)
-    return ParsedRequest(request, items, raw_items if request.store is not False else None)
 
 
 def input_items(request: ResponsesRequest) -> list[Any]:
