@@ -316,6 +316,19 @@ async def run_one(source: Path, turns: int, store: bool) -> list[Turn]:
             await runner.cleanup()
 
 
+def combine(results: list[list[Turn]]) -> list[Turn]:
+    """Per turn, the median time over repeated sessions (sizes from the last one)."""
+    return [
+        Turn(
+            pre_ms=statistics.median(turn.pre_ms for turn in same),
+            post_ms=statistics.median(turn.post_ms for turn in same),
+            db_bytes=same[-1].db_bytes,
+            body_bytes=same[-1].body_bytes,
+        )
+        for same in zip(*results, strict=True)
+    ]
+
+
 def median_of(turns: list[Turn], window: range, attr: str) -> float:
     values = [getattr(turns[i], attr) for i in window if i < len(turns)]
     return statistics.median(values) if values else float("nan")
@@ -369,15 +382,19 @@ def write_plot(runs: dict[str, list[Turn]], path: Path) -> None:
     path.write_text("\n".join(parts) + "\n")
 
 
-def write_results(runs: dict[str, list[Turn]], baseline: str | None, turns: int) -> list[str]:
+def write_results(
+    runs: dict[str, list[Turn]], baseline: str | None, turns: int, repeat: int
+) -> list[str]:
     lines = [
         "# Session growth",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores "
         f"({platform.machine()}, {platform.system()} {platform.release()}), Python "
-        f"{platform.python_version()}: `bench/session_growth.py --turns {turns}`"
-        + (f" with baseline `{baseline}`" if baseline else "")
-        + ". Medians in ms.",
+        f"{platform.python_version()}: `bench/session_growth.py --turns {turns}"
+        + (f" --baseline {baseline}" if baseline else "")
+        + (f" --repeat {repeat}" if repeat > 1 else "")
+        + "`. Medians in ms"
+        + (f" (each turn's time the median of {repeat} sessions)." if repeat > 1 else "."),
         "",
         "| run | pre 1-25 | pre 176-200 | post 1-25 | post 176-200 | last body MB "
         "| database + WAL MB |",
@@ -439,20 +456,29 @@ async def main() -> int:
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--baseline", help="a git ref of this repository to compare against")
     parser.add_argument("--modes", default="false,true", help="store modes to play")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="play every session this many times, interleaved; each turn's time is the "
+        "median over the repeats (this shared machine varies by 10-25 %% from run to run)",
+    )
     args = parser.parse_args()
     modes = [mode == "true" for mode in args.modes.split(",")]
-    runs: dict[str, list[Turn]] = {}
+    played: dict[str, list[list[Turn]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         sources = {"current": REPO}
         if args.baseline:
             sources = {"baseline": export_baseline(args.baseline, Path(scratch)), **sources}
-        for name, source in sources.items():
+        for repeat in range(args.repeat):
             for store in modes:
-                label = f"{name} store:{'true' if store else 'false'}"
-                print(f"playing {args.turns} turns: {label}", flush=True)
-                runs[label] = await run_one(source, args.turns, store)
+                for name, source in sources.items():
+                    label = f"{name} store:{'true' if store else 'false'}"
+                    print(f"playing {args.turns} turns: {label} ({repeat + 1})", flush=True)
+                    played.setdefault(label, []).append(await run_one(source, args.turns, store))
+    runs = {label: combine(results) for label, results in played.items()}
     write_plot(runs, BENCH / "session_growth.svg")
-    for line in write_results(runs, args.baseline, args.turns):
+    for line in write_results(runs, args.baseline, args.turns, args.repeat):
         print(line)
     return 0
 

@@ -437,12 +437,17 @@ async def test_locked_database_answer_streams_and_writes_recover(
     assert stored_status(state_directory, locked_id) is None  # lost, and said so in the log
 
 
+def no_room_to_grow(db: sqlite3.Connection) -> None:
+    """The writer's connection may not add a page: as a full disk looks to SQLite."""
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")
+
+
 async def test_full_database_answer_streams_and_writes_recover(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
     store = bridge.server.app[STORE]  # type: ignore[union-attr]
-    pages = await store._fetchone("PRAGMA page_count", ())
-    await store._db.execute(f"PRAGMA max_page_count = {pages[0]}")  # no room to grow
+    await store._writer.run(no_room_to_grow)
     big = "x" * 200_000
     fake_upstream.script(thinking_text_reply([], ["answered on a full disk"]))
     response = await bridge.post("/v1/responses", json={"model": MODEL, "input": big})
@@ -451,7 +456,7 @@ async def test_full_database_answer_streams_and_writes_recover(
     readiness = await bridge.get("/readyz")
     assert readiness.status == 503
     assert "full" in (await readiness.json())["database"]
-    await store._db.execute("PRAGMA max_page_count = 1073741823")
+    await store._writer.run(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
     fake_upstream.script(thinking_text_reply([], ["room again"]))
     await (await bridge.post("/v1/responses", json={"model": MODEL, "input": big})).read()
     assert (await bridge.get("/readyz")).status == 200

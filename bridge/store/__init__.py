@@ -1,9 +1,11 @@
 """The SQLite store: responses, their input items, and reasoning indexed by scope.
 
-One writer connection behind one lock, one transaction per turn; reads go through
-connections of their own (WAL lets them read while a write is under way), so a large read
-never waits for a write and a write never waits for a read. `synchronous` comes from the
-config (FULL by default: a commit is on disk before response.completed is sent).
+One writer connection, which commits the turns that finish together in one transaction;
+reads go through connections of their own (WAL lets them read while a write is under way),
+so a large read never waits for a write and a write never waits for a read. Each connection
+runs whole transactions or reads in its own thread (bridge.store.database). `synchronous`
+comes from the config (FULL by default: a commit is on disk before response.completed is
+sent).
 
 A background check reads every page soon after start; corruption it (or any statement)
 finds stops all writes and shows on /readyz.
@@ -16,18 +18,15 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, ParamSpec, TypeVar
 
 from bridge.migrate import MigrationError
 from bridge.records import TurnRecord
 from bridge.store import reads, retention, writes
+from bridge.store.database import Connection, Work, transaction
 from bridge.store.files import (
-    BUSY_TIMEOUT_MS,
     DatabaseMissing,
     IntegrityCheck,
     StoreError,
@@ -45,9 +44,15 @@ from bridge.store.replays import ReplayCache
 from bridge.translate.reasoning import Reasoning
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+P = ParamSpec("P")
+Queued = tuple[TurnRecord, "tuple[str, int] | None", "asyncio.Future[None]"]
 
 READERS = 2
 WAL_SIZE_LIMIT = 1024 * 1024
+# The WAL is copied into the database by a connection of its own once it holds this much,
+# so no turn's commit waits for a checkpoint (SQLite's automatic one runs in the commit).
+CHECKPOINT_BYTES = 4 * 1024 * 1024
 # Most turns committed in one transaction (they arrived while the previous commit ran).
 MAX_GROUP = 64
 # save_turn's default: find the earlier response whose input this one extends.
@@ -80,32 +85,57 @@ def _is_corruption(exc: BaseException) -> bool:
     )
 
 
-async def _connect(path: Path, *pragmas: str) -> aiosqlite.Connection:
-    db = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", *pragmas):
-            await db.execute(f"PRAGMA {pragma}")
-    except BaseException:
-        await db.close()
-        raise
-    return db
+def _insert_group(db: sqlite3.Connection, group: list[Queued]) -> list[sqlite3.Error | None]:
+    """One transaction for the group; each turn in a savepoint of its own, so a turn that
+    fails is rolled back alone. Returns each turn's error (None: written)."""
+    results: list[sqlite3.Error | None] = []
+    with transaction(db):
+        for record, base, _ in group:
+            if len(group) == 1:
+                writes.insert_turn(db, record, base)
+                results.append(None)
+                break
+            db.execute("SAVEPOINT turn")
+            try:
+                writes.insert_turn(db, record, base)
+            except sqlite3.Error as exc:
+                if not db.in_transaction or _is_corruption(exc):
+                    raise  # the whole transaction is gone
+                db.execute("ROLLBACK TO turn")
+                results.append(exc)
+            else:
+                results.append(None)
+            db.execute("RELEASE turn")
+    return results
+
+
+def _probe_write(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("ROLLBACK")
 
 
 class Store:
     """Async access to the database; create with `await Store.open(path)`."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection], path: Path
+        self,
+        writer: Connection,
+        readers: list[Connection],
+        checkpointer: Connection,
+        path: Path,
     ) -> None:
-        self._db = writer
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._writer = writer
+        self._checkpointer = checkpointer
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._wal = Path(f"{path}-wal")
+        self._readers: asyncio.Queue[Connection] = asyncio.Queue()
         self._all_readers = readers
         for reader in readers:
             self._readers.put_nowait(reader)
         self.path = path
-        self._write_lock = asyncio.Lock()
         # Turn writes run as tasks of their own, so a client that disconnects (which
-        # cancels its handler) cannot cut a transaction in half; close() waits for them.
+        # cancels its handler) cannot lose a turn it was about to be told about; close()
+        # waits for them.
         self._pending: set[asyncio.Task[None]] = set()
         # The error of the last turn write, until a write succeeds again (for /readyz).
         self.last_write_error: str | None = None
@@ -117,7 +147,7 @@ class Store:
         # Recent conversations' stored inputs, to match replays without digesting them.
         self.replays = ReplayCache()
         # Turns waiting for the committer, which writes them in one transaction.
-        self._queued: list[tuple[TurnRecord, tuple[str, int] | None, asyncio.Future[None]]] = []
+        self._queued: list[Queued] = []
         self._committer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -130,29 +160,35 @@ class Store:
             await asyncio.to_thread(open_and_migrate, path)
         except (MigrationError, sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: {exc}") from exc
-        # aiosqlite logs every statement with its parameters (message content) at debug
-        # level; content is logged only where [server] log_bodies asks for it.
-        logging.getLogger("aiosqlite").setLevel(logging.INFO)
-        connections: list[aiosqlite.Connection] = []
+        connections: list[Connection] = []
         try:
             connections.append(
-                await _connect(
+                await Connection.open(
                     path,
+                    "writer",
                     "journal_mode = WAL",
                     f"synchronous = {_synchronous(synchronous)}",
                     "foreign_keys = ON",
                     # After a checkpoint the WAL file is cut back to this size instead of
                     # staying at its largest.
                     f"journal_size_limit = {WAL_SIZE_LIMIT}",
+                    "wal_autocheckpoint = 0",
                 )
             )
-            for _ in range(READERS):
-                connections.append(await _connect(path, "query_only = ON"))
+            connections.append(
+                await Connection.open(
+                    path, "checkpointer", f"synchronous = {_synchronous(synchronous)}"
+                )
+            )
+            for number in range(READERS):
+                connections.append(
+                    await Connection.open(path, f"reader{number}", "query_only = ON")
+                )
         except BaseException:
             for connection in connections:
                 await connection.close()
             raise
-        store = cls(connections[0], connections[1:], path)
+        store = cls(connections[0], connections[2:], connections[1], path)
         if check:
             store._check = asyncio.create_task(store.check_integrity())
         else:
@@ -166,8 +202,15 @@ class Store:
                 await self._check
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        async with self._write_lock:
-            await self._db.close()
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        with contextlib.suppress(sqlite3.Error):
+            if self.corruption is None:
+                await self._writer.run(_checkpoint, "TRUNCATE")
+        await self._checkpointer.close()
+        await self._writer.close()
         for reader in self._all_readers:
             await reader.close()
 
@@ -207,33 +250,44 @@ class Store:
         if not self._checked.is_set():
             return None  # being checked; writes wait for it
         try:
-            async with self._write_lock:
-                await self._db.execute("BEGIN IMMEDIATE")
-                await self._db.execute("ROLLBACK")
+            await self._writer.run(_probe_write)
         except (sqlite3.Error, ValueError) as exc:
             return f"not writable: {exc}"
         return self.last_write_error
 
-    # -- writes -------------------------------------------------------------------
+    # -- writes (in the writer's thread) ------------------------------------------------
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The one writer: the lock, BEGIN IMMEDIATE, and COMMIT or ROLLBACK."""
+    async def _write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`work(connection, ...)` in the writer's thread, once the file is known sound."""
         await self._checked.wait()
-        async with self._write_lock:
-            if self.corruption is not None:
-                raise StoreCorrupt(self.corruption)
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException as exc:
-                # SQLite has already rolled back after some errors (a full disk, for one).
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                if _is_corruption(exc):
-                    self._corrupted(str(exc))
-                raise
-            await self._db.execute("COMMIT")
+        if self.corruption is not None:
+            raise StoreCorrupt(self.corruption)
+        try:
+            return await self._writer.run(work, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if _is_corruption(exc):
+                self._corrupted(str(exc))
+            raise
+        finally:
+            self._checkpoint_if_large()
+
+    def _checkpoint_if_large(self) -> None:
+        """Start a checkpoint on its own connection once the WAL is large (see
+        CHECKPOINT_BYTES); writes go on meanwhile."""
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        try:
+            size = self._wal.stat().st_size
+        except OSError:
+            return
+        if size >= CHECKPOINT_BYTES:
+            self._checkpointing = asyncio.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._checkpointer.run(_checkpoint, "PASSIVE")
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed: %s", self.path, exc)
 
     async def save_turn_shielded(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
         """save_turn, finished even if the caller is cancelled meanwhile."""
@@ -273,50 +327,27 @@ class Store:
         """Write queued turns in transactions of up to MAX_GROUP turns until none is left."""
         while self._queued:
             group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
+            results: list[Exception | None]
             try:
-                async with self._transaction() as db:
-                    if len(group) == 1:
-                        record, base, _ = group[0]
-                        await writes.insert_turn(db, record, base)
-                    else:
-                        await self._insert_each(db, group)
+                results = list(await self._write(_insert_group, group))
             except (sqlite3.Error, ValueError) as exc:
-                for _, _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for _, _, future in group:
-                    if not future.done():
-                        future.set_result(None)
-
-    @staticmethod
-    async def _insert_each(
-        db: aiosqlite.Connection,
-        group: list[tuple[TurnRecord, tuple[str, int] | None, asyncio.Future[None]]],
-    ) -> None:
-        """Each turn in a savepoint: a turn that fails is rolled back alone."""
-        for record, base, future in group:
-            await db.execute("SAVEPOINT turn")
-            try:
-                await writes.insert_turn(db, record, base)
-            except sqlite3.Error as exc:
-                if not db.in_transaction or _is_corruption(exc):
-                    raise  # the whole transaction is gone
-                await db.execute("ROLLBACK TO turn")
-                future.set_exception(exc)
-            await db.execute("RELEASE turn")
+                results = [exc] * len(group)
+            for (_, _, future), error in zip(group, results, strict=True):
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
 
     async def delete_response(self, response_id: str, *, client: str | None = None) -> bool:
         """Delete a stored response (any of the client's; None: any response, for the CLI).
 
         True if it existed. Its items go at once unless later responses share them.
         """
-        async with self._transaction() as db:
-            deleted = await writes.mark_deleted(
-                db, response_id, client=client, stored_only=client is not None
-            )
+        deleted = await self._write(_mark_deleted, response_id, client)
         if deleted:
-            await retention.collect_tombstones(self._transaction)
+            await retention.collect_tombstones(self._write)
         return deleted
 
     async def prune(self, *, max_age_days: float, max_size_mb: float) -> int:
@@ -325,44 +356,24 @@ class Store:
         responses were deleted."""
         cutoff = int(time.time() - max_age_days * 86400)
         deleted = await retention.delete_where(
-            self._transaction,
+            self._write,
             "SELECT id FROM responses WHERE created_at < ? AND NOT deleted "
             f"ORDER BY created_at LIMIT {retention.BATCH}",
             (cutoff,),
         )
-        await retention.collect_tombstones(self._transaction)
-        deleted += await retention.delete_to_size(self._transaction, int(max_size_mb * 1024 * 1024))
-        await retention.collect_tombstones(self._transaction)
-        await retention.delete_orphans(self._transaction, cutoff)
-        await self._vacuum()
+        await retention.collect_tombstones(self._write)
+        deleted += await retention.delete_to_size(self._write, int(max_size_mb * 1024 * 1024))
+        await retention.collect_tombstones(self._write)
+        await retention.delete_orphans(self._write, cutoff)
+        await retention.vacuum(self._write)
         return deleted
 
-    async def _vacuum(self) -> None:
-        """Give free pages back to the filesystem, a bounded number per step."""
-        for _ in range(retention.MAX_STEPS):
-            async with self._write_lock:
-                if self.corruption is not None:
-                    return
-                # As a script: a plain execute steps the pragma once, which frees one page.
-                await self._db.executescript(
-                    f"PRAGMA incremental_vacuum({retention.VACUUM_PAGES});"
-                )
-                free = await self._fetchone("PRAGMA freelist_count", ())
-            if not free or free[0] == 0:
-                return
-            await asyncio.sleep(0)
+    # -- reads (in the readers' threads) ----------------------------------------------
 
-    async def _fetchone(self, query: str, params: Sequence[Any]) -> Any:
-        async with self._db.execute(query, params) as cursor:
-            return await cursor.fetchone()
-
-    # -- reads (on the read connections) -----------------------------------------
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         reader = await self._readers.get()
         try:
-            yield reader
+            return await reader.run(work, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
             if _is_corruption(exc):
                 self._corrupted(str(exc))
@@ -373,8 +384,7 @@ class Store:
     async def get_response(self, response_id: str, client: str | None = None) -> bytes | None:
         """The stored response object JSON, as it was served (None: not this client's, or
         not stored)."""
-        async with self._read() as db:
-            return await reads.response_json(db, response_id, client)
+        return await self._read(reads.response_json, response_id, client)
 
     async def input_items(
         self,
@@ -386,38 +396,46 @@ class Store:
         after: str | None = None,
     ) -> ItemsPage | None:
         """One page of a stored response's input items; ItemNotFound for an unknown after."""
-        async with self._read() as db:
-            return await reads.input_page(
-                db, response_id, client, limit=limit, descending=descending, after=after
-            )
+        return await self._read(
+            reads.input_page,
+            response_id,
+            client,
+            limit=limit,
+            descending=descending,
+            after=after,
+        )
 
     async def chain(self, response_id: str, client: str | None = None) -> Chain:
         """The items of a previous_response_id chain, oldest first; ChainNotFound if a link
         is missing."""
-        async with self._read() as db:
-            return await reads.chain(db, response_id, client)
+        return await self._read(reads.chain, response_id, client)
 
     async def find_base(self, client: str, digests: Sequence[bytes]) -> tuple[str, int] | None:
-        async with self._read() as db:
-            return await reads.find_base(db, client, digests)
+        return await self._read(reads.find_base, client, digests)
 
     async def find_reasoning(
         self, client: str, conversation: str | None, queries: Sequence[ReasoningQuery]
     ) -> list[Reasoning | None]:
-        async with self._read() as db:
-            return await reads.find_reasoning(db, client, conversation, queries)
+        return await self._read(reads.find_reasoning, client, conversation, queries)
 
     async def list_responses(
         self, *, limit: int = 50, session_id: str | None = None, thread_id: str | None = None
     ) -> list[ResponseRow]:
-        async with self._read() as db:
-            return await reads.list_responses(
-                db, limit=limit, session_id=session_id, thread_id=thread_id
-            )
+        return await self._read(
+            reads.list_responses, limit=limit, session_id=session_id, thread_id=thread_id
+        )
 
     async def export(self, response_id: str) -> dict[str, Any] | None:
-        async with self._read() as db:
-            return await reads.export(db, response_id)
+        return await self._read(reads.export, response_id)
+
+
+def _checkpoint(db: sqlite3.Connection, mode: str) -> None:
+    db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+
+def _mark_deleted(db: sqlite3.Connection, response_id: str, client: str | None) -> bool:
+    with transaction(db):
+        return writes.mark_deleted(db, response_id, client=client, stored_only=client is not None)
 
 
 def _synchronous(level: str) -> str:

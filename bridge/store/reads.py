@@ -1,4 +1,5 @@
-"""Queries on a read connection: responses, input item pages, chains, reasoning, bases.
+"""Queries on a read connection (each function runs in its thread): responses, input item
+pages, chains, reasoning, the response a replay extends.
 
 Every read touches what it returns, not the whole history: a page of input items is found
 by position through the response's lineage (bridge.store, "input_base"), never by decoding
@@ -7,16 +8,16 @@ a whole list.
 
 from __future__ import annotations
 
-import asyncio
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
 import msgspec
 
 from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, normalize_input_item
 from bridge.scope import LEGACY_CLIENT
+from bridge.store.database import one, rows
 from bridge.translate.reasoning import Reasoning
 from bridge.wire.events import ResponseObject
 
@@ -27,9 +28,6 @@ _RESPONSE = msgspec.json.Decoder(ResponseObject)
 _ENCODER = msgspec.json.Encoder()
 # SQLite's default limit on host parameters in one statement is 32766; stay well below.
 BATCH = 500
-# A chain smaller than this is decoded on the event loop (about a millisecond); a larger one
-# in a thread, so other streams go on meanwhile.
-DECODE_ON_LOOP = 256 * 1024
 # Prefixes looked at first when searching for the response a replay extends.
 BASE_WINDOW = 32
 # Longest previous_response_id chain or input lineage followed; a guard against loops.
@@ -103,31 +101,20 @@ def _visible(client: str | None) -> tuple[str, list[Any]]:
     return " AND (client IS NULL OR client = ?)", [client]
 
 
-async def _one(db: aiosqlite.Connection, query: str, params: Sequence[Any]) -> Any:
-    async with db.execute(query, params) as cursor:
-        return await cursor.fetchone()
-
-
-async def _all(db: aiosqlite.Connection, query: str, params: Sequence[Any]) -> list[Any]:
-    return list(await db.execute_fetchall(query, params))
-
-
-async def _with_tools(db: aiosqlite.Connection, body: bytes, tools_hash: bytes | None) -> bytes:
+def _with_tools(db: sqlite3.Connection, body: bytes, tools_hash: bytes | None) -> bytes:
     """A stored object JSON with its tool list put back (tools are kept once, by digest)."""
     if tools_hash is None:
         return bytes(body)
-    row = await _one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
+    row = one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
     response = _RESPONSE.decode(body)
     response.tools = _TOOLS.decode(row[0]) if row else []
     return _ENCODER.encode(response)
 
 
-async def response_json(
-    db: aiosqlite.Connection, response_id: str, client: str | None
-) -> bytes | None:
+def response_json(db: sqlite3.Connection, response_id: str, client: str | None) -> bytes | None:
     """The stored response object, as it was served."""
     where, params = _visible(client)
-    row = await _one(
+    row = one(
         db,
         "SELECT response, tools_hash FROM responses WHERE id = ? AND stored AND NOT deleted"
         + where,
@@ -135,12 +122,12 @@ async def response_json(
     )
     if row is None:
         return None
-    return await _with_tools(db, row[0], row[1])
+    return _with_tools(db, row[0], row[1])
 
 
-async def _lineage(db: aiosqlite.Connection, response_id: str) -> list[tuple[str, int, int]]:
+def _lineage(db: sqlite3.Connection, response_id: str) -> list[tuple[str, int, int]]:
     """The responses holding this response's input: (id, first position, end), any order."""
-    rows = await _all(
+    selected = rows(
         db,
         "WITH RECURSIVE lineage(id, base, first, stop, depth) AS ("
         " SELECT id, input_base, input_offset, input_count, 0 FROM responses WHERE id = ?"
@@ -151,11 +138,11 @@ async def _lineage(db: aiosqlite.Connection, response_id: str) -> list[tuple[str
         ") SELECT id, first, stop FROM lineage",
         (response_id,),
     )
-    return [(row[0], int(row[1]), int(row[2])) for row in rows]
+    return [(row[0], int(row[1]), int(row[2])) for row in selected]
 
 
-async def _items_between(
-    db: aiosqlite.Connection, lineage: list[tuple[str, int, int]], low: int, high: int
+def _items_between(
+    db: sqlite3.Connection, lineage: list[tuple[str, int, int]], low: int, high: int
 ) -> list[tuple[int, str, bytes]]:
     """Input items at positions low <= p < high: (position, item id, body), in order."""
     found: list[tuple[int, str, bytes]] = []
@@ -163,13 +150,13 @@ async def _items_between(
         start, end = max(low, first), min(high, stop)
         if start >= end:
             continue
-        rows = await _all(
+        selected = rows(
             db,
             "SELECT position, item_id, body FROM input_items "
             "WHERE response_id = ? AND position >= ? AND position < ? ORDER BY position",
             (holder, start, end),
         )
-        found.extend((int(r[0]), r[1], r[2]) for r in rows)
+        found.extend((int(r[0]), r[1], r[2]) for r in selected)
     return found
 
 
@@ -177,8 +164,8 @@ def _render(item_id: str, body: bytes | str) -> dict[str, Any]:
     return normalize_input_item(_ITEM.decode(body), item_id)
 
 
-async def input_page(
-    db: aiosqlite.Connection,
+def input_page(
+    db: sqlite3.Connection,
     response_id: str,
     client: str | None,
     *,
@@ -189,7 +176,7 @@ async def input_page(
     """One page of a response's input items (None: no such response); ItemNotFound when
     `after` is not one of them."""
     where, params = _visible(client)
-    row = await _one(
+    row = one(
         db,
         "SELECT input_count FROM responses WHERE id = ? AND stored AND NOT deleted" + where,
         [response_id, *params],
@@ -197,11 +184,11 @@ async def input_page(
     if row is None:
         return None
     count = int(row[0])
-    lineage = await _lineage(db, response_id)
+    lineage = _lineage(db, response_id)
     if after is None:
         start = count - 1 if descending else 0
     else:
-        position = await _position_of(db, lineage, after, descending)
+        position = _position_of(db, lineage, after, descending)
         if position is None:
             raise ItemNotFound(after)
         start = position - 1 if descending else position + 1
@@ -211,14 +198,14 @@ async def input_page(
     else:
         low, high = start, min(count, start + limit)
         has_more = high < count
-    rows = await _items_between(db, lineage, low, max(low, high))
+    page = _items_between(db, lineage, low, max(low, high))
     if descending:
-        rows.reverse()
-    return ItemsPage([_render(item_id, body) for _, item_id, body in rows], has_more)
+        page.reverse()
+    return ItemsPage([_render(item_id, body) for _, item_id, body in page], has_more)
 
 
-async def _position_of(
-    db: aiosqlite.Connection, lineage: list[tuple[str, int, int]], item_id: str, descending: bool
+def _position_of(
+    db: sqlite3.Connection, lineage: list[tuple[str, int, int]], item_id: str, descending: bool
 ) -> int | None:
     """Where `item_id` is in the input: its first place in the listing's order."""
     holders = {holder: (first, stop) for holder, first, stop in lineage}
@@ -226,13 +213,13 @@ async def _position_of(
     for start in range(0, len(lineage), BATCH):
         batch = [holder for holder, _, _ in lineage[start : start + BATCH]]
         marks = ",".join("?" * len(batch))
-        rows = await _all(
+        selected = rows(
             db,
             "SELECT response_id, position FROM input_items "
             f"WHERE item_id = ? AND response_id IN ({marks})",
             [item_id, *batch],
         )
-        for holder, position in rows:
+        for holder, position in selected:
             first, stop = holders[holder]
             if first <= position < stop:
                 positions.append(int(position))
@@ -241,13 +228,13 @@ async def _position_of(
     return max(positions) if descending else min(positions)
 
 
-async def chain(db: aiosqlite.Connection, response_id: str, client: str | None) -> Chain:
+def chain(db: sqlite3.Connection, response_id: str, client: str | None) -> Chain:
     """Input and output items of a response and all its predecessors, oldest first.
 
-    One query whatever the length of the chain; a large chain is decoded off the loop.
+    One query whatever the length of the chain.
     """
     where, params = _visible(client)
-    rows = await _all(
+    found = rows(
         db,
         "WITH RECURSIVE chain(id, previous, depth, ok) AS ("
         f" SELECT id, previous_response_id, 0, stored AND NOT deleted{where}"
@@ -272,7 +259,7 @@ async def chain(db: aiosqlite.Connection, response_id: str, client: str | None) 
         [*params, response_id],
     )
     # (kind 0, depth, retrievable, id, previous, response, scope), head first
-    links = sorted((row for row in rows if row[0] == 0), key=lambda row: row[1])
+    links = sorted((row for row in found if row[0] == 0), key=lambda row: row[1])
     if not links:
         raise ChainNotFound(response_id, response_id)
     for link in links:
@@ -281,11 +268,8 @@ async def chain(db: aiosqlite.Connection, response_id: str, client: str | None) 
     if links[-1][4] is not None:
         raise ChainNotFound(response_id, links[-1][4])
     links.reverse()
-    inputs = [row for row in rows if row[0] == 1]
-    size = sum(len(row[5]) for row in rows if row[5] is not None)
-    if size < DECODE_ON_LOOP:
-        return _decode_chain(links, inputs)
-    return await asyncio.to_thread(_decode_chain, links, inputs)
+    inputs = [row for row in found if row[0] == 1]
+    return _decode_chain(links, inputs)
 
 
 def _decode_chain(links: list[Any], inputs: list[Any]) -> Chain:
@@ -300,8 +284,8 @@ def _decode_chain(links: list[Any], inputs: list[Any]) -> Chain:
     return Chain(items, links[-1][6])
 
 
-async def find_base(
-    db: aiosqlite.Connection, client: str, digests: Sequence[bytes]
+def find_base(
+    db: sqlite3.Connection, client: str, digests: Sequence[bytes]
 ) -> tuple[str, int] | None:
     """The response of this client whose whole input is the longest prefix matched by
     `digests` (digest of the first k + 1 items at index k): (id, its input count).
@@ -313,7 +297,7 @@ async def find_base(
         start = max(0, end - (BASE_WINDOW if end == len(digests) else BATCH))
         batch = list(digests[start:end])
         marks = ",".join("?" * len(batch))
-        row = await _one(
+        row = one(
             db,
             "SELECT id, input_count FROM responses "
             f"WHERE input_hash IN ({marks}) AND client = ? ORDER BY input_count DESC LIMIT 1",
@@ -325,28 +309,28 @@ async def find_base(
     return None
 
 
-async def _keys(
-    db: aiosqlite.Connection, client: str, scope: str, kind: str, values: Sequence[str]
+def _keys(
+    db: sqlite3.Connection, client: str, scope: str, kind: str, values: Sequence[str]
 ) -> dict[str, Reasoning]:
     found: dict[str, Reasoning] = {}
     unique = list(dict.fromkeys(values))
     for start in range(0, len(unique), BATCH):
         batch = unique[start : start + BATCH]
         marks = ",".join("?" * len(batch))
-        rows = await _all(
+        selected = rows(
             db,
             "SELECT k.value, r.text, r.details FROM reasoning_keys k "
             "JOIN reasoning r ON r.id = k.reasoning_id "
             f"WHERE k.client = ? AND k.scope = ? AND k.kind = ? AND k.value IN ({marks})",
             [client, scope, kind, *batch],
         )
-        for value, text, details in rows:
+        for value, text, details in selected:
             found[value] = Reasoning(text, _DETAILS.decode(details) if details else None)
     return found
 
 
-async def find_reasoning(
-    db: aiosqlite.Connection,
+def find_reasoning(
+    db: sqlite3.Connection,
     client: str,
     conversation: str | None,
     queries: Sequence[ReasoningQuery],
@@ -358,14 +342,14 @@ async def find_reasoning(
     and only for the exact conversation it was recorded in.
     """
     contexts = [q.context_key for q in queries if q.context_key is not None]
-    by_context = await _keys(db, client, "", KEY_CONTEXT, contexts) if contexts else {}
+    by_context = _keys(db, client, "", KEY_CONTEXT, contexts) if contexts else {}
     ladder: list[tuple[dict[str, Reasoning], dict[str, Reasoning]]] = []
     if conversation is not None:
         fingerprints = [q.fingerprint for q in queries]
         call_ids = [call_id for q in queries for call_id in q.call_ids]
         for owner in (client, LEGACY_CLIENT):
-            by_turn = await _keys(db, owner, conversation, KEY_TURN, fingerprints)
-            by_call = await _keys(db, owner, conversation, KEY_CALL, call_ids) if call_ids else {}
+            by_turn = _keys(db, owner, conversation, KEY_TURN, fingerprints)
+            by_call = _keys(db, owner, conversation, KEY_CALL, call_ids) if call_ids else {}
             ladder.append((by_turn, by_call))
     results: list[Reasoning | None] = []
     for query in queries:
@@ -380,8 +364,8 @@ async def find_reasoning(
     return results
 
 
-async def list_responses(
-    db: aiosqlite.Connection,
+def list_responses(
+    db: sqlite3.Connection,
     *,
     limit: int,
     session_id: str | None = None,
@@ -396,7 +380,7 @@ async def list_responses(
     if thread_id is not None:
         where.append("thread_id = ?")
         params.append(thread_id)
-    rows = await _all(
+    selected = rows(
         db,
         "SELECT id, created_at, model, status, stored, session_id, thread_id, "
         "input_tokens, output_tokens, previous_response_id FROM responses "
@@ -404,13 +388,14 @@ async def list_responses(
         [*params, limit],
     )
     return [
-        ResponseRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9]) for r in rows
+        ResponseRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9])
+        for r in selected
     ]
 
 
-async def export(db: aiosqlite.Connection, response_id: str) -> dict[str, Any] | None:
+def export(db: sqlite3.Connection, response_id: str) -> dict[str, Any] | None:
     """Everything stored about one response, decoded, for `sessions export` and `show`."""
-    row = await _one(
+    row = one(
         db,
         "SELECT request, response, tools_hash, input_count, stored, created_at, model, status, "
         "previous_response_id, session_id, thread_id, input_tokens, output_tokens "
@@ -434,17 +419,17 @@ async def export(db: aiosqlite.Connection, response_id: str) -> dict[str, Any] |
             "session_id": row[9],
             "thread_id": row[10],
         }
-    lineage = await _lineage(db, response_id)
-    items = await _items_between(db, lineage, 0, int(count))
+    lineage = _lineage(db, response_id)
+    items = _items_between(db, lineage, 0, int(count))
     request_json = msgspec.json.decode(request)
     if tools_hash is not None:
-        blob = await _one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
+        blob = one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
         request_json["tools"] = msgspec.json.decode(blob[0]) if blob else []
     return {
         "stored": True,
         "request": request_json,
         "input_items": [_render(item_id, body) for _, item_id, body in items],
-        "response": msgspec.json.decode(await _with_tools(db, response, tools_hash)),
+        "response": msgspec.json.decode(_with_tools(db, response, tools_hash)),
         "session_id": row[9],
         "thread_id": row[10],
     }

@@ -1,134 +1,151 @@
 """Retention: responses past max_age_days, then the oldest past max_size_mb, in small steps.
 
-Every step is its own short transaction (a time budget per step, indexes behind every
-query), so turn writes wait at most one step; space goes back to the filesystem with
-incremental_vacuum, a bounded number of pages at a time (bridge.store.Store.prune).
+Every step is its own short transaction in the writer's thread (a time budget per step,
+indexes behind every query), so a turn write waits at most one step; space goes back to the
+filesystem with incremental_vacuum, a bounded number of pages at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import aiosqlite
-
+from bridge.store.database import rows, transaction
 from bridge.store.writes import mark_deleted, remove_tombstone
 
-# A step commits once it has worked this long (seconds); the write lock is held for about
-# this much plus one statement.
-STEP_BUDGET = 0.02
+# A step commits once it has worked this long (seconds): the writer is busy for about this
+# much plus one statement.
+STEP_BUDGET = 0.01
 # Rows looked at per query within a step.
 BATCH = 50
 # Pages given back per incremental_vacuum step.
-VACUUM_PAGES = 2000
+VACUUM_PAGES = 200
 # Upper bound on steps of one kind in one prune (a pathological file cannot loop forever).
 MAX_STEPS = 100_000
 
-Transaction = Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+# Runs one step in the writer's thread: Store._write.
+Write = Callable[..., Awaitable[Any]]
+
+_OLDEST_BUT_NEWEST = (
+    "SELECT id FROM responses WHERE NOT deleted AND id != (SELECT id FROM responses "
+    "WHERE NOT deleted ORDER BY created_at DESC, rowid DESC LIMIT 1) "
+    "ORDER BY created_at, rowid LIMIT 1"
+)
+_FREE_TOMBSTONES = (
+    "SELECT id FROM responses t WHERE deleted AND NOT EXISTS "
+    "(SELECT 1 FROM responses c WHERE c.input_base = t.id) LIMIT ?"
+)
 
 
-async def _ids(db: aiosqlite.Connection, query: str, params: tuple[object, ...]) -> list[str]:
-    return [row[0] for row in await db.execute_fetchall(query, params)]
+def data_bytes(db: sqlite3.Connection) -> int:
+    """Bytes the database holds in use: its pages less the free ones (uncommitted changes
+    of the connection's own transaction included)."""
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    (free,) = db.execute("PRAGMA freelist_count").fetchone()
+    return int(page_size) * (int(pages) - int(free))
 
 
-async def delete_where(
-    transaction: Transaction, select_ids: str, params: tuple[object, ...]
-) -> int:
+def _delete_step(
+    db: sqlite3.Connection, select_ids: str, params: tuple[Any, ...]
+) -> tuple[int, bool]:
+    """Mark what `select_ids` finds deleted, within the budget: (deleted, finished)."""
+    deadline = time.monotonic() + STEP_BUDGET
+    deleted = 0
+    with transaction(db):
+        ids = [row[0] for row in rows(db, select_ids, params)]
+        for response_id in ids:
+            if mark_deleted(db, response_id, client=None, stored_only=False):
+                deleted += 1
+            if time.monotonic() > deadline:
+                return deleted, False
+    return deleted, len(ids) < BATCH
+
+
+def _size_step(db: sqlite3.Connection, limit: int) -> tuple[int, bool]:
+    """Delete the oldest responses with their items until the data fits in `limit`."""
+    deadline = time.monotonic() + STEP_BUDGET
+    deleted = 0
+    with transaction(db):
+        while time.monotonic() < deadline:
+            if data_bytes(db) <= limit:
+                return deleted, True
+            oldest = rows(db, _OLDEST_BUT_NEWEST)
+            if not oldest:
+                return deleted, True
+            mark_deleted(db, oldest[0][0], client=None, stored_only=False)
+            deleted += 1
+            following: str | None = oldest[0][0]
+            while following is not None and time.monotonic() < deadline:
+                following = remove_tombstone(db, following)
+    return deleted, False
+
+
+def _tombstone_step(db: sqlite3.Connection, pending: list[str]) -> bool:
+    """Remove tombstones no later response needs, with their items; True when none is left."""
+    deadline = time.monotonic() + STEP_BUDGET
+    with transaction(db):
+        if not pending:
+            pending.extend(row[0] for row in rows(db, _FREE_TOMBSTONES, (BATCH,)))
+        while pending and time.monotonic() < deadline:
+            following = remove_tombstone(db, pending[-1])
+            if following is None:
+                pending.pop()
+            elif following != pending[-1]:
+                pending[-1] = following
+        return not pending and not rows(db, _FREE_TOMBSTONES, (1,))
+
+
+def _orphan_step(db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> bool:
+    with transaction(db):
+        return db.execute(query, params).rowcount <= 0
+
+
+def _vacuum_step(db: sqlite3.Connection) -> bool:
+    # As a script: a plain execute steps the pragma once, which frees a single page.
+    db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+    return int(db.execute("PRAGMA freelist_count").fetchone()[0]) == 0
+
+
+async def delete_where(write: Write, select_ids: str, params: tuple[Any, ...]) -> int:
     """Delete the responses `select_ids` finds (it must LIMIT itself to BATCH), step by
     step until it finds none."""
     deleted = 0
     for _ in range(MAX_STEPS):
-        async with transaction() as db:
-            deadline = time.monotonic() + STEP_BUDGET
-            ids = await _ids(db, select_ids, params)
-            done = 0
-            for response_id in ids:
-                if await mark_deleted(db, response_id, client=None, stored_only=False):
-                    deleted += 1
-                done += 1
-                if time.monotonic() > deadline:
-                    break
-        if done == len(ids) and len(ids) < BATCH:
-            return deleted
-        await asyncio.sleep(0)  # let waiting turn writes take the lock
+        count, finished = await write(_delete_step, select_ids, params)
+        deleted += count
+        if finished:
+            break
+        await asyncio.sleep(0)  # let waiting turn writes in
     return deleted
 
 
-async def delete_to_size(transaction: Transaction, limit: int) -> int:
+async def delete_to_size(write: Write, limit: int) -> int:
     """Delete the oldest responses, one at a time with their items, until the data fits in
     `limit` bytes. The newest response always stays: it may be mid-conversation."""
     deleted = 0
     for _ in range(MAX_STEPS):
-        async with transaction() as db:
-            deadline = time.monotonic() + STEP_BUDGET
-            while time.monotonic() < deadline:
-                if await data_bytes(db) <= limit:
-                    return deleted
-                ids = await _ids(
-                    db,
-                    "SELECT id FROM responses WHERE NOT deleted AND id != (SELECT id FROM "
-                    "responses WHERE NOT deleted ORDER BY created_at DESC, rowid DESC LIMIT 1) "
-                    "ORDER BY created_at, rowid LIMIT 1",
-                    (),
-                )
-                if not ids:
-                    return deleted
-                await mark_deleted(db, ids[0], client=None, stored_only=False)
-                deleted += 1
-                following: str | None = ids[0]
-                while following is not None and time.monotonic() < deadline:
-                    following = await remove_tombstone(db, following)
+        count, finished = await write(_size_step, limit)
+        deleted += count
+        if finished:
+            break
         await asyncio.sleep(0)
     return deleted
 
 
-async def data_bytes(db: aiosqlite.Connection) -> int:
-    """Bytes the database holds in use: its pages less the free ones (uncommitted changes
-    of the connection's own transaction included)."""
-    values = []
-    for pragma in ("page_size", "page_count", "freelist_count"):
-        async with db.execute(f"PRAGMA {pragma}") as cursor:
-            row = await cursor.fetchone()
-        values.append(int(row[0]) if row else 0)
-    page_size, pages, free = values
-    return page_size * (pages - free)
-
-
-async def collect_tombstones(transaction: Transaction) -> None:
+async def collect_tombstones(write: Write) -> None:
     """Remove tombstones no later response needs, with their items, a chunk at a time."""
     pending: list[str] = []
     for _ in range(MAX_STEPS):
-        async with transaction() as db:
-            deadline = time.monotonic() + STEP_BUDGET
-            if not pending:
-                pending = await _ids(
-                    db,
-                    "SELECT id FROM responses t WHERE deleted AND NOT EXISTS "
-                    "(SELECT 1 FROM responses c WHERE c.input_base = t.id) LIMIT ?",
-                    (BATCH,),
-                )
-            while pending and time.monotonic() < deadline:
-                following = await remove_tombstone(db, pending[-1])
-                if following is None:
-                    pending.pop()
-                elif following != pending[-1]:
-                    pending[-1] = following
-        if not pending:
-            async with transaction() as db:
-                more = await _ids(
-                    db,
-                    "SELECT id FROM responses t WHERE deleted AND NOT EXISTS "
-                    "(SELECT 1 FROM responses c WHERE c.input_base = t.id) LIMIT 1",
-                    (),
-                )
-            if not more:
-                return
+        if await write(_tombstone_step, pending):
+            return
         await asyncio.sleep(0)
 
 
-async def delete_orphans(transaction: Transaction, cutoff: int) -> None:
+async def delete_orphans(write: Write, cutoff: int) -> None:
     """Reasoning past the age limit (and its keys), and tool lists no response uses."""
     for query, params in (
         (
@@ -143,8 +160,14 @@ async def delete_orphans(transaction: Transaction, cutoff: int) -> None:
         ),
     ):
         for _ in range(MAX_STEPS):
-            async with transaction() as db:
-                cursor = await db.execute(query, params)
-            if cursor.rowcount <= 0:
+            if await write(_orphan_step, query, params):
                 break
             await asyncio.sleep(0)
+
+
+async def vacuum(write: Write) -> None:
+    """Give free pages back to the filesystem, VACUUM_PAGES at a time."""
+    for _ in range(MAX_STEPS):
+        if await write(_vacuum_step):
+            return
+        await asyncio.sleep(0)

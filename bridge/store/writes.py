@@ -1,4 +1,5 @@
-"""Statements on the writer connection, each function inside the caller's transaction.
+"""Statements on the writer connection (in its thread), each function inside the caller's
+transaction.
 
 A turn writes only what is new in it: the items past its base (the earlier response whose
 whole input the client replayed), the tool list once by digest, one row, and its reasoning.
@@ -8,25 +9,17 @@ they share, until none is left that needs them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
 from typing import Any
 
-import aiosqlite
-
 from bridge.records import TurnRecord, item_id_of
+from bridge.store.database import one
 
 # Input items deleted per statement when a response goes (bounded lock hold).
 DELETE_CHUNK = 500
 
 
-async def _one(db: aiosqlite.Connection, query: str, params: Sequence[Any]) -> Any:
-    async with db.execute(query, params) as cursor:
-        return await cursor.fetchone()
-
-
-async def insert_turn(
-    db: aiosqlite.Connection, record: TurnRecord, base: tuple[str, int] | None
-) -> None:
+def insert_turn(db: sqlite3.Connection, record: TurnRecord, base: tuple[str, int] | None) -> None:
     """The response row, its new input items, its tools and its reasoning with keys."""
     content = record.content
     input_base: str | None = None
@@ -37,15 +30,15 @@ async def insert_turn(
         input_hash = content.item_digests[-1] if count else None
         if base is not None and base[0] != record.id:
             # The base may have gone since it was found; then every item is written.
-            row = await _one(db, "SELECT input_count FROM responses WHERE id = ?", (base[0],))
+            row = one(db, "SELECT input_count FROM responses WHERE id = ?", (base[0],))
             if row is not None and row[0] == base[1] <= count:
                 input_base, offset = base
         if content.tools is not None:
-            await db.execute(
+            db.execute(
                 "INSERT OR IGNORE INTO blobs (hash, body) VALUES (?, ?)",
                 (content.tools_hash, content.tools),
             )
-        await db.executemany(
+        db.executemany(
             "INSERT OR REPLACE INTO input_items (response_id, position, item_id, body) "
             "VALUES (?, ?, ?, ?)",
             [
@@ -58,7 +51,7 @@ async def insert_turn(
                 for position in range(offset, count)
             ],
         )
-    await db.execute(
+    db.execute(
         "INSERT OR REPLACE INTO responses (id, created_at, model, status, previous_response_id, "
         "stored, deleted, client, scope, session_id, thread_id, input_tokens, output_tokens, "
         "input_base, input_offset, input_count, input_hash, request, response, tools_hash) "
@@ -87,12 +80,12 @@ async def insert_turn(
     )
     reasoning = record.reasoning
     if reasoning is not None:
-        cursor = await db.execute(
+        cursor = db.execute(
             "INSERT INTO reasoning (response_id, created_at, text, details) VALUES (?, ?, ?, ?)",
             (record.id, record.created_at, reasoning.text, reasoning.details),
         )
         reasoning_id = cursor.lastrowid
-        await db.executemany(
+        db.executemany(
             "INSERT OR REPLACE INTO reasoning_keys (client, scope, kind, value, reasoning_id) "
             "VALUES (?, ?, ?, ?, ?)",
             [
@@ -102,8 +95,8 @@ async def insert_turn(
         )
 
 
-async def mark_deleted(
-    db: aiosqlite.Connection, response_id: str, *, client: str | None, stored_only: bool
+def mark_deleted(
+    db: sqlite3.Connection, response_id: str, *, client: str | None, stored_only: bool
 ) -> bool:
     """Take a response out of every listing and lookup at once: its content and reasoning
     go, its row stays as a tombstone until its items are gone (see remove_tombstone).
@@ -115,40 +108,38 @@ async def mark_deleted(
         params.append(client)
     if stored_only:
         conditions.append("stored")
-    cursor = await db.execute(
+    cursor = db.execute(
         "UPDATE responses SET deleted = 1, stored = 0, request = NULL, response = NULL, "
         f"tools_hash = NULL WHERE {' AND '.join(conditions)}",
         params,
     )
     if cursor.rowcount <= 0:
         return False
-    await db.execute("DELETE FROM reasoning WHERE response_id = ?", (response_id,))
+    db.execute("DELETE FROM reasoning WHERE response_id = ?", (response_id,))
     return True
 
 
-async def remove_tombstone(db: aiosqlite.Connection, response_id: str) -> str | None:
+def remove_tombstone(db: sqlite3.Connection, response_id: str) -> str | None:
     """One bounded step of removing a tombstone: up to DELETE_CHUNK of its items, then the
     row. Returns what to do next: the same id while items remain, its base when that base
     is a tombstone that may now go too, else None. A tombstone that later responses extend
     keeps its items (they are part of their input)."""
-    row = await _one(
-        db, "SELECT input_base FROM responses WHERE id = ? AND deleted", (response_id,)
-    )
+    row = one(db, "SELECT input_base FROM responses WHERE id = ? AND deleted", (response_id,))
     if row is None:
         return None
-    child = await _one(db, "SELECT 1 FROM responses WHERE input_base = ? LIMIT 1", (response_id,))
+    child = one(db, "SELECT 1 FROM responses WHERE input_base = ? LIMIT 1", (response_id,))
     if child is not None:
         return None
-    cursor = await db.execute(
+    cursor = db.execute(
         "DELETE FROM input_items WHERE rowid IN (SELECT rowid FROM input_items "
         "WHERE response_id = ? LIMIT ?)",
         (response_id, DELETE_CHUNK),
     )
     if cursor.rowcount == DELETE_CHUNK:
         return response_id
-    await db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+    db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
     base = row[0]
     if base is None:
         return None
-    tombstone = await _one(db, "SELECT 1 FROM responses WHERE id = ? AND deleted", (base,))
+    tombstone = one(db, "SELECT 1 FROM responses WHERE id = ? AND deleted", (base,))
     return base if tombstone is not None else None
