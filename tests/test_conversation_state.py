@@ -225,6 +225,23 @@ async def test_parallel_codex_sessions_with_the_same_call_ids_never_mix(
     assert checked == 2 * 2 * sum(range(1, 21))  # every replayed call of both sessions
 
 
+async def test_stored_responses_are_visible_to_their_own_client_only(
+    keyed: TestClient, kimi: FakeUpstream
+) -> None:
+    kimi.script(thinking_text_reply(["private"], ["A's answer"]))
+    status, created = await post(keyed, {"input": "hello"}, bearer(KEY_A))
+    assert status == 200
+    rid = created["id"]
+    for path in (f"/v1/responses/{rid}", f"/v1/responses/{rid}/input_items"):
+        assert (await keyed.get(path, headers=bearer(KEY_B))).status == 404
+        assert (await keyed.get(path, headers=bearer(KEY_A))).status == 200
+    status, error = await post(keyed, {"previous_response_id": rid, "input": "more"}, bearer(KEY_B))
+    assert status == 404
+    assert error["error"]["code"] == "previous_response_not_found"
+    assert (await keyed.delete(f"/v1/responses/{rid}", headers=bearer(KEY_B))).status == 404
+    assert (await keyed.delete(f"/v1/responses/{rid}", headers=bearer(KEY_A))).status == 200
+
+
 # ---- storage -----------------------------------------------------------------------------
 
 
