@@ -44,9 +44,15 @@ TOOLS = [
 ]
 
 
+def read_only(database: Path) -> sqlite3.Connection:
+    """The fixture opened without any chance of creating or changing it."""
+    assert database.exists(), f"{database} is missing"
+    return sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+
+
 def old_rows(database: Path) -> dict[str, dict[str, Any]]:
     """What the old release stored and served, read before the upgrade."""
-    with closing(sqlite3.connect(database)) as connection:
+    with closing(read_only(database)) as connection:
         rows = connection.execute("SELECT id, response, input_items, retrievable FROM responses")
         return {
             rid: {
@@ -95,7 +101,7 @@ def kimi_replay(session: int) -> list[dict[str, Any]]:
 
 
 def test_the_fixture_is_a_version_2_database() -> None:
-    with closing(sqlite3.connect(FIXTURE)) as connection:
+    with closing(read_only(FIXTURE)) as connection:
         versions = connection.execute("SELECT version FROM schema_migrations").fetchall()
     assert versions == [(1,), (2,)]
 
