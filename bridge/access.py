@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from bridge.app_keys import CLIENT, CLIENT_KEYS, CONFIG, REQUEST_LOG
@@ -31,6 +32,26 @@ _HTTP_ERROR_CODES = {
     405: "method_not_allowed",
     413: "request_too_large",
 }
+
+
+def error_response(error: ApiError) -> web.Response:
+    """The one JSON error shape, with Retry-After when the error says when to try again."""
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps(error.body()),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: a %0A in a path cannot forge a log line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _request_id(request: web.Request) -> str:
@@ -94,7 +115,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except ApiError as exc:
         status = exc.status
-        return exc.response()
+        return error_response(exc)
     except asyncio.CancelledError:
         # The client closed the connection (aiohttp cancels the handler). Clients often
         # hang up right after the final event; only an unfinished response is a 499.
@@ -104,22 +125,23 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         if exc.status < 400:
             raise
-        return ApiError(
-            exc.status, _http_error_message(request, exc), code=_HTTP_ERROR_CODES.get(exc.status)
-        ).response()
+        return error_response(
+            ApiError(
+                exc.status,
+                _http_error_message(request, exc),
+                code=_HTTP_ERROR_CODES.get(exc.status),
+            )
+        )
     except Exception:  # the boundary: an unexpected bug must still answer in the error shape
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return ApiError(
-            500,
-            "The bridge failed unexpectedly; see its log.",
-            type="server_error",
-            code="server_error",
-        ).response()
+        return error_response(
+            ApiError.server("The bridge failed unexpectedly; see its log.", status=500)
+        )
     finally:
         access_log.info(
             "%s %s %s %.1fms model=%s provider=%s tokens=%d+%d response=%s outcome=%s request=%s",
             request.method,
-            request.path,
+            printable(request.path),
             status,
             (time.perf_counter() - started) * 1000,
             entry.model,

@@ -25,7 +25,6 @@ from bridge.app_keys import (
 )
 from bridge.config import Config, store_path
 from bridge.handlers import (
-    create_response,
     delete_response,
     get_model,
     get_response,
@@ -34,6 +33,7 @@ from bridge.handlers import (
     list_models,
     readyz,
 )
+from bridge.sse_transport import create_response
 from bridge.store import Store
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
@@ -46,7 +46,9 @@ PRUNE_INTERVAL = 3600.0
 async def _store(app: web.Application) -> AsyncIterator[None]:
     """The database, migrated at startup, pruned in the background, closed last."""
     config = app[CONFIG]
-    store = await Store.open(app[STORE_PATH], config.store.synchronous)
+    store = await Store.open(
+        app[STORE_PATH], config.store.synchronous, write_timeout=config.store.write_timeout
+    )
     app[STORE] = store
     pruner = asyncio.create_task(_prune_periodically(store, config))
     try:
@@ -74,7 +76,9 @@ async def _prune_periodically(store: Store, config: Config) -> None:
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for the process, pooled, closed on shutdown."""
     config = app[CONFIG]
-    connector = aiohttp.TCPConnector(limit=config.upstream.max_connections, ttl_dns_cache=300)
+    # No limit here: each provider bounds its own requests in flight (UpstreamClient), so
+    # one provider's slow or stalled requests cannot take the others' connections.
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
         connector=connector, auto_decompress=True, read_bufsize=16384
     ) as session:

@@ -16,6 +16,7 @@ from bridge.config import (
     Config,
     ConfigError,
     check_exposure,
+    is_loopback,
     load_config,
     resolve_api_keys,
     resolve_client_keys,
@@ -99,13 +100,29 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    warning = exposure_warning(config, host, client_keys)
+    if warning is not None:
+        logging.getLogger("bridge").warning("%s", warning)
     app = create_app(config, api_keys, client_keys=client_keys)
     try:
-        asyncio.run(serve(app, host, port, config.server.drain_seconds))
+        asyncio.run(
+            serve(app, host, port, config.server.drain_seconds, config.server.header_timeout)
+        )
     except OSError as exc:
         print(f"responses-bridge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return EXIT_LISTEN
     return EXIT_OK
+
+
+def exposure_warning(config: Config, host: str, client_keys: tuple[str, ...]) -> str | None:
+    """What to warn about when the bridge listens beyond loopback without client keys
+    (allowed only with allow_remote_without_auth)."""
+    if is_loopback(host) or client_keys:
+        return None
+    return (
+        f"listening on {host} without client keys (allow_remote_without_auth = true): "
+        "anyone who can reach this address can spend the providers' credit"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,6 +104,8 @@ def bridge_catalog(config: Config, template: dict[str, Any]) -> dict[str, Any]:
                 "service_tiers": [],
                 "additional_speed_tiers": [],
                 "supports_search_tool": False,
+                # Codex offers view_image and takes `-i` attachments only for these.
+                "input_modalities": ["text", "image"] if config.takes_images(name) else ["text"],
             }
         )
         entries.append(entry)

@@ -28,8 +28,15 @@ class ServerConfig(_Strict):
     port: int = 8787
     # Codex bodies reach several MB with images; 64 MiB leaves room for base64 images.
     max_request_bytes: int = 64 * 1024 * 1024
-    # Seconds of upstream silence after which a response.in_progress event is sent.
+    # Seconds of silence (upstream thinking, a slow store write) after which a heartbeat
+    # event is sent; Codex's idle timer counts only events.
     heartbeat_interval: float = 10.0
+    # A client must send its request headers within header_timeout and its body within
+    # body_timeout (seconds) once they have started; a write to a client that has stopped
+    # reading may wait client_stall_timeout, then its turn ends (recorded as failed).
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    client_stall_timeout: float = 60.0
     # On shutdown, how long open responses may go on before they are ended as failed.
     drain_seconds: float = 30.0
     # debug | info | warning | error; `serve --log-level` overrides it.
@@ -50,6 +57,9 @@ class StoreConfig(_Strict):
     synchronous: Literal["full", "normal"] = "full"
     max_age_days: float = 30.0
     max_size_mb: float = 1024.0
+    # How long a turn's write keeps trying while another process holds the database
+    # locked; past it the turn's final event says store: false.
+    write_timeout: float = 10.0
 
 
 class UpstreamConfig(_Strict):
@@ -57,12 +67,17 @@ class UpstreamConfig(_Strict):
     # Longest silence tolerated between two upstream reads (including the wait for the
     # first byte); there is no total timeout because a stream may last many minutes.
     idle_timeout: float = 300.0
+    # Requests in flight to one provider at a time (each provider has its own share).
     max_connections: int = 100
     # Attempts after the first, only while nothing of the answer has reached the client,
     # and only for connection errors, 502/503/504 and 429.
     max_retries: int = 2
     # Longest wait before a retry; a longer Retry-After is passed on to the client instead.
     max_retry_wait: float = 10.0
+    # The largest answer a provider that ignores `stream: true` may send (one JSON body),
+    # and the largest single event of a stream; past them the turn fails with a clear error.
+    max_answer_bytes: int = 32 * 1024 * 1024
+    max_event_bytes: int = 16 * 1024 * 1024
 
 
 class QuirksConfig(_Strict):
@@ -81,6 +96,9 @@ class QuirksConfig(_Strict):
     # A tool call with empty arguments gets "{}".
     empty_arguments: bool = True
 
+
+# Providers whose models take text only (DeepSeek's chat models have no image input).
+TEXT_ONLY_PROFILES = frozenset({"deepseek"})
 
 PROFILE = Literal[
     "openai", "deepseek", "kimi", "glm", "qwen", "openrouter", "vllm", "ollama", "llamacpp"
@@ -113,6 +131,10 @@ class ModelConfig(_Strict):
     # Reasoning is always sent as reasoning text; it is also mirrored as a reasoning summary
     # (which Codex shows the user) when the request asks for one ("auto"), always, or never.
     reasoning_summary: Literal["auto", "always", "never"] = "auto"
+    # What the model takes in: ["text"] or ["text", "image"]. Unset: the provider profile's
+    # default. Images sent to a text-only model are replaced by a short note (a provider
+    # rejects them, and Codex would replay the image on every later request).
+    input_modalities: list[Literal["text", "image"]] | None = None
 
 
 class Config(_Strict):
@@ -127,6 +149,13 @@ class Config(_Strict):
     def upstream_model(self, client_model: str) -> str:
         """The model name sent upstream for a client model name."""
         return self.models[client_model].upstream_model or client_model
+
+    def takes_images(self, client_model: str) -> bool:
+        """Whether the model takes images (its input_modalities, else its profile's)."""
+        model = self.models[client_model]
+        if model.input_modalities is not None:
+            return "image" in model.input_modalities
+        return self.providers[model.provider].profile not in TEXT_ONLY_PROFILES
 
 
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>.+)`$")
@@ -199,6 +228,10 @@ def _check(config: Config) -> None:
                 f"{model.provider!r} (configured providers: {known})"
             )
     for name, model in config.models.items():
+        if model.input_modalities is not None and "text" not in model.input_modalities:
+            raise ConfigError(
+                f'{src}: key `{_table_key("models", name)}.input_modalities`: must include "text"'
+            )
         if model.context_window < 1024:
             raise ConfigError(
                 f"{src}: key `{_table_key('models', name)}.context_window`: must be at least 1024"

@@ -4,6 +4,7 @@ that records it when it ends."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,9 @@ from bridge.wire.responses import ResponsesRequest, encode_items
 
 log = logging.getLogger(__name__)
 
+# Conversations longer than this (items) are translated in a thread.
+TRANSLATE_IN_THREAD = 20_000
+
 
 @dataclass(slots=True)
 class PlannedTurn:
@@ -47,6 +51,7 @@ async def plan_turn(
     *,
     client: str,
     headers: CIMultiDictProxy[str],
+    images: bool = True,
 ) -> PlannedTurn:
     """The upstream request for `req`: its stored chain first, reasoning filled in from its
     own scope, and shaped for the provider's profile."""
@@ -71,17 +76,30 @@ async def plan_turn(
             ) from None
         history = chain.items
         conversation = conversation or chain.scope
+    translate = functools.partial(
+        translate_request,
+        req,
+        upstream_model,
+        items=items,
+        developer_role=provider.developer_role,
+        history=history,
+        want_details=profile.replay_details,
+        images=images,
+    )
     try:
-        plan = translate_request(
-            req,
-            upstream_model,
-            items=items,
-            developer_role=provider.developer_role,
-            history=history,
-            want_details=profile.replay_details,
-        )
+        # A very long conversation takes seconds to translate: off the loop then.
+        if len(items) + len(history) > TRANSLATE_IN_THREAD:
+            plan = await asyncio.to_thread(translate)
+        else:
+            plan = translate()
     except RequestError as exc:
         raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
+    if plan.omitted_images:
+        log.info(
+            "left %d image(s) out of the request for %s, which takes text only",
+            plan.omitted_images,
+            req.model,
+        )
     scope = Scope(client, conversation)
     if plan.reasoning_gaps:
         await recover_reasoning(store, scope, plan, by_context)
@@ -157,7 +175,7 @@ def turn_recorder(
     response: ResponseObject,
     planned: PlannedTurn,
     headers: CIMultiDictProxy[str],
-) -> Callable[[], Awaitable[None]]:
+) -> Callable[[], Awaitable[bool]]:
     """The write that records the finished turn; a storage failure is logged, not raised.
 
     What it needs from the input (digests, and the earlier response a replay extends) is
@@ -193,7 +211,8 @@ def turn_recorder(
 
     preparing = asyncio.ensure_future(prepare())
 
-    async def record() -> None:
+    async def record() -> bool:
+        """True once the turn is stored; False (logged) when it could not be."""
         try:
             prepared = await preparing
             digests = prepared.digests
@@ -211,12 +230,13 @@ def turn_recorder(
             await store.save_turn_shielded(turn, base=prepared.base)
         except StoreCorrupt as exc:
             log.warning("response %s not stored: %s", response.id, exc)
-            return
+            return False
         except sqlite3.Error:
-            # The answer still reaches the client; only its later retrieval is lost.
+            # The answer still reaches the client; its final event says store: false.
             log.exception("could not store response %s", response.id)
-            return
+            return False
         if digests is not None:
             store.replays.remember(client, conversation, response.id, items, digests)
+        return True
 
     return record

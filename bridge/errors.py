@@ -1,25 +1,38 @@
-"""One error shape for every endpoint, and upstream failures mapped to Responses codes.
+"""One error shape for every endpoint, and upstream failures mapped to Responses codes (pure).
 
-Codes are the ones Codex acts on (codex-wire.md): context_length_exceeded and
-insufficient_quota are fatal, rate_limit_exceeded carries "try again in N seconds",
-server_is_overloaded means capacity; anything else is retried as server_error.
+Codes are chosen for what Codex does with them (codex-wire.md, verified with Codex 0.169.0):
+context_length_exceeded and insufficient_quota are fatal with Codex's own text;
+rate_limit_exceeded carries "try again in N seconds", which Codex waits for; a provider that
+stays unavailable is a server_error, which Codex retries; a request the provider refuses
+(4xx) is UPSTREAM_REFUSED, which Codex shows as it is and does not retry.
+
+The HTTP layer (bridge.access.error_response) turns an ApiError into a response; streams
+turn it into response.failed.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-import orjson
-from aiohttp import web
+# A code Codex neither retries nor rewrites: the provider refused the request itself.
+UPSTREAM_REFUSED = "invalid_prompt"
+# The longest Retry-After taken literally (a day); beyond is nonsense.
+MAX_RETRY_AFTER = 86400.0
+# How much of an upstream message reaches the client and the log.
+MAX_MESSAGE = 2000
 
 
 @dataclass(slots=True)
 class ApiError(Exception):
-    """An error answered to the client as `{"error": {...}}` with an HTTP status."""
+    """An error answered to the client as `{"error": {...}}` with an HTTP status, or sent
+    as the error of response.failed once a stream has started."""
 
     status: int
     message: str
@@ -43,16 +56,19 @@ class ApiError(Exception):
             }
         }
 
-    def response(self) -> web.Response:
-        headers = {}
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, round(self.retry_after)))
-        return web.Response(
-            status=self.status,
-            body=orjson.dumps(self.body()),
-            content_type="application/json",
-            headers=headers,
-        )
+    @classmethod
+    def invalid(
+        cls, message: str, param: str | None = None, code: str = "invalid_value"
+    ) -> ApiError:
+        """A request the bridge cannot take (400)."""
+        return cls(400, message, param=param, code=code)
+
+    @classmethod
+    def server(
+        cls, message: str, *, status: int = 502, code: str = "server_error", retryable: bool = False
+    ) -> ApiError:
+        """Something went wrong on the bridge's or the provider's side."""
+        return cls(status, message, type="server_error", code=code, retryable=retryable)
 
 
 _CONTEXT_MARKERS = re.compile(
@@ -68,8 +84,13 @@ def upstream_error(
     message: str,
     code: str | int | None = None,
     retry_after: float | None = None,
+    *,
+    url: str | None = None,
 ) -> ApiError:
-    """Classify an upstream failure (HTTP status and/or message) as a client-facing error."""
+    """Classify an upstream failure (HTTP status and/or message) as a client-facing error.
+
+    `url` (already redacted) is named in the errors a user must fix in their config.
+    """
     text = f"upstream: {message}" if message else "upstream request failed"
     code_text = str(code) if code is not None else ""
     if code_text == "context_length_exceeded" or (
@@ -92,33 +113,45 @@ def upstream_error(
             retry_after=wait,
             retryable=status == 429,
         )
-    if status in (502, 503, 504) or code_text in ("server_is_overloaded", "overloaded"):
+    if (status is not None and status >= 500) or code_text in (
+        "server_is_overloaded",
+        "overloaded",
+    ):
+        # The provider is down or overloaded: Codex retries a server_error with its backoff.
         return ApiError(
-            503,
-            text,
+            503 if status in (502, 503, 504) else 502,
+            f"{text} (HTTP {status})" if status else text,
             type="server_error",
-            code="server_is_overloaded",
+            code="server_error",
             retryable=status in (502, 503, 504),
         )
+    where = f" at {url}" if url else ""
     if status in (401, 403):
         return ApiError(
             502,
-            f"{text} (the provider rejected the bridge's API key: HTTP {status})",
+            f"{text} (the provider{where} rejected the bridge's API key: HTTP {status}; "
+            "check the provider's api_key_env)",
             type="server_error",
-            code="upstream_auth_failed",
+            code=UPSTREAM_REFUSED,
+        )
+    if status == 404:
+        return ApiError(
+            502,
+            f"{text} (HTTP 404 from {url or 'the provider'}: check the provider's base_url, "
+            "which should end before /chat/completions, and the model name)",
+            type="server_error",
+            code=UPSTREAM_REFUSED,
         )
     if status is not None and 400 <= status < 500:
-        return ApiError(
-            400 if status != 404 else 502,
-            text,
-            type="invalid_request_error",
-            code=code_text or "upstream_bad_request",
-        )
+        return ApiError(400, f"{text} (HTTP {status})", code=UPSTREAM_REFUSED)
     return ApiError(502, text, type="server_error", code="server_error")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110)."""
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110).
+
+    Anything else (negative, not finite, past a day) is ignored.
+    """
     if not value:
         return None
     try:
@@ -126,10 +159,47 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-        return max(0.0, seconds)
-    return seconds if seconds >= 0 else None
+        seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_RETRY_AFTER:
+        return None
+    return seconds
+
+
+# What an API key looks like in a provider's error text ("Incorrect API key provided:
+# sk-abc...xyz"): OpenAI-style prefixes and long opaque tokens after "key".
+_KEY_LIKE = re.compile(
+    r"\b(?:sk|pk|rk|ak|key)-[A-Za-z0-9_\-*.]{6,}"
+    r"|(?<=[Kk]ey[:= ])\s*[A-Za-z0-9_\-.]{20,}"
+    r"|\bBearer\s+[A-Za-z0-9_\-.~+/]{8,}=*",
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` without the given secrets, key-like tokens, or credentials in URLs."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = _KEY_LIKE.sub("[redacted]", text)
+    return _URL_CREDENTIALS.sub(r"\1[redacted]@", text)
+
+
+_URL_CREDENTIALS = re.compile(r"(https?://)[^/@\s]+@", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """A URL without the user and password it may carry."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"[redacted]@{host}", parts.path, parts.query, ""))
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

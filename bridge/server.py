@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
+import time
 
 from aiohttp import web
 
@@ -21,10 +23,56 @@ from bridge.turns import ABORT_GRACE
 
 log = logging.getLogger("bridge")
 
+# Open files the bridge asks for (each connection is one); the units set LimitNOFILE.
+FILE_LIMIT = 65536
+# asyncio's log lines for a listening socket out of resources (one per failed accept).
+ACCEPT_ERRORS = ("socket.accept() out of system resource", "Error on transport creation")
 
-async def serve(app: web.Application, host: str, port: int, drain_seconds: float) -> None:
+
+def raise_file_limit() -> None:
+    """Raise the soft limit on open files towards the hard one (1024 is easily reached)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_LIMIT, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+
+
+class RateLimited(logging.Filter):
+    """Lets a record whose message starts with one of `prefixes` through at most once per
+    `interval` seconds, saying how many were held back (a flood of accept errors once
+    filled 57 MB of log in 40 s)."""
+
+    def __init__(self, prefixes: tuple[str, ...], interval: float = 10.0) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self._prefixes):
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{record.msg} ({self._held} more like it in the last {self._interval:g}s)"
+            self._held = 0
+        self._next = now + self._interval
+        return True
+
+
+async def serve(
+    app: web.Application, host: str, port: int, drain_seconds: float, header_timeout: float
+) -> None:
     """Serve `app` until SIGTERM or SIGINT, then stop gracefully."""
     notifier = Notifier(os.environ)
+    raise_file_limit()
+    logging.getLogger("asyncio").addFilter(RateLimited(ACCEPT_ERRORS))
     # Handlers get the drain time plus the time aborted ones need to end their responses.
     runner = web.AppRunner(
         app,
@@ -32,6 +80,9 @@ async def serve(app: web.Application, host: str, port: int, drain_seconds: float
         access_log=None,
         shutdown_timeout=drain_seconds + ABORT_GRACE,
         handle_signals=False,
+        # A connection that has not sent a whole request (headers) within this is closed:
+        # a peer trickling bytes cannot hold it open. Idle keep-alive connections too.
+        keepalive_timeout=header_timeout,
     )
     await runner.setup()  # startup: the database is opened and migrated here
     watchdog: asyncio.Task[None] | None = None

@@ -30,16 +30,24 @@ class SSEParser:
     __slots__ = (
         "_at_start",
         "_data",
+        "_data_len",
         "_event",
         "_id",
+        "_max_event_bytes",
         "_max_line_bytes",
         "_pending_cr",
         "_tail",
         "_tail_len",
     )
 
-    def __init__(self, *, max_line_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self, *, max_line_bytes: int = 16 * 1024 * 1024, max_event_bytes: int = 16 * 1024 * 1024
+    ) -> None:
         self._max_line_bytes = max_line_bytes
+        # One event's data lines together (a stream of data: lines without a blank line
+        # would otherwise grow without end).
+        self._max_event_bytes = max_event_bytes
+        self._data_len = 0
         self._at_start = True
         self._pending_cr = False
         self._tail: list[bytes] = []
@@ -113,13 +121,20 @@ class SSEParser:
                 if data:
                     events.append(SSEEvent(b"\n".join(data), self._event, self._id))
                     data.clear()
+                    self._data_len = 0
                 self._event = None
                 self._id = None
             elif line.startswith(b"data: "):
-                data.append(line[6:])
+                self._add_data(line[6:])
             elif line[0] != _COLON:
                 self._field(line)
         return events
+
+    def _add_data(self, value: bytes) -> None:
+        self._data_len += len(value) + 1
+        if self._data_len > self._max_event_bytes:
+            raise SSEProtocolError(f"SSE event larger than {self._max_event_bytes} bytes")
+        self._data.append(value)
 
     def _field(self, line: bytes) -> None:
         """Apply one `name: value` line other than the common `data: ` form."""
@@ -127,7 +142,7 @@ class SSEParser:
         if colon and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data.append(value)
+            self._add_data(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
         elif name == b"id" and b"\0" not in value:

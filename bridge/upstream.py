@@ -1,7 +1,14 @@
-"""The Chat Completions provider on the other side, over the process's shared session."""
+"""The Chat Completions provider on the other side, over the process's shared session.
+
+Each provider has a bounded number of requests in flight of its own (one provider cannot
+take every connection), never follows redirects (that would send the prompt elsewhere),
+reads error bodies whole but bounded, in whatever charset, and keeps its API key and any
+credentials in its base_url out of every message.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator
@@ -11,13 +18,13 @@ import aiohttp
 import msgspec
 
 from bridge.config import ProviderConfig, UpstreamConfig
-from bridge.errors import ApiError, parse_retry_after, upstream_error
+from bridge.errors import ApiError, clip, parse_retry_after, redact, redact_url, upstream_error
 from bridge.wire.chat import ERROR_DECODER
 
 log = logging.getLogger(__name__)
 
 # The most of an upstream error body read to find its message.
-ERROR_BODY_LIMIT = 64 * 1024
+ERROR_BODY_LIMIT = 256 * 1024
 # aiohttp warns that bytes bodies above 1 MiB block the loop while written; those go as a
 # BytesIO, which it writes in chunks, yielding in between.
 LARGE_BODY = 1024 * 1024
@@ -30,27 +37,44 @@ def connection_error(exc: BaseException, url: str) -> ApiError:
     accepted the request and then went silent is not.
     """
     if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ApiError(
-            504,
-            f"upstream did not answer in time ({url})",
-            type="server_error",
-            code="server_error",
-        )
-    return ApiError(
-        502,
-        f"upstream unreachable ({url}): {exc}",
-        type="server_error",
-        code="server_error",
-        retryable=True,
-    )
+        return ApiError.server(f"upstream did not answer in time ({url})", status=504)
+    return ApiError.server(f"upstream unreachable ({url}): {redact(str(exc))}", retryable=True)
 
 
-def error_message(body: bytes) -> tuple[str, str | int | None]:
-    """The message and code of an upstream error body, whatever its shape."""
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None once it passes `limit` bytes (the rest is not read)."""
+    buffer = bytearray()
+    while True:
+        chunk = await response.content.read(min(65536, limit + 1 - len(buffer)))
+        if not chunk:
+            return bytes(buffer)
+        buffer += chunk
+        if len(buffer) > limit:
+            return None
+
+
+def _text(body: bytes, charset: str | None) -> str:
+    """Body bytes as text in their declared charset, else UTF-8, never failing."""
+    for encoding in (charset, "utf-8"):
+        if not encoding:
+            continue
+        try:
+            return body.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return body.decode("utf-8", "replace")
+
+
+def error_message(body: bytes, charset: str | None = None) -> tuple[str, str | int | None]:
+    """The message and code of an upstream error body, whatever its shape or charset."""
     try:
         envelope = ERROR_DECODER.decode(body)
-    except msgspec.DecodeError:
-        return body.decode("utf-8", "replace").strip()[:2000], None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        text = _text(body, charset)
+        try:
+            envelope = ERROR_DECODER.decode(text.encode("utf-8"))
+        except (msgspec.DecodeError, RecursionError):
+            return text.strip(), None
     error = envelope.error
     if isinstance(error, str):
         return error, None
@@ -59,11 +83,11 @@ def error_message(body: bytes) -> tuple[str, str | int | None]:
     message = envelope.message or envelope.detail
     if message:
         return message, None
-    return body.decode("utf-8", "replace").strip()[:2000], None
+    return _text(body, charset).strip(), None
 
 
 class UpstreamClient:
-    """One configured provider: its URL, credentials and timeouts."""
+    """One configured provider: its URL, credentials, timeouts and share of connections."""
 
     def __init__(
         self,
@@ -75,8 +99,11 @@ class UpstreamClient:
     ) -> None:
         self.name = name
         self.url = provider.base_url.rstrip("/") + "/chat/completions"
+        # The URL as messages and logs show it: without credentials.
+        self.display_url = redact_url(self.url)
         self._session = session
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        self._secrets = [api_key] if api_key else []
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         # sock_read bounds every read, the wait for the response headers included: it is
@@ -90,6 +117,14 @@ class UpstreamClient:
         self.idle_timeout = settings.idle_timeout
         self.max_retries = settings.max_retries
         self.max_retry_wait = settings.max_retry_wait
+        self.max_answer_bytes = settings.max_answer_bytes
+        self.max_event_bytes = settings.max_event_bytes
+        # This provider's requests in flight: its own share of the session's connections.
+        self._slots = asyncio.Semaphore(settings.max_connections)
+
+    def redact(self, text: str) -> str:
+        """`text` safe to show and log: no API key, no credentials, bounded."""
+        return clip(redact(text, self._secrets))
 
     @asynccontextmanager
     async def stream(
@@ -100,33 +135,60 @@ class UpstreamClient:
         `authorization` replaces the configured key (a provider with forward_client_key).
         """
         headers = self._headers
+        secrets = self._secrets
         if authorization:
             headers = {**headers, "Authorization": authorization}
-        try:
-            data = body if len(body) < LARGE_BODY else io.BytesIO(body)
-            response = await self._session.post(
-                self.url, data=data, headers=headers, timeout=self._timeout
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise connection_error(exc, self.url) from None
-        try:
-            if response.status != 200:
-                try:
-                    payload = await response.content.read(ERROR_BODY_LIMIT)
-                except (aiohttp.ClientError, TimeoutError):
-                    payload = b""
-                message, code = error_message(payload)
-                log.info("upstream %s answered %s: %s", self.name, response.status, message)
-                raise upstream_error(
-                    response.status,
-                    message or f"HTTP {response.status}",
-                    code,
-                    parse_retry_after(response.headers.get("Retry-After")),
+            secrets = [*secrets, authorization.partition(" ")[2]]
+        async with self._slots:
+            try:
+                data = body if len(body) < LARGE_BODY else io.BytesIO(body)
+                response = await self._session.post(
+                    self.url,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
                 )
-            yield response
-        finally:
-            # close(), not release(): an unfinished stream must not go back to the pool.
-            if not response.content.at_eof():
-                response.close()
-            else:
-                response.release()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_error(exc, self.display_url) from None
+            try:
+                if response.status != 200:
+                    raise await self._refusal(response, secrets)
+                yield response
+            finally:
+                # close(), not release(): an unfinished stream must not go back to the pool.
+                if not response.content.at_eof():
+                    response.close()
+                else:
+                    response.release()
+
+    async def _refusal(self, response: aiohttp.ClientResponse, secrets: list[str]) -> ApiError:
+        """The error an upstream's non-200 answer stands for, its message made safe."""
+        status = response.status
+        if 300 <= status < 400:
+            where = redact_url(response.headers.get("Location", "elsewhere"))
+            log.warning("upstream %s redirected to %s; not followed", self.name, where)
+            return ApiError.server(
+                f"upstream redirected the request to {where} (HTTP {status}); the bridge "
+                f"does not follow redirects: point the provider's base_url at the final "
+                f"address (it is {self.display_url})",
+                code="invalid_prompt",
+            )
+        try:
+            payload = await read_bounded(response, ERROR_BODY_LIMIT) or b""
+        except (aiohttp.ClientError, TimeoutError):
+            payload = b""
+        message, code = error_message(payload, response.charset)
+        message = clip(redact(message, secrets)) or f"HTTP {status}"
+        error = upstream_error(
+            status,
+            message,
+            code,
+            parse_retry_after(response.headers.get("Retry-After")),
+            url=self.display_url,
+        )
+        level = logging.WARNING if status in (401, 403, 404) else logging.INFO
+        log.log(
+            level, "upstream %s (%s) answered %s: %s", self.name, self.display_url, status, message
+        )
+        return error

@@ -17,14 +17,23 @@ from tests.processes import BridgeProcess, free_port
 MODEL = "deepseek-v4-pro"
 
 
-def bridge_config(upstream_url: str) -> Config:
-    """A config for the bridge in front of a fake upstream at `upstream_url`."""
+def bridge_config(
+    upstream_url: str, *, server: str = "", store: str = "", upstream: str = "", model: str = ""
+) -> Config:
+    """A config for the bridge in front of a fake upstream at `upstream_url`; the keyword
+    arguments are TOML lines added to those tables."""
     return parse_config(
         f"""
+[server]
+{server}
+
+[store]
+{store}
+
 [upstream]
 idle_timeout = 5.0
 connect_timeout = 2.0
-max_retries = 0  # tests of retries turn them on themselves
+{upstream or "max_retries = 0  # tests of retries turn them on themselves"}
 
 [providers.fake]
 base_url = "{upstream_url}/v1"
@@ -32,6 +41,7 @@ base_url = "{upstream_url}/v1"
 [models."{MODEL}"]
 provider = "fake"
 upstream_model = "fake-thinker"
+{model}
 """,
         "test-config.toml",
     )

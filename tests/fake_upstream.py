@@ -36,6 +36,10 @@ class Reply:
     json_body: Any = None
     # Cut the connection after this many frames, without ending the body (a dropped stream).
     drop_after: int | None = None
+    # A body sent as these exact parts (with `status`, `headers`, `content_type`), a short
+    # pause between them: error bodies in two writes, other charsets, redirects.
+    raw_parts: list[bytes] | None = None
+    content_type: str = "application/json"
 
 
 def sse(payload: Any) -> bytes:
@@ -210,6 +214,16 @@ class FakeUpstream:
             return web.json_response({"error": {"message": "no scripted reply"}}, status=500)
         if reply.delay_before:
             await asyncio.sleep(reply.delay_before)
+        if reply.raw_parts is not None:
+            raw = web.StreamResponse(
+                status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers}
+            )
+            await raw.prepare(request)
+            for part in reply.raw_parts:
+                await raw.write(part)
+                await asyncio.sleep(0.05)
+            await raw.write_eof()
+            return raw
         if reply.json_body is not None:
             return web.json_response(reply.json_body)
         if reply.status != 200:

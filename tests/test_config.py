@@ -66,7 +66,9 @@ def test_shipped_config_parses_with_the_keys_it_shows() -> None:
         )
     }
     assert config.models == {
-        "deepseek-v4-pro": ModelConfig(provider="deepseek", upstream_model="deepseek-v4-pro"),
+        "deepseek-v4-pro": ModelConfig(
+            provider="deepseek", upstream_model="deepseek-v4-pro", input_modalities=["text"]
+        ),
         "deepseek-v4-flash": ModelConfig(provider="deepseek"),
     }
 

@@ -342,7 +342,9 @@ async def test_replay_per_thinking_provider(
         "/v1/responses", json={"model": MODEL, "input": bare, "tools": tools}
     )
     assert failed.status == 400
-    assert (await failed.json())["error"]["message"] == "upstream: " + error.format(index=1)
+    assert (await failed.json())["error"]["message"] == (
+        "upstream: " + error.format(index=1) + " (HTTP 400)"
+    )
     # A turn the bridge saw: replayed without its reasoning item, restored from the store.
     fake.script(tool_call_reply("why f", [("c_seen", "f", ["{}"])]), tool_call_reply("again", []))
     first = await (

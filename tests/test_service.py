@@ -238,7 +238,7 @@ def _frames(*payloads: Any) -> list[bytes]:
                 chunk({"content": "x"}), {"error": {"message": "overloaded", "code": "overloaded"}}
             ),
             "failed",
-            "server_is_overloaded",
+            "server_error",  # Codex retries it; server_is_overloaded would end the turn
         ),
         (
             _frames({"error": {"message": "This model's maximum context length is 8192 tokens"}}),
@@ -285,9 +285,14 @@ async def test_stream_endings(
             "maximum context length",
         ),
         (402, {"error": {"message": "Insufficient Balance"}}, {}, 402, "insufficient_quota", ""),
-        (503, {"error": {"message": "busy"}}, {}, 503, "server_is_overloaded", "busy"),
+        # Codex retries server_error (6 tries in about 7 s); server_is_overloaded it does not.
+        (503, {"error": {"message": "busy"}}, {}, 503, "server_error", "busy (HTTP 503)"),
         (500, {"detail": "boom"}, {}, 502, "server_error", "boom"),
-        (401, {"error": {"message": "bad key"}}, {}, 502, "upstream_auth_failed", "API key"),
+        # invalid_prompt: Codex shows the message as it is and does not retry.
+        (401, {"error": {"message": "bad key"}}, {}, 502, "invalid_prompt", "API key"),
+        (404, {"error": {"message": "no route"}}, {}, 502, "invalid_prompt", "base_url"),
+        (400, {"error": {"message": "bad field x"}}, {}, 400, "invalid_prompt", "(HTTP 400)"),
+        (422, {"detail": "unprocessable"}, {}, 400, "invalid_prompt", "unprocessable"),
     ],
 )
 async def test_upstream_http_errors(

@@ -49,6 +49,11 @@ P = ParamSpec("P")
 Queued = tuple[TurnRecord, "tuple[str, int] | None", "asyncio.Future[None]"]
 
 READERS = 2
+# How long a statement of the writer waits for another process's lock before it fails (and
+# the turn write is tried again until write_timeout), and /readyz's probe.
+WRITER_BUSY_MS = 1000
+PROBE_SECONDS = 1.0
+BUSY_RETRY = 0.2
 WAL_SIZE_LIMIT = 1024 * 1024
 # The WAL is copied into the database by a connection of its own once it holds this much,
 # so no turn's commit waits for a checkpoint (SQLite's automatic one runs in the commit).
@@ -109,6 +114,10 @@ def _insert_group(db: sqlite3.Connection, group: list[Queued]) -> list[sqlite3.E
     return results
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _probe_write(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     db.execute("ROLLBACK")
@@ -122,9 +131,15 @@ class Store:
         writer: Connection,
         readers: list[Connection],
         checkpointer: Connection,
+        probe: Connection,
         path: Path,
+        write_timeout: float = 10.0,
     ) -> None:
         self._writer = writer
+        self._probe = probe
+        self._write_timeout = write_timeout
+        # When the writer's current work began (None: it is idle), for /readyz.
+        self._write_started: float | None = None
         self._checkpointer = checkpointer
         self._checkpointing: asyncio.Task[None] | None = None
         self._wal = Path(f"{path}-wal")
@@ -151,7 +166,14 @@ class Store:
         self._committer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, synchronous: str = "full", *, check: bool = True) -> Store:
+    async def open(
+        cls,
+        path: Path,
+        synchronous: str = "full",
+        *,
+        check: bool = True,
+        write_timeout: float = 10.0,
+    ) -> Store:
         """Open (creating and migrating as needed); StoreError names the file if it fails.
 
         With `check`, every page is read in the background (see check_integrity).
@@ -173,6 +195,7 @@ class Store:
                     # staying at its largest.
                     f"journal_size_limit = {WAL_SIZE_LIMIT}",
                     "wal_autocheckpoint = 0",
+                    f"busy_timeout = {WRITER_BUSY_MS}",
                 )
             )
             connections.append(
@@ -180,6 +203,7 @@ class Store:
                     path, "checkpointer", f"synchronous = {_synchronous(synchronous)}"
                 )
             )
+            connections.append(await Connection.open(path, "probe", "busy_timeout = 250"))
             for number in range(READERS):
                 connections.append(
                     await Connection.open(path, f"reader{number}", "query_only = ON")
@@ -188,7 +212,14 @@ class Store:
             for connection in connections:
                 await connection.close()
             raise
-        store = cls(connections[0], connections[2:], connections[1], path)
+        store = cls(
+            connections[0],
+            connections[3:],
+            connections[1],
+            connections[2],
+            path,
+            write_timeout=write_timeout,
+        )
         if check:
             store._check = asyncio.create_task(store.check_integrity())
         else:
@@ -210,6 +241,7 @@ class Store:
             if self.corruption is None:
                 await self._writer.run(_checkpoint, "TRUNCATE")
         await self._checkpointer.close()
+        await self._probe.close()
         await self._writer.close()
         for reader in self._all_readers:
             await reader.close()
@@ -244,13 +276,21 @@ class Store:
         self.corruption = f"database corrupt: {problem}"
 
     async def write_problem(self) -> str | None:
-        """Why the database cannot take writes now (None: it can)."""
+        """Why the database cannot take writes now (None: it can). Answers within about
+        PROBE_SECONDS, whatever the writer is waiting for."""
         if self.corruption is not None:
             return self.corruption
+        if self._write_started is not None:
+            waited = time.monotonic() - self._write_started
+            if waited > PROBE_SECONDS:
+                return f"a write has waited {waited:.0f}s (the database is locked or slow)"
         if not self._checked.is_set():
             return None  # being checked; writes wait for it
         try:
-            await self._writer.run(_probe_write)
+            async with asyncio.timeout(PROBE_SECONDS):
+                await self._probe.run(_probe_write)
+        except TimeoutError:
+            return "the database did not answer within a second"
         except (sqlite3.Error, ValueError) as exc:
             return f"not writable: {exc}"
         return self.last_write_error
@@ -262,6 +302,7 @@ class Store:
         await self._checked.wait()
         if self.corruption is not None:
             raise StoreCorrupt(self.corruption)
+        self._write_started = self._write_started or time.monotonic()
         try:
             return await self._writer.run(work, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
@@ -269,6 +310,7 @@ class Store:
                 self._corrupted(str(exc))
             raise
         finally:
+            self._write_started = None
             self._checkpoint_if_large()
 
     def _checkpoint_if_large(self) -> None:
@@ -324,14 +366,25 @@ class Store:
         await future
 
     async def _commit_queued(self) -> None:
-        """Write queued turns in transactions of up to MAX_GROUP turns until none is left."""
+        """Write queued turns in transactions of up to MAX_GROUP turns until none is left.
+
+        While another process holds the database locked, the group is tried again until
+        write_timeout has passed (the turns' clients get heartbeats meanwhile)."""
         while self._queued:
             group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
             results: list[Exception | None]
-            try:
-                results = list(await self._write(_insert_group, group))
-            except (sqlite3.Error, ValueError) as exc:
-                results = [exc] * len(group)
+            deadline = time.monotonic() + self._write_timeout
+            while True:
+                try:
+                    results = list(await self._write(_insert_group, group))
+                except sqlite3.OperationalError as exc:
+                    if _is_busy(exc) and time.monotonic() < deadline:
+                        await asyncio.sleep(BUSY_RETRY)
+                        continue
+                    results = [exc] * len(group)
+                except (sqlite3.Error, ValueError) as exc:
+                    results = [exc] * len(group)
+                break
             for (_, _, future), error in zip(group, results, strict=True):
                 if future.done():
                     continue

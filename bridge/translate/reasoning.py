@@ -71,7 +71,9 @@ def merge_details(parts: list[Details]) -> Details:
                 continue
             for name, value in entry.items():
                 if name in ("text", "summary", "data") and isinstance(value, str):
-                    current[name] = current.get(name, "") + value
+                    # A fragment may have sent the field as null first.
+                    previous = current.get(name)
+                    current[name] = (previous if isinstance(previous, str) else "") + value
                 elif value is not None:
                     current[name] = value
     return list(merged.values())

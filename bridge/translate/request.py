@@ -68,6 +68,8 @@ SKIPPED_ITEM_TYPES = frozenset(
     }
 )
 TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
+# What a text-only model is given in place of an image.
+IMAGE_OMITTED = "[An image was attached here; it was left out because this model takes text only.]"
 CUSTOM_TOOL_ARGUMENT = "input"
 
 
@@ -110,6 +112,8 @@ class ChatRequestPlan:
     reasoning_gaps: list[ReasoningGap] = field(default_factory=list)
     # Leading messages that are not conversation (the instructions): context digests skip them.
     context_start: int = 0
+    # Images replaced by a note because the model takes text only.
+    omitted_images: int = 0
 
     @property
     def messages(self) -> list[ChatMessage]:
@@ -239,10 +243,20 @@ def _text_of(parts: list[ContentPart], separator: str) -> str:
     return separator.join(part.text or part.refusal or "" for part in parts)
 
 
-def _content(parts: str | list[ContentPart], param: str) -> str | list[dict[str, Any]]:
-    """Message content: a string when it is all text, else Chat content parts."""
+def _content(
+    parts: str | list[ContentPart], param: str, images: bool = True
+) -> str | list[dict[str, Any]]:
+    """Message content: a string when it is all text, else Chat content parts. Without
+    `images` an image part becomes a short note saying it was left out."""
     if isinstance(parts, str):
         return parts
+    if not images:
+        parts = [
+            ContentPart(type="input_text", text=IMAGE_OMITTED)
+            if part.type == "input_image"
+            else part
+            for part in parts
+        ]
     if all(part.type in TEXT_PART_TYPES or part.type == "refusal" for part in parts):
         return _text_of(parts, "\n\n")
     converted: list[dict[str, Any]] = []
@@ -289,9 +303,14 @@ def _replayed_reasoning(item: ReasoningItem, want_details: bool) -> Reasoning | 
 class _History:
     """Builds upstream messages from input items, keeping Chat Completions' pairing rules."""
 
-    def __init__(self, developer_role: bool, want_details: bool = False) -> None:
+    def __init__(
+        self, developer_role: bool, want_details: bool = False, images: bool = True
+    ) -> None:
         self.developer_role = developer_role
         self.want_details = want_details
+        self.images = images
+        # Images left out because the model takes text only.
+        self.omitted_images = 0
         self.messages: list[ChatMessage] = []
         self.reasoning: list[Reasoning] = []
         # The assistant message that further tool calls of the same turn join.
@@ -338,8 +357,13 @@ class _History:
         self.open_turn = None
         self.reasoning = []
         self.messages.append(
-            ChatMessage(role=role, content=_content(item.content, param + ".content"))
+            ChatMessage(role=role, content=self._content(item.content, param + ".content"))
         )
+
+    def _content(self, parts: str | list[ContentPart], param: str) -> str | list[dict[str, Any]]:
+        if not self.images and not isinstance(parts, str):
+            self.omitted_images += sum(part.type == "input_image" for part in parts)
+        return _content(parts, param, self.images)
 
     def reasoning_item(self, item: ReasoningItem) -> None:
         self._flush_tool_images()
@@ -374,8 +398,13 @@ class _History:
         else:
             text = _text_of([p for p in output if p.type in TEXT_PART_TYPES], "\n")
             for index, part in enumerate(output):
-                if part.type == "input_image" and part.image_url:
+                if part.type != "input_image" or not part.image_url:
+                    continue
+                if self.images:
                     self.tool_images.append(_image_part(part, f"{param}.output[{index}]"))
+                else:
+                    self.omitted_images += 1
+                    text = f"{text}\n{IMAGE_OMITTED}" if text else IMAGE_OMITTED
         self.messages.append(ChatMessage(role="tool", content=text, tool_call_id=item.call_id))
 
     def finish(self) -> list[ChatMessage]:
@@ -395,16 +424,19 @@ def translate_input(
     developer_role: bool = False,
     history: Sequence[dict[str, Any]] = (),
     want_details: bool = False,
-) -> list[ChatMessage]:
-    """Instructions, earlier items (a stored chain) and input items -> upstream messages."""
-    messages = _History(developer_role, want_details)
+    images: bool = True,
+) -> _History:
+    """Instructions, earlier items (a stored chain) and input items -> upstream messages
+    (the history's `finish()`)."""
+    messages = _History(developer_role, want_details, images)
     if instructions:
         messages.messages.append(ChatMessage(role="system", content=instructions))
     for index, item in enumerate(history):
         _add_item(messages, item, f"history[{index}]")
     for index, item in enumerate(items):
         _add_item(messages, item, f"input[{index}]")
-    return messages.finish()
+    messages.finish()
+    return messages
 
 
 def _add_item(history: _History, raw: Any, param: str) -> None:
@@ -477,8 +509,11 @@ def translate_request(
     developer_role: bool = False,
     history: Sequence[dict[str, Any]] = (),
     want_details: bool = False,
+    images: bool = True,
 ) -> ChatRequestPlan:
     """The whole upstream body for a Responses request; always a streaming request.
+
+    Without `images` (a text-only model) every image is replaced by a short note.
 
     `items` are the request's input items, decoded (bridge.wire.responses.input_items; by
     default decoded here), `history` the items of a stored previous_response_id chain,
@@ -486,7 +521,10 @@ def translate_request(
     """
     if items is None:
         items = input_items(request)
-    messages = translate_input(request.instructions, items, developer_role, history, want_details)
+    built = translate_input(
+        request.instructions, items, developer_role, history, want_details, images
+    )
+    messages = built.messages
     if not messages:
         raise RequestError("input is empty: there is nothing to send", "input")
     tools, tool_map = translate_tools(request.tools)
@@ -519,4 +557,5 @@ def translate_request(
         tool_map=tool_map,
         reasoning_gaps=reasoning_gaps(messages, want_details),
         context_start=1 if request.instructions else 0,
+        omitted_images=built.omitted_images,
     )

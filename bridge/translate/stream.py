@@ -5,18 +5,24 @@ events; `output_index` grows by one per item and `sequence_number` by one per ev
 Reasoning and text are single open items that close when the stream switches to another
 kind of output; tool calls stay open until the stream ends, because a provider may
 interleave the argument chunks of parallel calls.
+
+A turn may take several upstream attempts (retries before any output): `restart` gives
+each attempt fresh state while the response and its event numbering go on. The end comes
+in two steps, so that a store write can sit between them: `close` ends every item and
+settles the response object, `terminal` makes the completed or incomplete event.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from bridge.config import QuirksConfig
 from bridge.errors import ApiError, upstream_error
-from bridge.translate.ids import new_id
+from bridge.translate.ids import new_id as random_id
 from bridge.translate.quirks import ContentFilters
 from bridge.translate.reasoning import Details, encode_reasoning, merge_details
 from bridge.translate.tool_calls import ToolCalls
@@ -68,7 +74,8 @@ def convert_usage(usage: ChatUsage | None) -> Usage:
     details = usage.prompt_tokens_details
     cached = details.cached_tokens if details and details.cached_tokens is not None else None
     if cached is None:
-        cached = usage.prompt_cache_hit_tokens or 0
+        # DeepSeek: prompt_cache_hit_tokens; Moonshot: a top-level cached_tokens.
+        cached = usage.prompt_cache_hit_tokens or usage.cached_tokens or 0
     reasoning = usage.completion_tokens_details
     return Usage(
         input_tokens=prompt,
@@ -103,28 +110,42 @@ class StreamTranslator:
         include_encrypted_reasoning: bool = False,
         reasoning_summary: bool = False,
         quirks: QuirksConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[str], str] = random_id,
     ) -> None:
         self.response = response
         self.quirks = quirks or QuirksConfig()
-        filters = self.quirks.think_tags or self.quirks.dsml_tool_calls
-        self._content = (
-            ContentFilters(self.quirks.think_tags, self.quirks.dsml_tool_calls) if filters else None
-        )
+        self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
         # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
         # summaries to the user; the upstream has no separate summary to offer).
         self._summary = reasoning_summary
+        self._clock = clock
+        self._new_id = new_id
         self._seq = 0
         self._events: list[ResponseEvent] = []
-        self._reasoning: _Text | None = None
-        self._message: _Text | None = None
-        self._tool_calls = ToolCalls(tool_map, self.quirks, self._emit, self._add_item)
-        self._finish_reason: str | None = None
-        self._usage: ChatUsage | None = None
         # True once the final event (completed, incomplete or failed) exists.
         self.ended = False
         # What the turn failed with, once it has.
         self.failure: ApiError | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        """Fresh state for a new upstream attempt: nothing of an abandoned attempt (text a
+        filter held back, a call whose name never came) may leak into the next. Only
+        before any output item exists (retries happen only then)."""
+        assert not self.response.output, "an attempt with output cannot be restarted"
+        filters = self.quirks.think_tags or self.quirks.dsml_tool_calls
+        self._content = (
+            ContentFilters(self.quirks.think_tags, self.quirks.dsml_tool_calls) if filters else None
+        )
+        self._reasoning: _Text | None = None
+        self._message: _Text | None = None
+        self._tool_calls = ToolCalls(
+            self._tool_map, self.quirks, self._emit, self._add_item, self._new_id
+        )
+        self._finish_reason: str | None = None
+        self._usage: ChatUsage | None = None
         # Text waiting to leave as one delta (see add and take).
         self._pending: _Text | None = None
         self._pending_parts: list[str] = []
@@ -157,8 +178,11 @@ class StreamTranslator:
         if chunk.usage is not None:
             self._usage = chunk.usage
         for choice in chunk.choices:
-            if choice.index != 0:
+            if choice.index not in (0, None):
                 continue
+            if choice.usage is not None:
+                # Moonshot/Kimi put the last chunk's usage inside the choice.
+                self._usage = choice.usage
             delta = choice.delta
             if delta is not None:
                 reasoning = delta.reasoning_content
@@ -182,38 +206,54 @@ class StreamTranslator:
         """The events produced since the last take, in order, numbered."""
         return self._take()
 
-    def finish(self) -> list[ResponseEvent]:
-        """Close every item and end with completed or incomplete; failed without a finish."""
+    @property
+    def produced_output(self) -> bool:
+        """Whether an output item exists (then the attempt cannot be retried)."""
+        return bool(self.response.output)
+
+    def close(self) -> list[ResponseEvent]:
+        """Close every item and settle the response (status, usage); the terminal event
+        comes from `terminal`. Raises ApiError for a stream without a finish_reason: its
+        answer is incomplete and must end failed."""
         if self._finish_reason is None:
-            return self.fail(
-                ApiError(
-                    502,
-                    "upstream stream ended without a finish_reason: the answer is incomplete",
-                    type="server_error",
-                    code="server_error",
-                )
+            raise ApiError.server(
+                "upstream stream ended without a finish_reason: the answer is incomplete"
             )
         self._flush_content()
         self._close_text()
         self._tool_calls.close_all()
         self.response.usage = convert_usage(self._usage)
-        self.response.completed_at = int(time.time())
+        self.response.completed_at = int(self._clock())
         reason = INCOMPLETE_REASONS.get(self._finish_reason)
-        self.ended = True
         if reason is not None:
             self.response.status = "incomplete"
             self.response.incomplete_details = IncompleteDetails(reason=reason)
-            self._emit(ResponseIncomplete(response=self.response))
         else:
             self.response.status = "completed"
+        return self._take()
+
+    def terminal(self) -> list[ResponseEvent]:
+        """response.completed or response.incomplete, after `close`."""
+        self.ended = True
+        if self.response.status == "incomplete":
+            self._emit(ResponseIncomplete(response=self.response))
+        else:
             self._emit(ResponseCompleted(response=self.response))
         return self._take()
 
-    def fail(self, error: ApiError) -> list[ResponseEvent]:
-        """End with response.failed; open items are not completed (their output is partial)."""
+    def finish(self) -> list[ResponseEvent]:
+        """close and terminal together (no write between them); failed without a finish."""
+        try:
+            events = self.close()
+        except ApiError as exc:
+            return self.fail(exc)
+        return events + self.terminal()
+
+    def mark_failed(self, error: ApiError) -> None:
+        """Settle the response as failed (the store records it so); `failed` makes the
+        terminal event. Open items are not completed: their output is partial."""
         self._events.clear()
         self._pending = None
-        self.ended = True
         self.failure = error
         self.response.status = "failed"
         self.response.error = ResponseError(
@@ -221,8 +261,18 @@ class StreamTranslator:
         )
         if self._usage is not None:
             self.response.usage = convert_usage(self._usage)
+        self.response.completed_at = None
+
+    def failed(self) -> list[ResponseEvent]:
+        """response.failed, after mark_failed."""
+        self.ended = True
         self._emit(ResponseFailed(response=self.response))
         return self._take()
+
+    def fail(self, error: ApiError) -> list[ResponseEvent]:
+        """mark_failed and failed together."""
+        self.mark_failed(error)
+        return self.failed()
 
     # -- internals ----------------------------------------------------------------
 
@@ -305,7 +355,7 @@ class StreamTranslator:
         current = self._reasoning
         if current is None:
             self._close_message()
-            item = ReasoningOutput(id=new_id("rs"))
+            item = ReasoningOutput(id=self._new_id("rs"))
             index = self._add_item(item)
             if self._summary:
                 self._emit(
@@ -359,7 +409,7 @@ class StreamTranslator:
         current = self._message
         if current is None:
             self._close_reasoning()
-            item = MessageOutput(id=new_id("msg"))
+            item = MessageOutput(id=self._new_id("msg"))
             index = self._add_item(item)
             self._emit(
                 ContentPartAdded(

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.config import QuirksConfig
-from bridge.translate.ids import new_id
 from bridge.translate.partial_json import StringFieldStream, custom_tool_input
 from bridge.translate.tools import ToolMap
 from bridge.wire.chat import FunctionDelta, ToolCallDelta
@@ -52,17 +51,36 @@ class ToolCalls:
         quirks: QuirksConfig,
         emit: Callable[[ResponseEvent], None],
         add_item: Callable[[CallItem], int],
+        new_id: Callable[[str], str],
     ) -> None:
         self._tool_map = tool_map
         self._quirks = quirks
         self._emit = emit
         self._add_item = add_item
+        self._new_id = new_id
         self._calls: dict[int, _Call] = {}
+        # Upstream index -> where its fragments go now (a repeated id moved the call).
+        self._moved: dict[int, int] = {}
+        self._last: int | None = None
+
+    def _index(self, delta: ToolCallDelta) -> int:
+        """The call a delta belongs to. A null or absent index: the call its id names, a
+        new call for a new id, else the call being streamed (treated as absent, never as
+        an error)."""
+        if delta.index is not None:
+            return self._moved.get(delta.index, delta.index)
+        if delta.id:
+            for index, call in self._calls.items():
+                if call.upstream_id == delta.id:
+                    return index
+            return max(self._calls, default=-1) + 1
+        return self._last if self._last is not None else 0
 
     def delta(self, delta: ToolCallDelta) -> None:
         """One tool-call delta of a chunk."""
         fn = delta.function
-        call = self._calls.get(delta.index)
+        index = self._index(delta)
+        call = self._calls.get(index)
         if (
             call is not None
             and self._quirks.repeated_call_id
@@ -72,12 +90,17 @@ class ToolCalls:
             and fn is not None
             and fn.name
         ):
-            # A new call reusing an index (some servers send every call at index 0).
+            # A new call reusing an index (some servers send every call at index 0): it
+            # gets an index of its own, and later fragments at that index follow it.
             call = None
-            delta = ToolCallDelta(index=max(self._calls) + 1, id=delta.id, function=fn)
+            moved = max(self._calls) + 1
+            if delta.index is not None:
+                self._moved[delta.index] = moved
+            index = moved
         if call is None:
             call = _Call(upstream_id=delta.id, upstream_name=None)
-            self._calls[delta.index] = call
+            self._calls[index] = call
+        self._last = index
         if delta.id and not call.upstream_id:
             call.upstream_id = delta.id
         if fn is not None and fn.name and call.item is None:
@@ -95,7 +118,7 @@ class ToolCalls:
         self.delta(
             ToolCallDelta(
                 index=index,
-                id=new_id("call"),
+                id=self._new_id("call"),
                 function=FunctionDelta(name=name, arguments=arguments),
             )
         )
@@ -108,17 +131,17 @@ class ToolCalls:
     def _announce(self, call: _Call) -> None:
         assert call.upstream_name is not None
         ref = self._tool_map.resolve(call.upstream_name)
-        call_id = call.upstream_id or new_id("call")
+        call_id = call.upstream_id or self._new_id("call")
         call.upstream_id = call_id
         item: CallItem
         if ref.kind == "custom":
             item = CustomToolCallOutput(
-                id=new_id("ctc"), call_id=call_id, name=ref.name, namespace=ref.namespace
+                id=self._new_id("ctc"), call_id=call_id, name=ref.name, namespace=ref.namespace
             )
             call.input_stream = StringFieldStream()
         else:
             item = FunctionCallOutput(
-                id=new_id("fc"), call_id=call_id, name=ref.name, namespace=ref.namespace
+                id=self._new_id("fc"), call_id=call_id, name=ref.name, namespace=ref.namespace
             )
         call.item = item
         call.output_index = self._add_item(item)

@@ -43,7 +43,8 @@ class FunctionDelta(msgspec.Struct, kw_only=True):
 
 
 class ToolCallDelta(msgspec.Struct, kw_only=True):
-    index: int = 0
+    # Absent or null: the call the delta's id names, else the call being streamed.
+    index: int | None = None
     id: str | None = None
     function: FunctionDelta | None = None
 
@@ -60,9 +61,11 @@ class ChunkDelta(msgspec.Struct, kw_only=True):
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):
-    index: int = 0
+    index: int | None = 0
     delta: ChunkDelta | None = None
     finish_reason: str | None = None
+    # Moonshot/Kimi send the last chunk's usage here instead of at the top level.
+    usage: ChatUsage | None = None
 
 
 class PromptTokensDetails(msgspec.Struct, kw_only=True):
@@ -81,6 +84,8 @@ class ChatUsage(msgspec.Struct, kw_only=True):
     completion_tokens_details: CompletionTokensDetails | None = None
     # DeepSeek reports cache hits here, sometimes instead of prompt_tokens_details.
     prompt_cache_hit_tokens: int | None = None
+    # Moonshot reports them at the top level of usage.
+    cached_tokens: int | None = None
 
 
 class UpstreamErrorBody(msgspec.Struct, kw_only=True):

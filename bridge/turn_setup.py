@@ -1,0 +1,218 @@
+"""From a request body to a turn ready to run: parsed, planned, translated, recordable.
+
+Transport-independent: POST /v1/responses (bridge.sse_transport) and the WebSocket mode
+both set their turns up here and run them with bridge.engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from multidict import CIMultiDictProxy
+
+from bridge.config import Config, ModelConfig
+from bridge.conversation import plan_turn, turn_recorder
+from bridge.engine import Turn
+from bridge.errors import ApiError
+from bridge.store import Store
+from bridge.translate.ids import new_id
+from bridge.translate.stream import StreamTranslator
+from bridge.upstream import UpstreamClient
+from bridge.wire import validation_error_parts
+from bridge.wire.events import ResponseObject
+from bridge.wire.responses import ResponsesRequest, input_items
+
+log = logging.getLogger(__name__)
+
+_REQUEST_DECODER = msgspec.json.Decoder(ResponsesRequest)
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+# Bodies above this are decoded off the event loop (a large one takes seconds).
+DECODE_IN_THREAD = 1024 * 1024
+
+
+def parse_request(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
+    """The request body as a typed request and its input as items; ApiError 400 naming the
+    field otherwise."""
+    try:
+        request = _REQUEST_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        message, path = validation_error_parts(exc)
+        param = path or None
+        text = f"Invalid value for '{param}': {message}" if param else message
+        raise ApiError.invalid(text, param) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ApiError.invalid(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError.invalid("The body is nested too deeply", code="invalid_json") from None
+    return request, input_items(request)
+
+
+class _RawInput(ResponsesRequest):
+    """The request with its input items left undecoded, for decoding one at a time."""
+
+    input: str | list[msgspec.Raw] = []  # noqa: RUF012 (a msgspec field default)
+
+
+_RAW_INPUT = msgspec.json.Decoder(_RawInput)
+_ITEM = msgspec.json.Decoder(Any)
+
+
+def _parse_large(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
+    """parse_request in short steps: one scan of the body, then each item on its own, so a
+    thread doing it lets the event loop in between (one decode of everything would hold
+    the interpreter for the whole body)."""
+    try:
+        raw = _RAW_INPUT.decode(body)
+        items = [_ITEM.decode(item) for item in raw.input] if isinstance(raw.input, list) else None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return parse_request(body)  # the same error, worded as for any body
+    fields = msgspec.structs.asdict(raw)
+    fields["input"] = raw.input if items is None else items
+    request = ResponsesRequest(**fields)
+    return request, input_items(request)
+
+
+async def parse_request_off_loop(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
+    """parse_request; in a thread, in short steps, for a large body, so other streams go
+    on meanwhile."""
+    if len(body) < DECODE_IN_THREAD:
+        return parse_request(body)
+    return await asyncio.to_thread(_parse_large, body)
+
+
+_ENCODER = msgspec.json.Encoder()
+# Upstream bodies with more messages than this are encoded in a thread, message by message.
+ENCODE_IN_THREAD = 5000
+
+
+def _encode_pieces(body: dict[str, Any]) -> bytes:
+    """The upstream body with its messages encoded one by one (short steps, see above)."""
+    messages = body["messages"]
+    rest = _ENCODER.encode({**body, "messages": []})
+    head, _, tail = rest.partition(b'"messages":[]')
+    # A comprehension, not map(): the interpreter may switch threads between its steps.
+    pieces = [_ENCODER.encode(message) for message in messages]
+    return b"".join([head, b'"messages":[', b",".join(pieces), b"]", tail])
+
+
+async def encode_upstream_body(body: dict[str, Any]) -> bytes:
+    """The upstream request body as JSON; a very long conversation off the loop."""
+    if len(body["messages"]) < ENCODE_IN_THREAD:
+        return _ENCODER.encode(body)
+    return await asyncio.to_thread(_encode_pieces, body)
+
+
+def unknown_model(config: Config, name: str) -> ApiError:
+    known = ", ".join(sorted(config.models)) or "none configured"
+    return ApiError(
+        404,
+        f"The model '{name}' does not exist. Configured models: {known}",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def response_template(req: ResponsesRequest) -> ResponseObject:
+    """The response object as it starts: the request's settings echoed, no output yet."""
+    text: dict[str, Any] = {"format": {"type": "text"}}
+    if req.text is not None:
+        text = msgspec.to_builtins(req.text)
+        if text.get("format") is None:
+            text["format"] = {"type": "text"}
+    return ResponseObject(
+        id=new_id("resp"),
+        created_at=int(time.time()),
+        model=req.model,
+        instructions=req.instructions,
+        metadata=req.metadata or {},
+        parallel_tool_calls=req.parallel_tool_calls
+        if req.parallel_tool_calls is not None
+        else True,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_output_tokens=req.max_output_tokens,
+        tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
+        tools=req.tools,
+        previous_response_id=req.previous_response_id,
+        reasoning=msgspec.to_builtins(req.reasoning) if req.reasoning else None,
+        text=text,
+        store=req.store if req.store is not None else True,
+        user=req.user,
+    )
+
+
+def _wants_summary(req: ResponsesRequest, setting: str) -> bool:
+    """Whether reasoning is mirrored as a summary: per model, or as the request asks."""
+    if setting != "auto":
+        return setting == "always"
+    summary = req.reasoning.summary if req.reasoning else None
+    return summary is not None and summary != "none"
+
+
+@dataclass(slots=True)
+class PreparedTurn:
+    """A turn and what its transport needs to know about it."""
+
+    request: ResponsesRequest
+    model: ModelConfig
+    turn: Turn
+
+
+async def setup_turn(
+    req: ResponsesRequest,
+    items: list[Any],
+    *,
+    config: Config,
+    store: Store,
+    upstreams: dict[str, UpstreamClient],
+    client: str,
+    forwarded_client: str,
+    headers: CIMultiDictProxy[str],
+    log_label: str,
+) -> PreparedTurn:
+    """Plan a parsed request into a turn (ApiError for a request that cannot be served).
+
+    `client` is who the client key says the client is; `forwarded_client` the identity of
+    its own bearer token, which names the client for a provider that forwards it.
+    """
+    model = config.models.get(req.model)
+    if model is None:
+        raise unknown_model(config, req.model)
+    provider = config.providers[model.provider]
+    if not client and provider.forward_client_key:
+        client = forwarded_client
+    planned = await plan_turn(
+        store,
+        req,
+        items,
+        config.upstream_model(req.model),
+        provider,
+        client=client,
+        headers=headers,
+        images=config.takes_images(req.model),
+    )
+    plan = planned.plan
+    body = await encode_upstream_body(plan.body)
+    if config.server.log_bodies and log.isEnabledFor(logging.DEBUG):
+        log.debug("upstream request for %s: %s", log_label, body.decode())
+    translator = StreamTranslator(
+        response_template(req),
+        plan.tool_map,
+        include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
+        reasoning_summary=_wants_summary(req, model.reasoning_summary),
+        quirks=provider.quirks,
+    )
+    turn = Turn(
+        upstream=upstreams[model.provider],
+        body=body,
+        translator=translator,
+        record=turn_recorder(store, req, items, translator.response, planned, headers),
+        heartbeat_interval=config.server.heartbeat_interval,
+        authorization=headers.get("Authorization") if provider.forward_client_key else None,
+    )
+    return PreparedTurn(req, model, turn)
