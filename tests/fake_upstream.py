@@ -40,6 +40,8 @@ class Reply:
     # pause between them: error bodies in two writes, other charsets, redirects.
     raw_parts: list[bytes] | None = None
     content_type: str = "application/json"
+    # Seconds of silence before the frame at that index (a model thinking mid-answer).
+    pauses: dict[int, float] = field(default_factory=dict)
 
 
 def sse(payload: Any) -> bytes:
@@ -237,6 +239,8 @@ class FakeUpstream:
                     return response
                 if reply.frame_delay:
                     await asyncio.sleep(reply.frame_delay)
+                if sent in reply.pauses:
+                    await asyncio.sleep(reply.pauses[sent])
                 await response.write(frame)
             if reply.eof_delay:
                 await asyncio.sleep(reply.eof_delay)

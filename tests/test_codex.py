@@ -76,7 +76,11 @@ class CodexHome:
         self.bridge_url = bridge_url
         self.write_config()
 
-    def write_config(self, catalog: Path | None = None) -> None:
+    def write_config(
+        self, catalog: Path | None = None, *, default_retries: bool = False, idle_ms: int = 30000
+    ) -> None:
+        """Codex's config; `default_retries` keeps Codex's own retry settings (5 stream
+        retries with backoff), as a user has them."""
         lines = [
             f'model = "{MODEL}"',
             'model_provider = "bridge"',
@@ -89,10 +93,10 @@ class CodexHome:
             f'base_url = "{self.bridge_url}/v1"',
             f'env_key = "{CLIENT_KEY_ENV}"',
             'wire_api = "responses"',
-            "request_max_retries = 0",
-            "stream_max_retries = 0",
-            "stream_idle_timeout_ms = 30000",
+            f"stream_idle_timeout_ms = {idle_ms}",
         ]
+        if not default_retries:
+            lines += ["request_max_retries = 0", "stream_max_retries = 0"]
         (self.home / "config.toml").write_text("\n".join(lines) + "\n")
 
     async def run(self, *args: str) -> CodexResult:
@@ -374,3 +378,71 @@ async def test_f_codex_compaction_goes_through_the_bridge(
         if "CONTEXT CHECKPOINT COMPACTION" in last_user_text(body)
     )
     assert replayed_assistant(compaction, "call_cp")["reasoning_content"] == reasoning
+
+
+# ---- errors as Codex acts on them, at its default retry settings ------------------------------
+
+
+async def test_g_a_short_provider_outage_is_retried_until_it_passes(
+    codex_home: CodexHome, fake_upstream: FakeUpstream
+) -> None:
+    """A 3-second overload: the bridge's own retries and then Codex's (server_error) ride it
+    out; server_is_overloaded would have ended the turn at once."""
+    codex_home.write_config(default_retries=True)
+    started = time.monotonic()
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if time.monotonic() - started < 3.0:
+            return Reply(status=503, error_body={"error": {"message": "Server is busy"}})
+        return thinking_text_reply([], ["Back again."])
+
+    fake_upstream.responder = respond
+    result = await codex_home.run("-m", MODEL, "hello")
+    assert result.returncode == 0, result.output
+    assert "Back again." in result.stdout
+    assert len(fake_upstream.requests) > 1
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "shown"),
+    [
+        (401, "Authentication Fails (no such user)", "rejected the bridge's API key"),
+        (400, "Invalid request: unknown field 'frobnicate'", "unknown field 'frobnicate'"),
+        (404, "Not Found", "base_url"),
+    ],
+    ids=["auth", "bad-request", "not-found"],
+)
+async def test_h_a_request_the_provider_refuses_is_shown_once_not_retried(
+    codex_home: CodexHome, fake_upstream: FakeUpstream, status: int, message: str, shown: str
+) -> None:
+    codex_home.write_config(default_retries=True)
+    fake_upstream.responder = lambda body: Reply(
+        status=status, error_body={"error": {"message": message}}
+    )
+    result = await codex_home.run("-m", MODEL, "hello")
+    assert result.returncode == 1, result.output
+    assert shown in result.output
+    assert message.split(":")[0] in result.output  # the provider's own words
+    assert "Reconnecting" not in result.output
+    assert len(fake_upstream.requests) == 1
+    if status in (401, 404):
+        assert fake_upstream.url in result.output  # what was tried
+
+
+async def test_i_heartbeats_keep_codex_waiting_through_a_long_pause(
+    codex: str,
+    tmp_path: Path,
+    fake_upstream: FakeUpstream,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """Codex's idle timer (here 1.5 s) counts events; a model silent for 4 s in the middle
+    of its answer is bridged by heartbeats (every 0.3 s here)."""
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.3")
+    server = await aiohttp_server(create_app(config))
+    home = CodexHome(codex, tmp_path, str(server.make_url("")).rstrip("/"))
+    home.write_config(idle_ms=1500)
+    frames = thinking_text_reply(["Long thought."], ["Worth ", "the wait."]).frames
+    fake_upstream.responder = lambda body: Reply(frames, pauses={3: 4.0})
+    result = await home.run("-m", MODEL, "take your time")
+    assert result.returncode == 0, result.output
+    assert "Worth the wait." in result.stdout

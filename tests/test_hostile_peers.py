@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import io
 import json
 import logging
 import socket
@@ -377,4 +378,97 @@ async def test_a_locked_store_keeps_readyz_quick_and_says_what_was_not_kept(
     assert ended < 5  # together, after write_timeout, not one after another
 
 
-__all__ = ["web"]
+def test_accept_errors_are_logged_at_most_every_interval() -> None:
+    from bridge.server import ACCEPT_ERRORS, RateLimited
+
+    limiter = RateLimited(ACCEPT_ERRORS, interval=60)
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, None)
+
+    passed = [limiter.filter(record("socket.accept() out of system resource")) for _ in range(1000)]
+    assert passed.count(True) == 1
+    assert limiter.filter(record("something else entirely"))
+
+
+async def test_a_request_of_300k_items_leaves_other_streams_flowing(
+    aiohttp_client: ClientFactory,
+) -> None:
+    """Decoding and translating it happen off the event loop (1M items once froze it 2.9 s)."""
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for frame in thinking_text_reply([], ["ok"]).frames:
+            await response.write(frame)
+        await response.write_eof()
+        return response
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", upstream)
+    up = await aiohttp_client(app)
+    config = bridge_config(str(up.make_url("")).rstrip("/"), server="max_request_bytes = 268435456")
+    client = await aiohttp_client(create_app(config))
+    items = [{"role": "user", "content": f"item {n}"} for n in range(300_000)]
+    body = json.dumps({"model": MODEL, "input": items, "store": False}).encode()
+    worst = 0.0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal worst
+        loop = asyncio.get_running_loop()
+        while not done.is_set():
+            began = loop.time()
+            await asyncio.sleep(0.01)
+            worst = max(worst, loop.time() - began - 0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    response = await client.post(
+        "/v1/responses", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+    )
+    done.set()
+    await watcher
+    assert response.status == 200, await response.text()
+    assert worst < 0.3, f"the event loop stalled {worst:.2f}s"
+
+
+async def test_an_auth_failure_is_logged_as_a_warning_with_the_url(
+    bridge: TestClient, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_upstream.script(Reply(status=401, error_body={"error": {"message": "bad key"}}))
+    caplog.set_level(logging.INFO)
+    await (await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})).read()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(fake_upstream.url in r.getMessage() and "401" in r.getMessage() for r in warnings)
+
+
+async def test_an_image_for_a_text_only_model_becomes_a_note(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url, model='input_modalities = ["text"]')
+    client = await aiohttp_client(create_app(config))
+    fake_upstream.script(thinking_text_reply([], ["I cannot see it."]))
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    content = [{"type": "input_text", "text": "What is this?"}, image]
+    response = await client.post(
+        "/v1/responses", json={"model": MODEL, "input": [{"role": "user", "content": content}]}
+    )
+    assert response.status == 200
+    sent = fake_upstream.requests[-1]["messages"][0]["content"]
+    assert "data:image" not in json.dumps(sent)
+    assert "left out because this model takes text only" in json.dumps(sent)
+
+
+def test_codex_config_tells_codex_which_models_take_images() -> None:
+    from bridge.codex_config import bridge_catalog
+
+    config = parse_config(
+        '[providers.d]\nbase_url = "http://127.0.0.1:9/v1"\nprofile = "deepseek"\n'
+        '[providers.v]\nbase_url = "http://127.0.0.1:9/v1"\nprofile = "vllm"\n'
+        '[models.text]\nprovider = "d"\n[models.sees]\nprovider = "v"\n'
+        '[models.told]\nprovider = "v"\ninput_modalities = ["text"]\n'
+    )
+    catalog = bridge_catalog(config, {"slug": "template"})
+    modalities = {m["slug"]: m["input_modalities"] for m in catalog["models"]}
+    assert modalities == {"text": ["text"], "sees": ["text", "image"], "told": ["text"]}

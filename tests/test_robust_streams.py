@@ -358,3 +358,28 @@ async def test_usage_in_the_choice_reaches_the_client(
 
 
 __all__ = ["asyncio", "tool_call_reply", "usage_chunk"]
+
+
+# ---- heartbeats -------------------------------------------------------------------------------
+
+
+async def test_heartbeats_fill_a_slow_store_write_in_order_and_never_follow_the_end(
+    fake_upstream: FakeUpstream, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.1")
+    client: TestClient = await aiohttp_client(create_app(config))
+    real_save = Store.save_turn
+
+    async def slow_save(self: Store, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.6)
+        await real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "save_turn", slow_save)
+    fake_upstream.script(thinking_text_reply(["r"], ["answer"]))
+    events = await stream_events(client, {"input": "x"})  # checks the numbering
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "response.completed"
+    done = kinds.index("response.output_item.done", kinds.index("response.output_text.done"))
+    beats_during_write = [k for k in kinds[done + 1 : -1]]
+    assert len(beats_during_write) >= 3, kinds
+    await asyncio.sleep(0.4)  # nothing may come after the end (the body has ended anyway)

@@ -36,6 +36,8 @@ def test_unit_runs_the_service_the_way_it_expects(path: Path) -> None:
     # Longer than the drain period, so systemd never kills a draining bridge.
     assert float(service["TimeoutStopSec"]) > ServerConfig().drain_seconds + 5
     assert "WatchdogSec" in service
+    # Every connection is an open file; 1024 was exhausted by a flood of slow clients.
+    assert int(service["LimitNOFILE"]) >= 65536
 
 
 def test_system_unit_is_hardened() -> None:

@@ -36,6 +36,7 @@ from bridge.wire.events import (
     IncompleteDetails,
     InputTokensDetails,
     MessageOutput,
+    OutputItem,
     OutputItemAdded,
     OutputItemDone,
     OutputTextDelta,
@@ -159,10 +160,37 @@ class StreamTranslator:
         return self._take()
 
     def heartbeat(self) -> ResponseEvent:
-        """An event for long upstream silences; Codex's idle timer counts only events."""
-        event = ResponseInProgress(response=self._snapshot(), sequence_number=self._seq)
+        """An event for long silences; Codex's idle timer counts only events.
+
+        It is response.in_progress carrying the output exactly as a client has built it
+        from the events so far (each open item with the text and arguments streamed to it):
+        openai-node's stream helper replaces its snapshot with this event's response, so
+        anything less would lose what it had. An unknown event type instead is rejected by
+        openai-node before 6.49 ("Unhandled response stream event"), and an SSE comment is
+        not counted by Codex (all verified with the clients themselves).
+        """
+        if self._pending is not None:
+            self._flush_pending()
+        output = [self._as_streamed(item) for item in self.response.output]
+        snapshot = msgspec.structs.replace(self.response, output=output, usage=None)
+        event = ResponseInProgress(response=snapshot, sequence_number=self._seq)
         self._seq += 1
         return event
+
+    def _as_streamed(self, item: OutputItem) -> OutputItem:
+        """A copy of an output item as the client knows it now."""
+        for current in (self._reasoning, self._message):
+            if current is not None and current.item is item:
+                text = "".join(current.parts)
+                if isinstance(item, ReasoningOutput):
+                    summary = [SummaryText(text=text)] if self._summary else []
+                    return msgspec.structs.replace(
+                        item, content=[ReasoningTextPart(text=text)], summary=summary
+                    )
+                return msgspec.structs.replace(item, content=[OutputTextPart(text=text)])
+        if isinstance(item, FunctionCallOutput | CustomToolCallOutput):
+            return self._tool_calls.as_streamed(item)
+        return msgspec.structs.replace(item)
 
     def feed(self, chunk: ChatChunk) -> list[ResponseEvent]:
         """Events for one upstream chunk. Raises ApiError for an error inside the stream."""

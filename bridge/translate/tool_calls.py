@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from bridge.config import QuirksConfig
 from bridge.translate.partial_json import StringFieldStream, custom_tool_input
 from bridge.translate.tools import ToolMap
@@ -122,6 +124,15 @@ class ToolCalls:
                 function=FunctionDelta(name=name, arguments=arguments),
             )
         )
+
+    def as_streamed(self, item: CallItem) -> CallItem:
+        """A copy of a call's item with the arguments (or input) streamed to it so far."""
+        for call in self._calls.values():
+            if call.item is item and not call.done:
+                if isinstance(item, CustomToolCallOutput):
+                    return msgspec.structs.replace(item, input="".join(call.streamed_input))
+                return msgspec.structs.replace(item, arguments="".join(call.arguments))
+        return msgspec.structs.replace(item)
 
     def close_all(self) -> None:
         """Done events for every call, in output order."""
