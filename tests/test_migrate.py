@@ -27,6 +27,7 @@ from bridge.cli import EXIT_OK, EXIT_STORE
 from bridge.migrate import MigrationError, load_migrations, migrate, migrations_source
 from bridge.records import ReasoningRecord, StoredContent, TurnRecord
 from bridge.store import Store, open_and_migrate
+from bridge.store.files import prepare_database_file
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60.0  # seconds for a command that should exit by itself
@@ -764,6 +765,28 @@ def test_two_processes_migrating_one_blank_file_both_succeed(tmp_path: Path) -> 
     with sqlite3.connect(db) as connection:
         rows = connection.execute("SELECT version FROM schema_migrations").fetchall()
     assert rows == [(version,) for version in range(1, LATEST + 1)]
+
+
+def test_switching_to_wal_waits_for_a_writer_holding_the_new_file(tmp_path: Path) -> None:
+    """Another connection mid-write on a file still in rollback-journal mode: SQLite answers
+    the WAL switch "database is locked" at once (no busy handler, to avoid a deadlock), which
+    made one of two processes starting together fail now and then."""
+    db = tmp_path / "bridge.db"
+    prepare_database_file(db)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (x)")
+    other.execute("BEGIN")
+    other.execute("SELECT * FROM elsewhere").fetchall()
+    other.execute("INSERT INTO elsewhere VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        assert open_and_migrate(db) == LATEST
+    finally:
+        release.join(timeout=10)
+        other.close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_upgrade_from_version_1_keeps_the_reasoning_rows(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,30 @@ def open_and_migrate(path: Path) -> int:
             # Only takes effect before the first table and before the switch to WAL;
             # lets the pruner give space back with incremental_vacuum.
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        connection.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(connection)
         return migrate(connection, migrations)
     finally:
         connection.close()
+
+
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode = WAL, waiting out other processes doing the same.
+
+    Two connections switching a new file at once can deadlock on its rollback-journal
+    locks; SQLite then answers "database is locked" at once instead of calling the busy
+    handler, so the switch is retried here, for as long as the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def read_only(path: Path) -> sqlite3.Connection:
