@@ -1,8 +1,9 @@
 """A fast Chat Completions server for benchmarks: pre-encoded chunks, many per write.
 
-    python bench/fake_upstream.py PORT TOKENS
+    python bench/fake_upstream.py PORT TOKENS [REASONING_TOKENS]
 
-Every POST /v1/chat/completions gets the same streamed answer of TOKENS content chunks;
+Every POST /v1/chat/completions gets the same streamed answer of TOKENS content chunks,
+after REASONING_TOKENS reasoning_content chunks (none by default);
 the bytes are built once at startup, so the server costs next to nothing per token.
 """
 
@@ -20,10 +21,12 @@ def frame(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def answer(tokens: int) -> list[bytes]:
+def answer(tokens: int, reasoning: int = 0) -> list[bytes]:
     """The stream, split into writes of EVENTS_PER_WRITE events each."""
     head = {"id": "bench", "object": "chat.completion.chunk", "model": "bench"}
     events = [frame({**head, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})]
+    thought = {"reasoning_content": "hmm "}
+    events += [frame({**head, "choices": [{"index": 0, "delta": thought}]})] * reasoning
     events += [frame({**head, "choices": [{"index": 0, "delta": {"content": "tok "}}]})] * tokens
     events.append(frame({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     usage = {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": tokens + 20}
@@ -34,8 +37,8 @@ def answer(tokens: int) -> list[bytes]:
     ]
 
 
-def make_app(tokens: int) -> web.Application:
-    writes = answer(tokens)
+def make_app(tokens: int, reasoning: int = 0) -> web.Application:
+    writes = answer(tokens, reasoning)
 
     async def completions(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -56,4 +59,7 @@ def make_app(tokens: int) -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(make_app(int(sys.argv[2])), host="127.0.0.1", port=int(sys.argv[1]), print=None)
+    reasoning = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    web.run_app(
+        make_app(int(sys.argv[2]), reasoning), host="127.0.0.1", port=int(sys.argv[1]), print=None
+    )

@@ -421,7 +421,7 @@ async def test_reads_do_not_wait_for_a_long_write(tmp_path: Path) -> None:
         small_request, small = big_input_response(1)
         small.id = "resp_small"
         await store.save_turn(record_turn(small_request, small, Scope()))
-        request, response = big_input_response(300_000)
+        request, response = big_input_response(50_000)  # about 0.5 s to write here
         writing = asyncio.ensure_future(store.save_turn(record_turn(request, response, Scope())))
         await asyncio.sleep(0.05)  # the write is under way in the writer's thread
         assert not writing.done()
