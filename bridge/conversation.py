@@ -20,7 +20,13 @@ from bridge.records import record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
 from bridge.store import ChainNotFound, ReasoningQuery, Store, StoreCorrupt
 from bridge.translate.context import ContextDigest, ItemDigests
-from bridge.translate.request import ChatRequestPlan, ReasoningGap, RequestError, translate_request
+from bridge.translate.request import (
+    ChatRequestPlan,
+    Continuation,
+    ReasoningGap,
+    RequestError,
+    translate_request,
+)
 from bridge.wire.chat import ChatMessage
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest, encode_items
@@ -29,6 +35,30 @@ log = logging.getLogger(__name__)
 
 # Conversations longer than this (items) are translated in a thread.
 TRANSLATE_IN_THREAD = 20_000
+
+
+@dataclass(slots=True, frozen=True)
+class Prefix:
+    """A conversation translated on a WebSocket, up to the end of one of its responses:
+    what the next turn needs to send only what is new (bridge.socket_state keeps them)."""
+
+    response_id: str
+    # Its upstream messages, shaped for `shaped_for` and encoded, the instructions left out.
+    pieces: tuple[bytes, ...]
+    continuation: Continuation
+    scope: Scope
+    # (model, provider profile) the messages were translated and shaped for.
+    shaped_for: tuple[str, str]
+    # When the conversation has no name: the digest of all its messages, and of all but
+    # the last (a tool call joining the last turn replaces it).
+    context: ContextDigest | None = None
+    context_head: ContextDigest | None = None
+    # The response that began the conversation on this socket.
+    root: str = ""
+
+    @property
+    def size(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
 
 
 @dataclass(slots=True)
@@ -40,6 +70,10 @@ class PlannedTurn:
     # The conversation has no name (no thread or session header): its turns are found
     # again by their context keys.
     by_context: bool
+    # Continued from a conversation kept on a WebSocket: the body's messages follow it.
+    prefix: Prefix | None = None
+    # The digest of what comes before the body's messages (by_context, with a prefix).
+    context_base: ContextDigest | None = None
 
 
 async def plan_turn(
@@ -52,14 +86,18 @@ async def plan_turn(
     client: str,
     headers: CIMultiDictProxy[str],
     images: bool = True,
+    prefix: Prefix | None = None,
 ) -> PlannedTurn:
-    """The upstream request for `req`: its stored chain first, reasoning filled in from its
-    own scope, and shaped for the provider's profile."""
+    """The upstream request for `req`: its stored chain first (or the `prefix` a WebSocket
+    kept of it), reasoning filled in from its own scope, and shaped for the provider's
+    profile."""
     profile = PROFILES[provider.profile]
     conversation = session_scope(headers)
     by_context = conversation is None
     history: list[dict[str, Any]] = []
-    if req.previous_response_id is not None:
+    if prefix is not None:
+        conversation = conversation or prefix.scope.conversation
+    elif req.previous_response_id is not None:
         try:
             chain = await store.chain(req.previous_response_id, client)
         except ChainNotFound as exc:
@@ -85,6 +123,7 @@ async def plan_turn(
         history=history,
         want_details=profile.replay_details,
         images=images,
+        continuation=prefix.continuation if prefix else None,
     )
     try:
         # A very long conversation takes seconds to translate: off the loop then.
@@ -101,8 +140,12 @@ async def plan_turn(
             req.model,
         )
     scope = Scope(client, conversation)
+    context_base = None
+    if prefix is not None and by_context:
+        replaced = plan.builder is not None and plan.builder.replaces_last
+        context_base = prefix.context_head if replaced else prefix.context
     if plan.reasoning_gaps:
-        await recover_reasoning(store, scope, plan, by_context)
+        await recover_reasoning(store, scope, plan, by_context, context_base)
     shape_body(
         plan.body,
         profile,
@@ -111,12 +154,18 @@ async def plan_turn(
         drop_params=provider.drop_params,
         max_tokens_param=provider.max_tokens_param,
     )
-    return PlannedTurn(plan, scope, by_context)
+    return PlannedTurn(plan, scope, by_context, prefix, context_base)
 
 
-def _context_keys(messages: list[ChatMessage], start: int, gaps: list[ReasoningGap]) -> None:
-    """Each gap's context key: the digest of the conversation before it (pure, CPU-bound)."""
-    digest = ContextDigest()
+def _context_keys(
+    messages: list[ChatMessage],
+    start: int,
+    gaps: list[ReasoningGap],
+    base: ContextDigest | None = None,
+) -> None:
+    """Each gap's context key: the digest of the conversation before it, `base` being the
+    digest of what comes before `messages[start:]` (pure, CPU-bound)."""
+    digest = base.copy() if base is not None else ContextDigest()
     position = start
     for gap in gaps:
         digest.extend(messages[position : gap.index])
@@ -125,7 +174,11 @@ def _context_keys(messages: list[ChatMessage], start: int, gaps: list[ReasoningG
 
 
 async def recover_reasoning(
-    store: Store, scope: Scope, plan: ChatRequestPlan, by_context: bool
+    store: Store,
+    scope: Scope,
+    plan: ChatRequestPlan,
+    by_context: bool,
+    context_base: ContextDigest | None = None,
 ) -> None:
     """Reasoning for replayed turns that came without it, from the store, within the scope.
 
@@ -134,7 +187,9 @@ async def recover_reasoning(
     """
     gaps = plan.reasoning_gaps
     if by_context:
-        await asyncio.to_thread(_context_keys, plan.messages, plan.context_start, gaps)
+        await asyncio.to_thread(
+            _context_keys, plan.messages, plan.context_start, gaps, context_base
+        )
     found = await store.find_reasoning(
         scope.client,
         scope.conversation,
@@ -192,7 +247,9 @@ def turn_recorder(
         prepared = _Prepared()
         if planned.by_context:
             messages = plan.messages[plan.context_start :]
-            prepared.context = await asyncio.to_thread(ContextDigest().extend, messages)
+            base = planned.context_base
+            digest = base.copy() if base is not None else ContextDigest()
+            prepared.context = await asyncio.to_thread(digest.extend, messages)
         if not stored:
             return prepared
         known = store.replays.match(client, conversation, items)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridge.body import UpstreamBody
 from bridge.errors import ApiError
 from bridge.relay import pump
 from bridge.translate.stream import StreamTranslator
@@ -113,12 +114,15 @@ class Turn:
     """What a response needs once the request is understood."""
 
     upstream: UpstreamClient
-    body: bytes
+    body: UpstreamBody
     translator: StreamTranslator
     record: Recorder
     heartbeat_interval: float
     # The client's own Authorization header, for providers with forward_client_key.
     authorization: str | None = None
+    # False: answered at once with an empty completed response, the upstream never asked
+    # (a WebSocket's warm-up, `generate: false`).
+    generate: bool = True
 
 
 async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiError | None:
@@ -169,7 +173,13 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
     translator = turn.translator
     attempt = 0
     while True:
-        error = await pump(turn.upstream, turn.body, translator, emitter.send, turn.authorization)
+        if turn.generate:
+            error = await pump(
+                turn.upstream, turn.body, translator, emitter.send, turn.authorization
+            )
+        else:
+            translator.answered_without_generating()
+            error = None
         if error is None:
             try:
                 await emitter.send(translator.close)

@@ -111,11 +111,16 @@ PROFILE_NAMES = tuple(PROFILES)
 
 
 def shape_messages(messages: list[ChatMessage], profile: Profile) -> None:
-    """Put each replayed turn's reasoning where this provider reads it (in place)."""
+    """Put each replayed turn's reasoning where this provider reads it (in place).
+
+    Shaping a message twice changes nothing more (a WebSocket's conversation keeps shaped
+    messages, and a tool call may join a copy of one)."""
     for message in messages:
         if message.role != "assistant":
             continue
         text = message.reasoning_content
+        if text is None:
+            text = message.reasoning
         message.reasoning_content = None
         if profile.replay_field == "reasoning_content":
             message.reasoning_content = text

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import msgspec
 
+from bridge.body import UpstreamBody
 from bridge.errors import ApiError
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
@@ -49,7 +50,7 @@ def malformed(detail: str) -> ApiError:
 
 async def pump(
     upstream: UpstreamClient,
-    body: bytes,
+    body: UpstreamBody,
     translator: StreamTranslator,
     send: Send,
     authorization: str | None = None,

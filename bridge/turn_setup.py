@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from multidict import CIMultiDictProxy
 
+from bridge.body import UpstreamBody, join_messages
 from bridge.config import Config, ModelConfig
-from bridge.conversation import plan_turn, turn_recorder
+from bridge.conversation import PlannedTurn, Prefix, plan_turn, turn_recorder
 from bridge.engine import Turn
 from bridge.errors import ApiError
 from bridge.store import Store
@@ -24,6 +26,7 @@ from bridge.translate.ids import new_id
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
+from bridge.wire.chat import ChatMessage
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest, input_items
 
@@ -90,21 +93,59 @@ _ENCODER = msgspec.json.Encoder()
 ENCODE_IN_THREAD = 5000
 
 
-def _encode_pieces(body: dict[str, Any]) -> bytes:
-    """The upstream body with its messages encoded one by one (short steps, see above)."""
-    messages = body["messages"]
+def encode_messages(messages: Sequence[ChatMessage]) -> list[bytes]:
+    """Each message as JSON, one by one (in a thread, the loop gets in between)."""
+    # A comprehension, not map(): the interpreter may switch threads between its steps.
+    return [_ENCODER.encode(message) for message in messages]
+
+
+def _split_body(body: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The body's JSON before and after its messages."""
     rest = _ENCODER.encode({**body, "messages": []})
     head, _, tail = rest.partition(b'"messages":[]')
-    # A comprehension, not map(): the interpreter may switch threads between its steps.
-    pieces = [_ENCODER.encode(message) for message in messages]
-    return b"".join([head, b'"messages":[', b",".join(pieces), b"]", tail])
+    return head, tail
 
 
-async def encode_upstream_body(body: dict[str, Any]) -> bytes:
-    """The upstream request body as JSON; a very long conversation off the loop."""
-    if len(body["messages"]) < ENCODE_IN_THREAD:
-        return _ENCODER.encode(body)
-    return await asyncio.to_thread(_encode_pieces, body)
+@dataclass(slots=True)
+class EncodedBody:
+    body: UpstreamBody
+    # The body's own messages (the instructions left out), each encoded; None unless asked.
+    messages: list[bytes] | None = None
+
+
+async def encode_upstream_body(
+    body: dict[str, Any],
+    *,
+    context_start: int = 0,
+    prefix: Prefix | None = None,
+    replaces_last: bool = False,
+    keep_messages: bool = False,
+) -> EncodedBody:
+    """The upstream request body as JSON; a very long conversation off the loop.
+
+    With a `prefix` (a WebSocket's conversation) its encoded messages go between the
+    instructions (`messages[:context_start]`) and the body's own messages, its last one
+    left out when `replaces_last`. `keep_messages` keeps each of the body's own messages
+    encoded, for the conversation's next turn.
+    """
+    messages: list[ChatMessage] = body["messages"]
+    if prefix is None and not keep_messages:
+        if len(messages) < ENCODE_IN_THREAD:
+            return EncodedBody(UpstreamBody.of(_ENCODER.encode(body)))
+        head, tail = _split_body(body)
+        encoded = await asyncio.to_thread(encode_messages, messages)
+        return EncodedBody(UpstreamBody(join_messages(head, encoded, tail)))
+    head, tail = _split_body(body)
+    if len(messages) < ENCODE_IN_THREAD:
+        encoded = encode_messages(messages)
+    else:
+        encoded = await asyncio.to_thread(encode_messages, messages)
+    earlier: Sequence[bytes] = ()
+    if prefix is not None:
+        earlier = prefix.pieces[:-1] if replaces_last else prefix.pieces
+    own = encoded[context_start:]
+    pieces = join_messages(head, [*encoded[:context_start], *earlier, *own], tail)
+    return EncodedBody(UpstreamBody(pieces), own)
 
 
 def unknown_model(config: Config, name: str) -> ApiError:
@@ -161,6 +202,9 @@ class PreparedTurn:
     request: ResponsesRequest
     model: ModelConfig
     turn: Turn
+    planned: PlannedTurn
+    # The body's own messages encoded (keep_messages), for a WebSocket's next turn.
+    messages: list[bytes] | None = None
 
 
 async def setup_turn(
@@ -174,11 +218,16 @@ async def setup_turn(
     forwarded_client: str,
     headers: CIMultiDictProxy[str],
     log_label: str,
+    prefix: Prefix | None = None,
+    generate: bool = True,
+    keep_messages: bool = False,
 ) -> PreparedTurn:
     """Plan a parsed request into a turn (ApiError for a request that cannot be served).
 
     `client` is who the client key says the client is; `forwarded_client` the identity of
-    its own bearer token, which names the client for a provider that forwards it.
+    its own bearer token, which names the client for a provider that forwards it. A
+    WebSocket passes the `prefix` it kept of the conversation, if any, and asks to
+    `keep_messages`; `generate` False makes a turn that answers without the upstream.
     """
     model = config.models.get(req.model)
     if model is None:
@@ -195,11 +244,19 @@ async def setup_turn(
         client=client,
         headers=headers,
         images=config.takes_images(req.model),
+        prefix=prefix,
     )
     plan = planned.plan
-    body = await encode_upstream_body(plan.body)
+    encoded = await encode_upstream_body(
+        plan.body,
+        context_start=plan.context_start,
+        prefix=prefix,
+        replaces_last=plan.builder is not None and plan.builder.replaces_last,
+        keep_messages=keep_messages,
+    )
+    body = encoded.body
     if config.server.log_bodies and log.isEnabledFor(logging.DEBUG):
-        log.debug("upstream request for %s: %s", log_label, body.decode())
+        log.debug("upstream request for %s: %s", log_label, body.as_bytes().decode())
     translator = StreamTranslator(
         response_template(req),
         plan.tool_map,
@@ -214,5 +271,6 @@ async def setup_turn(
         record=turn_recorder(store, req, items, translator.response, planned, headers),
         heartbeat_interval=config.server.heartbeat_interval,
         authorization=headers.get("Authorization") if provider.forward_client_key else None,
+        generate=generate,
     )
-    return PreparedTurn(req, model, turn)
+    return PreparedTurn(req, model, turn, planned, encoded.messages)

@@ -9,14 +9,15 @@ credentials in its base_url out of every message.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
 import msgspec
+from aiohttp.payload import Payload
 
+from bridge.body import UpstreamBody
 from bridge.config import ProviderConfig, UpstreamConfig
 from bridge.errors import ApiError, clip, parse_retry_after, redact, redact_url, upstream_error
 from bridge.wire.chat import ERROR_DECODER
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 # The most of an upstream error body read to find its message.
 ERROR_BODY_LIMIT = 256 * 1024
-# aiohttp warns that bytes bodies above 1 MiB block the loop while written; those go as a
-# BytesIO, which it writes in chunks, yielding in between.
+# aiohttp warns that bytes bodies above 1 MiB block the loop while written; those (and
+# bodies in pieces) go as a payload written in runs (bridge.body).
 LARGE_BODY = 1024 * 1024
 
 
@@ -128,7 +129,7 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def stream(
-        self, body: bytes, authorization: str | None = None
+        self, body: UpstreamBody, authorization: str | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST a streaming chat request; yields the 200 response, raises ApiError otherwise.
 
@@ -141,7 +142,11 @@ class UpstreamClient:
             secrets = [*secrets, authorization.partition(" ")[2]]
         async with self._slots:
             try:
-                data = body if len(body) < LARGE_BODY else io.BytesIO(body)
+                data: bytes | Payload = (
+                    body.pieces[0]
+                    if len(body.pieces) == 1 and body.size < LARGE_BODY
+                    else body.payload()
+                )
                 response = await self._session.post(
                     self.url,
                     data=data,

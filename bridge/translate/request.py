@@ -102,6 +102,21 @@ class ReasoningGap:
             self.message.reasoning_details = reasoning.details
 
 
+@dataclass(slots=True, frozen=True)
+class Continuation:
+    """Where translating a conversation stopped (a turn earlier on a WebSocket), so that
+    what comes next is translated as if the whole conversation had been sent again."""
+
+    # Messages translated so far (the instructions not counted).
+    messages: int
+    # Tool calls made so far: a tool output answers one of them or is skipped.
+    call_ids: frozenset[str]
+    # The last message, when it is an assistant turn that a following tool call joins.
+    tail: ChatMessage | None = None
+    # Reasoning items not yet attached to an assistant turn.
+    reasoning: tuple[Reasoning, ...] = ()
+
+
 @dataclass(slots=True)
 class ChatRequestPlan:
     """The upstream body plus what the stream translator needs to map calls back."""
@@ -114,6 +129,8 @@ class ChatRequestPlan:
     context_start: int = 0
     # Images replaced by a note because the model takes text only.
     omitted_images: int = 0
+    # What built the messages; it goes on with the response's output (bridge.socket_state).
+    builder: MessageBuilder | None = None
 
     @property
     def messages(self) -> list[ChatMessage]:
@@ -300,11 +317,15 @@ def _replayed_reasoning(item: ReasoningItem, want_details: bool) -> Reasoning | 
     )
 
 
-class _History:
+class MessageBuilder:
     """Builds upstream messages from input items, keeping Chat Completions' pairing rules."""
 
     def __init__(
-        self, developer_role: bool, want_details: bool = False, images: bool = True
+        self,
+        developer_role: bool,
+        want_details: bool = False,
+        images: bool = True,
+        continuation: Continuation | None = None,
     ) -> None:
         self.developer_role = developer_role
         self.want_details = want_details
@@ -312,12 +333,38 @@ class _History:
         # Images left out because the model takes text only.
         self.omitted_images = 0
         self.messages: list[ChatMessage] = []
-        self.reasoning: list[Reasoning] = []
+        self.reasoning: list[Reasoning] = list(continuation.reasoning) if continuation else []
         # The assistant message that further tool calls of the same turn join.
         self.open_turn: ChatMessage | None = None
         # Images from tool outputs wait for the run of tool messages to end.
         self.tool_images: list[dict[str, Any]] = []
-        self.call_ids: set[str] = set()
+        self.call_ids: set[str] = set(continuation.call_ids) if continuation else set()
+        # Continuing a conversation translated earlier: a tool call that comes first joins
+        # (a copy of) its last assistant turn, which then replaces that turn upstream.
+        self.continued = continuation.tail if continuation else None
+        self.replaces_last = False
+        # The first message changed in place since `mark` (a tool call joining it).
+        self._marked = 0
+        self._touched: int | None = None
+
+    def mark(self) -> None:
+        """Start noting which messages change from here on (see changed_from)."""
+        self._marked = len(self.messages)
+        self._touched = None
+
+    @property
+    def changed_from(self) -> int:
+        """The first message added or changed since `mark`."""
+        if self._touched is None:
+            return self._marked
+        return min(self._touched, self._marked)
+
+    @property
+    def tail(self) -> ChatMessage | None:
+        """The assistant turn a following tool call would join, if any."""
+        if self.open_turn is not None and self.messages and self.open_turn is self.messages[-1]:
+            return self.open_turn
+        return self.continued
 
     def _flush_tool_images(self) -> None:
         if self.tool_images:
@@ -327,6 +374,7 @@ class _History:
             content.extend(self.tool_images)
             self.messages.append(ChatMessage(role="user", content=content))
             self.tool_images = []
+            self.continued = None
 
     def _assistant(self, content: str | None) -> ChatMessage:
         """A new assistant turn carrying the reasoning items that came before it."""
@@ -349,12 +397,14 @@ class _History:
             turn = self._assistant(content)
             self.messages.append(turn)
             self.open_turn = turn
+            self.continued = None
             return
         if role == "developer" and not self.developer_role:
             role = "system"
         elif role not in ("user", "system", "developer"):
             raise RequestError(f"Unknown message role {role!r}", f"{param}.role")
         self.open_turn = None
+        self.continued = None
         self.reasoning = []
         self.messages.append(
             ChatMessage(role=role, content=self._content(item.content, param + ".content"))
@@ -368,6 +418,7 @@ class _History:
     def reasoning_item(self, item: ReasoningItem) -> None:
         self._flush_tool_images()
         self.open_turn = None
+        self.continued = None
         reasoning = _replayed_reasoning(item, self.want_details)
         if reasoning is not None:
             self.reasoning.append(reasoning)
@@ -376,10 +427,20 @@ class _History:
         self._flush_tool_images()
         call = ChatToolCall(id=call_id, function=ChatFunctionCall(name=name, arguments=arguments))
         turn = self.open_turn
-        if turn is None or turn is not self.messages[-1]:
+        if turn is None and self.continued is not None:
+            # The conversation's last turn, translated before: joined on a copy.
+            tail = self.continued
+            turn = msgspec.structs.replace(tail, tool_calls=list(tail.tool_calls or ()))
+            self.messages.append(turn)
+            self.open_turn = turn
+            self.replaces_last = True
+            self.continued = None
+        elif turn is None or turn is not self.messages[-1]:
             turn = self._assistant(None)
             self.messages.append(turn)
             self.open_turn = turn
+        elif self._touched is None or len(self.messages) - 1 < self._touched:
+            self._touched = len(self.messages) - 1
         if turn.tool_calls is None:
             turn.tool_calls = []
         turn.tool_calls.append(call)
@@ -392,6 +453,7 @@ class _History:
             log.warning("skipping tool output for unknown call_id %s", item.call_id)
             return
         self.open_turn = None
+        self.continued = None
         output = item.output
         if isinstance(output, str):
             text = output
@@ -411,6 +473,22 @@ class _History:
         self._flush_tool_images()
         return self.messages
 
+    def add_items(self, items: Sequence[Any], name: str) -> None:
+        """Translate `items` (named `name[i]` in errors) and finish."""
+        for index, item in enumerate(items):
+            _add_item(self, item, f"{name}[{index}]")
+        self.finish()
+
+    def continuation(self, messages: int) -> Continuation:
+        """Where this translation stopped, for the conversation's next turn, which has
+        `messages` messages so far (its instructions not counted)."""
+        return Continuation(
+            messages=messages,
+            call_ids=frozenset(self.call_ids),
+            tail=self.tail,
+            reasoning=tuple(self.reasoning),
+        )
+
 
 def _arguments_or_empty_object(arguments: str) -> str:
     # Zero-argument calls come back from some upstreams with "" arguments; every upstream
@@ -425,21 +503,21 @@ def translate_input(
     history: Sequence[dict[str, Any]] = (),
     want_details: bool = False,
     images: bool = True,
-) -> _History:
+    continuation: Continuation | None = None,
+) -> MessageBuilder:
     """Instructions, earlier items (a stored chain) and input items -> upstream messages
-    (the history's `finish()`)."""
-    messages = _History(developer_role, want_details, images)
+    (the builder's `messages`). With a `continuation` the messages are only what follows
+    it: the conversation translated before goes between the instructions and them."""
+    messages = MessageBuilder(developer_role, want_details, images, continuation)
     if instructions:
         messages.messages.append(ChatMessage(role="system", content=instructions))
     for index, item in enumerate(history):
         _add_item(messages, item, f"history[{index}]")
-    for index, item in enumerate(items):
-        _add_item(messages, item, f"input[{index}]")
-    messages.finish()
+    messages.add_items(items, "input")
     return messages
 
 
-def _add_item(history: _History, raw: Any, param: str) -> None:
+def _add_item(history: MessageBuilder, raw: Any, param: str) -> None:
     if not isinstance(raw, dict):
         raise RequestError(f"{param} must be an object", param)
     kind = raw.get("type") or ("message" if "role" in raw else None)
@@ -510,6 +588,7 @@ def translate_request(
     history: Sequence[dict[str, Any]] = (),
     want_details: bool = False,
     images: bool = True,
+    continuation: Continuation | None = None,
 ) -> ChatRequestPlan:
     """The whole upstream body for a Responses request; always a streaming request.
 
@@ -517,15 +596,17 @@ def translate_request(
 
     `items` are the request's input items, decoded (bridge.wire.responses.input_items; by
     default decoded here), `history` the items of a stored previous_response_id chain,
-    oldest first.
+    oldest first. With a `continuation` (a conversation translated on a WebSocket) the
+    body's messages are the instructions and what is new; the caller puts the earlier
+    messages between them (see MessageBuilder.replaces_last).
     """
     if items is None:
         items = input_items(request)
     built = translate_input(
-        request.instructions, items, developer_role, history, want_details, images
+        request.instructions, items, developer_role, history, want_details, images, continuation
     )
     messages = built.messages
-    if not messages:
+    if not messages and not (continuation and continuation.messages):
         raise RequestError("input is empty: there is nothing to send", "input")
     tools, tool_map = translate_tools(request.tools)
     body: dict[str, Any] = {
@@ -558,4 +639,5 @@ def translate_request(
         reasoning_gaps=reasoning_gaps(messages, want_details),
         context_start=1 if request.instructions else 0,
         omitted_images=built.omitted_images,
+        builder=built,
     )

@@ -239,6 +239,11 @@ class StreamTranslator:
         """Whether an output item exists (then the attempt cannot be retried)."""
         return bool(self.response.output)
 
+    def answered_without_generating(self) -> None:
+        """The turn ends with no output and no upstream request (a warm-up): `close`
+        then completes it."""
+        self._finish_reason = "stop"
+
     def close(self) -> list[ResponseEvent]:
         """Close every item and settle the response (status, usage); the terminal event
         comes from `terminal`. Raises ApiError for a stream without a finish_reason: its

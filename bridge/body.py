@@ -1,0 +1,91 @@
+"""An upstream request body kept as the pieces it was encoded in.
+
+A turn on a WebSocket reuses the encoded messages of the conversation so far, so its body
+is a few new pieces around many old ones. Joining them into one buffer would copy the
+whole conversation on every turn; the payload here writes them as they are, with the
+Content-Length of their sum (no chunked encoding, which some local servers refuse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+# Pieces are handed to the transport in runs of about this many bytes: one write per
+# message would cost a system call each; one write for everything, a copy of it all.
+WRITE_BYTES = 256 * 1024
+
+
+class UpstreamBody:
+    """The JSON body of an upstream request, as the pieces that make it up in order."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self.pieces = tuple(pieces)
+        self.size = sum(len(piece) for piece in self.pieces)
+
+    @classmethod
+    def of(cls, data: bytes) -> UpstreamBody:
+        return cls((data,))
+
+    def as_bytes(self) -> bytes:
+        """The whole body in one buffer (a copy: for logs and tests)."""
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+
+    def payload(self) -> Payload:
+        """A fresh aiohttp payload for one attempt (a retry sends the same pieces again)."""
+        return _PiecesPayload(self)
+
+
+class _PiecesPayload(Payload):
+    _autoclose = True
+
+    def __init__(self, body: UpstreamBody) -> None:
+        super().__init__(body, content_type="application/json")
+        self._body = body
+        self._size = body.size
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._body.as_bytes().decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self._body.as_bytes()
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        remaining = content_length
+        run: list[bytes] = []
+        run_bytes = 0
+        for piece in self._body.pieces:
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                piece = piece[:remaining]
+                remaining -= len(piece)
+            run.append(piece)
+            run_bytes += len(piece)
+            if run_bytes >= WRITE_BYTES:
+                await writer.write(b"".join(run))
+                run, run_bytes = [], 0
+        if run:
+            await writer.write(b"".join(run))
+
+
+def join_messages(head: bytes, messages: Sequence[bytes], tail: bytes) -> list[bytes]:
+    """The pieces of `{...,"messages":[m1,m2,...],...}` around already encoded messages."""
+    pieces: list[Any] = [head, b'"messages":[']
+    for index, message in enumerate(messages):
+        if index:
+            pieces.append(b",")
+        pieces.append(message)
+    pieces.append(b"]")
+    pieces.append(tail)
+    return pieces
