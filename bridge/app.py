@@ -37,6 +37,7 @@ from bridge.sse_transport import create_response
 from bridge.store import Store
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
+from bridge.ws_transport import SOCKETS, OpenSockets, responses_socket
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _drain(app: web.Application) -> None:
-    """On shutdown (listening has stopped): let open responses finish, then end the rest."""
+    """On shutdown (listening has stopped): let open responses finish, then end the rest;
+    then close the WebSockets (1001, going away)."""
     await app[TURNS].drain(app[CONFIG].server.drain_seconds)
+    await app[SOCKETS].close_all()
 
 
 def create_app(
@@ -115,6 +118,7 @@ def create_app(
     app.on_response_prepare.append(add_request_id)
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()
+    app[SOCKETS] = OpenSockets(config.websocket.max_connections)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_http_session)
     app.on_shutdown.append(_drain)
@@ -123,6 +127,8 @@ def create_app(
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)
+    if config.websocket.enabled:
+        app.router.add_get("/v1/responses", responses_socket)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
     app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)

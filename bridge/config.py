@@ -80,6 +80,27 @@ class UpstreamConfig(_Strict):
     max_event_bytes: int = 16 * 1024 * 1024
 
 
+class WebSocketConfig(_Strict):
+    """GET /v1/responses as a WebSocket: Codex's incremental mode (supports_websockets)."""
+
+    enabled: bool = True
+    # Sockets open at a time; an upgrade past it is refused (clients fall back to HTTP).
+    max_connections: int = 32
+    # The largest message a client may send: Codex's first turn on a socket carries the
+    # whole conversation, images included.
+    max_message_bytes: int = 64 * 1024 * 1024
+    # Per socket: how much of its conversations (translated, encoded) is kept so that a
+    # turn sends only what is new; the least recently used conversations go first, and a
+    # turn that names one no longer kept is asked to send everything again.
+    cache_bytes: int = 64 * 1024 * 1024
+    # Seconds between pings; a peer that does not answer within half of that is dropped.
+    ping_interval: float = 30.0
+    # Origin headers accepted on an upgrade. Browsers send one and apply no same-origin
+    # rule to WebSockets, so by default any upgrade with an Origin is refused: a web page
+    # cannot use the bridge. Codex and the SDKs send none.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+
+
 class QuirksConfig(_Strict):
     """Workarounds for provider stream quirks; all on by default, each can be turned off."""
 
@@ -141,6 +162,7 @@ class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     # Where the file was read from; set by load_config, not a TOML key.
@@ -256,6 +278,9 @@ def _check(config: Config) -> None:
     for key in ("connect_timeout", "idle_timeout", "max_retry_wait"):
         if getattr(config.upstream, key) <= 0:
             raise ConfigError(f"{src}: key `upstream.{key}`: must be positive")
+    for key in ("max_connections", "max_message_bytes", "cache_bytes", "ping_interval"):
+        if getattr(config.websocket, key) <= 0:
+            raise ConfigError(f"{src}: key `websocket.{key}`: must be positive")
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

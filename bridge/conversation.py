@@ -55,10 +55,8 @@ class Prefix:
     context_head: ContextDigest | None = None
     # The response that began the conversation on this socket.
     root: str = ""
-
-    @property
-    def size(self) -> int:
-        return sum(len(piece) for piece in self.pieces)
+    # Bytes of `pieces`.
+    size: int = 0
 
 
 @dataclass(slots=True)

@@ -63,7 +63,7 @@ def effective_toml(config: Config) -> str:
     the variables that hold them)."""
     data = msgspec.to_builtins(config)
     lines = ["# the effective settings, defaults included"]
-    for section in ("server", "store", "upstream"):
+    for section in ("server", "store", "upstream", "websocket"):
         _table(lines, section, data[section])
     for name, provider in data["providers"].items():
         _table(lines, f"providers.{_key(name)}", provider)

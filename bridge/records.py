@@ -229,6 +229,14 @@ def build_turn_record(
     )
 
 
+def recorded_scope(request: ResponsesRequest, response: ResponseObject, scope: Scope) -> Scope:
+    """The scope a turn is recorded in: a stored turn without a conversation starts one,
+    its chain, which later previous_response_id turns inherit."""
+    if request.store is not False and scope.conversation is None:
+        return Scope(scope.client, chain_scope(response.id))
+    return scope
+
+
 def record_turn(
     request: ResponsesRequest,
     response: ResponseObject,
@@ -247,9 +255,7 @@ def record_turn(
     Pieces the caller already has (the decoded items, their digests) are taken as given.
     """
     stored = request.store is not False
-    if stored and scope.conversation is None:
-        # A new stored conversation: later previous_response_id turns inherit it.
-        scope = Scope(scope.client, chain_scope(response.id))
+    scope = recorded_scope(request, response, scope)
     content = None
     if stored:
         if items is None:

@@ -1,0 +1,350 @@
+"""GET /v1/responses as a WebSocket: the Responses API's WebSocket mode (Codex's
+`supports_websockets`).
+
+A thin transport over the turn engine, like bridge.sse_transport: each `response.create`
+text message runs one turn (bridge.turn_setup, bridge.engine) and each of its events goes
+back as one text message, the same JSON as an SSE `data:` payload. One turn at a time per
+socket. A turn whose previous_response_id names a response completed on this socket is
+continued from what the socket kept of the conversation (bridge.socket_state), so only its
+new items are translated; any other previous_response_id is looked up in the store, as
+over HTTP, and one found nowhere is answered `previous_response_not_found`, which Codex
+takes as "send everything again". Errors before a turn starts are `error` events with the
+HTTP status the same error would have over HTTP; errors after it started end it with
+response.failed, as over SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from bridge.access import bearer_token
+from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.conversation import Prefix
+from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
+from bridge.errors import ApiError
+from bridge.scope import client_identity
+from bridge.socket_state import SocketConversations, conversation_after
+from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
+from bridge.wire.events import ResponseEvent
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("bridge.access")
+
+# Conversations with more messages than this are kept (translated, encoded) in a thread.
+KEEP_IN_THREAD = 2000
+_ENCODER = msgspec.json.Encoder()
+
+
+class _Envelope(msgspec.Struct):
+    """What every client message is read for first; the rest is the request body."""
+
+    type: str
+    generate: bool | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+class OpenSockets:
+    """The sockets open now: bounded in number, closed together on shutdown."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    @property
+    def full(self) -> bool:
+        return len(self._sockets) >= self.limit
+
+    def add(self, ws: web.WebSocketResponse) -> None:
+        self._sockets.add(ws)
+
+    def discard(self, ws: web.WebSocketResponse) -> None:
+        self._sockets.discard(ws)
+
+    async def close_all(self) -> None:
+        """Close every socket with 1001 (going away); their turns have been drained."""
+        sockets = list(self._sockets)
+        if sockets:
+            log.info("closing %d WebSocket connections", len(sockets))
+        await asyncio.gather(
+            *(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"responses-bridge is stopping")
+                for ws in sockets
+            ),
+            return_exceptions=True,
+        )
+
+
+SOCKETS = web.AppKey("sockets", OpenSockets)
+
+
+def error_event(error: ApiError) -> bytes:
+    """An error before a turn started, as Codex reads it: the error object nested under
+    `error`, with the HTTP status the same error has over HTTP."""
+    return orjson.dumps({"type": "error", "status": error.status, **error.body()})
+
+
+async def responses_socket(request: web.Request) -> web.StreamResponse:
+    """GET /v1/responses with an Upgrade: websocket."""
+    app = request.app
+    settings = app[CONFIG].websocket
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.max_message_bytes,
+        heartbeat=settings.ping_interval,
+        # Loopback needs no compression; it would cost CPU on every event.
+        compress=False,
+        # Text messages arrive as the bytes they were sent as (msgspec checks the UTF-8).
+        decode_text=False,
+    )
+    if not ws.can_prepare(request).ok:
+        raise ApiError(
+            405,
+            "GET /v1/responses opens a WebSocket (send Upgrade: websocket); a single "
+            "response is created with POST /v1/responses",
+            code="method_not_allowed",
+        )
+    if app[TURNS].draining:
+        raise SHUTTING_DOWN
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in settings.allowed_origins:
+        raise ApiError(
+            403,
+            f"WebSocket connections from web pages are refused (Origin {origin!r}); "
+            "allow the origin in [websocket] allowed_origins",
+            type="invalid_request_error",
+            code="origin_not_allowed",
+        )
+    sockets = app[SOCKETS]
+    if sockets.full:
+        log.warning("refused a WebSocket: %d are open ([websocket] max_connections)", len(sockets))
+        raise ApiError(
+            503,
+            f"The bridge has {sockets.limit} WebSocket connections open, its limit; use "
+            "HTTP, or close another connection",
+            type="server_error",
+            code="websocket_connection_limit_reached",
+        )
+    await ws.prepare(request)
+    sockets.add(ws)
+    try:
+        await _Socket(request, ws).serve()
+    finally:
+        sockets.discard(ws)
+    return ws
+
+
+class _Socket:
+    """One client's socket: its messages, its one turn at a time, its conversations."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self._request = request
+        self._ws = ws
+        self._config = request.app[CONFIG]
+        self._conversations = SocketConversations(self._config.websocket.cache_bytes)
+        self._send_lock = asyncio.Lock()
+        self._turn: asyncio.Task[None] | None = None
+        self._label = request[REQUEST_LOG].request_id
+        self._turns = 0
+
+    async def serve(self) -> None:
+        try:
+            async for message in self._ws:
+                if message.type == WSMsgType.TEXT:
+                    await self._on_text(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    await self._send_error(
+                        ApiError.invalid(
+                            "Messages must be text: a JSON response.create event",
+                            code="invalid_message",
+                        )
+                    )
+                elif message.type == WSMsgType.ERROR:
+                    log.info("WebSocket %s: %s", self._label, self._ws.exception())
+                    break
+        finally:
+            turn = self._turn
+            if turn is not None and not turn.done():
+                # The client went away mid-turn: ending the turn closes its upstream request.
+                turn.cancel()
+                await asyncio.gather(turn, return_exceptions=True)
+
+    async def _on_text(self, data: bytes) -> None:
+        if self._turn is not None and not self._turn.done():
+            await self._send_error(
+                ApiError.invalid(
+                    "A response is already in progress on this socket: send the next "
+                    "response.create after its final event, or open another socket",
+                    code="response_in_progress",
+                )
+            )
+            return
+        try:
+            envelope = _ENVELOPE.decode(data)
+        except msgspec.ValidationError as exc:
+            await self._send_error(ApiError.invalid(f"Invalid message: {exc}", "type"))
+            return
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self._send_error(
+                ApiError.invalid(f"The message is not valid JSON: {exc}", code="invalid_json")
+            )
+            return
+        if envelope.type != "response.create":
+            await self._send_error(
+                ApiError.invalid(
+                    f"Unknown event type {envelope.type!r}: this socket takes response.create",
+                    "type",
+                    code="unknown_event",
+                )
+            )
+            return
+        self._turn = asyncio.create_task(self._create(data, envelope.generate is not False))
+
+    def _kept(self, model: str, previous: str | None) -> Prefix | None:
+        """The conversation this socket kept up to `previous`, if it fits `model`."""
+        if previous is None:
+            return None
+        prefix = self._conversations.get(previous)
+        config = self._config.models.get(model)
+        if prefix is None or config is None:
+            return None
+        profile = self._config.providers[config.provider].profile
+        # Kept messages are shaped for one provider: another model starts over (from the
+        # store, or by asking the client for everything).
+        return prefix if prefix.shaped_for == (model, profile) else None
+
+    async def _create(self, data: bytes, generate: bool) -> None:
+        """One turn, from its message to its final event, then what the socket keeps."""
+        request = self._request
+        app = request.app
+        started = time.perf_counter()
+        self._turns += 1
+        label = f"{self._label}#{self._turns}"
+        try:
+            if app[TURNS].draining:
+                raise SHUTTING_DOWN
+            req, items = await parse_request_off_loop(data)
+            prefix = self._kept(req.model, req.previous_response_id)
+            prepared = await setup_turn(
+                req,
+                items,
+                config=self._config,
+                store=app[STORE],
+                upstreams=app[UPSTREAMS],
+                client=request[CLIENT],
+                forwarded_client=client_identity(bearer_token(request)),
+                headers=request.headers,
+                log_label=label,
+                prefix=prefix,
+                generate=generate,
+                keep_messages=True,
+            )
+        except ApiError as exc:
+            self._log(label, started, exc.status, outcome=exc.code or "error")
+            await self._send_error(exc)
+            return
+        except Exception as exc:  # a bug in setting up: the socket must survive it
+            log.exception("setting up a turn on WebSocket %s failed", label)
+            await self._send_error(
+                ApiError.server(
+                    f"The bridge failed setting up this response ({type(exc).__name__}); "
+                    "see its log",
+                    status=500,
+                )
+            )
+            return
+        try:
+            await run_turn(prepared.turn, self._sink, app[TURNS])
+        except ClientGone as gone:
+            log.info("client of %s %s", prepared.turn.translator.response.id, gone.reason)
+            if gone.record and request.transport is not None:
+                request.transport.abort()  # it stopped reading: a clean close would hang
+            return
+        self._log(label, started, 200, prepared)
+        await self._keep(prepared)
+
+    async def _keep(self, prepared: PreparedTurn) -> None:
+        """Keep the conversation up to this response, for a turn that continues it."""
+        profile = self._config.providers[prepared.model.provider].profile
+        try:
+            if prepared.messages is not None and len(prepared.messages) > KEEP_IN_THREAD:
+                kept = await asyncio.to_thread(conversation_after, prepared, profile)
+            else:
+                kept = conversation_after(prepared, profile)
+        except Exception:  # keeping is an optimisation: the client can always resend
+            log.exception(
+                "could not keep the conversation of %s", prepared.turn.translator.response.id
+            )
+            return
+        if kept is not None:
+            self._conversations.add(kept)
+
+    async def _sink(self, events: list[ResponseEvent]) -> None:
+        """Each event as one text message; a client that takes none for
+        client_stall_timeout seconds has stopped reading."""
+        stall = self._config.server.client_stall_timeout
+        async with self._send_lock:
+            try:
+                async with asyncio.timeout(stall):
+                    for event in events:
+                        await self._ws.send_frame(_ENCODER.encode(event), WSMsgType.TEXT)
+            except TimeoutError:
+                raise ClientGone(
+                    f"stopped reading (a write waited {stall:g}s)", record=True
+                ) from None
+            except (ConnectionResetError, RuntimeError) as exc:
+                raise ClientGone(f"went away ({exc})") from None
+
+    async def _send_error(self, error: ApiError) -> None:
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await self._ws.send_frame(error_event(error), WSMsgType.TEXT)
+
+    def _log(
+        self,
+        label: str,
+        started: float,
+        status: int,
+        prepared: PreparedTurn | None = None,
+        outcome: str = "-",
+    ) -> None:
+        """One access-log line per turn, as for a POST."""
+        fields: dict[str, Any] = {
+            "model": None,
+            "provider": None,
+            "tokens": "0+0",
+            "response": None,
+        }
+        if prepared is not None:
+            response = prepared.turn.translator.response
+            usage = response.usage
+            fields = {
+                "model": prepared.request.model,
+                "provider": prepared.model.provider,
+                "tokens": f"{usage.input_tokens}+{usage.output_tokens}" if usage else "0+0",
+                "response": response.id,
+            }
+            outcome = response.status
+        access_log.info(
+            "WS %s %s %.1fms model=%s provider=%s tokens=%s response=%s outcome=%s request=%s",
+            self._request.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+            fields["model"],
+            fields["provider"],
+            fields["tokens"],
+            fields["response"],
+            outcome,
+            label,
+        )
