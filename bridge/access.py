@@ -119,7 +119,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except asyncio.CancelledError:
         # The client closed the connection (aiohttp cancels the handler). Clients often
         # hang up right after the final event; only an unfinished response is a 499.
-        status = 200 if entry.outcome else CLIENT_CLOSED
+        status = 101 if entry.upgraded else 200 if entry.outcome else CLIENT_CLOSED
         raise
     except web.HTTPException as exc:
         status = exc.status

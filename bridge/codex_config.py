@@ -144,6 +144,11 @@ def provider_snippet(config: Config, model: str, catalog: Path | None) -> str:
         f"stream_idle_timeout_ms = {idle_ms}   # the bridge sends an event at least every "
         f"{config.server.heartbeat_interval:g} s",
     ]
+    if config.websocket.enabled:
+        lines.append(
+            "supports_websockets = true       # one socket per session; each turn sends only "
+            "what is new (false: HTTP)"
+        )
     return "\n".join(lines) + "\n"
 
 

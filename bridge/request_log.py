@@ -17,3 +17,5 @@ class RequestLog:
     outcome: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    # A WebSocket: the line is written when it closes (its turns have lines of their own).
+    upgraded: bool = False

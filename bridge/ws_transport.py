@@ -137,11 +137,14 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
             code="websocket_connection_limit_reached",
         )
     await ws.prepare(request)
+    entry = request[REQUEST_LOG]
+    entry.upgraded = True
     sockets.add(ws)
     try:
         await _Socket(request, ws).serve()
     finally:
         sockets.discard(ws)
+        entry.outcome = "closed"
     return ws
 
 
@@ -271,7 +274,7 @@ class _Socket:
             if gone.record and request.transport is not None:
                 request.transport.abort()  # it stopped reading: a clean close would hang
             return
-        self._log(label, started, 200, prepared)
+        self._log(label, started, 200, prepared, items=len(items), kept=prefix is not None)
         await self._keep(prepared)
 
     async def _keep(self, prepared: PreparedTurn) -> None:
@@ -318,8 +321,12 @@ class _Socket:
         status: int,
         prepared: PreparedTurn | None = None,
         outcome: str = "-",
+        items: int = 0,
+        kept: bool = False,
     ) -> None:
-        """One access-log line per turn, as for a POST."""
+        """One access-log line per turn, as for a POST, with how many input items the turn
+        brought and where its earlier conversation came from: `kept` on this socket,
+        `stored`, or `-` (the turn carried everything)."""
         fields: dict[str, Any] = {
             "model": None,
             "provider": None,
@@ -336,8 +343,13 @@ class _Socket:
                 "response": response.id,
             }
             outcome = response.status
+            previous = prepared.request.previous_response_id
+        else:
+            previous = None
+        source = "kept" if kept else ("stored" if previous else "-")
         access_log.info(
-            "WS %s %s %.1fms model=%s provider=%s tokens=%s response=%s outcome=%s request=%s",
+            "WS %s %s %.1fms model=%s provider=%s tokens=%s response=%s outcome=%s "
+            "items=%d history=%s request=%s",
             self._request.path,
             status,
             (time.perf_counter() - started) * 1000,
@@ -346,5 +358,7 @@ class _Socket:
             fields["tokens"],
             fields["response"],
             outcome,
+            items,
+            source,
             label,
         )

@@ -25,7 +25,7 @@ from bridge.app import create_app
 from bridge.config import load_config
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.processes import REPO, BridgeProcess
+from tests.processes import REPO, BridgeProcess, free_port
 
 CODEX_TIMEOUT = 90.0
 CLIENT_KEY_ENV = "BRIDGE_TEST_CLIENT_KEY"
@@ -101,7 +101,14 @@ class CodexHome:
 
     async def run(self, *args: str) -> CodexResult:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
-        env.update({"CODEX_HOME": str(self.home), CLIENT_KEY_ENV: "test-client-key"})
+        env.update(
+            {
+                "CODEX_HOME": str(self.home),
+                CLIENT_KEY_ENV: "test-client-key",
+                # The variable `codex-config` names.
+                codex_config.CLIENT_KEY_ENV: "test-client-key",
+            }
+        )
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             self.codex,
@@ -446,3 +453,167 @@ async def test_i_heartbeats_keep_codex_waiting_through_a_long_pause(
     result = await home.run("-m", MODEL, "take your time")
     assert result.returncode == 0, result.output
     assert "Worth the wait." in result.stdout
+
+
+# ---- the WebSocket mode (supports_websockets = true, as codex-config writes it) ----------------
+
+
+def websocket_home(
+    codex: str,
+    root: Path,
+    bridge: BridgeProcess,
+    config_file: Path,
+    catalog: Path | None,
+    *,
+    default_retries: bool = False,
+) -> CodexHome:
+    """A CODEX_HOME whose provider section is the one `codex-config` prints."""
+    home = CodexHome(codex, root, bridge.url)
+    config = load_config(config_file)
+    config.server.port = bridge.port
+    snippet = codex_config.provider_snippet(config, MODEL, catalog)
+    assert "supports_websockets = true" in snippet
+    if not default_retries:
+        # Appended keys land in the provider's table, the snippet's last.
+        snippet += "request_max_retries = 0\nstream_max_retries = 0\n"
+    (home.home / "config.toml").write_text(snippet)
+    return home
+
+
+def bridge_config_file(root: Path, fake: FakeUpstream, websocket: str = "") -> Path:
+    config = root / "bridge.toml"
+    config.write_text(
+        f'[store]\npath = "{root / "state" / "bridge.db"}"\n'
+        f"[websocket]\n{websocket}\n"
+        f'[providers.fake]\nbase_url = "{fake.url}/v1"\n'
+        f'[models."{MODEL}"]\nprovider = "fake"\ncontext_window = 64000\n'
+    )
+    return config
+
+
+def socket_turns(log: Path) -> list[dict[str, str]]:
+    """The bridge's access-log lines for WebSocket turns, as key=value fields."""
+    turns = []
+    for line in log.read_text().splitlines():
+        if " WS /v1/responses " not in line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        fields["status"] = line.split(" WS /v1/responses ")[1].split()[0]
+        turns.append(fields)
+    return turns
+
+
+def posted_turns(log: Path) -> int:
+    return sum(" POST /v1/responses " in line for line in log.read_text().splitlines())
+
+
+PARALLEL_REASONING = "Two files first, in parallel: two exec_command calls."
+PATCH_REASONING = "Now patch the third file in with apply_patch."
+PATCH = "*** Begin Patch\n*** Add File: third.txt\n+patched over the socket\n*** End Patch\n"
+
+
+def tool_loop(body: dict[str, Any]) -> Reply:
+    """The task: parallel shell calls, then apply_patch, then the answer."""
+    last = body["messages"][-1]
+    if last["role"] == "tool" and last["tool_call_id"] == "call_ap":
+        return thinking_text_reply(["All three exist."], ["Made three files."])
+    if last["role"] == "tool":
+        return tool_call_reply(
+            PATCH_REASONING, [("call_ap", "apply_patch", [json.dumps({"input": PATCH})])]
+        )
+    if "make three files" in last_user_text(body):
+        return tool_call_reply(
+            PARALLEL_REASONING,
+            [
+                ("call_p1", "exec_command", [json.dumps({"cmd": "printf 1 > one.txt"})]),
+                ("call_p2", "exec_command", [json.dumps({"cmd": "printf 2 > two.txt"})]),
+            ],
+        )
+    return thinking_text_reply(["Recall."], ["I made one.txt, two.txt and third.txt."])
+
+
+async def test_j_a_tool_loop_over_the_socket_sends_only_new_items_and_survives_kill_9(
+    codex: str, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    config_file = bridge_config_file(tmp_path, fake_upstream)
+    log = tmp_path / "bridge.log"
+    bridge = BridgeProcess(config_file, free_port(), log=log, log_level="info")
+    catalog = tmp_path / "catalog.json"
+    assert (
+        codex_config.run(load_config(config_file), model=None, catalog_path=catalog, codex=codex)
+        == 0
+    )
+    await bridge.start()
+    try:
+        home = websocket_home(codex, tmp_path, bridge, config_file, catalog)
+        fake_upstream.responder = tool_loop
+        first = await home.run("-m", MODEL, "make three files")
+        assert first.returncode == 0, first.output
+        assert "Made three files." in first.stdout
+        assert (home.workdir / "one.txt").read_text() == "1"
+        assert (home.workdir / "two.txt").read_text() == "2"
+        assert (home.workdir / "third.txt").read_text() == "patched over the socket\n"
+        # Every replayed tool-call turn reached the strict upstream with its reasoning.
+        final = fake_upstream.requests[-1]
+        assert replayed_assistant(final, "call_p1")["reasoning_content"] == PARALLEL_REASONING
+        assert [c["id"] for c in replayed_assistant(final, "call_p1")["tool_calls"]] == [
+            "call_p1",
+            "call_p2",
+        ]
+        assert replayed_assistant(final, "call_ap")["reasoning_content"] == PATCH_REASONING
+        # All of it over the socket; the turns after the first brought only their new items.
+        turns = socket_turns(log)
+        assert posted_turns(log) == 0
+        real = [t for t in turns if t["model"] != "None" and t["tokens"] != "0+0"]
+        assert len(real) == 3, turns
+        for follow_up in real[1:]:
+            assert follow_up["history"] == "kept", turns
+            assert int(follow_up["items"]) <= 2, turns  # the tool outputs
+
+        await bridge.kill()
+        await bridge.start()
+        second = await home.run("resume", "--last", "what did you make")
+        assert second.returncode == 0, second.output
+        assert "I made one.txt, two.txt and third.txt." in second.stdout
+        resumed = fake_upstream.requests[-1]
+        assert "what did you make" in last_user_text(resumed)
+        assert replayed_assistant(resumed, "call_p1")["reasoning_content"] == PARALLEL_REASONING
+        assert replayed_assistant(resumed, "call_ap")["reasoning_content"] == PATCH_REASONING
+        # A new socket after the restart: Codex's warm-up (its developer message), then the
+        # whole conversation once, continuing the warm-up.
+        warm_up, resumed_turn = socket_turns(log)[len(turns) :]
+        assert warm_up["tokens"] == "0+0" and warm_up["history"] == "-", warm_up
+        assert resumed_turn["history"] == "kept" and int(resumed_turn["items"]) > 10
+    finally:
+        await bridge.stop()
+
+
+async def test_k_a_conversation_the_bridge_no_longer_has_is_sent_again_by_codex(
+    codex: str, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    """previous_response_not_found: Codex opens a new socket and sends everything."""
+    # No conversation fits: every follow-up names a response the socket did not keep.
+    config_file = bridge_config_file(tmp_path, fake_upstream, "cache_bytes = 1")
+    log = tmp_path / "bridge.log"
+    bridge = BridgeProcess(config_file, free_port(), log=log, log_level="info")
+    await bridge.start()
+    try:
+        # Codex sends everything again as a retry of the turn: its own retry settings.
+        home = websocket_home(codex, tmp_path, bridge, config_file, None, default_retries=True)
+        reasoning = "One shell call, then answer."
+        fake_upstream.responder = scripted(
+            "count files",
+            tool_call_reply(reasoning, [("call_c", "exec_command", [json.dumps({"cmd": "ls"})])]),
+            thinking_text_reply(["Counted."], ["There are no files."]),
+        )
+        result = await home.run("-m", MODEL, "count files")
+        assert result.returncode == 0, result.output
+        assert "There are no files." in result.stdout
+        (follow_up,) = requests_after_tool(fake_upstream)
+        assert replayed_assistant(follow_up, "call_c")["reasoning_content"] == reasoning
+        turns = socket_turns(log)
+        refused = [t for t in turns if t["outcome"] == "previous_response_not_found"]
+        assert refused, turns
+        assert posted_turns(log) == 0  # it stayed on WebSockets
+    finally:
+        await bridge.stop()
