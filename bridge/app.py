@@ -127,8 +127,7 @@ def create_app(
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)
-    if config.websocket.enabled:
-        app.router.add_get("/v1/responses", responses_socket)
+    app.router.add_get("/v1/responses", responses_socket)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
     app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)

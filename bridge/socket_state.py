@@ -119,7 +119,9 @@ class SocketConversations:
         while len(self._kept) > self._max_responses:
             self._kept.popitem(last=False)
         while self._kept and self.size > self._max_bytes:
-            oldest = next(iter(self._kept.values())).root
+            # The conversation whose latest use is the oldest.
+            last_use = {prefix.root: n for n, prefix in enumerate(self._kept.values())}
+            oldest = min(last_use, key=last_use.__getitem__)
             for response_id in [r for r, p in self._kept.items() if p.root == oldest]:
                 del self._kept[response_id]
             log.info(

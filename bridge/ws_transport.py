@@ -115,6 +115,15 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
             "response is created with POST /v1/responses",
             code="method_not_allowed",
         )
+    # 426 is what Codex takes as "no WebSocket here": it goes on over HTTP at once (other
+    # statuses make it try the upgrade again, six times over about 7 s, first).
+    if not settings.enabled:
+        raise ApiError(
+            426,
+            "The WebSocket mode is off in this bridge ([websocket] enabled = false); send "
+            "each response with POST /v1/responses",
+            code="websocket_disabled",
+        )
     if app[TURNS].draining:
         raise SHUTTING_DOWN
     origin = request.headers.get("Origin")
@@ -130,9 +139,9 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
     if sockets.full:
         log.warning("refused a WebSocket: %d are open ([websocket] max_connections)", len(sockets))
         raise ApiError(
-            503,
-            f"The bridge has {sockets.limit} WebSocket connections open, its limit; use "
-            "HTTP, or close another connection",
+            426,
+            f"The bridge has {sockets.limit} WebSocket connections open, its limit "
+            "([websocket] max_connections); use POST /v1/responses, or close another",
             type="server_error",
             code="websocket_connection_limit_reached",
         )

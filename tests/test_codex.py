@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -615,5 +616,33 @@ async def test_k_a_conversation_the_bridge_no_longer_has_is_sent_again_by_codex(
         refused = [t for t in turns if t["outcome"] == "previous_response_not_found"]
         assert refused, turns
         assert posted_turns(log) == 0  # it stayed on WebSockets
+    finally:
+        await bridge.stop()
+
+
+async def test_l_when_every_socket_is_taken_codex_uses_http(
+    codex: str, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    config_file = bridge_config_file(tmp_path, fake_upstream, "max_connections = 1")
+    log = tmp_path / "bridge.log"
+    bridge = BridgeProcess(config_file, free_port(), log=log, log_level="info")
+    await bridge.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{bridge.url}/v1/responses"),  # the one socket allowed
+        ):
+            home = websocket_home(codex, tmp_path, bridge, config_file, None, default_retries=True)
+            fake_upstream.responder = lambda body: thinking_text_reply([], ["Over HTTP."])
+            result = await home.run("-m", MODEL, "hello")
+        assert result.returncode == 0, result.output
+        assert "Over HTTP." in result.stdout
+        assert posted_turns(log) == 1
+        assert socket_turns(log) == []
+        # At once: one refused upgrade, not Codex's retries of it (about 7 s).
+        upgrades = [
+            line for line in log.read_text().splitlines() if "GET /v1/responses 426" in line
+        ]
+        assert len(upgrades) == 1, upgrades
     finally:
         await bridge.stop()

@@ -349,7 +349,7 @@ async def test_sockets_are_bounded_in_number(
     second = await client.ws_connect("/v1/responses")
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/v1/responses")
-    assert refused.value.status == 503
+    assert refused.value.status == 426  # what makes Codex use HTTP at once
     await first.close()
     third = await asyncio.wait_for(client.ws_connect("/v1/responses"), TIMEOUT)
     await second.close()
@@ -364,7 +364,7 @@ async def test_websockets_can_be_turned_off(
     client = await bridge_with(config, aiohttp_client)
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/v1/responses")
-    assert refused.value.status == 405  # what makes Codex use HTTP
+    assert refused.value.status == 426  # what makes Codex use HTTP at once
 
 
 async def test_a_client_leaving_mid_turn_cancels_the_upstream_request(
@@ -452,3 +452,142 @@ async def test_upstream_failures_end_the_turn_as_over_sse(
         )
         events = await turn(ws, input="y")
     assert events[-1]["type"] == "response.completed"
+
+
+# Continuations whose first new items touch the end of what the socket kept: a tool call
+# joining the last assistant turn, reasoning that waits for the turn it belongs to, a tool
+# output with an image. Each must reach the upstream exactly as a full replay does.
+SHAPES: dict[str, list[Any]] = {
+    "a call joins the answer": [
+        {"type": "function_call", "call_id": "call_j", "name": "shell", "arguments": "{}"},
+        output_of("call_j", "joined"),
+    ],
+    "reasoning then a call": [
+        {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "hm"}]},
+        {"type": "function_call", "call_id": "call_r", "name": "shell", "arguments": "{}"},
+        output_of("call_r", "ok"),
+    ],
+    "a user message": [user("next")],
+    "an assistant message then a user message": [
+        {"type": "message", "role": "assistant", "content": "(edited)"},
+        user("go on"),
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+async def test_continuations_of_any_shape_equal_a_full_replay(
+    bridge: TestClient, fake_upstream: FakeUpstream, shape: str
+) -> None:
+    new_items = SHAPES[shape]
+    first_input = [DEVELOPER, user("hello")]
+    replies = [thinking_text_reply(["Greeting."], ["Hi!"]), thinking_text_reply(["x"], ["y"])]
+    fake_upstream.script(*replies)
+    async with bridge.ws_connect("/v1/responses") as ws:
+        first = await turn(ws, input=first_input, **CODEX_FIELDS)
+        second = await turn(
+            ws, input=new_items, previous_response_id=first[-1]["response"]["id"], **CODEX_FIELDS
+        )
+    assert second[-1]["type"] == "response.completed", second[-1]
+    over_socket = fake_upstream.requests[-1]["messages"]
+    fake_upstream.script(thinking_text_reply(["x"], ["y"]))
+    replay = [*first_input, *first[-1]["response"]["output"], *new_items]
+    answer = await bridge.post(
+        "/v1/responses", json={"model": MODEL, "input": replay, **CODEX_FIELDS, "stream": False}
+    )
+    assert answer.status == 200, await answer.text()
+    assert over_socket == fake_upstream.requests[-1]["messages"]
+
+
+def test_a_socket_keeps_its_conversations_within_its_bounds() -> None:
+    from bridge.conversation import Prefix
+    from bridge.scope import Scope
+    from bridge.socket_state import SocketConversations
+    from bridge.translate.request import Continuation
+
+    def prefix(response_id: str, root: str, size: int) -> Prefix:
+        return Prefix(
+            response_id=response_id,
+            pieces=(b"x" * size,),
+            continuation=Continuation(1, frozenset()),
+            scope=Scope("c", None),
+            shaped_for=(MODEL, "openai"),
+            root=root,
+            size=size,
+        )
+
+    kept = SocketConversations(max_bytes=1000, max_responses=4)
+    kept.add(prefix("a1", "a", 300))
+    kept.add(prefix("a2", "a", 400))  # the same conversation: counted once, by its largest
+    kept.add(prefix("b1", "b", 500))
+    assert kept.size == 900 and len(kept) == 3
+    assert kept.get("a1") is not None  # now the most recently used
+    kept.add(prefix("c1", "c", 200))  # over 1,000: the least recently used conversation goes
+    assert kept.get("b1") is None and kept.get("a2") is not None and kept.size == 600
+    for number in range(5):
+        kept.add(prefix(f"d{number}", "d", 10))
+    assert len(kept) == 4  # at most max_responses, oldest first
+    kept.add(prefix("huge", "h", 5000))  # larger than the bound on its own: not kept
+    assert kept.get("huge") is None and kept.size <= 1000
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """One client text frame (clients mask theirs; the mask here is zero bytes)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x81, 0x80 | length])
+    elif length < 65536:
+        header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big")
+    return header + b"\x00\x00\x00\x00" + payload
+
+
+async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
+    fake_upstream: FakeUpstream,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    state_directory: Any,
+) -> None:
+    import socket
+    import sqlite3
+
+    from tests.test_hostile_peers import huge_stream
+
+    config = bridge_config(
+        fake_upstream.url,
+        server="client_stall_timeout = 0.5",
+        upstream="max_retries = 0\nmax_connections = 1",
+    )
+    server = await aiohttp_server(create_app(config))
+    fake_upstream.script(huge_stream(3000, 4096), thinking_text_reply([], ["next one"]))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", server.port))
+    try:
+        await loop.sock_sendall(
+            sock,
+            b"GET /v1/responses HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        handshake = await asyncio.wait_for(loop.sock_recv(sock, 1024), TIMEOUT)
+        assert handshake.startswith(b"HTTP/1.1 101")
+        body = json.dumps({"type": "response.create", "model": MODEL, "input": "talk"})
+        await loop.sock_sendall(sock, masked_text_frame(body.encode()))
+        # It never reads again. Within a few seconds its turn is over, the provider free.
+        await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), TIMEOUT)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                str(server.make_url("/v1/responses")), json={"model": MODEL, "input": "x"}
+            ) as response,
+        ):
+            answer = await response.json()
+        assert answer["output"][0]["content"][0]["text"] == "next one"
+    finally:
+        sock.close()
+    with sqlite3.connect(state_directory / "bridge.db") as db:
+        rows = db.execute("SELECT status FROM responses ORDER BY created_at").fetchall()
+    assert ("failed",) in rows  # the stalled turn is recorded as failed
