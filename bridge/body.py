@@ -70,6 +70,13 @@ class _PiecesPayload(Payload):
                     break
                 piece = piece[:remaining]
                 remaining -= len(piece)
+            if len(piece) >= WRITE_BYTES:
+                # Large enough on its own: written as it is, without a copy.
+                if run:
+                    await writer.write(b"".join(run))
+                    run, run_bytes = [], 0
+                await writer.write(piece)
+                continue
             run.append(piece)
             run_bytes += len(piece)
             if run_bytes >= WRITE_BYTES:
@@ -89,3 +96,28 @@ def join_messages(head: bytes, messages: Sequence[bytes], tail: bytes) -> list[b
     pieces.append(b"]")
     pieces.append(tail)
     return pieces
+
+
+# A conversation's encoded messages are kept in pieces of about this size: a few dozen for a
+# long conversation, each turn joining only its own new messages into them.
+SEGMENT_BYTES = 256 * 1024
+# ... or of at most this many messages.
+SEGMENT_MESSAGES = 256
+
+
+def extend_pieces(pieces: Sequence[bytes], messages: Sequence[bytes]) -> tuple[bytes, ...]:
+    """`pieces` (messages, single or comma-joined runs) followed by `messages`, the small
+    pieces before the last joined into one once they reach SEGMENT_BYTES (or
+    SEGMENT_MESSAGES). The last message always stays a piece of its own: a tool call that
+    joins the conversation's last assistant turn replaces it."""
+    out = [*pieces, *messages]
+    end = len(out) - 1
+    start = end
+    total = 0
+    while start > 0 and len(out[start - 1]) < SEGMENT_BYTES:
+        start -= 1
+        total += len(out[start])
+    if end - start >= 2 and (total >= SEGMENT_BYTES or end - start >= SEGMENT_MESSAGES):
+        out[start:end] = [b",".join(out[start:end])]
+    return tuple(out)
+

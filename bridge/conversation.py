@@ -43,7 +43,9 @@ class Prefix:
     what the next turn needs to send only what is new (bridge.socket_state keeps them)."""
 
     response_id: str
-    # Its upstream messages, shaped for `shaped_for` and encoded, the instructions left out.
+    # Its upstream messages, shaped for `shaped_for` and encoded, the instructions left
+    # out: single messages and comma-joined runs of them (bridge.body.extend_pieces), the
+    # last piece always the last message alone.
     pieces: tuple[bytes, ...]
     continuation: Continuation
     scope: Scope

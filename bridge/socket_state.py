@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import msgspec
 
+from bridge.body import extend_pieces
 from bridge.conversation import Prefix
 from bridge.providers import PROFILES, shape_messages
 from bridge.records import recorded_scope
@@ -58,7 +59,9 @@ def conversation_after(prepared: PreparedTurn, profile: str) -> Prefix | None:
     earlier: tuple[bytes, ...] = ()
     if prefix is not None:
         earlier = prefix.pieces[:-1] if builder.replaces_last else prefix.pieces
-    pieces = (*earlier, *prepared.messages[: changed - start], *encode_messages(fresh))
+    pieces = extend_pieces(
+        earlier, [*prepared.messages[: changed - start], *encode_messages(fresh)]
+    )
     context = context_head = None
     if prepared.planned.by_context:
         own = builder.messages[start:]

@@ -33,11 +33,17 @@ from bridge.errors import ApiError
 from bridge.scope import client_identity
 from bridge.socket_state import SocketConversations, conversation_after
 from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
-from bridge.wire.events import ResponseEvent
+from bridge.wire.events import (
+    ResponseCompleted,
+    ResponseEvent,
+    ResponseFailed,
+    ResponseIncomplete,
+)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bridge.access")
 
+FINAL_EVENTS = (ResponseCompleted, ResponseFailed, ResponseIncomplete)
 # Conversations with more messages than this are kept (translated, encoded) in a thread.
 KEEP_IN_THREAD = 2000
 _ENCODER = msgspec.json.Encoder()
@@ -166,7 +172,11 @@ class _Socket:
         self._config = request.app[CONFIG]
         self._conversations = SocketConversations(self._config.websocket.cache_bytes)
         self._send_lock = asyncio.Lock()
+        # The last turn's task; it may go on briefly after its final event (keeping its
+        # conversation), and the next turn waits for that.
         self._turn: asyncio.Task[None] | None = None
+        # A response is being answered: from its response.create to its final event.
+        self._busy = False
         self._label = request[REQUEST_LOG].request_id
         self._turns = 0
 
@@ -193,7 +203,7 @@ class _Socket:
                 await asyncio.gather(turn, return_exceptions=True)
 
     async def _on_text(self, data: bytes) -> None:
-        if self._turn is not None and not self._turn.done():
+        if self._busy:
             await self._send_error(
                 ApiError.invalid(
                     "A response is already in progress on this socket: send the next "
@@ -221,7 +231,10 @@ class _Socket:
                 )
             )
             return
-        self._turn = asyncio.create_task(self._create(data, envelope.generate is not False))
+        self._busy = True
+        self._turn = asyncio.create_task(
+            self._create(data, envelope.generate is not False, self._turn)
+        )
 
     def _kept(self, model: str, previous: str | None) -> Prefix | None:
         """The conversation this socket kept up to `previous`, if it fits `model`."""
@@ -236,8 +249,20 @@ class _Socket:
         # store, or by asking the client for everything).
         return prefix if prefix.shaped_for == (model, profile) else None
 
-    async def _create(self, data: bytes, generate: bool) -> None:
+    async def _create(
+        self, data: bytes, generate: bool, previous: asyncio.Task[None] | None
+    ) -> None:
         """One turn, from its message to its final event, then what the socket keeps."""
+        try:
+            if previous is not None:
+                # The turn before has sent its final event; it may still be keeping its
+                # conversation, which this turn may continue.
+                await asyncio.gather(previous, return_exceptions=True)
+            await self._turn_of(data, generate)
+        finally:
+            self._busy = False
+
+    async def _turn_of(self, data: bytes, generate: bool) -> None:
         request = self._request
         app = request.app
         started = time.perf_counter()
@@ -264,10 +289,12 @@ class _Socket:
             )
         except ApiError as exc:
             self._log(label, started, exc.status, outcome=exc.code or "error")
+            self._busy = False
             await self._send_error(exc)
             return
         except Exception as exc:  # a bug in setting up: the socket must survive it
             log.exception("setting up a turn on WebSocket %s failed", label)
+            self._busy = False
             await self._send_error(
                 ApiError.server(
                     f"The bridge failed setting up this response ({type(exc).__name__}); "
@@ -311,6 +338,9 @@ class _Socket:
                 async with asyncio.timeout(stall):
                     for event in events:
                         await self._ws.send_frame(_ENCODER.encode(event), WSMsgType.TEXT)
+                if isinstance(events[-1], FINAL_EVENTS):
+                    # The client may send its next turn now.
+                    self._busy = False
             except TimeoutError:
                 raise ClientGone(
                     f"stopped reading (a write waited {stall:g}s)", record=True

@@ -591,3 +591,37 @@ async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
     with sqlite3.connect(state_directory / "bridge.db") as db:
         rows = db.execute("SELECT status FROM responses ORDER BY created_at").fetchall()
     assert ("failed",) in rows  # the stalled turn is recorded as failed
+
+
+async def test_the_next_turn_may_come_as_soon_as_the_final_event_has(
+    bridge: TestClient, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket keeps a turn's conversation after its final event (here in a thread, as
+    for a long conversation); a client answering at once is served, and continues it."""
+    import time
+
+    from bridge import ws_transport
+
+    keep = ws_transport.conversation_after
+
+    def slow_keep(*args: Any) -> Any:
+        time.sleep(0.3)  # as long as keeping a very long conversation takes
+        return keep(*args)
+
+    monkeypatch.setattr(ws_transport, "KEEP_IN_THREAD", 0)
+    monkeypatch.setattr(ws_transport, "conversation_after", slow_keep)
+    fake_upstream.script(
+        tool_call_reply("Plan.", [("call_1", "shell", ['{"cmd":"ls"}'])]),
+        thinking_text_reply(["Read."], ["Done."]),
+    )
+    async with bridge.ws_connect("/v1/responses") as ws:
+        first = await turn(ws, input=[user("go")], **CODEX_FIELDS)
+        events = await turn(
+            ws,
+            input=[output_of("call_1", "a")],
+            previous_response_id=first[-1]["response"]["id"],
+            **CODEX_FIELDS,
+        )
+    assert events[-1]["type"] == "response.completed", events[-1]
+    roles = [m["role"] for m in fake_upstream.requests[-1]["messages"]]
+    assert roles == ["system", "user", "assistant", "tool"]  # continued from what was kept

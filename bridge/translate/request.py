@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -202,8 +204,33 @@ def _custom_as_function(tool: CustomTool, upstream_name: str) -> dict[str, Any]:
     return _function_tool(upstream_name, description.strip() or None, parameters, None)
 
 
+# Tool lists translated lately, by their exact JSON: a client sends the same list with every
+# turn of a conversation (Codex: some thirty tools, 0.15 ms to translate each time).
+_TOOLS_CACHE: OrderedDict[bytes, tuple[list[dict[str, Any]], ToolMap]] = OrderedDict()
+TOOLS_CACHE_SIZE = 64
+_TOOLS_LOCK = threading.Lock()
+
+
 def translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]], ToolMap]:
-    """Client tools -> upstream function tools, and the map back. Hosted tools are dropped."""
+    """Client tools -> upstream function tools, and the map back. Hosted tools are dropped.
+
+    The result may be shared with other requests that sent the same tools: read it, never
+    change it."""
+    key = b"\x00".join(bytes(raw) for raw in raw_tools)
+    with _TOOLS_LOCK:  # long conversations are translated in a thread
+        cached = _TOOLS_CACHE.get(key)
+        if cached is not None:
+            _TOOLS_CACHE.move_to_end(key)
+            return cached
+    translated = _translate_tools(raw_tools)
+    with _TOOLS_LOCK:
+        _TOOLS_CACHE[key] = translated
+        if len(_TOOLS_CACHE) > TOOLS_CACHE_SIZE:
+            _TOOLS_CACHE.popitem(last=False)
+    return translated
+
+
+def _translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]], ToolMap]:
     tools: list[dict[str, Any]] = []
     tool_map = ToolMap()
     for index, raw in enumerate(raw_tools):
@@ -616,7 +643,7 @@ def translate_request(
         "stream_options": {"include_usage": True},
     }
     if tools:
-        body["tools"] = tools
+        body["tools"] = list(tools)
         choice = translate_tool_choice(request.tool_choice, tool_map)
         if choice is not None:
             body["tool_choice"] = choice
