@@ -36,7 +36,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from session_growth import (
@@ -65,23 +64,62 @@ HEADERS = {
 FINAL = ("response.completed", "response.failed", "response.incomplete", "error")
 
 
-class LeanUpstream(Upstream):
-    """The fake provider, taking the body in as it arrives without keeping it: copying
-    megabytes into one buffer is the upstream's cost, not the bridge's."""
+class FastUpstream(asyncio.BufferedProtocol):
+    """The fake provider as a bare asyncio protocol: it counts the request body into one
+    large buffer as it arrives, then answers with the turn's frames in one write. (An
+    aiohttp handler copying megabytes chunk by chunk costs milliseconds of its own, which
+    is the upstream's time, not the bridge's; real providers read faster.)"""
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        received = 0
-        async for data in request.content.iter_any():
-            received += len(data)
-        self.body_received = time.monotonic()
-        self.body_bytes = received
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for data in self.frames:
-            await response.write(data)
-        await response.write_eof()
-        self.last_byte = time.monotonic()
-        return response
+    BUFFER = 4 * 1024 * 1024
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+        self._buffer = bytearray(self.BUFFER)
+        self._head = b""
+        self._remaining: int | None = None  # body bytes still to come
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = memoryview(self._buffer)[:nbytes]
+        while len(data):
+            if self._remaining is None:
+                self._head += bytes(data)
+                data = memoryview(b"")
+                if b"\r\n\r\n" not in self._head:
+                    return
+                head, rest = self._head.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                self._head, self._remaining = b"", length
+                self._upstream.body_bytes = length
+                data = memoryview(rest)
+            taken = min(self._remaining, len(data))
+            self._remaining -= taken
+            data = data[taken:]
+            if self._remaining == 0:
+                self._answer()
+
+    def _answer(self) -> None:
+        upstream = self._upstream
+        upstream.body_received = time.monotonic()
+        body = b"".join(upstream.frames)
+        assert self._transport is not None
+        self._transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        upstream.last_byte = time.monotonic()
+        self._remaining = None
 
 
 @dataclass
@@ -207,13 +245,11 @@ async def over_socket(url: str, upstream: Upstream, turns: int) -> list[Turn]:
 
 async def run(turns: int) -> dict[str, list[Turn]]:
     """Both sessions against one bridge process and one fake upstream."""
-    upstream = LeanUpstream()
-    app = web.Application(client_max_size=512 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", upstream.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    upstream = Upstream()
     up_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", up_port).start()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: FastUpstream(upstream), "127.0.0.1", up_port
+    )
     with tempfile.TemporaryDirectory() as scratch:
         config, _ = bridge_config(Path(scratch), f"http://127.0.0.1:{up_port}")
         port = free_port()
@@ -238,7 +274,8 @@ async def run(turns: int) -> dict[str, list[Turn]]:
             except TimeoutError:
                 bridge.kill()
                 await bridge.wait()
-            await runner.cleanup()
+            server.close()
+            await server.wait_closed()
 
 
 WINDOW = 25  # turns 1-25 and the last 25 (176-200 in a 200-turn session)

@@ -98,9 +98,9 @@ def join_messages(head: bytes, messages: Sequence[bytes], tail: bytes) -> list[b
     return pieces
 
 
-# A conversation's encoded messages are kept in pieces of about this size: a few dozen for a
+# A conversation's encoded messages are kept in pieces of about this size: a handful for a
 # long conversation, each turn joining only its own new messages into them.
-SEGMENT_BYTES = 256 * 1024
+SEGMENT_BYTES = 1024 * 1024
 # ... or of at most this many messages.
 SEGMENT_MESSAGES = 256
 
