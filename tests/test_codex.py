@@ -481,9 +481,12 @@ def websocket_home(
     return home
 
 
-def bridge_config_file(root: Path, fake: FakeUpstream, websocket: str = "") -> Path:
+def bridge_config_file(
+    root: Path, fake: FakeUpstream, websocket: str = "", server: str = ""
+) -> Path:
     config = root / "bridge.toml"
     config.write_text(
+        f"[server]\n{server}\n"
         f'[store]\npath = "{root / "state" / "bridge.db"}"\n'
         f"[websocket]\n{websocket}\n"
         f'[providers.fake]\nbase_url = "{fake.url}/v1"\n'
@@ -644,5 +647,31 @@ async def test_l_when_every_socket_is_taken_codex_uses_http(
             line for line in log.read_text().splitlines() if "GET /v1/responses 426" in line
         ]
         assert len(upgrades) == 1, upgrades
+    finally:
+        await bridge.stop()
+
+
+async def test_m_heartbeats_keep_codex_waiting_on_the_socket(
+    codex: str, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    """Codex's idle timer (1.5 s here) on a socket, a model silent for 4 s mid-answer."""
+    config_file = bridge_config_file(tmp_path, fake_upstream, server="heartbeat_interval = 0.3")
+    log = tmp_path / "bridge.log"
+    bridge = BridgeProcess(config_file, free_port(), log=log, log_level="info")
+    await bridge.start()
+    try:
+        home = websocket_home(codex, tmp_path, bridge, config_file, None)
+        codex_config_file = home.home / "config.toml"
+        text = codex_config_file.read_text()
+        codex_config_file.write_text(
+            text.replace("stream_idle_timeout_ms = 300000", "stream_idle_timeout_ms = 1500")
+        )
+        frames = thinking_text_reply(["Long thought."], ["Worth ", "the wait."]).frames
+        fake_upstream.responder = lambda body: Reply(frames, pauses={3: 4.0})
+        result = await home.run("-m", MODEL, "take your time")
+        assert result.returncode == 0, result.output
+        assert "Worth the wait." in result.stdout
+        assert len(fake_upstream.requests) == 1  # no retry: the socket never went idle
+        assert posted_turns(log) == 0
     finally:
         await bridge.stop()

@@ -82,7 +82,14 @@ def test_snippet_is_valid_toml_for_codex() -> None:
     assert provider["wire_api"] == "responses"
     assert provider["env_key"] == "RESPONSES_BRIDGE_API_KEY"
     assert provider["stream_idle_timeout_ms"] >= 300000
+    assert provider["supports_websockets"] is True
     assert parsed["model_provider"] != "openai"
+    # A bridge with the WebSocket mode off does not offer it.
+    config.websocket.enabled = False
+    snippet = provider_snippet(config, "deepseek-v4-pro", None)
+    assert (
+        "supports_websockets" not in tomllib.loads(snippet)["model_providers"]["responses-bridge"]
+    )
 
 
 def run_cli(tmp_path: Path, *args: str, path: str) -> subprocess.CompletedProcess[str]:

@@ -625,3 +625,21 @@ async def test_the_next_turn_may_come_as_soon_as_the_final_event_has(
     assert events[-1]["type"] == "response.completed", events[-1]
     roles = [m["role"] for m in fake_upstream.requests[-1]["messages"]]
     assert roles == ["system", "user", "assistant", "tool"]  # continued from what was kept
+
+
+async def test_a_peer_that_answers_no_ping_is_dropped(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url)
+    config.websocket.ping_interval = 0.2
+    client = await bridge_with(config, aiohttp_client)
+    # autoping off: the client takes the server's pings and never answers them.
+    async with client.ws_connect("/v1/responses", autoping=False) as ws:
+        kinds = []
+        for _ in range(10):  # bounded: pings, then the close
+            message = await ws.receive(timeout=TIMEOUT)
+            kinds.append(message.type)
+            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                break
+    assert WSMsgType.PING in kinds
+    assert kinds[-1] in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
