@@ -120,4 +120,3 @@ def extend_pieces(pieces: Sequence[bytes], messages: Sequence[bytes]) -> tuple[b
     if end - start >= 2 and (total >= SEGMENT_BYTES or end - start >= SEGMENT_MESSAGES):
         out[start:end] = [b",".join(out[start:end])]
     return tuple(out)
-
