@@ -48,6 +48,9 @@ class ServerConfig(_Strict):
     api_keys_env: str | None = None
     # Listening beyond loopback without client keys is refused unless this is true.
     allow_remote_without_auth: bool = False
+    # The reasoning text events: "openai" (response.reasoning_text.delta/.done, what OpenAI
+    # and Codex use) or "specification" (the Open Responses names, response.reasoning.*).
+    reasoning_events: Literal["openai", "specification"] = "openai"
 
 
 class StoreConfig(_Strict):

@@ -20,6 +20,7 @@ from bridge.scope import Scope, chain_scope
 from bridge.translate.context import DIGEST_BYTES, ContextDigest, item_prefix_digests
 from bridge.translate.ids import new_id
 from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
+from bridge.translate.request import echo_tools
 from bridge.wire.events import (
     CustomToolCallOutput,
     FunctionCallOutput,
@@ -68,9 +69,28 @@ def normalize_input_item(item: dict[str, Any], item_id: str) -> dict[str, Any]:
         content = entry.get("content")
         if isinstance(content, str):
             part_type = "output_text" if entry.get("role") == "assistant" else "input_text"
-            entry["content"] = [{"type": part_type, "text": content}]
+            content = [{"type": part_type, "text": content}]
+        if isinstance(content, list):
+            entry["content"] = [
+                {**part, "annotations": []}
+                if isinstance(part, dict)
+                and part.get("type") == "output_text"
+                and "annotations" not in part
+                else part
+                for part in content
+            ]
         entry.setdefault("status", "completed")
+    elif kind in _CALL_KINDS:
+        entry.setdefault("status", "completed")
+    elif kind == "reasoning":
+        entry.setdefault("summary", [])
     return entry
+
+
+# Items the Responses API lists with a status (the client may send them without).
+_CALL_KINDS = frozenset(
+    {"function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}
+)
 
 
 @dataclass(slots=True)
@@ -185,7 +205,9 @@ def stored_content(
     """The content store: true keeps: request and response without their tool list when the
     response echoes the request's (as it always does in the service), the list kept once."""
     tools = _ENCODER.encode(request.tools) if request.tools else None
-    if tools is not None and _ENCODER.encode(response.tools) == tools:
+    if tools is not None and _ENCODER.encode(response.tools) == _ENCODER.encode(
+        echo_tools(request.tools)
+    ):
         request = msgspec.structs.replace(request, tools=[])
         response = msgspec.structs.replace(response, tools=[])
     else:

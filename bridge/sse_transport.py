@@ -26,6 +26,8 @@ from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
 
+DONE = b"data: [DONE]\n\n"
+
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -141,6 +143,9 @@ async def _respond_stream(request: web.Request, prepared: PreparedTurn) -> web.S
             request.app[TURNS],
         )
         _note_end(request, prepared)
+        # The sentinel the Open Responses specification ends a stream with (OpenAI's own
+        # streams end with it too; every SDK and Codex skip it).
+        await response.write(DONE)
         await response.write_eof()
     except ClientGone as gone:
         # Leaving the turn closed the upstream request.

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from multidict import CIMultiDictProxy
@@ -23,6 +23,7 @@ from bridge.engine import Turn
 from bridge.errors import ApiError
 from bridge.store import Store
 from bridge.translate.ids import new_id
+from bridge.translate.request import echo_tools
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
@@ -31,6 +32,7 @@ from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest, input_items
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _REQUEST_DECODER = msgspec.json.Decoder(ResponsesRequest)
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
@@ -174,17 +176,29 @@ def response_template(req: ResponsesRequest) -> ResponseObject:
         parallel_tool_calls=req.parallel_tool_calls
         if req.parallel_tool_calls is not None
         else True,
-        temperature=req.temperature,
-        top_p=req.top_p,
+        temperature=_or(req.temperature, 1.0),
+        top_p=_or(req.top_p, 1.0),
+        presence_penalty=_or(req.presence_penalty, 0.0),
+        frequency_penalty=_or(req.frequency_penalty, 0.0),
+        top_logprobs=_or(req.top_logprobs, 0),
         max_output_tokens=req.max_output_tokens,
+        max_tool_calls=req.max_tool_calls,
         tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
-        tools=req.tools,
+        tools=echo_tools(req.tools),
         previous_response_id=req.previous_response_id,
         reasoning=msgspec.to_builtins(req.reasoning) if req.reasoning else None,
         text=text,
         store=req.store if req.store is not None else True,
+        background=bool(req.background),
+        truncation=req.truncation or "disabled",
         user=req.user,
+        safety_identifier=req.safety_identifier,
+        prompt_cache_key=req.prompt_cache_key,
     )
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
 
 
 def _wants_summary(req: ResponsesRequest, setting: str) -> bool:
@@ -263,6 +277,7 @@ async def setup_turn(
         include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
         reasoning_summary=_wants_summary(req, model.reasoning_summary),
         quirks=provider.quirks,
+        reasoning_events=config.server.reasoning_events,
     )
     turn = Turn(
         upstream=upstreams[model.provider],

@@ -33,6 +33,8 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 
 def final_event(raw: bytes) -> dict[str, Any]:
     datas = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    if datas and datas[-1] == "[DONE]":
+        datas.pop()
     event: dict[str, Any] = json.loads(datas[-1])
     return event
 

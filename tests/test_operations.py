@@ -152,7 +152,7 @@ def _events(raw: bytes) -> list[dict[str, Any]]:
     return [
         json.loads(line[len("data: ") :])
         for line in raw.decode().splitlines()
-        if line.startswith("data: ")
+        if line.startswith("data: ") and line != "data: [DONE]"
     ]
 
 

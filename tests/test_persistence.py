@@ -161,6 +161,8 @@ async def test_a_streamed_turn_is_stored_before_completed_is_sent(
     completed = None
     async for data in response.content.iter_any():
         for event in parser.feed(data):
+            if event.data == b"[DONE]":
+                continue
             payload = json.loads(event.data)
             if payload["type"] == "response.completed":
                 completed = payload["response"]

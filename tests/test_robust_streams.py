@@ -31,6 +31,7 @@ from tests.fake_upstream import (
     tool_call_reply,
     usage_chunk,
 )
+from tests.test_service import decode_stream
 
 
 async def stream_events(client: TestClient, body: dict[str, Any], **kw: Any) -> list[Any]:
@@ -42,7 +43,7 @@ async def stream_events(client: TestClient, body: dict[str, Any], **kw: Any) -> 
     raw = await response.read()  # raises on a torn chunked body
     assert b"HTTP/1.1" not in raw  # never a second response inside the stream
     parser = SSEParser()
-    events = [json.loads(e.data) for e in parser.feed(raw) + parser.finish() if e.data]
+    events = decode_stream([e.data for e in parser.feed(raw) + parser.finish() if e.data])
     numbers = [e["sequence_number"] for e in events]
     assert numbers == list(range(len(numbers)))
     return events
@@ -212,10 +213,9 @@ async def test_a_failure_at_any_stage_ends_the_stream_failed_and_recorded(
         return
     raw = await response.read()
     # Split by hand: the test may have broken the bridge's own parser.
-    events = [
-        json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: ")
-    ]
-    final = events[-1]
+    datas = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    assert datas[-1] == "[DONE]"  # the stream ended cleanly
+    final = json.loads(datas[-2])
     assert final["type"] == "response.failed"
     assert f"injected failure in {stage}" in final["response"]["error"]["message"]
     assert stored_status(state_directory, final["response"]["id"]) == "failed"

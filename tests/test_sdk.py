@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from bridge.app import create_app
 from bridge.sse import SSEParser
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
+from tests.test_service import decode_stream
 
 STRICT_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 TOOLS: list[Any] = [
@@ -121,7 +121,7 @@ async def test_create_streaming_events_validate_strictly(
         )
         body = await raw.http_response.aread()
     parser = SSEParser()
-    events = [json.loads(e.data) for e in parser.feed(body) + parser.finish()]
+    events = decode_stream([e.data for e in parser.feed(body) + parser.finish()])
     assert len(events) > 10
     assert "response.reasoning_summary_text.delta" in {e["type"] for e in events}
     for event in events:

@@ -42,7 +42,15 @@ async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
     assert response.headers["Content-Type"].startswith("text/event-stream")
     parser = SSEParser()
     events = parser.feed(await response.read()) + parser.finish()
-    return [json.loads(event.data) for event in events]
+    return decode_stream([event.data for event in events])
+
+
+def decode_stream(data: list[bytes]) -> list[dict[str, Any]]:
+    """A stream's event payloads, decoded; it ends with the `[DONE]` sentinel (and has it
+    nowhere else)."""
+    assert data and data[-1] == b"[DONE]", data[-1:]
+    assert b"[DONE]" not in data[:-1]
+    return [json.loads(payload) for payload in data[:-1]]
 
 
 async def post(

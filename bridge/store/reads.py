@@ -19,12 +19,23 @@ from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, normalize_input_item
 from bridge.scope import LEGACY_CLIENT
 from bridge.store.database import one, rows
 from bridge.translate.reasoning import Reasoning
+from bridge.translate.request import echo_tools
 from bridge.wire.events import ResponseObject
 
 _ITEM = msgspec.json.Decoder(dict[str, Any])
 _DETAILS = msgspec.json.Decoder(list[dict[str, Any]])
 _TOOLS = msgspec.json.Decoder(list[msgspec.Raw])
+# Response fields once null when the request did not set them, numbers now (the defaults
+# of bridge.wire.events.ResponseObject).
 _RESPONSE = msgspec.json.Decoder(ResponseObject)
+_NULL = msgspec.Raw(b"null")
+_NUMBER_DEFAULTS: dict[str, float | int] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "top_logprobs": 0,
+}
 _ENCODER = msgspec.json.Encoder()
 # SQLite's default limit on host parameters in one statement is 32766; stay well below.
 BATCH = 500
@@ -102,12 +113,21 @@ def _visible(client: str | None) -> tuple[str, list[Any]]:
 
 
 def _with_tools(db: sqlite3.Connection, body: bytes, tools_hash: bytes | None) -> bytes:
-    """A stored object JSON with its tool list put back (tools are kept once, by digest)."""
-    if tools_hash is None:
-        return bytes(body)
-    row = one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
-    response = _RESPONSE.decode(body)
-    response.tools = _TOOLS.decode(row[0]) if row else []
+    """A stored response object as served: its tool list put back (kept once, by digest,
+    as the request sent it) and every field a response has today, for responses stored
+    by older releases too."""
+    fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    for name, default in _NUMBER_DEFAULTS.items():
+        if bytes(fields.get(name, _NULL)) == bytes(_NULL):
+            # Null in responses stored before the field was a number.
+            fields[name] = msgspec.Raw(_ENCODER.encode(default))
+    try:
+        response = _RESPONSE.decode(_ENCODER.encode(fields))
+    except msgspec.ValidationError:
+        return bytes(body)  # not a response this release wrote: served as it was kept
+    if tools_hash is not None:
+        row = one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
+        response.tools = echo_tools(_TOOLS.decode(row[0])) if row else []
     return _ENCODER.encode(response)
 
 

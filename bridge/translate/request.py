@@ -269,6 +269,40 @@ def _translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]]
     return tools, tool_map
 
 
+_ECHO_CACHE: OrderedDict[bytes, list[msgspec.Raw]] = OrderedDict()
+_RAW_ENCODER = msgspec.json.Encoder()
+
+
+def echo_tools(raw_tools: list[msgspec.Raw]) -> list[msgspec.Raw]:
+    """The tool list as a response echoes it: function tools with `description`,
+    `parameters` and `strict` always present (null where the client gave none), as the Open
+    Responses schema requires; other tools as they came. Pure and deterministic (the store
+    keeps the request's list and echoes it again on reads)."""
+    key = b"\x00".join(bytes(raw) for raw in raw_tools)
+    with _TOOLS_LOCK:
+        cached = _ECHO_CACHE.get(key)
+        if cached is not None:
+            _ECHO_CACHE.move_to_end(key)
+            return cached
+    echoed = []
+    for raw in raw_tools:
+        try:
+            tool = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            echoed.append(raw)
+            continue
+        if isinstance(tool, dict) and tool.get("type", "function") == "function":
+            missing = {k: None for k in ("description", "parameters", "strict") if k not in tool}
+            if missing:
+                raw = msgspec.Raw(_RAW_ENCODER.encode({**tool, **missing}))
+        echoed.append(raw)
+    with _TOOLS_LOCK:
+        _ECHO_CACHE[key] = echoed
+        if len(_ECHO_CACHE) > TOOLS_CACHE_SIZE:
+            _ECHO_CACHE.popitem(last=False)
+    return echoed
+
+
 def translate_tool_choice(choice: str | dict[str, Any] | None, tool_map: ToolMap) -> Any:
     """tool_choice in Chat Completions form; None when it should be left out."""
     if choice is None or isinstance(choice, str):

@@ -43,6 +43,8 @@ from bridge.wire.events import (
     OutputTextDone,
     OutputTextPart,
     OutputTokensDetails,
+    ReasoningDelta,
+    ReasoningDone,
     ReasoningOutput,
     ReasoningSummaryPartAdded,
     ReasoningSummaryPartDone,
@@ -111,6 +113,7 @@ class StreamTranslator:
         include_encrypted_reasoning: bool = False,
         reasoning_summary: bool = False,
         quirks: QuirksConfig | None = None,
+        reasoning_events: str = "openai",
         clock: Callable[[], float] = time.time,
         new_id: Callable[[str], str] = random_id,
     ) -> None:
@@ -123,6 +126,11 @@ class StreamTranslator:
         self._summary = reasoning_summary
         self._clock = clock
         self._new_id = new_id
+        # OpenAI's (and Codex's) names for the reasoning text events, or the Open Responses
+        # specification's (response.reasoning.delta and .done).
+        spec = reasoning_events == "specification"
+        self._reasoning_delta_event = ReasoningDelta if spec else ReasoningTextDelta
+        self._reasoning_done_event = ReasoningDone if spec else ReasoningTextDone
         self._seq = 0
         self._events: list[ResponseEvent] = []
         # True once the final event (completed, incomplete or failed) exists.
@@ -360,7 +368,7 @@ class StreamTranslator:
                 )
             )
         self._emit(
-            ReasoningTextDelta(
+            self._reasoning_delta_event(
                 item_id=item.id,
                 output_index=current.output_index,
                 content_index=0,
@@ -483,7 +491,7 @@ class StreamTranslator:
             )
             item.summary = [summary]
         self._emit(
-            ReasoningTextDone(
+            self._reasoning_done_event(
                 item_id=item.id, output_index=current.output_index, content_index=0, text=text
             )
         )

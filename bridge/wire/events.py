@@ -108,17 +108,27 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     instructions: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     parallel_tool_calls: bool = True
-    temperature: float | None = None
-    top_p: float | None = None
+    # Sampling settings as sent upstream; where the request set none, the Chat Completions
+    # defaults (the Open Responses schema wants numbers here, not nulls).
+    temperature: float = 1.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
     max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
     tool_choice: Any = "auto"
     tools: list[msgspec.Raw] = msgspec.field(default_factory=list)
     previous_response_id: str | None = None
     reasoning: dict[str, Any] | None = None
     text: dict[str, Any] | None = None
     store: bool = True
+    background: bool = False
+    service_tier: str = "default"
     truncation: str = "disabled"
     user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
     completed_at: int | None = None
 
 
@@ -208,6 +218,24 @@ class ReasoningTextDone(_Event, tag="response.reasoning_text.done"):
     text: str
 
 
+class ReasoningDelta(_Event, tag="response.reasoning.delta"):
+    """ReasoningTextDelta as the Open Responses specification names it."""
+
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ReasoningDone(_Event, tag="response.reasoning.done"):
+    """ReasoningTextDone as the Open Responses specification names it."""
+
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
 class ReasoningSummaryPartAdded(_Event, tag="response.reasoning_summary_part.added"):
     item_id: str
     output_index: int
@@ -275,6 +303,8 @@ ResponseEvent = (
     | OutputTextDone
     | ReasoningTextDelta
     | ReasoningTextDone
+    | ReasoningDelta
+    | ReasoningDone
     | ReasoningSummaryPartAdded
     | ReasoningSummaryPartDone
     | ReasoningSummaryTextDelta

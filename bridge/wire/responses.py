@@ -121,16 +121,28 @@ class ResponsesRequest(_Wire):
     stream: bool = False
     temperature: float | None = None
     top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    top_logprobs: int | None = None
     max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
     reasoning: Reasoning | None = None
     text: TextConfig | None = None
     previous_response_id: str | None = None
     store: bool | None = None
+    background: bool | None = None
+    service_tier: str | None = None
+    truncation: str | None = None
     include: list[str] | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
+    safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     stream_options: dict[str, Any] | None = None
+    # Not supported: a request that sets it is refused (bridge.turn_setup).
+    prompt: Any = None
+    # A Conversations API conversation: its id, or {"id": ...}.
+    conversation: str | dict[str, Any] | None = None
 
 
 _ENCODER = msgspec.json.Encoder()
