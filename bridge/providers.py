@@ -86,12 +86,16 @@ class Profile:
     json_schema: bool = True
     # Some providers reject an explicit tool_choice while thinking: it becomes "auto".
     tool_choice_with_thinking: bool = True
+    # Request fields only some providers take (OpenAI's Chat Completions does); the others
+    # get none of them: their prompt caching is automatic, `user` tells end users apart,
+    # and they have no verbosity setting.
+    extended_fields: bool = False
 
 
 PROFILES: dict[str, Profile] = {
     profile.name: profile
     for profile in (
-        Profile("openai"),
+        Profile("openai", extended_fields=True),
         Profile(
             "deepseek",
             thinking=_deepseek,
@@ -108,6 +112,8 @@ PROFILES: dict[str, Profile] = {
     )
 }
 PROFILE_NAMES = tuple(PROFILES)
+# Sent only to profiles with extended_fields.
+EXTENDED_FIELDS = ("prompt_cache_key", "safety_identifier", "verbosity")
 
 
 def shape_messages(messages: list[ChatMessage], profile: Profile) -> None:
@@ -156,6 +162,9 @@ def shape_body(
     if thinking and not profile.tool_choice_with_thinking and choice not in (None, "auto", "none"):
         log.debug("%s: tool_choice %r sent as auto while thinking", profile.name, choice)
         body["tool_choice"] = "auto"
+    if not profile.extended_fields:
+        for name in EXTENDED_FIELDS:
+            body.pop(name, None)
     if extra_body:
         _merge(body, extra_body)
     for name in drop_params:

@@ -201,6 +201,41 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+SERVICE_TIERS = (None, "auto", "default")
+
+
+def refuse_unsupported(req: ResponsesRequest) -> None:
+    """A 400 naming the first field set to something a Chat Completions upstream cannot
+    do: better than an answer that silently ignores it."""
+
+    def refuse(param: str, why: str) -> ApiError:
+        return ApiError.invalid(f"'{param}' is not supported by responses-bridge: {why}", param)
+
+    if req.prompt is not None:
+        raise refuse(
+            "prompt",
+            "prompt templates live on OpenAI's platform; send instructions and input instead",
+        )
+    if req.top_logprobs:
+        raise refuse("top_logprobs", "log probabilities are not passed through")
+    if req.max_tool_calls is not None:
+        raise refuse(
+            "max_tool_calls",
+            "a Chat Completions upstream cannot be held to a number of tool calls",
+        )
+    if req.service_tier not in SERVICE_TIERS:
+        raise refuse("service_tier", "providers behind the bridge have one service tier")
+    if req.truncation not in (None, "auto", "disabled"):
+        raise ApiError.invalid(
+            f"Invalid value for 'truncation': {req.truncation!r} (auto or disabled)",
+            "truncation",
+        )
+    if req.background:
+        raise refuse("background", "background responses are not available yet")
+    if req.conversation is not None:
+        raise refuse("conversation", "the Conversations API is not available yet")
+
+
 def _wants_summary(req: ResponsesRequest, setting: str) -> bool:
     """Whether reasoning is mirrored as a summary: per model, or as the request asks."""
     if setting != "auto":
@@ -246,6 +281,7 @@ async def setup_turn(
     model = config.models.get(req.model)
     if model is None:
         raise unknown_model(config, req.model)
+    refuse_unsupported(req)
     provider = config.providers[model.provider]
     if not client and provider.forward_client_key:
         client = forwarded_client

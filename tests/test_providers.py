@@ -181,3 +181,27 @@ def test_max_tokens_param_can_be_renamed() -> None:
     body = body_for("openai", None, tools=False, max_tokens_param="max_completion_tokens")
     assert body["max_completion_tokens"] == 500
     assert "max_tokens" not in body
+
+
+@pytest.mark.parametrize("profile", sorted(EXPECTED_SWITCH))
+def test_request_fields_go_to_the_providers_that_take_them(profile: str) -> None:
+    fields = {
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "prompt_cache_key": "thread-7",
+        "safety_identifier": "user-hash",
+        "text": {"verbosity": "low"},
+    }
+    body = body_for(profile, None, tools=False, request=fields)
+    assert body["presence_penalty"] == 0.5 and body["frequency_penalty"] == -0.25
+    assert body["user"] == "user-hash"  # every provider takes `user`
+    extended = {k: body.get(k) for k in ("prompt_cache_key", "safety_identifier", "verbosity")}
+    if profile == "openai":
+        assert extended == {
+            "prompt_cache_key": "thread-7",
+            "safety_identifier": "user-hash",
+            "verbosity": "low",
+        }
+    else:
+        assert extended == dict.fromkeys(extended)  # none of them: unknown there
+

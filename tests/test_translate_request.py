@@ -305,7 +305,9 @@ def test_sampling_and_format_parameters() -> None:
         "json_schema": {"name": "out", "schema": {"type": "object"}},
     }
     assert body["user"] == "u1"
-    for absent in ("store", "include", "prompt_cache_key", "metadata", "verbosity"):
+    # Kept in the generic body; the provider's profile decides (tests/test_providers.py).
+    assert body["prompt_cache_key"] == "k" and body["verbosity"] == "low"
+    for absent in ("store", "include", "metadata"):
         assert absent not in body
 
 

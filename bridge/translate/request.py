@@ -687,13 +687,27 @@ def translate_request(
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
+    if request.presence_penalty is not None:
+        body["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        body["frequency_penalty"] = request.frequency_penalty
+    # The next three go only to providers that take them (bridge.providers.shape_body).
+    if request.prompt_cache_key:
+        body["prompt_cache_key"] = request.prompt_cache_key
+    if request.safety_identifier:
+        body["safety_identifier"] = request.safety_identifier
+    if request.text is not None and request.text.verbosity:
+        body["verbosity"] = request.text.verbosity
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
     response_format = _response_format(request)
     if response_format is not None:
         body["response_format"] = response_format
-    if request.user:
-        body["user"] = request.user
+    # `user` is what every provider takes to tell end users apart; the newer
+    # safety_identifier stands in for it when only that is given.
+    user = request.user or request.safety_identifier
+    if user:
+        body["user"] = user
     return ChatRequestPlan(
         body=body,
         tool_map=tool_map,
