@@ -204,4 +204,3 @@ def test_request_fields_go_to_the_providers_that_take_them(profile: str) -> None
         }
     else:
         assert extended == dict.fromkeys(extended)  # none of them: unknown there
-

@@ -63,3 +63,46 @@ async def test_fields_the_bridge_honours_are_echoed(
     sent = fake_upstream.requests[0]
     assert (sent["presence_penalty"], sent["frequency_penalty"]) == (0.5, 0.25)
     assert sent["user"] == "hash-1"
+
+
+TOOLS = [
+    {"type": "function", "name": name, "parameters": {"type": "object", "properties": {}}}
+    for name in ("read_file", "delete_everything", "list_dir")
+]
+
+
+@pytest.mark.parametrize("mode", ["auto", "required"])
+async def test_allowed_tools_reach_the_upstream_and_no_others(
+    bridge: TestClient, fake_upstream: FakeUpstream, mode: str
+) -> None:
+    fake_upstream.script(thinking_text_reply([], ["ok"]))
+    choice = {
+        "type": "allowed_tools",
+        "mode": mode,
+        "tools": [
+            {"type": "function", "name": "read_file"},
+            {"type": "function", "name": "list_dir"},
+        ],
+    }
+    status, body = await post(bridge, tools=TOOLS, tool_choice=choice)
+    assert status == 200, body
+    sent = fake_upstream.requests[0]
+    assert [tool["function"]["name"] for tool in sent["tools"]] == ["read_file", "list_dir"]
+    assert sent["tool_choice"] == mode
+    assert body["tool_choice"] == choice  # echoed as asked
+    assert len(body["tools"]) == 3
+
+
+async def test_an_allowed_tool_that_is_not_defined_is_refused(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    choice = {
+        "type": "allowed_tools",
+        "mode": "auto",
+        "tools": [{"type": "function", "name": "nope"}],
+    }
+    status, body = await post(bridge, tools=TOOLS, tool_choice=choice)
+    assert status == 400
+    assert body["error"]["param"] == "tool_choice.tools[0]"
+    assert "nope" in body["error"]["message"]
+    assert fake_upstream.requests == []

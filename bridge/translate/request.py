@@ -303,6 +303,32 @@ def echo_tools(raw_tools: list[msgspec.Raw]) -> list[msgspec.Raw]:
     return echoed
 
 
+def allowed_only(tools: list[dict[str, Any]], choice: Any) -> list[dict[str, Any]]:
+    """The upstream tools a tool_choice of type allowed_tools leaves the model (all of them
+    for any other choice); RequestError for an allowed tool the request does not define."""
+    if not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
+        return list(tools)
+    allowed = choice.get("tools")
+    if not isinstance(allowed, list):
+        raise RequestError("allowed_tools needs a list of tools", "tool_choice.tools")
+    names: set[str] = set()
+    for index, tool in enumerate(allowed):
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if not isinstance(name, str):
+            raise RequestError(
+                "each allowed tool needs a name", f"tool_choice.tools[{index}].name"
+            )
+        names.add(upstream_tool_name(name, tool.get("namespace")))
+    defined = {tool["function"]["name"] for tool in tools}
+    for index, tool in enumerate(allowed):
+        if upstream_tool_name(tool["name"], tool.get("namespace")) not in defined:
+            raise RequestError(
+                f"allowed tool {tool['name']!r} is not among the request's tools",
+                f"tool_choice.tools[{index}]",
+            )
+    return [tool for tool in tools if tool["function"]["name"] in names]
+
+
 def translate_tool_choice(choice: str | dict[str, Any] | None, tool_map: ToolMap) -> Any:
     """tool_choice in Chat Completions form; None when it should be left out."""
     if choice is None or isinstance(choice, str):
@@ -676,8 +702,9 @@ def translate_request(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    tools = allowed_only(tools, request.tool_choice)
     if tools:
-        body["tools"] = list(tools)
+        body["tools"] = tools
         choice = translate_tool_choice(request.tool_choice, tool_map)
         if choice is not None:
             body["tool_choice"] = choice
