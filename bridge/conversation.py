@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from multidict import CIMultiDictProxy
 
 from bridge.config import ProviderConfig
@@ -35,6 +36,37 @@ log = logging.getLogger(__name__)
 
 # Conversations longer than this (items) are translated in a thread.
 TRANSLATE_IN_THREAD = 20_000
+
+
+async def resolve_item_references(store: Store, items: list[Any], client: str) -> list[Any]:
+    """The input with each `item_reference` replaced by the item it names (from the client's
+    stored responses); ApiError 400 naming the first one not found."""
+    wanted = [
+        (index, item["id"])
+        for index, item in enumerate(items)
+        if isinstance(item, dict) and item.get("type") == "item_reference"
+    ]
+    if not wanted:
+        return items
+    for index, item_id in wanted:
+        if not isinstance(item_id, str) or not item_id:
+            raise ApiError.invalid("item_reference needs the id of an item", f"input[{index}].id")
+    try:
+        found = await store.find_items([item_id for _, item_id in wanted], client)
+    except StoreCorrupt as exc:
+        raise ApiError.server(f"the store cannot be read: {exc}", status=503) from None
+    resolved = list(items)
+    for index, item_id in wanted:
+        body = found.get(item_id)
+        if body is None:
+            raise ApiError.invalid(
+                f"Item with id '{item_id}' not found: an item_reference names an item of a "
+                "stored response (store: true) of this client",
+                f"input[{index}].id",
+                code="item_not_found",
+            )
+        resolved[index] = msgspec.json.decode(body)
+    return resolved
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -140,6 +140,8 @@ class TurnRecord:
     scope: str | None
     content: StoredContent | None = None
     reasoning: ReasoningRecord | None = None
+    # The ids of the response's output items, in order (kept when content is).
+    output_ids: list[str] = field(default_factory=list)
 
     @property
     def stored(self) -> bool:
@@ -248,6 +250,7 @@ def build_turn_record(
         scope=scope.conversation,
         content=content,
         reasoning=reasoning_record(response, scope.conversation, context),
+        output_ids=[item.id for item in response.output] if content is not None else [],
     )
 
 

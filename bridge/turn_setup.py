@@ -18,7 +18,13 @@ from multidict import CIMultiDictProxy
 
 from bridge.body import UpstreamBody, join_messages
 from bridge.config import Config, ModelConfig
-from bridge.conversation import PlannedTurn, Prefix, plan_turn, turn_recorder
+from bridge.conversation import (
+    PlannedTurn,
+    Prefix,
+    plan_turn,
+    resolve_item_references,
+    turn_recorder,
+)
 from bridge.engine import Turn
 from bridge.errors import ApiError
 from bridge.store import Store
@@ -285,6 +291,7 @@ async def setup_turn(
     provider = config.providers[model.provider]
     if not client and provider.forward_client_key:
         client = forwarded_client
+    items = await resolve_item_references(store, items, client)
     planned = await plan_turn(
         store,
         req,

@@ -48,6 +48,11 @@ EXPECTED_COLUMNS = {
         (2, "item_id", "TEXT", 1, None, 0),
         (3, "body", "BLOB", 1, None, 0),
     ],
+    "output_items": [
+        (0, "item_id", "TEXT", 1, None, 1),
+        (1, "response_id", "TEXT", 1, None, 2),
+        (2, "position", "INTEGER", 1, None, 0),
+    ],
     "reasoning": [
         (0, "id", "INTEGER", 0, None, 1),
         (1, "response_id", "TEXT", 1, None, 0),
@@ -90,7 +95,7 @@ EXPECTED_COLUMNS = {
         (2, "applied_at", "INTEGER", 1, None, 0),
     ],
 }
-LATEST = 3  # the number of files in migrations/
+LATEST = 4  # the number of files in migrations/
 # Per table: index name -> (unique, origin, partial, indexed columns in order).
 EXPECTED_INDEXES = {
     "blobs": {
@@ -99,6 +104,10 @@ EXPECTED_INDEXES = {
     "input_items": {
         "input_items_item": (0, "c", 0, ["item_id", "response_id"]),
         "sqlite_autoindex_input_items_1": (1, "pk", 0, ["response_id", "position"]),
+    },
+    "output_items": {
+        "output_items_response": (0, "c", 0, ["response_id"]),
+        "sqlite_autoindex_output_items_1": (1, "pk", 0, ["item_id", "response_id"]),
     },
     "reasoning": {
         "reasoning_created_at": (0, "c", 0, ["created_at"]),
@@ -226,6 +235,7 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
         (1, "initial"),
         (2, "reasoning_details"),
         (3, "conversation_state_v2"),
+        (4, "output_item_index"),
     ]
     assert abs(rows[0][2] - time.time()) < 60  # applied_at: unix seconds, now
 

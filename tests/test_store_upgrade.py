@@ -24,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
+from bridge.migrate import load_migrations
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import KIMI_MISSING_REASONING, FakeUpstream, thinking_text_reply
 
@@ -165,6 +166,28 @@ async def test_a_stored_chain_continues_with_its_reasoning(
     assert messages[4]["content"] == "It is sunny in Paris."
 
 
+async def test_output_items_of_old_responses_can_be_referenced(
+    client: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    """Migration 4 indexed the output items already stored, for item_reference inputs."""
+    old = await (await client.get(f"/v1/responses/{CHAIN_2}")).json()
+    message = next(item for item in old["output"] if item["type"] == "message")
+    fake_upstream.script(thinking_text_reply([], ["Yes."]))
+    answer = await client.post(
+        "/v1/responses",
+        json={
+            "model": MODEL,
+            "input": [
+                {"type": "item_reference", "id": message["id"]},
+                {"type": "message", "role": "user", "content": "Sure?"},
+            ],
+        },
+    )
+    assert answer.status == 200, await answer.text()
+    sent = fake_upstream.requests[-1]["messages"]
+    assert sent[0] == {"role": "assistant", "content": "It is sunny in Paris."}
+
+
 @pytest.mark.parametrize(
     ("session", "reasoning"), [(1, "session 1 reasoning"), (2, "session 2 reasoning")]
 )
@@ -212,7 +235,7 @@ async def test_store_false_content_is_gone_and_the_file_is_sound(
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         version = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
         rows = connection.execute("SELECT id, stored FROM responses ORDER BY id").fetchall()
-    assert version == (3,)
+    assert version == (load_migrations()[-1].version,)
     assert sorted(rows) == sorted(
         (rid, int(row["retrievable"])) for rid, row in old_rows(FIXTURE).items()
     )

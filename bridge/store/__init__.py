@@ -439,6 +439,11 @@ class Store:
         not stored)."""
         return await self._read(reads.response_json, response_id, client)
 
+    async def find_items(self, item_ids: Sequence[str], client: str | None) -> dict[str, bytes]:
+        """Items by id, for `item_reference` inputs: input items and output items of this
+        client's stored responses (the JSON of each one found)."""
+        return await self._read(reads.find_items, item_ids, client)
+
     async def input_items(
         self,
         response_id: str,

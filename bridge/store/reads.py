@@ -131,6 +131,38 @@ def _with_tools(db: sqlite3.Connection, body: bytes, tools_hash: bytes | None) -
     return _ENCODER.encode(response)
 
 
+def find_items(
+    db: sqlite3.Connection, item_ids: Sequence[str], client: str | None
+) -> dict[str, bytes]:
+    """The JSON of each item found by id among the input and output items of the client's
+    stored responses."""
+    where, params = _visible(client)
+    found: dict[str, bytes] = {}
+    for item_id in dict.fromkeys(item_ids):
+        row = one(
+            db,
+            "SELECT input_items.body FROM input_items JOIN responses "
+            "ON responses.id = input_items.response_id "
+            "WHERE input_items.item_id = ? AND NOT responses.deleted" + where + " LIMIT 1",
+            [item_id, *params],
+        )
+        if row is None:
+            row = one(
+                db,
+                "SELECT json_extract(responses.response, "
+                "'$.output[' || output_items.position || ']') "
+                "FROM output_items JOIN responses ON responses.id = output_items.response_id "
+                "WHERE output_items.item_id = ? AND responses.stored AND NOT responses.deleted"
+                + where
+                + " LIMIT 1",
+                [item_id, *params],
+            )
+        if row is not None and row[0] is not None:
+            body = row[0]
+            found[item_id] = body.encode() if isinstance(body, str) else bytes(body)
+    return found
+
+
 def response_json(db: sqlite3.Connection, response_id: str, client: str | None) -> bytes | None:
     """The stored response object, as it was served."""
     where, params = _visible(client)

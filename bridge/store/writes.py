@@ -78,6 +78,12 @@ def insert_turn(db: sqlite3.Connection, record: TurnRecord, base: tuple[str, int
             content.tools_hash if content else None,
         ),
     )
+    if content is not None:
+        db.execute("DELETE FROM output_items WHERE response_id = ?", (record.id,))
+        db.executemany(
+            "INSERT OR REPLACE INTO output_items (item_id, response_id, position) VALUES (?, ?, ?)",
+            [(item_id, record.id, position) for position, item_id in enumerate(record.output_ids)],
+        )
     reasoning = record.reasoning
     if reasoning is not None:
         cursor = db.execute(
@@ -116,6 +122,7 @@ def mark_deleted(
     if cursor.rowcount <= 0:
         return False
     db.execute("DELETE FROM reasoning WHERE response_id = ?", (response_id,))
+    db.execute("DELETE FROM output_items WHERE response_id = ?", (response_id,))
     return True
 
 

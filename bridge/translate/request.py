@@ -315,9 +315,7 @@ def allowed_only(tools: list[dict[str, Any]], choice: Any) -> list[dict[str, Any
     for index, tool in enumerate(allowed):
         name = tool.get("name") if isinstance(tool, dict) else None
         if not isinstance(name, str):
-            raise RequestError(
-                "each allowed tool needs a name", f"tool_choice.tools[{index}].name"
-            )
+            raise RequestError("each allowed tool needs a name", f"tool_choice.tools[{index}].name")
         names.add(upstream_tool_name(name, tool.get("namespace")))
     defined = {tool["function"]["name"] for tool in tools}
     for index, tool in enumerate(allowed):
