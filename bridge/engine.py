@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
 # Records the ended turn; True when it was stored.
 Recorder = Callable[[], Awaitable[bool]]
+# The upstream body made shorter after the provider refused its length.
+Shorten = Callable[[ApiError], Awaitable[UpstreamBody | None]]
 
 # First retry after about this many seconds, doubling each time.
 RETRY_BACKOFF = 0.5
@@ -123,6 +125,9 @@ class Turn:
     # False: answered at once with an empty completed response, the upstream never asked
     # (a WebSocket's warm-up, `generate: false`).
     generate: bool = True
+    # `truncation: "auto"`: the body without its oldest turns, for the provider's
+    # context-length refusal (None: nothing can go); tried once.
+    shorten: Shorten | None = None
 
 
 async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiError | None:
@@ -172,11 +177,11 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
     """Upstream attempts until one ends the turn; retried only while nothing was output."""
     translator = turn.translator
     attempt = 0
+    body = turn.body
+    shorten = turn.shorten
     while True:
         if turn.generate:
-            error = await pump(
-                turn.upstream, turn.body, translator, emitter.send, turn.authorization
-            )
+            error = await pump(turn.upstream, body, translator, emitter.send, turn.authorization)
         else:
             translator.answered_without_generating()
             error = None
@@ -191,6 +196,17 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
                     translator.response.store = False
                 await emitter.end(translator.terminal)
                 return None
+        if (
+            shorten is not None
+            and error.code == "context_length_exceeded"
+            and not translator.produced_output
+        ):
+            shorter = await shorten(error)
+            shorten = None
+            if shorter is not None:
+                body = shorter
+                translator.restart()
+                continue
         wait = _retry_wait(error, attempt, turn.upstream, translator)
         if wait is None:
             await _fail(turn, emitter, error)

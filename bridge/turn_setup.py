@@ -25,12 +25,13 @@ from bridge.conversation import (
     resolve_item_references,
     turn_recorder,
 )
-from bridge.engine import Turn
+from bridge.engine import Shorten, Turn
 from bridge.errors import ApiError
 from bridge.store import Store
 from bridge.translate.ids import new_id
 from bridge.translate.request import echo_tools
 from bridge.translate.stream import StreamTranslator
+from bridge.truncation import kept_share, truncate
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts
 from bridge.wire.chat import ChatMessage
@@ -242,6 +243,27 @@ def refuse_unsupported(req: ResponsesRequest) -> None:
         raise refuse("conversation", "the Conversations API is not available yet")
 
 
+def _shortener(body: dict[str, Any], log_label: str) -> Shorten:
+    """`truncation: "auto"`: the body without its oldest turns, sized by the provider's
+    refusal."""
+
+    async def shorten(error: ApiError) -> UpstreamBody | None:
+        messages: list[ChatMessage] = body["messages"]
+        kept = truncate(messages, kept_share(error.message))
+        if kept is None:
+            return None
+        log.info(
+            "%s: the provider refused the input's length; sending it again without its "
+            "%d oldest messages (truncation: auto)",
+            log_label,
+            len(messages) - len(kept),
+        )
+        encoded = await encode_upstream_body({**body, "messages": kept})
+        return encoded.body
+
+    return shorten
+
+
 def _wants_summary(req: ResponsesRequest, setting: str) -> bool:
     """Whether reasoning is mirrored as a summary: per model, or as the request asks."""
     if setting != "auto":
@@ -322,6 +344,9 @@ async def setup_turn(
         quirks=provider.quirks,
         reasoning_events=config.server.reasoning_events,
     )
+    shorten = None
+    if req.truncation == "auto" and prefix is None and generate:
+        shorten = _shortener(plan.body, log_label)
     turn = Turn(
         upstream=upstreams[model.provider],
         body=body,
@@ -330,5 +355,6 @@ async def setup_turn(
         heartbeat_interval=config.server.heartbeat_interval,
         authorization=headers.get("Authorization") if provider.forward_client_key else None,
         generate=generate,
+        shorten=shorten,
     )
     return PreparedTurn(req, model, turn, planned, encoded.messages)

@@ -147,6 +147,8 @@ class FakeUpstream:
         missing_reasoning: str = DEEPSEEK_MISSING_REASONING,
     ) -> None:
         self.reasoning_field = reasoning_field
+        # False: tool-call turns without reasoning are taken (a model that does not think).
+        self.require_reasoning = True
         self.missing_reasoning = missing_reasoning
         # Keep every request received (off for soak tests, so the lists do not grow).
         self.record = True
@@ -177,7 +179,7 @@ class FakeUpstream:
             if pending and role != "tool":
                 return f"tool_calls without tool messages before message index {index}"
             if role == "assistant" and message.get("tool_calls"):
-                if not message.get(self.reasoning_field):
+                if self.require_reasoning and not message.get(self.reasoning_field):
                     return self.missing_reasoning.format(index=index)
                 pending = {call["id"] for call in message["tool_calls"]}
             if role == "tool":

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bridge.truncation import MARGIN, kept_share, truncate
+from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from tests.conftest import MODEL
-from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
+from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 
 
 async def post(bridge: TestClient, **body: Any) -> tuple[int, dict[str, Any]]:
@@ -233,3 +235,133 @@ async def test_the_ai_sdk_tool_loop_sends_references_the_bridge_resolves(
     assistant = fake_upstream.requests[-1]["messages"][1]
     assert assistant["reasoning_content"] == "Look it up."
     assert assistant["tool_calls"][0]["id"] == "call_w"
+
+
+# Truncation: a provider that refuses the input's length.
+
+OVERFLOW = Reply(
+    status=400,
+    error_body={
+        "error": {
+            "message": "This model's maximum context length is 1000 tokens. However, you "
+            "requested 4000 tokens (3900 in the messages, 100 in the completion).",
+            "type": "invalid_request_error",
+            "code": "invalid_request_error",
+        }
+    },
+)
+
+
+def long_history(turns: int) -> list[dict[str, Any]]:
+    """`turns` exchanges, each a user message, a tool call with its output and an answer."""
+    items: list[dict[str, Any]] = []
+    for n in range(turns):
+        items += [
+            {"role": "user", "content": f"question {n} " + "x" * 200},
+            {
+                "type": "function_call",
+                "call_id": f"call_{n}",
+                "name": "read_file",
+                "arguments": "{}",
+            },
+            {"type": "function_call_output", "call_id": f"call_{n}", "output": "y" * 200},
+            {"role": "assistant", "content": f"answer {n}"},
+        ]
+    items.append({"role": "user", "content": "the last question"})
+    return items
+
+
+async def test_truncation_auto_drops_the_oldest_turns_and_retries_once(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    # The history's tool calls carry no reasoning (a non-thinking model made them).
+    fake_upstream.require_reasoning = False
+    fake_upstream.script(OVERFLOW, thinking_text_reply([], ["short enough"]))
+    status, body = await post(
+        bridge,
+        instructions="You are terse.",
+        input=[{"role": "developer", "content": "Follow the house rules."}, *long_history(8)],
+        truncation="auto",
+    )
+    assert status == 200, body
+    assert body["truncation"] == "auto"
+    assert body["output"][0]["content"][0]["text"] == "short enough"
+    first, second = fake_upstream.requests
+    assert len(second["messages"]) < len(first["messages"])
+    assert second["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert second["messages"][1]["content"] == "Follow the house rules."
+    assert second["messages"][-1]["content"] == "the last question"
+    assert second["messages"] == [m for m in first["messages"] if m in second["messages"]], (
+        "only whole messages go, the order kept"
+    )
+    # The oldest went first, and no tool message lost its call.
+    assert "question 0" not in str(second["messages"])
+    called = set()
+    for message in second["messages"]:
+        for call in message.get("tool_calls") or ():
+            called.add(call["id"])
+        if message["role"] == "tool":
+            assert message["tool_call_id"] in called
+    # The provider said 1000 of 4000 tokens: about a quarter of the history stays.
+    assert "question 7" in str(second["messages"])
+    assert "question 3" not in str(second["messages"])
+
+
+async def test_without_truncation_auto_the_overflow_is_the_answer(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.require_reasoning = False
+    fake_upstream.script(OVERFLOW, thinking_text_reply([], ["never sent"]))
+    status, body = await post(bridge, input=long_history(3))
+    assert status == 400
+    assert body["error"]["code"] == "context_length_exceeded"
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_truncation_auto_gives_up_after_one_retry(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.require_reasoning = False
+    fake_upstream.script(OVERFLOW, OVERFLOW, thinking_text_reply([], ["never sent"]))
+    status, body = await post(bridge, input=long_history(6), truncation="auto")
+    assert status == 400
+    assert body["error"]["code"] == "context_length_exceeded"
+    assert len(fake_upstream.requests) == 2
+
+
+async def test_truncation_auto_with_nothing_to_drop_keeps_the_overflow(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(OVERFLOW)
+    status, body = await post(bridge, input="one long question", truncation="auto")
+    assert status == 400
+    assert body["error"]["code"] == "context_length_exceeded"
+    assert len(fake_upstream.requests) == 1
+
+
+def test_kept_share_reads_the_providers_figures() -> None:
+    assert kept_share(
+        "This model's maximum context length is 65536 tokens. However, you requested "
+        "131,072 tokens (131000 in the messages, 72 in the completion)."
+    ) == pytest.approx(65536 / 131072 * MARGIN)
+    assert kept_share("input too long") is None
+    assert kept_share("maximum context length is 8192 tokens") is None
+
+
+def test_truncate_keeps_calls_with_their_outputs() -> None:
+    messages = [
+        ChatMessage(role="system", content="s"),
+        ChatMessage(role="user", content="u0" * 100),
+        ChatMessage(
+            role="assistant",
+            content=None,
+            tool_calls=[ChatToolCall(id="c1", function=ChatFunctionCall(name="f", arguments=""))],
+        ),
+        ChatMessage(role="tool", content="o" * 400, tool_call_id="c1"),
+        ChatMessage(role="user", content="u1"),
+    ]
+    kept = truncate(messages, 0.1)
+    assert kept is not None
+    assert [m.role for m in kept] == ["system", "user"]
+    assert kept[-1].content == "u1"
+    assert truncate(messages[:1] + messages[-1:], 0.1) is None

@@ -73,6 +73,9 @@ TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
 # What a text-only model is given in place of an image.
 IMAGE_OMITTED = "[An image was attached here; it was left out because this model takes text only.]"
 CUSTOM_TOOL_ARGUMENT = "input"
+# Opens the user message that carries the images tool outputs returned (Chat Completions
+# tool messages hold text only).
+TOOL_IMAGES_NOTE = "Images returned by the tool calls above:"
 
 
 class RequestError(Exception):
@@ -453,9 +456,7 @@ class MessageBuilder:
 
     def _flush_tool_images(self) -> None:
         if self.tool_images:
-            content: list[dict[str, Any]] = [
-                {"type": "text", "text": "Images returned by the tool calls above:"}
-            ]
+            content: list[dict[str, Any]] = [{"type": "text", "text": TOOL_IMAGES_NOTE}]
             content.extend(self.tool_images)
             self.messages.append(ChatMessage(role="user", content=content))
             self.tool_images = []
