@@ -15,6 +15,7 @@ from aiohttp import web
 from bridge.access import add_request_id, request_middleware
 from bridge.app_keys import (
     API_KEYS,
+    BACKGROUND,
     CLIENT_KEYS,
     CONFIG,
     HTTP_SESSION,
@@ -23,11 +24,12 @@ from bridge.app_keys import (
     TURNS,
     UPSTREAMS,
 )
+from bridge.background import BackgroundRuns
+from bridge.background_http import cancel_response, get_response
 from bridge.config import Config, store_path
 from bridge.handlers import (
     delete_response,
     get_model,
-    get_response,
     healthz,
     list_input_items,
     list_models,
@@ -51,6 +53,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         app[STORE_PATH], config.store.synchronous, write_timeout=config.store.write_timeout
     )
     app[STORE] = store
+    app[BACKGROUND] = BackgroundRuns(store, app[TURNS], config.server.max_background)
+    app[BACKGROUND].recover()
     pruner = asyncio.create_task(_prune_periodically(store, config))
     try:
         yield
@@ -95,6 +99,8 @@ async def _drain(app: web.Application) -> None:
     """On shutdown (listening has stopped): let open responses finish, then end the rest;
     then close the WebSockets (1001, going away)."""
     await app[TURNS].drain(app[CONFIG].server.drain_seconds)
+    if BACKGROUND in app:
+        await app[BACKGROUND].close()
     await app[SOCKETS].close_all()
 
 
@@ -130,5 +136,6 @@ def create_app(
     app.router.add_get("/v1/responses", responses_socket)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
     app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)
     return app

@@ -7,6 +7,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bridge.background import BackgroundRuns
 from bridge.config import Config
 from bridge.request_log import RequestLog
 from bridge.store import Store
@@ -20,6 +21,7 @@ UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
 STORE = web.AppKey("store", Store)
 TURNS = web.AppKey("turns", TurnsInFlight)
 STORE_PATH = web.AppKey("store_path", Path)
+BACKGROUND = web.AppKey("background", BackgroundRuns)
 
 # Client keys the bridge accepts (empty: no client authentication).
 CLIENT_KEYS = web.AppKey("client_keys", tuple[str, ...])

@@ -51,6 +51,8 @@ class ServerConfig(_Strict):
     # The reasoning text events: "openai" (response.reasoning_text.delta/.done, what OpenAI
     # and Codex use) or "specification" (the Open Responses names, response.reasoning.*).
     reasoning_events: Literal["openai", "specification"] = "openai"
+    # Background responses (`background: true`) running at once; more are refused (429).
+    max_background: int = 64
 
 
 class StoreConfig(_Strict):

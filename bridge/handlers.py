@@ -63,11 +63,11 @@ async def get_model(request: web.Request) -> web.Response:
     return json_response(_model_object(name, model.provider))
 
 
-def _response_id(request: web.Request) -> str:
+def response_id_of(request: web.Request) -> str:
     return request.match_info["response_id"]
 
 
-def _response_not_found(response_id: str) -> ApiError:
+def response_not_found(response_id: str) -> ApiError:
     return ApiError(
         404,
         f"Response with id '{response_id}' not found.",
@@ -76,26 +76,17 @@ def _response_not_found(response_id: str) -> ApiError:
     )
 
 
-async def get_response(request: web.Request) -> web.Response:
-    """GET /v1/responses/{id}: a stored response (not those created with store: false)."""
-    response_id = _response_id(request)
-    stored = await request.app[STORE].get_response(response_id, request[CLIENT])
-    if stored is None:
-        raise _response_not_found(response_id)
-    return web.Response(body=stored, content_type="application/json")
-
-
 async def delete_response(request: web.Request) -> web.Response:
     """DELETE /v1/responses/{id}."""
-    response_id = _response_id(request)
+    response_id = response_id_of(request)
     if not await request.app[STORE].delete_response(response_id, client=request[CLIENT]):
-        raise _response_not_found(response_id)
+        raise response_not_found(response_id)
     return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
 async def list_input_items(request: web.Request) -> web.Response:
     """GET /v1/responses/{id}/input_items: OpenAI's list shape with limit, order, after."""
-    response_id = _response_id(request)
+    response_id = response_id_of(request)
     query = request.query
     limit = _int_param(query.get("limit", "20"), "limit", 1, 100)
     order = query.get("order", "desc")
@@ -114,7 +105,7 @@ async def list_input_items(request: web.Request) -> web.Response:
             400, f"No input item with id '{exc}'", param="after", code="invalid_value"
         ) from None
     if page is None:
-        raise _response_not_found(response_id)
+        raise response_not_found(response_id)
     data = page.items
     return json_response(
         {

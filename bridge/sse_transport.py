@@ -15,7 +15,8 @@ import aiohttp
 from aiohttp import web
 
 from bridge.access import bearer_token
-from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.background_http import DONE, SSE_HEADERS, stream_frames
 from bridge.engine import SHUTTING_DOWN, ClientGone, EventSink, run_turn
 from bridge.errors import ApiError
 from bridge.handlers import json_response
@@ -25,16 +26,6 @@ from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
 from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
-
-DONE = b"data: [DONE]\n\n"
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "Connection": "keep-alive",
-    # Proxies (nginx) must not hold events back.
-    "X-Accel-Buffering": "no",
-}
 
 
 async def read_body(request: web.Request, seconds: float) -> bytes:
@@ -81,6 +72,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     )
     entry.model, entry.provider = req.model, prepared.model.provider
     entry.response_id = prepared.turn.translator.response.id
+    if req.background:
+        run = await app[BACKGROUND].start(prepared, request[CLIENT])
+        entry.outcome = "background"
+        if not req.stream:
+            return json_response(run.response)
+        return await stream_frames(request, run.follow(-1))
     if not req.stream:
         return await _respond_whole(request, prepared)
     return await _respond_stream(request, prepared)

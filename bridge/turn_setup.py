@@ -237,8 +237,11 @@ def refuse_unsupported(req: ResponsesRequest) -> None:
             f"Invalid value for 'truncation': {req.truncation!r} (auto or disabled)",
             "truncation",
         )
-    if req.background:
-        raise refuse("background", "background responses are not available yet")
+    if req.background and req.store is False:
+        raise ApiError.invalid(
+            "A background response must be stored ('store' true): it is read back from the store.",
+            "background",
+        )
     if req.conversation is not None:
         raise refuse("conversation", "the Conversations API is not available yet")
 

@@ -272,6 +272,12 @@ class _Socket:
             if app[TURNS].draining:
                 raise SHUTTING_DOWN
             req, items = await parse_request_off_loop(data)
+            if req.background:
+                raise ApiError.invalid(
+                    "Background responses are created over HTTP (POST /v1/responses), "
+                    "not on a WebSocket",
+                    "background",
+                )
             prefix = self._kept(req.model, req.previous_response_id)
             prepared = await setup_turn(
                 req,

@@ -89,13 +89,17 @@ EXPECTED_COLUMNS = {
         (18, "response", "BLOB", 0, None, 0),
         (19, "tools_hash", "BLOB", 0, None, 0),
     ],
+    "response_events": [
+        (0, "response_id", "TEXT", 0, None, 1),
+        (1, "frames", "BLOB", 1, None, 0),
+    ],
     "schema_migrations": [
         (0, "version", "INTEGER", 0, None, 1),
         (1, "name", "TEXT", 1, None, 0),
         (2, "applied_at", "INTEGER", 1, None, 0),
     ],
 }
-LATEST = 4  # the number of files in migrations/
+LATEST = 5  # the number of files in migrations/
 # Per table: index name -> (unique, origin, partial, indexed columns in order).
 EXPECTED_INDEXES = {
     "blobs": {
@@ -121,10 +125,14 @@ EXPECTED_INDEXES = {
         "responses_created_at": (0, "c", 0, ["created_at"]),
         "responses_input_base": (0, "c", 1, ["input_base"]),
         "responses_input_hash": (0, "c", 1, ["input_hash"]),
+        "responses_running": (0, "c", 1, ["status"]),
         "responses_session": (0, "c", 0, ["session_id", "created_at"]),
         "responses_thread": (0, "c", 0, ["thread_id", "created_at"]),
         "responses_tools": (0, "c", 1, ["tools_hash"]),
         "sqlite_autoindex_responses_1": (1, "pk", 0, ["id"]),
+    },
+    "response_events": {
+        "sqlite_autoindex_response_events_1": (1, "pk", 0, ["response_id"]),
     },
     "schema_migrations": {},  # INTEGER PRIMARY KEY is the rowid: no index
 }
@@ -236,6 +244,7 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
         (2, "reasoning_details"),
         (3, "conversation_state_v2"),
         (4, "output_item_index"),
+        (5, "background_events"),
     ]
     assert abs(rows[0][2] - time.time()) < 60  # applied_at: unix seconds, now
 

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -403,6 +403,14 @@ class Store:
             await retention.collect_tombstones(self._write)
         return deleted
 
+    async def save_events(self, response_id: str, frames: bytes) -> None:
+        """Keep a background response's events (their SSE frames, in order)."""
+        await self._write(_in_transaction(writes.save_events), response_id, frames)
+
+    async def fail_interrupted(self, message: str) -> list[str]:
+        """Mark failed the background responses a stopped process left running."""
+        return await self._write(_in_transaction(writes.fail_interrupted), message)
+
     async def prune(self, *, max_age_days: float, max_size_mb: float) -> int:
         """Delete what is older than max_age_days, then the oldest until under max_size_mb,
         in short steps. The newest response is never deleted for size. Returns how many
@@ -438,6 +446,12 @@ class Store:
         """The stored response object JSON, as it was served (None: not this client's, or
         not stored)."""
         return await self._read(reads.response_json, response_id, client)
+
+    async def response_events(
+        self, response_id: str, client: str | None = None
+    ) -> tuple[bytes, bytes | None] | None:
+        """A stored response and its events' frames, if they were kept."""
+        return await self._read(reads.response_events, response_id, client)
 
     async def find_items(self, item_ids: Sequence[str], client: str | None) -> dict[str, bytes]:
         """Items by id, for `item_reference` inputs: input items and output items of this
@@ -489,6 +503,16 @@ class Store:
 
 def _checkpoint(db: sqlite3.Connection, mode: str) -> None:
     db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+
+def _in_transaction(work: Callable[..., T]) -> Callable[..., T]:
+    """`work(db, ...)` as one transaction."""
+
+    def run(db: sqlite3.Connection, *args: Any) -> T:
+        with transaction(db):
+            return work(db, *args)
+
+    return run
 
 
 def _mark_deleted(db: sqlite3.Connection, response_id: str, client: str | None) -> bool:

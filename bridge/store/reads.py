@@ -177,6 +177,24 @@ def response_json(db: sqlite3.Connection, response_id: str, client: str | None) 
     return _with_tools(db, row[0], row[1])
 
 
+def response_events(
+    db: sqlite3.Connection, response_id: str, client: str | None
+) -> tuple[bytes, bytes | None] | None:
+    """A stored response object and the frames of its events (None: a response whose
+    events were not kept)."""
+    where, params = _visible(client)
+    row = one(
+        db,
+        "SELECT response, tools_hash, frames FROM responses LEFT JOIN response_events "
+        "ON response_events.response_id = responses.id "
+        "WHERE id = ? AND stored AND NOT deleted" + where,
+        [response_id, *params],
+    )
+    if row is None:
+        return None
+    return _with_tools(db, row[0], row[1]), None if row[2] is None else bytes(row[2])
+
+
 def _lineage(db: sqlite3.Connection, response_id: str) -> list[tuple[str, int, int]]:
     """The responses holding this response's input: (id, first position, end), any order."""
     selected = rows(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import orjson
+
 from bridge.records import TurnRecord, item_id_of
 from bridge.store.database import one
 
@@ -123,7 +125,42 @@ def mark_deleted(
         return False
     db.execute("DELETE FROM reasoning WHERE response_id = ?", (response_id,))
     db.execute("DELETE FROM output_items WHERE response_id = ?", (response_id,))
+    db.execute("DELETE FROM response_events WHERE response_id = ?", (response_id,))
     return True
+
+
+def save_events(db: sqlite3.Connection, response_id: str, frames: bytes) -> None:
+    """A background response's events, once it has ended (only while it is stored)."""
+    db.execute(
+        "INSERT OR REPLACE INTO response_events (response_id, frames) "
+        "SELECT id, ? FROM responses WHERE id = ? AND stored AND NOT deleted",
+        (frames, response_id),
+    )
+
+
+def fail_interrupted(db: sqlite3.Connection, message: str) -> list[str]:
+    """Background responses left queued or in progress by a process that stopped: marked
+    failed with `message`. Their ids."""
+    found = db.execute(
+        "SELECT id, response FROM responses "
+        "WHERE status IN ('queued', 'in_progress') AND NOT deleted"
+    ).fetchall()
+    for response_id, body in found:
+        response = None
+        if body is not None:
+            try:
+                response = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                response = None
+        if isinstance(response, dict):
+            response["status"] = "failed"
+            response["error"] = {"code": "server_error", "message": message}
+            body = orjson.dumps(response)
+        db.execute(
+            "UPDATE responses SET status = 'failed', response = ? WHERE id = ?",
+            (body, response_id),
+        )
+    return [response_id for response_id, _ in found]
 
 
 def remove_tombstone(db: sqlite3.Connection, response_id: str) -> str | None:

@@ -164,6 +164,8 @@ class StreamTranslator:
     def start(self) -> list[ResponseEvent]:
         """response.created and response.in_progress, sent before the upstream answers."""
         self._emit(ResponseCreated(response=self._snapshot()))
+        # A background response is created queued; it runs from here on.
+        self.response.status = "in_progress"
         self._emit(ResponseInProgress(response=self._snapshot()))
         return self._take()
 
@@ -177,13 +179,28 @@ class StreamTranslator:
         openai-node before 6.49 ("Unhandled response stream event"), and an SSE comment is
         not counted by Codex (all verified with the clients themselves).
         """
+        event = ResponseInProgress(response=self.as_streamed(), sequence_number=self._seq)
+        self._seq += 1
+        return event
+
+    def as_streamed(self) -> ResponseObject:
+        """The response as a client has built it from the events so far (usage left out
+        until the end); the response itself once it has ended."""
+        if self.ended:
+            return self.response
         if self._pending is not None:
             self._flush_pending()
         output = [self._as_streamed(item) for item in self.response.output]
-        snapshot = msgspec.structs.replace(self.response, output=output, usage=None)
-        event = ResponseInProgress(response=snapshot, sequence_number=self._seq)
-        self._seq += 1
-        return event
+        return msgspec.structs.replace(self.response, output=output, usage=None)
+
+    def mark_cancelled(self) -> None:
+        """Settle the response as cancelled by its client (a background response); the
+        terminal event is response.failed, the one event for a response that stopped
+        without an answer, its response saying cancelled."""
+        self.mark_failed(
+            ApiError(400, "The response was cancelled by its client.", code="cancelled")
+        )
+        self.response.status = "cancelled"
 
     def _as_streamed(self, item: OutputItem) -> OutputItem:
         """A copy of an output item as the client knows it now."""

@@ -1,0 +1,212 @@
+"""Background responses: turns that run detached from the request that created them.
+
+`background: true` answers at once (queued); the turn runs as a task of its own, through
+the same engine as any other. Its events are kept in order, each as its SSE frame, so that
+any number of clients can follow it from any point (`GET /v1/responses/{id}?stream=true
+&starting_after=N`, the creating request itself when it asked to stream), and are stored
+with the response once it ends. `POST /v1/responses/{id}/cancel` cancels the task: the
+upstream request is closed and the response ends cancelled.
+
+The process keeps a run in memory until its events are stored; a response whose run was
+lost with a restart is marked failed at the next start (Store.fail_interrupted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from bridge.engine import run_turn
+from bridge.errors import ApiError
+from bridge.store import Store
+from bridge.turn_setup import PreparedTurn
+from bridge.turns import TurnsInFlight
+from bridge.wire.events import ResponseEvent, ResponseObject
+
+log = logging.getLogger(__name__)
+
+_ENCODER = msgspec.json.Encoder()
+# How long a follower waits for the next event before it checks that the run is alive.
+FOLLOW_POLL = 30.0
+# How long a shutdown waits for runs to store their events.
+CLOSE_SECONDS = 10.0
+INTERRUPTED = (
+    "responses-bridge stopped while this background response was running; send the request again"
+)
+
+
+def frame(event: ResponseEvent) -> bytes:
+    """One event as its SSE frame."""
+    return event.frame_prefix + _ENCODER.encode(event) + b"\n\n"
+
+
+def split_frames(frames: bytes) -> list[bytes]:
+    """Stored frames, one per event (a frame's JSON never holds a blank line)."""
+    return [part + b"\n\n" for part in frames.split(b"\n\n") if part]
+
+
+class BackgroundRun:
+    """One background turn: its task, its events so far, and whether it has ended."""
+
+    def __init__(self, prepared: PreparedTurn, client: str) -> None:
+        self.prepared = prepared
+        self.client = client
+        self.frames: list[bytes] = []
+        self.ended = False
+        self.cancel_requested = False
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def response(self) -> ResponseObject:
+        """The response as its events have built it so far."""
+        return self.prepared.turn.translator.as_streamed()
+
+    async def sink(self, events: list[ResponseEvent]) -> None:
+        self.frames.extend(frame(event) for event in events)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self, after: int) -> AsyncIterator[bytes]:
+        """The frames of the events numbered above `after`, as they come, to the end."""
+        position = max(0, after + 1)
+        while True:
+            if position < len(self.frames):
+                chunk = b"".join(self.frames[position:])
+                position = len(self.frames)
+                yield chunk
+                continue
+            if self.ended:
+                return
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FOLLOW_POLL):
+                    await changed.wait()
+
+
+class BackgroundRuns:
+    """The background turns of this process, by response id, until their events are stored."""
+
+    def __init__(self, store: Store, turns: TurnsInFlight, limit: int) -> None:
+        self._store = store
+        self._turns = turns
+        self._limit = limit
+        self._runs: dict[str, BackgroundRun] = {}
+        # Set once the responses a stopped process left running are marked failed (new
+        # ones must not be taken for them).
+        self._recovered = asyncio.Event()
+        self._recovery: asyncio.Task[None] | None = None
+
+    def recover(self) -> None:
+        """Mark failed, in the background, what a stopped process left running."""
+        self._recovery = asyncio.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        try:
+            interrupted = await self._store.fail_interrupted(INTERRUPTED)
+        except Exception as exc:  # a locked or corrupt database: reported by /readyz
+            log.warning("background responses left running were not marked failed: %s", exc)
+        else:
+            if interrupted:
+                log.warning(
+                    "%d background responses were running when the bridge last stopped; "
+                    "marked failed: %s",
+                    len(interrupted),
+                    ", ".join(interrupted[:10]),
+                )
+        finally:
+            self._recovered.set()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, response_id: str, client: str) -> BackgroundRun | None:
+        run = self._runs.get(response_id)
+        return run if run is not None and run.client == client else None
+
+    async def start(self, prepared: PreparedTurn, client: str) -> BackgroundRun:
+        """Record the queued response, then run its turn detached."""
+        if len(self._runs) >= self._limit:
+            raise ApiError(
+                429,
+                f"{len(self._runs)} background responses are running, the most this bridge "
+                "runs at once ([server] max_background); try again when one has ended",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
+        await self._recovered.wait()
+        translator = prepared.turn.translator
+        translator.response.status = "queued"
+        if not await prepared.turn.record():
+            raise ApiError.server(
+                "the background response could not be stored (see the bridge's log); "
+                "background responses need the store",
+                status=503,
+            )
+        run = BackgroundRun(prepared, client)
+        self._runs[translator.response.id] = run
+        run.task = asyncio.create_task(self._run(run), name=f"background {translator.response.id}")
+        return run
+
+    async def _run(self, run: BackgroundRun) -> None:
+        turn = run.prepared.turn
+        translator = turn.translator
+        response_id = translator.response.id
+        try:
+            try:
+                await run_turn(turn, run.sink, self._turns)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not run.cancel_requested or task is None:
+                    raise
+                task.uncancel()
+                translator.mark_cancelled()
+                await asyncio.shield(turn.record())
+                await run.sink(translator.failed())
+                log.info("background response %s cancelled", response_id)
+            await asyncio.shield(self._store_events(response_id, run.frames))
+        except asyncio.CancelledError:
+            log.warning("background response %s stopped with the bridge", response_id)
+        except Exception:  # the task's boundary: its end is logged, never lost silently
+            log.exception("background response %s broke off", response_id)
+        finally:
+            run.ended = True
+            run._wake()
+            self._runs.pop(response_id, None)
+
+    async def _store_events(self, response_id: str, frames: list[bytes]) -> None:
+        try:
+            await self._store.save_events(response_id, b"".join(frames))
+        except Exception:
+            log.exception("the events of background response %s were not stored", response_id)
+
+    async def cancel(self, response_id: str, client: str) -> BackgroundRun | None:
+        """Cancel a run of this process and wait for it to end; None when none runs here."""
+        run = self.get(response_id, client)
+        if run is None or run.task is None:
+            return None
+        if not run.ended and not translator_ended(run):
+            run.cancel_requested = True
+            run.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(run.task)
+        return run
+
+    async def close(self) -> None:
+        """At shutdown, once the turns have been drained: let the runs store their end."""
+        if self._recovery is not None:
+            await asyncio.wait([self._recovery], timeout=CLOSE_SECONDS)
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
+
+
+def translator_ended(run: BackgroundRun) -> bool:
+    return run.prepared.turn.translator.ended

@@ -1,0 +1,145 @@
+"""Reading a response back: GET /v1/responses/{id} (as JSON, or as its event stream from
+any event on) and POST /v1/responses/{id}/cancel.
+
+A background response still running in this process is read from its run (bridge.background);
+anything else from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, STORE
+from bridge.background import split_frames
+from bridge.errors import ApiError
+from bridge.handlers import json_response, response_id_of, response_not_found
+
+# The sentinel the Open Responses specification ends a stream with (OpenAI's own streams
+# end with it too; every SDK and Codex skip it).
+DONE = b"data: [DONE]\n\n"
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    # Proxies (nginx) must not hold events back.
+    "X-Accel-Buffering": "no",
+}
+
+_TERMINAL = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "failed": "response.failed",
+    "cancelled": "response.failed",
+}
+
+
+async def stream_frames(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Encoded events as a stream (a background response's, followed from some event on).
+    The response goes on whatever this client does; one that stops reading for the stall
+    timeout is cut off."""
+    stall = request.app[CONFIG].server.client_stall_timeout
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    try:
+        async for chunk in frames:
+            async with asyncio.timeout(stall):
+                await response.write(chunk)
+        await response.write(DONE)
+        await response.write_eof()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client went away; nothing of the response depends on it
+    return response
+
+
+def _query_flag(value: str | None, name: str) -> bool:
+    if value in (None, "", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise ApiError.invalid(f"Invalid value for '{name}': {value!r} (true or false)", name)
+
+
+def _starting_after(value: str | None) -> int:
+    if value is None:
+        return -1
+    try:
+        number = int(value)
+    except ValueError:
+        number = -2
+    if number < -1:
+        raise ApiError.invalid(
+            "Invalid value for 'starting_after': a sequence number (0 or more)", "starting_after"
+        )
+    return number
+
+
+def _stored_frames(response: bytes, frames: bytes | None, after: int) -> list[bytes]:
+    """The events of a stored response after `after`; a response stored without its
+    events (not a background one) is told as its one final event."""
+    if frames is not None:
+        return split_frames(frames)[after + 1 :]
+    status = orjson.loads(response).get("status")
+    kind = _TERMINAL.get(status, "response.in_progress")
+    if after >= 0:
+        return []
+    data = b'{"type":"%s","sequence_number":0,"response":%s}' % (kind.encode(), response)
+    return [b"event: %s\ndata: %s\n\n" % (kind.encode(), data)]
+
+
+async def _from_list(frames: list[bytes]) -> AsyncIterator[bytes]:
+    if frames:
+        yield b"".join(frames)
+
+
+async def get_response(request: web.Request) -> web.StreamResponse:
+    """GET /v1/responses/{id}: a stored response (not those created with store: false), or
+    a background one as it is now; `?stream=true&starting_after=N` streams its events
+    after N, following a running one to its end."""
+    response_id = response_id_of(request)
+    client = request[CLIENT]
+    stream = _query_flag(request.query.get("stream"), "stream")
+    after = _starting_after(request.query.get("starting_after"))
+    run = request.app[BACKGROUND].get(response_id, client)
+    if run is not None:
+        if stream:
+            return await stream_frames(request, run.follow(after))
+        return json_response(run.response)
+    store = request.app[STORE]
+    if not stream:
+        stored = await store.get_response(response_id, client)
+        if stored is None:
+            raise response_not_found(response_id)
+        return web.Response(body=stored, content_type="application/json")
+    found = await store.response_events(response_id, client)
+    if found is None:
+        raise response_not_found(response_id)
+    return await stream_frames(request, _from_list(_stored_frames(*found, after)))
+
+
+async def cancel_response(request: web.Request) -> web.Response:
+    """POST /v1/responses/{id}/cancel: a background response running is stopped (its
+    upstream request closed) and ends cancelled; one that has ended is returned as it is."""
+    response_id = response_id_of(request)
+    client = request[CLIENT]
+    run = await request.app[BACKGROUND].cancel(response_id, client)
+    if run is not None:
+        return json_response(run.prepared.turn.translator.response)
+    stored = await request.app[STORE].get_response(response_id, client)
+    if stored is None:
+        raise response_not_found(response_id)
+    if not orjson.loads(stored).get("background"):
+        raise ApiError.invalid(
+            "Only a response created with background: true can be cancelled.",
+            "response_id",
+            code="invalid_request",
+        )
+    return web.Response(body=stored, content_type="application/json")

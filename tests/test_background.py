@@ -1,0 +1,235 @@
+"""Background responses: created at once, run detached, polled, followed as a stream from
+any event, cancelled; never left running across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.app import create_app
+from tests.conftest import MODEL, bridge_config
+from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
+from tests.processes import BridgeProcess
+from tests.test_clients import JS, REPO, node
+from tests.test_service import read_events
+
+
+def slow_reply(words: int = 40, delay: float = 0.05) -> Reply:
+    """A reply that takes words * delay seconds."""
+    reply = thinking_text_reply(["Thinking it over."], [f"w{n} " for n in range(words)])
+    reply.frame_delay = delay
+    return reply
+
+
+async def wait_for_status(
+    sdk: openai.AsyncOpenAI, response_id: str, wanted: set[str], seconds: float = 10.0
+) -> Any:
+    async with asyncio.timeout(seconds):
+        while True:
+            response = await sdk.responses.retrieve(response_id)
+            if response.status in wanted:
+                return response
+            await asyncio.sleep(0.05)
+
+
+async def test_background_returns_at_once_and_is_polled_to_its_end(
+    sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(slow_reply(words=10))
+    created = await sdk.responses.create(model=MODEL, input="take your time", background=True)
+    assert created.status == "queued"
+    assert created.background is True
+    assert created.output == []
+    running = await wait_for_status(sdk, created.id, {"in_progress"})
+    assert running.background is True
+    final = await wait_for_status(sdk, created.id, {"completed"})
+    assert final.output_text == "".join(f"w{n} " for n in range(10))
+    assert final.usage is not None and final.usage.output_tokens > 0
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_cancel_closes_the_upstream_and_ends_cancelled(
+    sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(slow_reply(words=400, delay=0.05))
+    created = await sdk.responses.create(model=MODEL, input="a long one", background=True)
+    await wait_for_status(sdk, created.id, {"in_progress"})
+    cancelled = await sdk.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    async with asyncio.timeout(5):
+        await fake_upstream.stream_abandoned.wait()
+    again = await sdk.responses.retrieve(created.id)
+    assert again.status == "cancelled"
+    # Cancelling what has ended changes nothing.
+    assert (await sdk.responses.cancel(created.id)).status == "cancelled"
+    # Its stream ends with the one final event, response.failed saying cancelled.
+    events = [event async for event in await sdk.responses.retrieve(created.id, stream=True)]
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.status == "cancelled"
+
+
+async def test_stream_resumes_after_any_event_and_follows_live(
+    sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(slow_reply(words=30, delay=0.03))
+    created = await sdk.responses.create(
+        model=MODEL, input="stream me", background=True, stream=True
+    )
+    first: list[Any] = []
+    async for event in created:
+        first.append(event)
+        if len(first) == 6:
+            break  # the client drops its connection; the response goes on
+    response_id = first[0].response.id
+    resumed = await sdk.responses.retrieve(response_id, stream=True, starting_after=5)
+    rest = [event async for event in resumed]
+    numbers = [event.sequence_number for event in first + rest]
+    assert numbers == list(range(len(numbers))), "every event once, in order"
+    assert rest[-1].type == "response.completed"
+    text = "".join(e.delta for e in first + rest if e.type == "response.output_text.delta")
+    assert text == "".join(f"w{n} " for n in range(30))
+    # Once ended, the same events are read back from the store.
+    again = [
+        event.model_dump()
+        async for event in await sdk.responses.retrieve(response_id, stream=True, starting_after=2)
+    ]
+    assert again == [event.model_dump() for event in (first + rest)[3:]]
+
+
+async def test_background_requires_store(bridge: TestClient, fake_upstream: FakeUpstream) -> None:
+    response = await bridge.post(
+        "/v1/responses", json={"model": MODEL, "input": "x", "background": True, "store": False}
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["param"] == "background"
+    assert fake_upstream.requests == []
+
+
+async def test_only_background_responses_are_cancelled(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(thinking_text_reply([], ["ok"]))
+    created = await (await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})).json()
+    response = await bridge.post(f"/v1/responses/{created['id']}/cancel")
+    assert response.status == 400
+    missing = await bridge.post("/v1/responses/resp_nope/cancel")
+    assert missing.status == 404
+
+
+async def test_a_foreground_response_reads_back_as_a_stream(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    """Stored without its events: told as its final event."""
+    fake_upstream.script(thinking_text_reply([], ["ok"]))
+    created = await (await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})).json()
+    events = await read_events(await bridge.get(f"/v1/responses/{created['id']}?stream=true"))
+    assert [e["type"] for e in events] == ["response.completed"]
+    assert events[0]["response"]["output"] == created["output"]
+    bad = await bridge.get(f"/v1/responses/{created['id']}?stream=true&starting_after=x")
+    assert bad.status == 400
+
+
+async def test_another_client_cannot_see_or_cancel_a_background_response(
+    aiohttp_server: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_KEYS", "key-a key-b")
+    config = bridge_config(fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"')
+    server: TestServer = await aiohttp_server(
+        create_app(config, {"fake": "k"}, client_keys=("key-a", "key-b"))
+    )
+    fake_upstream.script(slow_reply(words=20))
+    base = str(server.make_url("/v1"))
+    owner = openai.AsyncOpenAI(api_key="key-a", base_url=base)
+    other = openai.AsyncOpenAI(api_key="key-b", base_url=base)
+    created = await owner.responses.create(model=MODEL, input="mine", background=True)
+    with pytest.raises(openai.NotFoundError):
+        await other.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await other.responses.cancel(created.id)
+    final = await wait_for_status(owner, created.id, {"completed"})
+    assert final.output_text.startswith("w0 ")
+    await owner.close()
+    await other.close()
+
+
+async def test_shutdown_ends_a_running_background_response_failed(
+    aiohttp_server: Any, fake_upstream: FakeUpstream
+) -> None:
+    config = bridge_config(fake_upstream.url, server="drain_seconds = 0.2")
+    app = create_app(config, {"fake": "k"})
+    server: TestServer = await aiohttp_server(app)
+    fake_upstream.script(slow_reply(words=400))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            server.make_url("/v1/responses"),
+            json={"model": MODEL, "input": "x", "background": True},
+        ) as response:
+            created = await response.json()
+        await asyncio.sleep(0.3)
+    await server.close()
+    restarted: TestServer = await aiohttp_server(create_app(config, {"fake": "k"}))
+    url = restarted.make_url(f"/v1/responses/{created['id']}")
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        body = await response.json()
+    assert body["status"] == "failed"
+    assert "shutting down" in body["error"]["message"]
+
+
+async def test_kill_9_leaves_no_background_response_in_progress(
+    bridge_process: BridgeProcess, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(slow_reply(words=400))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{bridge_process.url}/v1/responses",
+            json={"model": MODEL, "input": "x", "background": True},
+        ) as response:
+            created = await response.json()
+        assert created["status"] == "queued"
+        await asyncio.sleep(0.3)
+        await bridge_process.kill()
+        await bridge_process.start()
+        async with session.get(f"{bridge_process.url}/v1/responses/{created['id']}") as response:
+            body = await response.json()
+        assert body["status"] == "failed", json.dumps(body)[:500]
+        assert "stopped while this background response was running" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("package", ["openai", "openai6"], ids=["openai-node-7", "openai-node-6"])
+async def test_openai_node_polls_resumes_and_cancels(
+    bridge_server: TestServer, fake_upstream: FakeUpstream, package: str
+) -> None:
+    binary = node()
+    if not (REPO / "node_modules" / package).exists():
+        pytest.fail(f"npm package {package} is missing")
+    words = 20
+    fake_upstream.script(
+        slow_reply(words, 0.02), slow_reply(words, 0.02), slow_reply(words=2000, delay=0.05)
+    )
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        str(JS / "background.mjs"),
+        str(bridge_server.make_url("/v1")),
+        MODEL,
+        "".join(f"w{n} " for n in range(words)),
+        package,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    results = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    assert [r["mode"] for r in results] == ["poll", "resume", "cancel"], err.decode()[-2000:]
+    assert all(r["ok"] for r in results), results
+    assert results[1]["first"] == 5, "the helper resumed after the fifth event"
