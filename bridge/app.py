@@ -27,6 +27,7 @@ from bridge.app_keys import (
 from bridge.background import BackgroundRuns
 from bridge.background_http import cancel_response, get_response
 from bridge.config import Config, store_path
+from bridge.conversations_http import add_routes as add_conversation_routes
 from bridge.handlers import (
     delete_response,
     get_model,
@@ -137,5 +138,6 @@ def create_app(
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
     app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
+    add_conversation_routes(app)
     app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)
     return app

@@ -93,6 +93,14 @@ class Prefix:
     size: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    """A Conversations API conversation: its items, and the scope its reasoning is in."""
+
+    items: list[Any]
+    scope: str
+
+
 @dataclass(slots=True)
 class PlannedTurn:
     """The upstream request and what recording the turn needs."""
@@ -119,10 +127,11 @@ async def plan_turn(
     headers: CIMultiDictProxy[str],
     images: bool = True,
     prefix: Prefix | None = None,
+    stored: StoredHistory | None = None,
 ) -> PlannedTurn:
     """The upstream request for `req`: its stored chain first (or the `prefix` a WebSocket
-    kept of it), reasoning filled in from its own scope, and shaped for the provider's
-    profile."""
+    kept of it, or the `stored` conversation it names), reasoning filled in from its own
+    scope, and shaped for the provider's profile."""
     profile = PROFILES[provider.profile]
     conversation = session_scope(headers)
     by_context = conversation is None
@@ -146,6 +155,9 @@ async def plan_turn(
             ) from None
         history = chain.items
         conversation = conversation or chain.scope
+    elif stored is not None:
+        history = stored.items
+        conversation = conversation or stored.scope
     translate = functools.partial(
         translate_request,
         req,

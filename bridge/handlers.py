@@ -88,7 +88,7 @@ async def list_input_items(request: web.Request) -> web.Response:
     """GET /v1/responses/{id}/input_items: OpenAI's list shape with limit, order, after."""
     response_id = response_id_of(request)
     query = request.query
-    limit = _int_param(query.get("limit", "20"), "limit", 1, 100)
+    limit = int_param(query.get("limit", "20"), "limit", 1, 100)
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ApiError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
@@ -118,7 +118,7 @@ async def list_input_items(request: web.Request) -> web.Response:
     )
 
 
-def _int_param(value: str, name: str, low: int, high: int) -> int:
+def int_param(value: str, name: str, low: int, high: int) -> int:
     try:
         number = int(value)
     except ValueError:

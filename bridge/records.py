@@ -87,6 +87,16 @@ def normalize_input_item(item: dict[str, Any], item_id: str) -> dict[str, Any]:
     return entry
 
 
+def conversation_items(items: Sequence[Any]) -> list[tuple[str, bytes]]:
+    """A turn's items (input or output) as a conversation keeps them: id and JSON."""
+    kept: list[tuple[str, bytes]] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") != "item_reference":
+            item_id = item_id_of(item)
+            kept.append((item_id, _ENCODER.encode(normalize_input_item(item, item_id))))
+    return kept
+
+
 # Items the Responses API lists with a status (the client may send them without).
 _CALL_KINDS = frozenset(
     {"function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"}

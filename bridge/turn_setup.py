@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +22,15 @@ from bridge.config import Config, ModelConfig
 from bridge.conversation import (
     PlannedTurn,
     Prefix,
+    StoredHistory,
     plan_turn,
     resolve_item_references,
     turn_recorder,
 )
-from bridge.engine import Shorten, Turn
+from bridge.engine import Recorder, Shorten, Turn
 from bridge.errors import ApiError
-from bridge.store import Store
+from bridge.records import conversation_items
+from bridge.store import Store, StoreCorrupt
 from bridge.translate.ids import new_id
 from bridge.translate.request import echo_tools
 from bridge.translate.stream import StreamTranslator
@@ -242,8 +245,70 @@ def refuse_unsupported(req: ResponsesRequest) -> None:
             "A background response must be stored ('store' true): it is read back from the store.",
             "background",
         )
-    if req.conversation is not None:
-        raise refuse("conversation", "the Conversations API is not available yet")
+
+
+def conversation_of(req: ResponsesRequest) -> str | None:
+    """The id of the conversation a request names (a string or {"id": ...})."""
+    value = req.conversation
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise ApiError.invalid(
+            "Invalid value for 'conversation': a conversation id, or {\"id\": ...}",
+            "conversation",
+        )
+    if req.previous_response_id is not None:
+        raise ApiError.invalid(
+            "Use either 'previous_response_id' or 'conversation', not both",
+            "conversation",
+        )
+    return value
+
+
+async def conversation_history(store: Store, conversation_id: str, client: str) -> StoredHistory:
+    """The items of the conversation a request names (404 when it is not the client's)."""
+    found = await store.conversation_items(conversation_id, client)
+    if found is None:
+        raise ApiError(
+            404,
+            f"Conversation with id '{conversation_id}' not found.",
+            param="conversation",
+            code="not_found",
+        )
+    items = [_ITEM.decode(body) for body in found]
+    return StoredHistory(items, f"c:{conversation_id}")
+
+
+def _appending(
+    record: Recorder,
+    store: Store,
+    conversation_id: str,
+    client: str,
+    items: list[Any],
+    response: ResponseObject,
+) -> Recorder:
+    """The turn's record, then its input and output appended to its conversation (for a
+    turn that gave an answer; a failed or cancelled one leaves the conversation as it was)."""
+
+    async def record_and_append() -> bool:
+        stored = await record()
+        if response.status not in ("completed", "incomplete"):
+            return stored
+        added = conversation_items(items) + conversation_items(msgspec.to_builtins(response.output))
+        try:
+            appended = await store.append_conversation(conversation_id, client, added)
+        except (sqlite3.Error, StoreCorrupt) as exc:
+            log.error("response %s not added to %s: %s", response.id, conversation_id, exc)
+            return stored
+        if appended is None:
+            log.warning(
+                "response %s: conversation %s was deleted meanwhile", response.id, conversation_id
+            )
+        return stored
+
+    return record_and_append
 
 
 def _shortener(body: dict[str, Any], log_label: str) -> Shorten:
@@ -314,9 +379,14 @@ async def setup_turn(
         raise unknown_model(config, req.model)
     refuse_unsupported(req)
     provider = config.providers[model.provider]
+    caller = client
     if not client and provider.forward_client_key:
         client = forwarded_client
     items = await resolve_item_references(store, items, client)
+    conversation_id = conversation_of(req)
+    history = None
+    if conversation_id is not None:
+        history = await conversation_history(store, conversation_id, caller)
     planned = await plan_turn(
         store,
         req,
@@ -327,6 +397,7 @@ async def setup_turn(
         headers=headers,
         images=config.takes_images(req.model),
         prefix=prefix,
+        stored=history,
     )
     plan = planned.plan
     encoded = await encode_upstream_body(
@@ -347,6 +418,11 @@ async def setup_turn(
         quirks=provider.quirks,
         reasoning_events=config.server.reasoning_events,
     )
+    if conversation_id is not None:
+        translator.response.conversation = {"id": conversation_id}
+    record = turn_recorder(store, req, items, translator.response, planned, headers)
+    if conversation_id is not None:
+        record = _appending(record, store, conversation_id, caller, items, translator.response)
     shorten = None
     if req.truncation == "auto" and prefix is None and generate:
         shorten = _shortener(plan.body, log_label)
@@ -354,7 +430,7 @@ async def setup_turn(
         upstream=upstreams[model.provider],
         body=body,
         translator=translator,
-        record=turn_recorder(store, req, items, translator.response, planned, headers),
+        record=record,
         heartbeat_interval=config.server.heartbeat_interval,
         authorization=headers.get("Authorization") if provider.forward_client_key else None,
         generate=generate,

@@ -42,6 +42,21 @@ EXPECTED_COLUMNS = {
         (0, "hash", "BLOB", 0, None, 1),
         (1, "body", "BLOB", 1, None, 0),
     ],
+    "conversation_items": [
+        (0, "conversation_id", "TEXT", 1, None, 1),
+        (1, "position", "INTEGER", 1, None, 2),
+        (2, "item_id", "TEXT", 1, None, 0),
+        (3, "created_at", "INTEGER", 1, None, 0),
+        (4, "body", "BLOB", 1, None, 0),
+    ],
+    "conversations": [
+        (0, "id", "TEXT", 0, None, 1),
+        (1, "client", "TEXT", 1, None, 0),
+        (2, "created_at", "INTEGER", 1, None, 0),
+        (3, "updated_at", "INTEGER", 1, None, 0),
+        (4, "metadata", "BLOB", 1, None, 0),
+        (5, "next_position", "INTEGER", 1, "0", 0),
+    ],
     "input_items": [
         (0, "response_id", "TEXT", 1, None, 1),
         (1, "position", "INTEGER", 1, None, 2),
@@ -99,11 +114,19 @@ EXPECTED_COLUMNS = {
         (2, "applied_at", "INTEGER", 1, None, 0),
     ],
 }
-LATEST = 5  # the number of files in migrations/
+LATEST = 6  # the number of files in migrations/
 # Per table: index name -> (unique, origin, partial, indexed columns in order).
 EXPECTED_INDEXES = {
     "blobs": {
         "sqlite_autoindex_blobs_1": (1, "pk", 0, ["hash"]),
+    },
+    "conversation_items": {
+        "conversation_items_item": (1, "c", 0, ["conversation_id", "item_id"]),
+        "sqlite_autoindex_conversation_items_1": (1, "pk", 0, ["conversation_id", "position"]),
+    },
+    "conversations": {
+        "conversations_updated_at": (0, "c", 0, ["updated_at"]),
+        "sqlite_autoindex_conversations_1": (1, "pk", 0, ["id"]),
     },
     "input_items": {
         "input_items_item": (0, "c", 0, ["item_id", "response_id"]),
@@ -245,6 +268,7 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
         (3, "conversation_state_v2"),
         (4, "output_item_index"),
         (5, "background_events"),
+        (6, "conversations"),
     ]
     assert abs(rows[0][2] - time.time()) < 60  # applied_at: unix seconds, now
 

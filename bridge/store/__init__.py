@@ -24,7 +24,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from bridge.migrate import MigrationError
 from bridge.records import TurnRecord
-from bridge.store import reads, retention, writes
+from bridge.store import conversations, reads, retention, writes
+from bridge.store.conversations import ConversationPage, ConversationRow, Item
 from bridge.store.database import Connection, Work, transaction
 from bridge.store.files import (
     DatabaseMissing,
@@ -408,8 +409,92 @@ class Store:
         await self._write(_in_transaction(writes.save_events), response_id, frames)
 
     async def fail_interrupted(self, message: str) -> list[str]:
-        """Mark failed the background responses a stopped process left running."""
+        """Mark failed the background responses a stopped process left running (a read
+        first: most starts find none and write nothing)."""
+        if not await self._read(reads.running):
+            return []
         return await self._write(_in_transaction(writes.fail_interrupted), message)
+
+    # -- conversations (the Conversations API) ------------------------------------------
+
+    async def create_conversation(
+        self, conversation_id: str, client: str, metadata: bytes, items: Sequence[Item]
+    ) -> ConversationRow:
+        return await self._write(
+            _in_transaction(conversations.create),
+            conversation_id,
+            client,
+            int(time.time()),
+            metadata,
+            items,
+        )
+
+    async def get_conversation(self, conversation_id: str, client: str) -> ConversationRow | None:
+        return await self._read(conversations.get, conversation_id, client)
+
+    async def update_conversation(
+        self, conversation_id: str, client: str, metadata: bytes
+    ) -> ConversationRow | None:
+        return await self._write(
+            _in_transaction(conversations.update),
+            conversation_id,
+            client,
+            int(time.time()),
+            metadata,
+        )
+
+    async def delete_conversation(self, conversation_id: str, client: str) -> bool:
+        return await self._write(_in_transaction(conversations.delete), conversation_id, client)
+
+    async def append_conversation(
+        self, conversation_id: str, client: str, items: Sequence[Item]
+    ) -> list[bytes] | None:
+        """Items added at the end of a conversation (None: no such conversation)."""
+        return await self._write(
+            _in_transaction(conversations.append),
+            conversation_id,
+            client,
+            int(time.time()),
+            items,
+        )
+
+    async def conversation_items(self, conversation_id: str, client: str) -> list[bytes] | None:
+        """All of a conversation's items in order (None: no such conversation)."""
+        return await self._read(conversations.all_items, conversation_id, client)
+
+    async def conversation_page(
+        self,
+        conversation_id: str,
+        client: str,
+        *,
+        limit: int,
+        descending: bool,
+        after: str | None,
+    ) -> ConversationPage | None:
+        return await self._read(
+            conversations.page,
+            conversation_id,
+            client,
+            limit=limit,
+            descending=descending,
+            after=after,
+        )
+
+    async def conversation_item(
+        self, conversation_id: str, client: str, item_id: str
+    ) -> bytes | None:
+        return await self._read(conversations.get_item, conversation_id, client, item_id)
+
+    async def delete_conversation_item(
+        self, conversation_id: str, client: str, item_id: str
+    ) -> bool:
+        return await self._write(
+            _in_transaction(conversations.delete_item),
+            conversation_id,
+            client,
+            item_id,
+            int(time.time()),
+        )
 
     async def prune(self, *, max_age_days: float, max_size_mb: float) -> int:
         """Delete what is older than max_age_days, then the oldest until under max_size_mb,
@@ -423,6 +508,7 @@ class Store:
             (cutoff,),
         )
         await retention.collect_tombstones(self._write)
+        await retention.delete_idle_conversations(self._write, cutoff)
         deleted += await retention.delete_to_size(self._write, int(max_size_mb * 1024 * 1024))
         await retention.collect_tombstones(self._write)
         await retention.delete_orphans(self._write, cutoff)

@@ -195,6 +195,17 @@ def response_events(
     return _with_tools(db, row[0], row[1]), None if row[2] is None else bytes(row[2])
 
 
+def running(db: sqlite3.Connection) -> list[str]:
+    """Responses stored as queued or in progress (background responses that run)."""
+    return [
+        row[0]
+        for row in rows(
+            db,
+            "SELECT id FROM responses WHERE status IN ('queued', 'in_progress') AND NOT deleted",
+        )
+    ]
+
+
 def _lineage(db: sqlite3.Connection, response_id: str) -> list[tuple[str, int, int]]:
     """The responses holding this response's input: (id, first position, end), any order."""
     selected = rows(

@@ -1,4 +1,5 @@
-"""Retention: responses past max_age_days, then the oldest past max_size_mb, in small steps.
+"""Retention: responses and conversations past max_age_days, then the oldest responses
+past max_size_mb, in small steps.
 
 Every step is its own short transaction in the writer's thread (a time budget per step,
 indexes behind every query), so a turn write waits at most one step; space goes back to the
@@ -13,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bridge.store import conversations
 from bridge.store.database import rows, transaction
 from bridge.store.writes import mark_deleted, remove_tombstone
 
@@ -21,6 +23,8 @@ from bridge.store.writes import mark_deleted, remove_tombstone
 STEP_BUDGET = 0.01
 # Rows looked at per query within a step.
 BATCH = 50
+# Conversations deleted per step (each with all its items).
+CONVERSATION_BATCH = 20
 # Pages given back per incremental_vacuum step.
 VACUUM_PAGES = 200
 # Upper bound on steps of one kind in one prune (a pathological file cannot loop forever).
@@ -163,6 +167,19 @@ async def delete_orphans(write: Write, cutoff: int) -> None:
             if await write(_orphan_step, query, params):
                 break
             await asyncio.sleep(0)
+
+
+def _idle_conversations_step(db: sqlite3.Connection, cutoff: int) -> bool:
+    with transaction(db):
+        return conversations.delete_idle(db, cutoff, CONVERSATION_BATCH) < CONVERSATION_BATCH
+
+
+async def delete_idle_conversations(write: Write, cutoff: int) -> None:
+    """Conversations nobody has used since `cutoff`, with their items, a few at a time."""
+    for _ in range(MAX_STEPS):
+        if await write(_idle_conversations_step, cutoff):
+            return
+        await asyncio.sleep(0)
 
 
 async def vacuum(write: Write) -> None:

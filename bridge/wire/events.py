@@ -130,6 +130,8 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     completed_at: int | None = None
+    # The Conversations API conversation the turn belongs to, as {"id": ...}.
+    conversation: dict[str, str] | None = None
 
 
 # ---- stream events ------------------------------------------------------------------
