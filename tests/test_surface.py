@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -365,3 +366,33 @@ def test_truncate_keeps_calls_with_their_outputs() -> None:
     assert [m.role for m in kept] == ["system", "user"]
     assert kept[-1].content == "u1"
     assert truncate(messages[:1] + messages[-1:], 0.1) is None
+
+
+# ---- the same through the openai SDK ----------------------------------------------------------
+
+
+async def test_the_openai_sdk_sends_allowed_tools_and_truncation(
+    sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.require_reasoning = False
+    fake_upstream.script(OVERFLOW, thinking_text_reply([], ["fits now"]))
+    response = await sdk.responses.create(
+        model=MODEL,
+        input=long_history(6),  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice={
+            "type": "allowed_tools",
+            "mode": "required",
+            "tools": [{"type": "function", "name": "list_dir"}],
+        },
+        truncation="auto",
+    )
+    assert response.truncation == "auto"
+    assert response.output_text == "fits now"
+    assert response.tool_choice.type == "allowed_tools"  # type: ignore[union-attr]
+    first, second = fake_upstream.requests
+    for sent in (first, second):
+        assert [tool["function"]["name"] for tool in sent["tools"]] == ["list_dir"]
+        assert sent["tool_choice"] == "required"
+    assert len(second["messages"]) < len(first["messages"])
+    assert second["messages"][-1]["content"] == "the last question"
