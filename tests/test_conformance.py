@@ -290,3 +290,39 @@ async def test_a_chain_its_reads_and_its_input_items_conform(
         page = await conformant_bridge.get(f"/v1/responses/{response_id}/input_items")
         items = (await page.json())["data"]
         assert items and validate_items(items) == []
+
+
+async def test_background_responses_and_conversations_conform(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url, server='reasoning_events = "specification"')
+    bridge = await aiohttp_client(create_app(config))
+    fake_upstream.script(reply_for(False), reply_for(False))
+    created = await (
+        await bridge.post(
+            "/v1/responses",
+            json={"model": MODEL, "input": "hi", "background": True, "stream": True},
+        )
+    ).read()
+    events, errors, done = validate_events(created)
+    assert errors == [] and done
+    assert events[0]["response"]["status"] == "queued"
+    response_id = events[0]["response"]["id"]
+    replayed, errors, done = validate_events(
+        await (await bridge.get(f"/v1/responses/{response_id}?stream=true")).read()
+    )
+    assert errors == [] and done and replayed == events
+    got = await (await bridge.get(f"/v1/responses/{response_id}")).json()
+    assert validate_response(got) == [] and got["background"] is True
+
+    conversation = await (await bridge.post("/v1/conversations", json={})).json()
+    answered = await (
+        await bridge.post(
+            "/v1/responses",
+            json={"model": MODEL, "input": "hi", "conversation": conversation["id"]},
+        )
+    ).json()
+    assert validate_response(answered) == []
+    page = await bridge.get(f"/v1/conversations/{conversation['id']}/items")
+    items = (await page.json())["data"]
+    assert len(items) == 3 and validate_items(items) == []
