@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ access_log = logging.getLogger("bridge.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CLIENT_CLOSED = 499  # "client closed request", as nginx logs it
-# The client's own id for the request, when it sends one (Codex: x-client-request-id).
+# The client's own id for the request, logged beside the bridge's (Codex: x-client-request-id).
 REQUEST_ID_HEADERS = ("x-request-id", "x-client-request-id")
 # Paths anyone on the machine may ask: liveness and readiness carry no data.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -54,17 +55,39 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-def _request_id(request: web.Request) -> str:
+def client_request_id(request: web.Request) -> str | None:
+    """The client's own id for the request, when it sends a usable one (Codex sends its
+    session id as x-client-request-id: the same for every request of a session)."""
     for name in REQUEST_ID_HEADERS:
         value = request.headers.get(name)
-        if value and len(value) <= 128 and value.isprintable():
+        if value and len(value) <= 128 and value.isprintable() and " " not in value:
             return value
-    return f"req_{secrets.token_hex(12)}"
+    return None
+
+
+def _routed_under_v1(request: web.Request) -> bool:
+    """Whether the path would name an endpoint with /v1 in front of it."""
+    if request.path.startswith("/v1/") or request.path == "/v1":
+        return False
+    for resource in request.app.router.resources():
+        info = resource.get_info()
+        path = info.get("path") or info.get("formatter") or ""
+        if path.startswith("/v1/"):
+            pattern = re.sub(r"\{[^}]+\}", "[^/]+", path[3:])
+            if re.fullmatch(pattern, request.path):
+                return True
+    return False
 
 
 def _http_error_message(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 404:
-        return f"No such endpoint: {request.method} {request.path}"
+        if _routed_under_v1(request):
+            return (
+                f"No such endpoint: {request.method} {printable(request.path)}. The API is "
+                f"under /v1: {request.method} /v1{printable(request.path)} (a client's base "
+                "URL ends in /v1)"
+            )
+        return f"No such endpoint: {request.method} {printable(request.path)}"
     if exc.status == 405:
         return f"Method {request.method} is not allowed on {request.path}"
     if exc.status == 413:
@@ -106,7 +129,9 @@ def check_client_key(request: web.Request) -> str:
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authentication, the one JSON error shape for every failure, and one log line."""
     started = time.perf_counter()
-    entry = request[REQUEST_LOG] = RequestLog(_request_id(request))
+    entry = request[REQUEST_LOG] = RequestLog(
+        f"req_{secrets.token_hex(12)}", client_request_id(request)
+    )
     status = 500
     try:
         request[CLIENT] = check_client_key(request)
@@ -139,7 +164,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     finally:
         access_log.info(
-            "%s %s %s %.1fms model=%s provider=%s tokens=%d+%d response=%s outcome=%s request=%s",
+            "%s %s %s %.1fms model=%s provider=%s tokens=%d+%d response=%s outcome=%s request=%s "
+            "client_request=%s",
             request.method,
             printable(request.path),
             status,
@@ -151,6 +177,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             entry.response_id,
             entry.outcome or "-",
             entry.request_id,
+            entry.client_request_id or "-",
         )
 
 

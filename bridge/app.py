@@ -28,6 +28,7 @@ from bridge.background import BackgroundRuns
 from bridge.background_http import cancel_response, get_response
 from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
+from bridge.debug_turns import add_routes as add_debug_routes
 from bridge.handlers import (
     delete_response,
     get_model,
@@ -54,6 +55,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         app[STORE_PATH], config.store.synchronous, write_timeout=config.store.write_timeout
     )
     app[STORE] = store
+    log.info("database %s (schema version %d)", store.path, store.schema_version)
     app[BACKGROUND] = BackgroundRuns(store, app[TURNS], config.server.max_background)
     app[BACKGROUND].recover()
     pruner = asyncio.create_task(_prune_periodically(store, config))
@@ -139,5 +141,6 @@ def create_app(
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
     app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
     add_conversation_routes(app)
+    add_debug_routes(app)
     app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)
     return app

@@ -1,4 +1,5 @@
-"""Command line: `responses-bridge serve | check-config | migrate | sessions | codex-config`."""
+"""Command line: `responses-bridge serve | check-config | migrate | sessions | codex-config |
+service | trace`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge import __version__, codex_config, sessions_cli
+from bridge import __version__, codex_config, service_install, sessions_cli, trace
 from bridge.config import (
     Config,
     ConfigError,
@@ -21,8 +22,10 @@ from bridge.config import (
     resolve_api_keys,
     resolve_client_keys,
     store_path,
+    unset_api_keys,
 )
 from bridge.effective_config import effective_toml
+from bridge.errors import redact_url
 from bridge.migrate import MigrationError
 from bridge.store import StoreError
 
@@ -33,8 +36,34 @@ EXIT_STORE = 4  # the database cannot be opened or migrated
 # 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
 EXIT_LISTEN = 6  # serve cannot listen on its address
 # 7: codex-config could not read the installed Codex's model catalog (bridge.codex_config)
+# 8: trace could not reach the running bridge (bridge.trace)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# Read when a command is given no --config.
+CONFIG_ENV = "RESPONSES_BRIDGE_CONFIG"
+
+
+def add_config_option(parser: argparse.ArgumentParser, text: str, *, nested: bool = False) -> None:
+    """`--config PATH`, accepted before or after an action (a nested parser leaves the value
+    its parent read alone unless given again)."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS if nested else None,
+        help=f"{text} (default: ${CONFIG_ENV})",
+    )
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,9 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--config", required=True, metavar="PATH", help="config.toml to use")
+    add_config_option(serve, "config.toml to use")
     serve.add_argument("--host", help="listen address (overrides [server] host)")
-    serve.add_argument("--port", type=int, help="listen port (overrides [server] port)")
+    serve.add_argument(
+        "--port", type=port_number, help="listen port (overrides [server] port; 0: any free)"
+    )
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, help="overrides [server] log_level (default info)"
     )
@@ -56,13 +87,18 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config", help="validate a config file and print the effective settings"
     )
-    check.add_argument("--config", required=True, metavar="PATH", help="config.toml to check")
-    sessions_cli.add_commands(commands, "config.toml naming the database")
+    add_config_option(check, "config.toml to check")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 3) when a provider's API key variable is unset here",
+    )
+    sessions_cli.add_commands(commands, "config.toml naming the database", add_config_option)
 
     codex = commands.add_parser(
         "codex-config", help="print a Codex config snippet and write a model catalog for it"
     )
-    codex.add_argument("--config", required=True, metavar="PATH", help="the bridge's config.toml")
+    add_config_option(codex, "the bridge's config.toml")
     codex.add_argument("--model", help="Codex's default model (default: the first configured)")
     codex.add_argument(
         "--catalog",
@@ -71,7 +107,23 @@ def _parser() -> argparse.ArgumentParser:
         "responses-bridge-models.json)",
     )
     codex.add_argument("--codex", metavar="PATH", help="the codex executable (default: on PATH)")
+    service_install.add_commands(commands, add_config_option)
+    trace.add_command(commands, add_config_option)
     return parser
+
+
+class UsageError(Exception):
+    """A command line that cannot be run (exit 2, like argparse's own errors)."""
+
+
+def config_path(args: argparse.Namespace) -> str:
+    """The config file: --config, else $RESPONSES_BRIDGE_CONFIG."""
+    path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise UsageError(
+            f"{args.command}: --config PATH is required (or set {CONFIG_ENV} to the path)"
+        )
+    return str(path)
 
 
 def _load(path: str) -> tuple[Config, dict[str, str]]:
@@ -79,9 +131,16 @@ def _load(path: str) -> tuple[Config, dict[str, str]]:
     return config, resolve_api_keys(config, os.environ)
 
 
-def _check_config(path: str) -> int:
-    config, _ = _load(path)
-    print(f"# {path}: ok; the database is {store_path(config, os.environ)}")
+def _check_config(path: str, *, strict: bool) -> int:
+    config = load_config(path)
+    unset = unset_api_keys(config, os.environ)
+    for warning in unset:
+        print(f"responses-bridge: warning: {config.source}: key {warning}", file=sys.stderr)
+    if unset and strict:
+        return EXIT_CONFIG
+    database = store_path(config, os.environ)
+    state = "exists" if database.exists() else "not created yet"
+    print(f"# {path}: ok; the database is {database} ({state})")
     sys.stdout.write(effective_toml(config))
     return EXIT_OK
 
@@ -90,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.app import create_app
     from bridge.server import serve
 
-    config, api_keys = _load(args.config)
+    config, api_keys = _load(config_path(args))
     client_keys = resolve_client_keys(config, os.environ)
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -100,9 +159,20 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    log = logging.getLogger("bridge")
     warning = exposure_warning(config, host, client_keys)
     if warning is not None:
-        logging.getLogger("bridge").warning("%s", warning)
+        log.warning("%s", warning)
+    log.info("config %s", os.path.abspath(config.source))
+    for name, model in config.models.items():
+        provider = config.providers[model.provider]
+        log.info(
+            "model %s -> provider %s (%s, model %s)",
+            name,
+            model.provider,
+            redact_url(provider.base_url),
+            config.upstream_model(name),
+        )
     app = create_app(config, api_keys, client_keys=client_keys)
     try:
         asyncio.run(
@@ -130,17 +200,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "check-config":
-                return _check_config(args.config)
+                return _check_config(config_path(args), strict=args.strict)
             case "migrate":
-                config = load_config(args.config)
+                config = load_config(config_path(args))
                 return sessions_cli.run_migrate(
                     config, store_path(config, os.environ), check=args.check
                 )
             case "sessions":
-                config = load_config(args.config)
+                config = load_config(config_path(args))
                 return sessions_cli.run_sessions(args, config, store_path(config, os.environ))
             case "codex-config":
-                config = load_config(args.config)
+                config = load_config(config_path(args))
                 catalog = Path(args.catalog) if args.catalog else None
                 return codex_config.run(
                     config,
@@ -148,8 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     catalog_path=catalog or codex_config.default_catalog_path(os.environ),
                     codex=args.codex,
                 )
+            case "service":
+                return service_install.run(args, config_path(args))
+            case "trace":
+                return trace.run(args, load_config(config_path(args)))
             case _:
                 return _serve(args)
+    except UsageError as exc:
+        print(f"responses-bridge {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"responses-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -139,7 +139,7 @@ def provider_snippet(config: Config, model: str, catalog: Path | None) -> str:
         f"[model_providers.{PROVIDER_ID}]",
         f'name = "{PROVIDER_ID}"',
         f'base_url = "http://{host}:{config.server.port}/v1"',
-        f'env_key = "{CLIENT_KEY_ENV}"          # any value; the bridge holds the real API keys',
+        f'env_key = "{CLIENT_KEY_ENV}"          # {_key_comment(config)}',
         'wire_api = "responses"',
         f"stream_idle_timeout_ms = {idle_ms}   # the bridge sends an event at least every "
         f"{config.server.heartbeat_interval:g} s",
@@ -150,6 +150,16 @@ def provider_snippet(config: Config, model: str, catalog: Path | None) -> str:
             "what is new (false: HTTP)"
         )
     return "\n".join(lines) + "\n"
+
+
+def _key_comment(config: Config) -> str:
+    """What Codex must put in the env_key variable."""
+    if config.server.api_keys_env:
+        return (
+            f"one of the client keys in the bridge's ${config.server.api_keys_env} "
+            "(its [server] api_keys_env)"
+        )
+    return "any value; the bridge holds the real API keys"
 
 
 def write_catalog(catalog: dict[str, Any], path: Path) -> None:

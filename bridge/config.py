@@ -6,6 +6,8 @@ import ipaddress
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -163,11 +165,22 @@ class ModelConfig(_Strict):
     input_modalities: list[Literal["text", "image"]] | None = None
 
 
+class DebugConfig(_Strict):
+    """What the bridge keeps to show what happened (GET /debug/turns, `trace`)."""
+
+    # The last N turns kept in memory whole: the client's request, the upstream request,
+    # the raw upstream stream, the events sent (secrets redacted when shown). 0: none.
+    keep_turns: int = 0
+    # Bytes kept of each of those four parts of a turn; beyond it the part is cut.
+    max_part_bytes: int = 1024 * 1024
+
+
 class Config(_Strict):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
+    debug: DebugConfig = msgspec.field(default_factory=DebugConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     # Where the file was read from; set by load_config, not a TOML key.
@@ -207,9 +220,39 @@ def _convert(value: Any, kind: type[T], source: str, prefix: str) -> T:
         if unknown:
             full = ".".join(part for part in (key, unknown["field"]) if part)
             raise ConfigError(f"{source}: unknown key `{full}`") from None
+        if message.startswith("Invalid enum value"):
+            allowed = _allowed_values(kind, path)
+            if allowed:
+                message = f"{message} (one of: {', '.join(map(repr, allowed))})"
         if key:
             raise ConfigError(f"{source}: key `{key}`: {message}") from None
         raise ConfigError(f"{source}: {message}") from None
+
+
+def _allowed_values(kind: Any, path: str) -> tuple[Any, ...]:
+    """The values a Literal-typed key takes (`server.log_level` within Config), else ()."""
+    current = kind
+    for part in re.sub(r"\[\d+\]", "", path).split("."):
+        try:
+            hints = typing.get_type_hints(current)
+        except TypeError:
+            return ()
+        current = hints.get(part)
+        if current is None:
+            return ()
+        current = _unwrap(current)
+    return typing.get_args(current) if typing.get_origin(current) is Literal else ()
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The type inside `X | None` and `list[X]`."""
+    while True:
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin is list or (origin in (types.UnionType, typing.Union) and len(args) == 1):
+            annotation = args[0]
+            continue
+        return annotation
 
 
 def _named_tables(raw: dict[str, Any], section: str, kind: type[T], source: str) -> dict[str, T]:
@@ -286,6 +329,12 @@ def _check(config: Config) -> None:
     for key in ("max_connections", "max_message_bytes", "cache_bytes", "ping_interval"):
         if getattr(config.websocket, key) <= 0:
             raise ConfigError(f"{src}: key `websocket.{key}`: must be positive")
+    if not 0 <= config.debug.keep_turns <= 1000:
+        raise ConfigError(f"{src}: key `debug.keep_turns`: must be between 0 and 1000")
+    if config.debug.max_part_bytes <= 0:
+        raise ConfigError(f"{src}: key `debug.max_part_bytes`: must be positive")
+    if config.server.max_background <= 0:
+        raise ConfigError(f"{src}: key `server.max_background`: must be positive")
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -300,21 +349,52 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(text, source)
 
 
+def used_providers(config: Config) -> set[str]:
+    """The providers some model is served by."""
+    return {model.provider for model in config.models.values()}
+
+
 def resolve_api_keys(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
-    """API keys by provider name, read from the environment variables the config names."""
+    """API keys by provider name, read from the environment variables the config names.
+
+    A provider that some model uses must have its key; one that no model uses is left out
+    when its variable is unset (see unset_api_keys).
+    """
+    used = used_providers(config)
     keys: dict[str, str] = {}
     for name, provider in config.providers.items():
         if provider.api_key_env is None:
             continue
         value = environ.get(provider.api_key_env)
-        if not value:
+        if value:
+            keys[name] = value
+        elif name in used:
             raise ConfigError(
                 f"{config.source}: key `{_table_key('providers', name)}.api_key_env`: "
-                "environment variable "
-                f"{provider.api_key_env} is not set"
+                f"environment variable {provider.api_key_env} is not set"
             )
-        keys[name] = value
     return keys
+
+
+def unset_api_keys(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """What to say about each provider whose key variable is unset here."""
+    used = used_providers(config)
+    found: list[str] = []
+    for name, provider in config.providers.items():
+        if provider.api_key_env is None or environ.get(provider.api_key_env):
+            continue
+        key = f"{_table_key('providers', name)}.api_key_env"
+        if name in used:
+            found.append(
+                f"{key}: environment variable {provider.api_key_env} is not set here; "
+                "`serve` will refuse to start without it"
+            )
+        else:
+            found.append(
+                f"{key}: environment variable {provider.api_key_env} is not set (no model "
+                "uses this provider, so `serve` does not need it)"
+            )
+    return found
 
 
 def state_directory(environ: Mapping[str, str]) -> Path:

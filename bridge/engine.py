@@ -19,14 +19,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bridge.body import UpstreamBody
 from bridge.errors import ApiError
-from bridge.relay import pump
+from bridge.relay import encode_frames, pump
 from bridge.translate.stream import StreamTranslator
 from bridge.turns import TurnAborted, TurnsInFlight
 from bridge.upstream import UpstreamClient
 from bridge.wire.events import ResponseEvent
+
+if TYPE_CHECKING:
+    from bridge.debug_turns import TurnTrace
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,15 @@ class ClientGone(Exception):
 class Emitter:
     """Numbers and writes a turn's events in order, and fills silences with heartbeats."""
 
-    def __init__(self, sink: EventSink, translator: StreamTranslator, interval: float) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        translator: StreamTranslator,
+        interval: float,
+        trace: TurnTrace | None = None,
+    ) -> None:
         self._sink = sink
+        self._trace = trace
         self._translator = translator
         self._interval = interval
         self._lock = asyncio.Lock()
@@ -88,6 +99,8 @@ class Emitter:
 
     async def _write(self, events: list[ResponseEvent]) -> None:
         self._last_write = time.monotonic()
+        if self._trace is not None:
+            self._trace.sent(events, encode_frames)
         await self._sink(events)
 
     def start_beats(self) -> None:
@@ -128,13 +141,15 @@ class Turn:
     # `truncation: "auto"`: the body without its oldest turns, for the provider's
     # context-length refusal (None: nothing can go); tried once.
     shorten: Shorten | None = None
+    # Kept for GET /debug/turns ([debug] keep_turns), when on.
+    trace: TurnTrace | None = None
 
 
 async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiError | None:
     """Run a turn to its end; returns the error it failed with (None: completed or
     incomplete). ClientGone and cancellation (the client disconnected) propagate."""
     translator = turn.translator
-    emitter = Emitter(sink, translator, turn.heartbeat_interval)
+    emitter = Emitter(sink, translator, turn.heartbeat_interval, turn.trace)
     try:
         await emitter.send(translator.start)
         emitter.start_beats()
@@ -171,6 +186,8 @@ async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiErro
             return error
     finally:
         await emitter.close()
+        if turn.trace is not None:
+            turn.trace.status = translator.response.status
 
 
 async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
@@ -181,7 +198,15 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
     shorten = turn.shorten
     while True:
         if turn.generate:
-            error = await pump(turn.upstream, body, translator, emitter.send, turn.authorization)
+            tap = None
+            if turn.trace is not None:
+                turn.trace.upstream_request(turn.upstream.display_url, body.as_bytes())
+                tap = turn.trace.upstream_data
+            error = await pump(
+                turn.upstream, body, translator, emitter.send, turn.authorization, tap
+            )
+            if error is not None and turn.trace is not None:
+                turn.trace.upstream_data(f"\n[ended with {error.code}: {error.message}]\n".encode())
         else:
             translator.answered_without_generating()
             error = None

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Runs `produce` (which numbers events) and writes what it returns, under the turn's one
 # lock: events leave in the order they were numbered (bridge.engine.Emitter.send).
 Send = Callable[[Callable[[], list[ResponseEvent]]], Awaitable[None]]
+# Sees the upstream's bytes as they arrive.
+Tap = Callable[[bytes], None]
 
 _DONE = b"[DONE]"
 DRAIN_SECONDS = 1.0
@@ -54,13 +56,15 @@ async def pump(
     translator: StreamTranslator,
     send: Send,
     authorization: str | None = None,
+    tap: Tap | None = None,
 ) -> ApiError | None:
-    """Stream one upstream request through the translator; the error it ended with."""
+    """Stream one upstream request through the translator; the error it ended with.
+    `tap` sees the upstream's bytes as they arrive (turn tracing)."""
     try:
         async with upstream.stream(body, authorization) as response:
             if response.content_type == "application/json":
-                return await _whole_answer(response, upstream, translator, send)
-            return await _stream(response, upstream, translator, send)
+                return await _whole_answer(response, upstream, translator, send, tap)
+            return await _stream(response, upstream, translator, send, tap)
     except ApiError as exc:
         return exc
 
@@ -70,11 +74,14 @@ async def _stream(
     upstream: UpstreamClient,
     translator: StreamTranslator,
     send: Send,
+    tap: Tap | None = None,
 ) -> ApiError | None:
     parser = SSEParser(max_event_bytes=upstream.max_event_bytes)
     done = False
     try:
         async for data in response.content.iter_any():
+            if tap is not None:
+                tap(data)
             done, error = await _forward(parser.feed(data), translator, send)
             if error is not None:
                 return error
@@ -120,12 +127,15 @@ async def _whole_answer(
     upstream: UpstreamClient,
     translator: StreamTranslator,
     send: Send,
+    tap: Tap | None = None,
 ) -> ApiError | None:
     """A server that ignored `stream: true` and sent one JSON answer: translate it whole."""
     try:
         data = await read_bounded(response, upstream.max_answer_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return connection_error(exc, upstream.display_url)
+    if tap is not None and data is not None:
+        tap(data)
     if data is None:
         return ApiError.server(
             f"upstream answer larger than {upstream.max_answer_bytes} bytes "

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 class RequestLog:
     """What the access log line says about one request; handlers fill it in."""
 
+    # The bridge's own id for the request (echoed as x-request-id).
     request_id: str
+    # The id the client gave it, if any (Codex: its session id, shared by its requests).
+    client_request_id: str | None = None
     model: str = "-"
     provider: str = "-"
     response_id: str = "-"

@@ -89,8 +89,10 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        log.info("responses-bridge %s listening on http://%s:%d/v1", __version__, host, port)
-        notifier.notify("READY=1", f"STATUS=listening on {host}:{port}")
+        bound = _bound_port(runner, port)
+        shown = f"[{host}]" if ":" in host else host
+        log.info("responses-bridge %s listening on http://%s:%d/v1", __version__, shown, bound)
+        notifier.notify("READY=1", f"STATUS=listening on {shown}:{bound}")
         if notifier.watchdog_seconds:
             watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_seconds))
         await _wait_for_signal()
@@ -103,6 +105,14 @@ async def serve(
                 await watchdog
         await runner.cleanup()
     log.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner, asked: int) -> int:
+    """The port listened on (port 0 asks the system for a free one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return asked
 
 
 async def _wait_for_signal() -> None:

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ EXIT_STORE = 4  # bridge.cli.EXIT_STORE: the database is damaged, newer, or cann
 EXIT_NOT_FOUND = 5
 
 
-def add_commands(commands: Any, config_help: str) -> None:
+def add_commands(commands: Any, config_help: str, config_option: Callable[..., None]) -> None:
     """Register `migrate` and `sessions` on the top-level subparsers."""
     migrate = commands.add_parser("migrate", help="create or upgrade the database and exit")
-    migrate.add_argument("--config", required=True, metavar="PATH", help=config_help)
+    config_option(migrate, config_help)
     migrate.add_argument(
         "--check",
         action="store_true",
@@ -32,9 +33,10 @@ def add_commands(commands: Any, config_help: str) -> None:
     )
 
     sessions = commands.add_parser("sessions", help="inspect and manage stored responses")
-    sessions.add_argument("--config", required=True, metavar="PATH", help=config_help)
+    config_option(sessions, config_help)
     actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the newest stored responses")
+    config_option(listing, config_help, nested=True)
     listing.add_argument("--limit", type=int, default=30, help="how many (default 30)")
     listing.add_argument("--session", metavar="ID", help="only this client session id")
     listing.add_argument("--thread", metavar="ID", help="only this client thread id")
@@ -45,11 +47,30 @@ def add_commands(commands: Any, config_help: str) -> None:
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("id", metavar="ID", help="a response id (resp_...)")
-    actions.add_parser("prune", help="apply [store] max_age_days and max_size_mb now")
+        config_option(action, config_help, nested=True)
+        if name == "show":
+            action.add_argument(
+                "--full", action="store_true", help="every text whole (default: long ones cut)"
+            )
+    prune = actions.add_parser("prune", help="apply [store] max_age_days and max_size_mb now")
+    config_option(prune, config_help, nested=True)
+
+
+def missing_database(path: Path) -> StoreError:
+    """What to say when a command that only reads finds no database."""
+    return StoreError(
+        f"no database at {path}. This command never creates one (`serve` and `migrate` do). "
+        "If the service keeps its database elsewhere, point this command at it: use the "
+        "config the service uses, set [store] path to an absolute path there, or run it with "
+        "STATE_DIRECTORY set as the service has it (the system unit: "
+        "STATE_DIRECTORY=/var/lib/responses-bridge)."
+    )
 
 
 def run_migrate(config: Config, path: Path, *, check: bool = False) -> int:
     if check:
+        if not path.exists():
+            raise missing_database(path)
         return _check(path)
     try:
         version = open_and_migrate(path)
@@ -82,6 +103,8 @@ def _check(path: Path) -> int:
 
 
 def run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
+    if not path.exists():
+        raise missing_database(path)
     return asyncio.run(_run_sessions(args, config, path))
 
 
@@ -89,12 +112,13 @@ async def _run_sessions(args: argparse.Namespace, config: Config, path: Path) ->
     # Only the commands that write wait for the integrity check (and refuse a damaged file).
     writes = args.action in ("delete", "prune")
     store = await Store.open(path, config.store.synchronous, check=writes)
+    print(f"# database: {path} (schema version {store.schema_version})", file=sys.stderr)
     try:
         match args.action:
             case "list":
                 return await _list(store, args)
             case "show":
-                return await _show(store, args.id)
+                return await _show(store, args.id, full=args.full)
             case "export":
                 return await _export(store, args.id)
             case "delete":
@@ -128,56 +152,96 @@ async def _list(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _show(store: Store, response_id: str) -> int:
+async def _show(store: Store, response_id: str, *, full: bool = False) -> int:
+    """A response as a transcript: its summary, then each input and output item."""
     stored = await store.export(response_id)
     if stored is None:
         return _not_found(response_id)
     response = stored["response"]
     usage = response.get("usage") or {}
-    print(f"id:        {response['id']}")
-    print(f"created:   {_when(response['created_at'])}")
-    print(f"model:     {response['model']}")
-    print(f"status:    {response['status']}")
-    print(f"tokens:    {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out")
+    limit = None if full else SHOW_LIMIT
+    print(f"response   {response['id']}")
+    print(f"created    {_when(response['created_at'])}")
+    print(f"model      {response['model']}")
+    print(f"status     {response['status']}")
+    print(f"tokens     {_tokens(usage)}")
     if response.get("previous_response_id"):
-        print(f"previous:  {response['previous_response_id']}")
+        print(f"previous   {response['previous_response_id']}")
+    conversation = response.get("conversation")
+    if isinstance(conversation, dict) and conversation.get("id"):
+        print(f"conversation {conversation['id']}")
     if response.get("error"):
-        print(f"error:     {response['error'].get('code')}: {response['error'].get('message')}")
+        print(f"error      {response['error'].get('code')}: {response['error'].get('message')}")
     if not stored["stored"]:
         print("\n(store: false: only this summary and the reasoning index are kept)")
         return EXIT_OK
-    print("\n-- input")
+    if response.get("instructions"):
+        print("\n== instructions")
+        print(_indented(str(response["instructions"]), limit))
+    print("\n== input")
     for item in stored["input_items"]:
-        print(_describe(item))
-    print("\n-- output")
+        print(_describe(item, limit))
+    print("\n== output")
     for item in response.get("output", []):
-        print(_describe(item))
+        print(_describe(item, limit))
     return EXIT_OK
 
 
-def _describe(item: dict[str, Any]) -> str:
-    """One item as one or a few readable lines."""
+# Characters of one text shown without --full.
+SHOW_LIMIT = 2000
+
+
+def _tokens(usage: dict[str, Any]) -> str:
+    text = f"{usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out"
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+    extra = []
+    if cached:
+        extra.append(f"{cached} cached")
+    if reasoning:
+        extra.append(f"{reasoning} reasoning")
+    return f"{text} ({', '.join(extra)})" if extra else text
+
+
+def _describe(item: dict[str, Any], limit: int | None = SHOW_LIMIT) -> str:
+    """One item: a heading line, then its text indented."""
     kind = item.get("type", "message")
     if kind == "message":
         content = item.get("content")
         if isinstance(content, list):
-            content = " ".join(str(part.get("text", f"[{part.get('type')}]")) for part in content)
-        return f"[{item.get('role')}] {_clip(str(content))}"
+            content = "\n".join(
+                str(part.get("text", f"[{part.get('type')}]"))
+                for part in content
+                if isinstance(part, dict)
+            )
+        return f"{item.get('role')}:\n{_indented(str(content or ''), limit)}"
     if kind == "reasoning":
         text = "".join(part.get("text", "") for part in item.get("content") or [])
-        return f"[reasoning] {_clip(text)}"
+        if not text:
+            text = "".join(part.get("text", "") for part in item.get("summary") or [])
+        return f"reasoning:\n{_indented(text, limit)}"
     if kind in ("function_call", "custom_tool_call"):
         args = item.get("arguments", item.get("input", ""))
         namespace = f"{item['namespace']}." if item.get("namespace") else ""
-        return f"[call {item.get('call_id')}] {namespace}{item.get('name')}({_clip(str(args))})"
+        name = f"{namespace}{item.get('name')}"
+        return f"call {name} ({item.get('call_id')}):\n{_indented(str(args), limit)}"
     if kind.endswith("_output"):
-        return f"[output {item.get('call_id')}] {_clip(str(item.get('output')))}"
+        output = item.get("output")
+        if isinstance(output, list):
+            output = "\n".join(
+                str(part.get("text", f"[{part.get('type')}]"))
+                for part in output
+                if isinstance(part, dict)
+            )
+        return f"output of {item.get('call_id')}:\n{_indented(str(output), limit)}"
     return f"[{kind}]"
 
 
-def _clip(text: str, width: int = 160) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def _indented(text: str, limit: int | None) -> str:
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"… [{len(text) - limit} more characters; --full shows all]"
+    lines = text.splitlines() or [""]
+    return "\n".join(f"    {line}" if line else "" for line in lines)
 
 
 async def _export(store: Store, response_id: str) -> int:

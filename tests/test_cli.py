@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -119,7 +120,9 @@ def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
 
     assert result.returncode == EXIT_OK, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first == f"# config.toml: ok; the database is {tmp_path / 'state' / 'bridge.db'}"
+    assert first == (
+        f"# config.toml: ok; the database is {tmp_path / 'state' / 'bridge.db'} (not created yet)"
+    )
     # The effective settings, defaults included, are TOML that loads as the same config.
     effective = parse_config(result.stdout, "config.toml")
     assert effective == parse_config((REPO / "config.toml").read_text(), "config.toml")
@@ -142,15 +145,46 @@ def test_check_config_masks_secrets_in_extra_body(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", [None, ""])
-def test_check_config_names_the_unset_key_variable(tmp_path: Path, value: str | None) -> None:
+def test_check_config_warns_about_an_unset_key_variable(tmp_path: Path, value: str | None) -> None:
+    """The key may live in the service's environment file: a warning, unless --strict."""
     env = bridge_env(tmp_path, **{KEY_VAR: value})
 
     result = run_bridge(env, "check-config", "--config", "config.toml")
 
-    assert result.returncode == EXIT_CONFIG
-    assert KEY_VAR in result.stderr
-    assert "config.toml" in result.stderr
-    assert result.stdout == ""
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "warning" in result.stderr and KEY_VAR in result.stderr
+    assert "config.toml" in result.stderr and "`serve` will refuse" in result.stderr
+    assert result.stdout.startswith("# config.toml: ok")
+
+    strict = run_bridge(env, "check-config", "--strict", "--config", "config.toml")
+    assert strict.returncode == EXIT_CONFIG
+    assert KEY_VAR in strict.stderr and strict.stdout == ""
+
+
+def test_a_provider_no_model_uses_needs_no_key_to_serve(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        LOCAL_CONFIG + f'\n[providers.spare]\nbase_url = "http://127.0.0.1:9/v1"\n'
+        f'api_key_env = "{KEY_VAR}"\n',
+    )
+    checked = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(config))
+    assert checked.returncode == EXIT_OK
+    assert "no model uses this provider" in checked.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--config", str(config), "--port", str(port)],
+        cwd=REPO,
+        env=bridge_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        log = tmp_path / "unused.log"
+        log.write_text("")
+        wait_until_healthy(process, port, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=SHUTDOWN_TIMEOUT)
 
 
 def test_check_config_names_an_unknown_key_and_the_file(tmp_path: Path) -> None:
@@ -172,12 +206,28 @@ def test_check_config_names_a_missing_file(tmp_path: Path) -> None:
     assert str(missing) in result.stderr
 
 
-@pytest.mark.parametrize("command", ["check-config", "serve"])
-def test_missing_config_option_is_a_usage_error(tmp_path: Path, command: str) -> None:
-    result = run_bridge(bridge_env(tmp_path), command)
+@pytest.mark.parametrize(
+    "command", [["check-config"], ["serve"], ["sessions", "list"], ["migrate"], ["trace"]]
+)
+def test_missing_config_option_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    result = run_bridge(bridge_env(tmp_path, RESPONSES_BRIDGE_CONFIG=None), *command)
 
     assert result.returncode == EXIT_USAGE
-    assert "--config" in result.stderr
+    assert "--config" in result.stderr and "RESPONSES_BRIDGE_CONFIG" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_config_comes_after_the_action_or_from_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path, LOCAL_CONFIG)
+    env = bridge_env(tmp_path)
+    assert run_bridge(env, "migrate", "--config", str(path)).returncode == EXIT_OK
+    after = run_bridge(env, "sessions", "list", "--config", str(path))
+    before = run_bridge(env, "sessions", "--config", str(path), "list")
+    assert after.returncode == before.returncode == EXIT_OK, after.stderr
+    assert after.stdout == before.stdout
+    from_env = run_bridge(bridge_env(tmp_path, RESPONSES_BRIDGE_CONFIG=str(path)), "check-config")
+    assert from_env.returncode == EXIT_OK
+    assert from_env.stdout.startswith(f"# {path}: ok")
 
 
 # serve
@@ -264,3 +314,47 @@ def test_serve_without_the_key_variable_exits_with_config_error(tmp_path: Path) 
     assert KEY_VAR in result.stderr
     assert str(config) in result.stderr
     assert time.monotonic() - started < 10.0
+
+
+def test_serve_refuses_an_impossible_port_without_a_traceback(tmp_path: Path) -> None:
+    config = write_config(tmp_path, LOCAL_CONFIG)
+    result = run_bridge(bridge_env(tmp_path), "serve", "--config", str(config), "--port", "99999")
+    assert result.returncode == EXIT_USAGE
+    assert "99999" in result.stderr and "0 to 65535" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_logs_where_everything_is(tmp_path: Path) -> None:
+    """One line each: the config, the database and its schema, each model's provider, and
+    the address it listens on (the real port when asked for port 0)."""
+    config = write_config(
+        tmp_path, LOCAL_CONFIG.replace("http://127.0.0.1:9/v1", "http://user:pw@127.0.0.1:9/v1")
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(config), "--port", "0"],
+            cwd=REPO,
+            env=bridge_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        port = None
+        for _ in range(int(STARTUP_TIMEOUT / 0.1)):
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/v1", log.read_text())
+            if found or time.monotonic() > deadline or process.poll() is not None:
+                port = int(found[1]) if found else None
+                break
+            time.sleep(0.1)
+        text = log.read_text()
+        assert port is not None and port != 0, text
+        assert get_json(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=SHUTDOWN_TIMEOUT)
+    assert f"config {config}" in text
+    assert f"database {tmp_path / 'state' / 'bridge.db'} (schema version " in text
+    assert "model local-model -> provider local (http://[redacted]@127.0.0.1:9/v1" in text
+    assert ":pw@" not in text

@@ -92,6 +92,18 @@ def test_snippet_is_valid_toml_for_codex() -> None:
     )
 
 
+def test_the_snippet_says_which_key_codex_must_send() -> None:
+    config = parse_config(CONFIG)
+    assert "any value" in provider_snippet(config, "deepseek-v4-pro", None)
+    keyed = parse_config(CONFIG.replace("port = 9123", 'port = 9123\napi_keys_env = "TEAM_KEYS"'))
+    line = next(
+        line
+        for line in provider_snippet(keyed, "deepseek-v4-pro", None).splitlines()
+        if line.startswith("env_key")
+    )
+    assert "any value" not in line and "$TEAM_KEYS" in line
+
+
 def run_cli(tmp_path: Path, *args: str, path: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)

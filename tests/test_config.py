@@ -12,15 +12,18 @@ import pytest
 from bridge.config import (
     Config,
     ConfigError,
+    DebugConfig,
     ModelConfig,
     ProviderConfig,
     ServerConfig,
     StoreConfig,
     UpstreamConfig,
+    WebSocketConfig,
     load_config,
     parse_config,
     resolve_api_keys,
     store_path,
+    unset_api_keys,
 )
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
@@ -98,6 +101,8 @@ def test_upstream_model_maps_a_client_name_to_the_provider_name() -> None:
         ("server", ServerConfig),
         ("store", StoreConfig),
         ("upstream", UpstreamConfig),
+        ("websocket", WebSocketConfig),
+        ("debug", DebugConfig),
         ("providers.deepseek", ProviderConfig),
         ("models.deepseek-v4-pro", ModelConfig),
     ],
@@ -300,6 +305,9 @@ api_key_env = "DEEPSEEK_API_KEY"
 
 [providers.localllm]
 base_url = "http://127.0.0.1:11434/v1"
+
+[models.chat]
+provider = "deepseek"
 """
 
 
@@ -321,6 +329,20 @@ def test_resolve_api_keys_names_an_unset_or_empty_variable(environ: dict[str, st
     message = str(info.value)
     assert message.startswith(f"{SOURCE}: key `providers.deepseek.api_key_env`:")
     assert "DEEPSEEK_API_KEY" in message
+
+
+def test_a_provider_no_model_uses_needs_no_key() -> None:
+    config = parse_config(TWO_PROVIDERS.replace('provider = "deepseek"', 'provider = "localllm"'))
+
+    assert resolve_api_keys(config, {}) == {}
+    (warning,) = unset_api_keys(config, {})
+    assert "DEEPSEEK_API_KEY" in warning and "no model uses" in warning
+
+
+def test_an_invalid_choice_lists_the_valid_ones() -> None:
+    message = config_error(PROVIDER + 'profile = "deepsek"\n')
+    assert "`providers.localllm.profile`" in message
+    assert "'deepseek'" in message and "'openrouter'" in message
 
 
 def test_resolve_api_keys_needs_nothing_for_keyless_providers() -> None:

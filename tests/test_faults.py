@@ -661,6 +661,7 @@ def test_read_only_database_is_a_clear_error(tmp_path: Path, command: str) -> No
     finally:
         subprocess.run([chattr, "-i", str(database)], check=True)
     assert result.returncode == 4, result.stderr
-    assert result.stderr.startswith("responses-bridge: database: ")
+    # After the startup lines (config, models), the one error.
+    assert result.stderr.splitlines()[-1].startswith("responses-bridge: database: ")
     assert "Traceback" not in result.stderr
     assert database.read_bytes() == before

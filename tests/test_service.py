@@ -407,19 +407,24 @@ async def test_one_access_log_line_per_request(
     with caplog.at_level("INFO", logger="bridge.access"):
         response = await post(bridge, input="hi", stream=True, headers=None)
         events = await read_events(response)
-        await (await bridge.get("/v1/nothing", headers={"x-request-id": "mine-42"})).read()
+        # Codex sends its session id as x-client-request-id: the same on every request.
+        session = {"x-client-request-id": "019a-session"}
+        others = [await bridge.get("/v1/nothing", headers=session) for _ in range(2)]
     lines = [r.getMessage() for r in caplog.records if r.name == "bridge.access"]
     response_id = events[-1]["response"]["id"]
     request_id = response.headers["x-request-id"]
     assert request_id.startswith("req_")
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith("POST /v1/responses 200 ")
     assert lines[0].endswith(
         f"model={MODEL} provider=fake tokens=11+7 response={response_id} outcome=completed "
-        f"request={request_id}"
+        f"request={request_id} client_request=-"
     )
-    assert lines[1].startswith("GET /v1/nothing 404 ")
-    assert lines[1].endswith("request=mine-42")
+    ids = [other.headers["x-request-id"] for other in others]
+    assert len(set(ids)) == 2 and all(i.startswith("req_") for i in ids)
+    for line, own in zip(lines[1:], ids, strict=True):
+        assert line.startswith("GET /v1/nothing 404 ")
+        assert line.endswith(f"request={own} client_request=019a-session")
 
 
 async def test_upstream_connections_are_reused(
@@ -498,3 +503,17 @@ async def test_reasoning_summary_setting(
     assert ("response.reasoning_summary_text.delta" in kinds) is mirrored
     summary = events[-1]["response"]["output"][0]["summary"]
     assert summary == ([{"type": "summary_text", "text": "deep thought"}] if mirrored else [])
+
+
+async def test_errors_name_what_to_fix(bridge: TestClient) -> None:
+    response = await bridge.post("/v1/responses", json={"input": "hi"})
+    body = await response.json()
+    assert response.status == 400
+    assert body["error"]["param"] == "model"
+    for method, path in (("POST", "/responses"), ("GET", "/models"), ("GET", "/responses/r1")):
+        response = await bridge.request(method, path)
+        message = (await response.json())["error"]["message"]
+        assert response.status == 404
+        assert f"{method} /v1{path}" in message, message
+    response = await bridge.get("/nothing")
+    assert "/v1" not in (await response.json())["error"]["message"]

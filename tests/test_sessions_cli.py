@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 
 from bridge.records import normalize_input_item, record_turn
 from bridge.scope import Scope
-from bridge.sessions_cli import EXIT_NOT_FOUND, EXIT_OK
+from bridge.sessions_cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_STORE
 from bridge.store import ReasoningQuery, Store
 from bridge.translate.reasoning import Reasoning, turn_fingerprint
 from bridge.wire.events import (
@@ -81,7 +82,8 @@ upstream_model = "tiny"
 
 
 def run_sessions(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """`sessions ...`; its first stderr line, naming the database, is checked and taken off."""
+    result = subprocess.run(
         [sys.executable, "-m", "bridge", "sessions", "--config", str(config), *args],
         cwd=REPO,
         env=dict(os.environ),
@@ -90,6 +92,11 @@ def run_sessions(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=RUN_TIMEOUT,
         check=False,
     )
+    first, _, rest = result.stderr.partition("\n")
+    if first.startswith("# database: "):
+        assert re.fullmatch(r"# database: /\S+\.db \(schema version \d+\)", first), first
+        result.stderr = rest
+    return result
 
 
 def when(timestamp: int) -> str:
@@ -380,21 +387,29 @@ def test_show_prints_the_response_and_its_items(stored: Stored) -> None:
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
-        f"id:        {RESP_A}",
-        f"created:   {when(stored.turns[RESP_A].response.created_at)}",
-        f"model:     {MODEL}",
-        "status:    completed",
-        "tokens:    120 in, 45 out",
-        f"previous:  {RESP_B}",
+        f"response   {RESP_A}",
+        f"created    {when(stored.turns[RESP_A].response.created_at)}",
+        f"model      {MODEL}",
+        "status     completed",
+        "tokens     120 in, 45 out",
+        f"previous   {RESP_B}",
         "",
-        "-- input",
-        "[output call_b1] 12 passed",
-        "[user] Now fix the lint",
+        "== instructions",
+        "    Be brief.",
         "",
-        "-- output",
-        "[reasoning] The linter runs via ruff.",
-        "[assistant] Running ruff now.",
-        '[call call_a1] shell.exec({"cmd": "ruff check ."})',
+        "== input",
+        "output of call_b1:",
+        "    12 passed",
+        "user:",
+        "    Now fix the lint",
+        "",
+        "== output",
+        "reasoning:",
+        "    The linter runs via ruff.",
+        "assistant:",
+        "    Running ruff now.",
+        "call shell.exec (call_a1):",
+        '    {"cmd": "ruff check ."}',
     ]
 
 
@@ -404,14 +419,15 @@ def test_show_a_failed_response_names_the_error(stored: Stored) -> None:
     assert result.returncode == EXIT_OK, result.stderr
     lines = result.stdout.splitlines()
     assert lines[3:] == [
-        "status:    failed",
-        "tokens:    0 in, 0 out",
-        "error:     server_error: upstream closed",
+        "status     failed",
+        "tokens     0 in, 0 out",
+        "error      server_error: upstream closed",
         "",
-        "-- input",
-        "[user] Hello",
+        "== input",
+        "user:",
+        "    Hello",
         "",
-        "-- output",
+        "== output",
     ]
 
 
@@ -419,10 +435,49 @@ def test_show_a_call_without_namespace_has_no_prefix(stored: Stored) -> None:
     result = run_sessions(stored.config, "show", RESP_D)
 
     assert result.returncode == EXIT_OK, result.stderr
-    assert result.stdout.splitlines()[-2:] == [
-        "[reasoning] The log is long.",
-        '[call call_d1] read_file({"path": "app.log"})',
+    assert result.stdout.splitlines()[-4:] == [
+        "reasoning:",
+        "    The log is long.",
+        "call read_file (call_d1):",
+        '    {"path": "app.log"}',
     ]
+
+
+async def test_show_cuts_long_texts_unless_full(tmp_path: Path) -> None:
+    long_text = "line one\n" + "x" * 5000
+    database = tmp_path / "long.db"
+    turn = Turn(
+        {"model": MODEL, "input": long_text},
+        response(RESP_A, int(time.time()), [message("msg_l", "short")]),
+        session_id=None,
+        thread_id=None,
+    )
+    await store_turns(database, [turn])
+    config = write_config(tmp_path, database)
+    cut = run_sessions(config, "show", RESP_A)
+    assert "    line one" in cut.stdout
+    assert "--full shows all" in cut.stdout and "x" * 5000 not in cut.stdout
+    whole = run_sessions(config, "show", RESP_A, "--full")
+    assert "x" * 5000 in whole.stdout
+
+
+def test_commands_that_read_never_create_a_database(tmp_path: Path) -> None:
+    database = tmp_path / "nowhere" / "bridge.db"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[store]\npath = "{database}"\n')
+    for args in (("sessions", "list"), ("sessions", "show", "resp_1"), ("migrate", "--check")):
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", *args, "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == EXIT_STORE, (args, result.stderr)
+        assert f"no database at {database}" in result.stderr
+        assert "STATE_DIRECTORY" in result.stderr
+        assert not database.exists() and not database.parent.exists()
 
 
 # export

@@ -29,15 +29,27 @@ def test_unit_runs_the_service_the_way_it_expects(path: Path) -> None:
     command = shlex.split(service["ExecStart"])
     assert command[0].endswith("/responses-bridge")
     assert command[1:3] == ["serve", "--config"]
-    assert service["StateDirectory"] == "responses-bridge"
-    assert service["StateDirectoryMode"] == "0700"
     assert service["EnvironmentFile"].startswith("-")  # keys file optional
     assert service["Restart"] == "on-failure"
+    # A bad command line, config or database is not retried forever.
+    assert service["RestartPreventExitStatus"].split() == ["2", "3", "4"]
+    assert "Documentation" not in unit(path)["Unit"]
     # Longer than the drain period, so systemd never kills a draining bridge.
     assert float(service["TimeoutStopSec"]) > ServerConfig().drain_seconds + 5
     assert "WatchdogSec" in service
     # Every connection is an open file; 1024 was exhausted by a flood of slow clients.
     assert int(service["LimitNOFILE"]) >= 65536
+
+
+def test_the_user_unit_and_the_command_line_agree_on_the_database() -> None:
+    """StateDirectory= in a user unit is ~/.config before systemd 254: not used there."""
+    user = unit(UNITS / "user" / "responses-bridge.service")
+    assert "StateDirectory" not in user["Service"]
+    assert user["Service"]["Environment"] == "STATE_DIRECTORY=%h/.local/state/responses-bridge"
+    assert "After" not in user["Unit"]  # network-online.target means nothing to a user manager
+    system = unit(UNITS / "responses-bridge.service")["Service"]
+    assert system["StateDirectory"] == "responses-bridge"
+    assert system["StateDirectoryMode"] == "0700"
 
 
 def test_system_unit_is_hardened() -> None:
@@ -88,3 +100,84 @@ def test_system_unit_passes_systemd_analyze(tmp_path: Path) -> None:
         security.stdout.split("Overall exposure level for responses-bridge.service:")[1].split()[0]
     )
     assert level < 3.0, security.stdout[-500:]
+
+
+# `responses-bridge service install`
+
+REPO = UNITS.parent
+
+
+def install(tmp_path: Path, *args: str, script: str | None = None) -> tuple[int, str, str, Path]:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text('[providers.local]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    command = [script] if script else [sys.executable, "-m", "bridge"]
+    result = subprocess.run(
+        [*command, "service", "install", *args, "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode, result.stdout, result.stderr, config
+
+
+def test_service_install_writes_a_user_unit_for_this_installation(tmp_path: Path) -> None:
+    import shutil
+    import sys
+
+    code, out, err, config = install(tmp_path, "--user")
+    assert code == 0, err
+    written = tmp_path / "xdg" / "systemd" / "user" / "responses-bridge.service"
+    service = unit(written)["Service"]
+    command = shlex.split(service["ExecStart"])
+    assert command == [sys.executable, "-m", "bridge", "serve", "--config", str(config)]
+    assert service["Environment"] == f"STATE_DIRECTORY={tmp_path / 'state'}"
+    assert service["RestartPreventExitStatus"] == "2 3 4"
+    assert f"database: {tmp_path / 'state' / 'bridge.db'}" in out
+    assert "systemctl --user daemon-reload" in out
+    assert "systemctl --user enable --now responses-bridge" in out
+    if shutil.which("systemd-analyze"):
+        assert "systemd-analyze verify: ok" in out
+    # Nothing enabled: no symlink in a .wants directory.
+    assert not list((tmp_path / "xdg").rglob("*.wants"))
+
+
+def test_service_install_names_the_console_script_when_run_through_it(tmp_path: Path) -> None:
+    import sys
+
+    script = Path(sys.executable).parent / "responses-bridge"
+    if not script.exists():
+        pytest.skip("the responses-bridge script is not installed beside this interpreter")
+    code, out, err, _ = install(tmp_path, "--output", "-", script=str(script))
+    assert code == 0, err
+    assert unit_text_exec(out)[0] == str(script)
+
+
+def unit_text_exec(text: str) -> list[str]:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return shlex.split(parser["Service"]["ExecStart"])
+
+
+def test_service_install_system_unit(tmp_path: Path) -> None:
+    target = tmp_path / "system" / "responses-bridge.service"
+    code, out, err, config = install(tmp_path, "--system", "--output", str(target))
+    assert code == 0, err
+    parsed = unit(target)
+    assert parsed["Service"]["StateDirectory"] == "responses-bridge"
+    assert parsed["Unit"]["After"] == "network-online.target"
+    assert unit_text_exec(target.read_text())[-2:] == ["--config", str(config)]
+    assert "/var/lib/responses-bridge/bridge.db" in out
+    assert "systemctl daemon-reload" in out

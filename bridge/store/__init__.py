@@ -149,6 +149,8 @@ class Store:
         for reader in readers:
             self._readers.put_nowait(reader)
         self.path = path
+        # The schema version the file has (set by open).
+        self.schema_version = 0
         # Turn writes run as tasks of their own, so a client that disconnects (which
         # cancels its handler) cannot lose a turn it was about to be told about; close()
         # waits for them.
@@ -180,7 +182,7 @@ class Store:
         With `check`, every page is read in the background (see check_integrity).
         """
         try:
-            await asyncio.to_thread(open_and_migrate, path)
+            version = await asyncio.to_thread(open_and_migrate, path)
         except (MigrationError, sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: {exc}") from exc
         connections: list[Connection] = []
@@ -221,6 +223,7 @@ class Store:
             path,
             write_timeout=write_timeout,
         )
+        store.schema_version = version
         if check:
             store._check = asyncio.create_task(store.check_integrity())
         else:

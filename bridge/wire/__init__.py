@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 
@@ -11,4 +13,12 @@ def validation_error_parts(exc: msgspec.ValidationError) -> tuple[str, str]:
     The path comes back without the `$.` root (`input[0].role`), or "" for the top level.
     """
     message, _, where = str(exc).partition(" - at `$")
-    return message, where.rstrip("`").lstrip(".")
+    path = where.rstrip("`").lstrip(".")
+    missing = _MISSING.match(message)
+    if missing is not None:
+        # "Object missing required field `model`": the field is the parameter.
+        path = ".".join(part for part in (path, missing["field"]) if part)
+    return message, path
+
+
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")

@@ -1,0 +1,212 @@
+"""The last turns kept whole, to see what happened: `[debug] keep_turns`.
+
+For each turn: the client's request, each upstream request (a retry or a truncation sends
+another), the raw upstream stream as it arrived, and the events sent to the client. This is
+what to attach to a bug report, and what to read when a provider changes its stream.
+Everything stays in memory, in a ring of `keep_turns` turns, each part cut at
+`max_part_bytes`; secrets are redacted when a turn is shown (the providers' API keys, the
+client keys, anything that looks like a key, credentials in URLs).
+
+GET /debug/turns answers loopback clients, or clients that presented a client key (and
+then only their own turns).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from bridge.app_keys import API_KEYS, CLIENT, CLIENT_KEYS, CONFIG
+from bridge.config import is_loopback
+from bridge.errors import ApiError, redact
+from bridge.handlers import json_response
+from bridge.wire.events import ResponseEvent
+
+CUT = b"\n[... cut: [debug] max_part_bytes reached]"
+
+
+class Part:
+    """Bytes appended up to a limit; what did not fit is counted."""
+
+    __slots__ = ("_chunks", "_kept", "_limit", "dropped")
+
+    def __init__(self, limit: int) -> None:
+        self._chunks: list[bytes] = []
+        self._kept = 0
+        self._limit = limit
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        room = self._limit - self._kept
+        if room <= 0:
+            self.dropped += len(data)
+            return
+        if len(data) > room:
+            self.dropped += len(data) - room
+            data = data[:room]
+        self._chunks.append(data)
+        self._kept += len(data)
+
+    def text(self) -> str:
+        data = b"".join(self._chunks) + (CUT if self.dropped else b"")
+        return data.decode("utf-8", "replace")
+
+
+class TurnTrace:
+    """One turn as it crossed the bridge."""
+
+    def __init__(
+        self,
+        *,
+        response_id: str,
+        client: str,
+        model: str,
+        provider: str,
+        transport: str,
+        request: bytes,
+        limit: int,
+    ) -> None:
+        self.response_id = response_id
+        self.client = client
+        self.model = model
+        self.provider = provider
+        self.transport = transport
+        self.started_at = time.time()
+        self.client_request = Part(limit)
+        self.client_request.add(request)
+        self.upstream_requests: list[tuple[str, Part]] = []
+        self.upstream_stream = Part(limit)
+        self.events = Part(limit)
+        self._limit = limit
+        self.status = "in_progress"
+
+    def upstream_request(self, url: str, body: bytes) -> None:
+        """An attempt begins: the request sent, and a mark in the stream log."""
+        part = Part(self._limit)
+        part.add(body)
+        self.upstream_requests.append((url, part))
+        if len(self.upstream_requests) > 1:
+            self.upstream_stream.add(
+                f"\n[--- attempt {len(self.upstream_requests)} ---]\n".encode()
+            )
+
+    def upstream_data(self, data: bytes) -> None:
+        self.upstream_stream.add(data)
+
+    def sent(self, events: Iterable[ResponseEvent], encode: Any) -> None:
+        self.events.add(encode(list(events)))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.response_id,
+            "started_at": round(self.started_at, 3),
+            "model": self.model,
+            "provider": self.provider,
+            "transport": self.transport,
+            "status": self.status,
+            "attempts": len(self.upstream_requests),
+        }
+
+    def whole(self, secrets: list[str]) -> dict[str, Any]:
+        def clean(part: Part) -> str:
+            return redact(part.text(), secrets)
+
+        return {
+            **self.summary(),
+            "client_request": clean(self.client_request),
+            "upstream_requests": [
+                {"url": redact(url, secrets), "body": clean(body)}
+                for url, body in self.upstream_requests
+            ],
+            "upstream_stream": clean(self.upstream_stream),
+            "events": clean(self.events),
+        }
+
+
+class TurnRing:
+    """The last `size` turns (none when 0)."""
+
+    def __init__(self, size: int, part_bytes: int) -> None:
+        self._turns: collections.deque[TurnTrace] = collections.deque(maxlen=max(size, 1))
+        self.enabled = size > 0
+        self._part_bytes = part_bytes
+
+    def begin(self, **fields: Any) -> TurnTrace | None:
+        if not self.enabled:
+            return None
+        trace = TurnTrace(limit=self._part_bytes, **fields)
+        self._turns.append(trace)
+        return trace
+
+    def visible(self, client: str | None) -> list[TurnTrace]:
+        """Newest first; only `client`'s when given."""
+        return [t for t in reversed(self._turns) if client is None or t.client == client]
+
+
+DEBUG_TURNS = web.AppKey("debug_turns", TurnRing)
+
+
+def _allowed(request: web.Request) -> str | None:
+    """Who may look: a client that presented a key sees its own turns (the middleware
+    checked the key); without client keys, only a loopback peer sees them (all)."""
+    if request.app[CLIENT_KEYS]:
+        return request[CLIENT]
+    if not is_loopback(request.remote or ""):
+        raise ApiError(
+            403,
+            "/debug/turns answers loopback clients only (or clients with a client key)",
+            code="forbidden",
+        )
+    return None
+
+
+def _ring(request: web.Request) -> TurnRing:
+    ring = request.app[DEBUG_TURNS]
+    if not ring.enabled:
+        raise ApiError(
+            404,
+            "Turn tracing is off: set [debug] keep_turns (e.g. 20) in the config and restart "
+            "the bridge",
+            code="not_found",
+        )
+    return ring
+
+
+def _secrets(request: web.Request) -> list[str]:
+    return [*request.app[API_KEYS].values(), *request.app[CLIENT_KEYS]]
+
+
+async def list_turns(request: web.Request) -> web.Response:
+    """GET /debug/turns: the turns kept, newest first (`?full=true`: with their contents)."""
+    ring = _ring(request)
+    client = _allowed(request)
+    turns = ring.visible(client)
+    if request.query.get("full") in ("1", "true"):
+        secrets = _secrets(request)
+        return json_response({"object": "list", "data": [t.whole(secrets) for t in turns]})
+    return json_response({"object": "list", "data": [t.summary() for t in turns]})
+
+
+async def get_turn(request: web.Request) -> web.Response:
+    """GET /debug/turns/{id}: one turn whole."""
+    ring = _ring(request)
+    client = _allowed(request)
+    wanted = request.match_info["response_id"]
+    for trace in ring.visible(client):
+        if trace.response_id == wanted:
+            return json_response(trace.whole(_secrets(request)))
+    raise ApiError(
+        404,
+        f"No turn {wanted} is kept ([debug] keep_turns = {request.app[CONFIG].debug.keep_turns})",
+        code="not_found",
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app[DEBUG_TURNS] = TurnRing(app[CONFIG].debug.keep_turns, app[CONFIG].debug.max_part_bytes)
+    app.router.add_get("/debug/turns", list_turns)
+    app.router.add_get("/debug/turns/{response_id}", get_turn)
