@@ -1,6 +1,6 @@
 """Whose conversation a request belongs to: the scope stored reasoning is restored within.
 
-A scope has two parts (README, "Conversations and what is stored"):
+A scope has two parts (docs/api.md, "What is stored, and for how long"):
 - the client: a digest of the client key the request presented (with `[server]
   api_keys_env`, or for a provider that forwards the client's key), else "" (one local user);
 - the conversation: the client's `thread-id` (else `session-id`) header, else the
