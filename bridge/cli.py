@@ -27,7 +27,13 @@ from bridge.config import (
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
 from bridge.migrate import MigrationError
-from bridge.store import StoreError
+from bridge.store import StoreError, postgres
+from bridge.store.backends import (
+    database_label,
+    require_sqlite,
+    run_postgres_migrate,
+    uses_postgres,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -136,11 +142,19 @@ def _check_config(path: str, *, strict: bool) -> int:
     unset = unset_api_keys(config, os.environ)
     for warning in unset:
         print(f"responses-bridge: warning: {config.source}: key {warning}", file=sys.stderr)
+    if config.store.url is not None:
+        try:
+            postgres.password(config, os.environ)
+        except ConfigError as exc:
+            unset.append(str(exc).split(": key ", 1)[-1])
+            print(f"responses-bridge: warning: {exc}", file=sys.stderr)
     if unset and strict:
         return EXIT_CONFIG
-    database = store_path(config, os.environ)
-    state = "exists" if database.exists() else "not created yet"
-    print(f"# {path}: ok; the database is {database} ({state})")
+    if uses_postgres(config):
+        state = "PostgreSQL"
+    else:
+        state = "exists" if store_path(config, os.environ).exists() else "not created yet"
+    print(f"# {path}: ok; the database is {database_label(config, os.environ)} ({state})")
     sys.stdout.write(effective_toml(config))
     return EXIT_OK
 
@@ -150,6 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.server import serve
 
     config, api_keys = _load(config_path(args))
+    require_sqlite(config, "`serve`")
     client_keys = resolve_client_keys(config, os.environ)
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -203,11 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _check_config(config_path(args), strict=args.strict)
             case "migrate":
                 config = load_config(config_path(args))
+                if uses_postgres(config):
+                    return run_postgres_migrate(config, os.environ, check=args.check)
                 return sessions_cli.run_migrate(
                     config, store_path(config, os.environ), check=args.check
                 )
             case "sessions":
                 config = load_config(config_path(args))
+                require_sqlite(config, "`sessions`")
                 return sessions_cli.run_sessions(args, config, store_path(config, os.environ))
             case "codex-config":
                 config = load_config(config_path(args))

@@ -11,6 +11,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -59,6 +60,11 @@ class ServerConfig(_Strict):
 
 class StoreConfig(_Strict):
     path: str = "bridge.db"
+    # A PostgreSQL database instead of the SQLite file at `path`, for several bridges
+    # sharing their state: postgresql://user@host:port/dbname (no password in it).
+    url: str | None = None
+    # The environment variable holding the PostgreSQL password, if the server wants one.
+    password_env: str | None = None
     # "full": every turn is on disk before response.completed is sent; "normal": survives
     # a crash of the bridge but may lose the last turns on power loss (faster on slow disks).
     synchronous: Literal["full", "normal"] = "full"
@@ -314,6 +320,7 @@ def _check(config: Config) -> None:
             )
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"{src}: key `server.port`: must be between 1 and 65535")
+    _check_store_url(config)
     for key in ("max_age_days", "max_size_mb"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"{src}: key `store.{key}`: must be positive")
@@ -335,6 +342,27 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: key `debug.max_part_bytes`: must be positive")
     if config.server.max_background <= 0:
         raise ConfigError(f"{src}: key `server.max_background`: must be positive")
+
+
+def _check_store_url(config: Config) -> None:
+    src = config.source
+    url = config.store.url
+    if url is None:
+        if config.store.password_env is not None:
+            raise ConfigError(
+                f"{src}: key `store.password_env`: only used with a PostgreSQL `store.url`"
+            )
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError(
+            f"{src}: key `store.url`: a PostgreSQL URL, postgresql://user@host:port/dbname"
+        )
+    if parts.password is not None:
+        raise ConfigError(
+            f"{src}: key `store.url`: holds a password; passwords never go in the config: "
+            "name the environment variable that holds it in `store.password_env`"
+        )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import load_config, state_directory, store_path
+from bridge.store.backends import require_sqlite
 
 UNIT_NAME = "responses-bridge.service"
 SYSTEM_UNIT_DIRECTORY = Path("/etc/systemd/system")
@@ -188,6 +189,7 @@ def verify(unit: Path, *, user: bool) -> tuple[bool, str] | None:
 
 def run(args: argparse.Namespace, config_file: str) -> int:
     config = load_config(config_file)  # a unit for a config that does not load is no use
+    require_sqlite(config, "the service")
     config_path = Path(os.path.abspath(config_file))
     command = executable_command()
     if args.system:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -12,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import Config, parse_config
 from tests.fake_upstream import FakeUpstream
+from tests.postgres import Cluster
 from tests.processes import BridgeProcess, free_port
 
 MODEL = "deepseek-v4-pro"
@@ -105,3 +109,31 @@ async def bridge_process(
         yield bridge
     finally:
         await bridge.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server for this test process (each xdist worker starts its own).
+    Missing PostgreSQL skips the tests that need it, unless REQUIRE_POSTGRES=1 (.ci/run)."""
+    # Directly under the temporary directory: as root the server runs as `postgres`, which
+    # cannot enter pytest's private directories.
+    root = Path(tempfile.mkdtemp(prefix="rb-postgres-"))
+    cluster = Cluster(root)
+    problem = cluster.start()
+    if problem is not None:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL could not start: {problem}")
+        pytest.skip(f"PostgreSQL could not start: {problem}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """A new empty database on the test cluster (its URL, no password in it)."""
+    return postgres_cluster.create_database()
