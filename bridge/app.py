@@ -38,7 +38,8 @@ from bridge.handlers import (
     readyz,
 )
 from bridge.sse_transport import create_response
-from bridge.store import Store
+from bridge.store import StoreError
+from bridge.store.backends import StoreBackend, open_store
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 from bridge.ws_transport import SOCKETS, OpenSockets, responses_socket
@@ -51,9 +52,7 @@ PRUNE_INTERVAL = 3600.0
 async def _store(app: web.Application) -> AsyncIterator[None]:
     """The database, migrated at startup, pruned in the background, closed last."""
     config = app[CONFIG]
-    store = await Store.open(
-        app[STORE_PATH], config.store.synchronous, write_timeout=config.store.write_timeout
-    )
+    store = await open_store(config, os.environ, path=app[STORE_PATH])
     app[STORE] = store
     log.info("database %s (schema version %d)", store.path, store.schema_version)
     app[BACKGROUND] = BackgroundRuns(store, app[TURNS], config.server.max_background)
@@ -67,13 +66,13 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-async def _prune_periodically(store: Store, config: Config) -> None:
+async def _prune_periodically(store: StoreBackend, config: Config) -> None:
     while True:
         try:
             deleted = await store.prune(
                 max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
             )
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreError):
             log.exception("pruning the store failed")
         else:
             if deleted:

@@ -10,7 +10,7 @@ from aiohttp import web
 from bridge.background import BackgroundRuns
 from bridge.config import Config
 from bridge.request_log import RequestLog
-from bridge.store import Store
+from bridge.store.backends import StoreBackend
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 
@@ -18,7 +18,7 @@ CONFIG = web.AppKey("config", Config)
 API_KEYS = web.AppKey("api_keys", dict[str, str])
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
-STORE = web.AppKey("store", Store)
+STORE: web.AppKey[StoreBackend] = web.AppKey("store")
 TURNS = web.AppKey("turns", TurnsInFlight)
 STORE_PATH = web.AppKey("store_path", Path)
 BACKGROUND = web.AppKey("background", BackgroundRuns)

@@ -22,7 +22,7 @@ import msgspec
 
 from bridge.engine import run_turn
 from bridge.errors import ApiError
-from bridge.store import Store
+from bridge.store.backends import StoreBackend
 from bridge.turn_setup import PreparedTurn
 from bridge.turns import TurnsInFlight
 from bridge.wire.events import ResponseEvent, ResponseObject
@@ -94,7 +94,7 @@ class BackgroundRun:
 class BackgroundRuns:
     """The background turns of this process, by response id, until their events are stored."""
 
-    def __init__(self, store: Store, turns: TurnsInFlight, limit: int) -> None:
+    def __init__(self, store: StoreBackend, turns: TurnsInFlight, limit: int) -> None:
         self._store = store
         self._turns = turns
         self._limit = limit
@@ -103,12 +103,31 @@ class BackgroundRuns:
         # ones must not be taken for them).
         self._recovered = asyncio.Event()
         self._recovery: asyncio.Task[None] | None = None
+        self._cancelling: set[asyncio.Task[BackgroundRun]] = set()
 
     def recover(self) -> None:
-        """Mark failed, in the background, what a stopped process left running."""
+        """Mark failed, in the background, what a stopped process left running; take the
+        cancels other bridges send (PostgreSQL)."""
+        self._store.on_cancel = self._cancel_from_elsewhere
         self._recovery = asyncio.create_task(self._recover())
 
+    def _cancel_from_elsewhere(self, response_id: str) -> None:
+        run = self._runs.get(response_id)
+        if run is not None:
+            self._cancelling.add(asyncio.create_task(self._cancel_run(run)))
+            for task in list(self._cancelling):
+                if task.done():
+                    self._cancelling.discard(task)
+
+    async def reap(self) -> list[str]:
+        """Running responses no bridge runs any more: marked failed now."""
+        return await self._store.fail_interrupted(INTERRUPTED)
+
     async def _recover(self) -> None:
+        try:
+            await self._store.listen_for_cancels()
+        except Exception as exc:
+            log.warning("cancels from other bridges will not reach this one: %s", exc)
         try:
             interrupted = await self._store.fail_interrupted(INTERRUPTED)
         except Exception as exc:  # a locked or corrupt database: reported by /readyz
@@ -150,6 +169,7 @@ class BackgroundRuns:
                 "background responses need the store",
                 status=503,
             )
+        await self._store.claim_run(translator.response.id)
         run = BackgroundRun(prepared, client)
         self._runs[translator.response.id] = run
         run.task = asyncio.create_task(self._run(run), name=f"background {translator.response.id}")
@@ -180,6 +200,7 @@ class BackgroundRuns:
             run.ended = True
             run._wake()
             self._runs.pop(response_id, None)
+            await asyncio.shield(self._store.release_run(response_id))
 
     async def _store_events(self, response_id: str, frames: list[bytes]) -> None:
         try:
@@ -190,8 +211,13 @@ class BackgroundRuns:
     async def cancel(self, response_id: str, client: str) -> BackgroundRun | None:
         """Cancel a run of this process and wait for it to end; None when none runs here."""
         run = self.get(response_id, client)
-        if run is None or run.task is None:
+        if run is None:
             return None
+        return await self._cancel_run(run)
+
+    async def _cancel_run(self, run: BackgroundRun) -> BackgroundRun:
+        if run.task is None:
+            return run
         if not run.ended and not translator_ended(run):
             run.cancel_requested = True
             run.task.cancel()

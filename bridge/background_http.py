@@ -8,6 +8,7 @@ anything else from the store.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -29,6 +30,13 @@ SSE_HEADERS = {
     # Proxies (nginx) must not hold events back.
     "X-Accel-Buffering": "no",
 }
+
+RUNNING = ("queued", "in_progress")
+# A response run by another bridge: how often its row is read, how long it is followed.
+POLL_SECONDS = 0.25
+FOLLOW_ELSEWHERE_SECONDS = 3600.0
+REAP_EVERY = 40
+CANCEL_WAIT_SECONDS = 10.0
 
 _TERMINAL = {
     "completed": "response.completed",
@@ -118,11 +126,47 @@ async def get_response(request: web.Request) -> web.StreamResponse:
         stored = await store.get_response(response_id, client)
         if stored is None:
             raise response_not_found(response_id)
+        if _running(stored) and await _reaped(request, response_id):
+            stored = await store.get_response(response_id, client) or stored
         return web.Response(body=stored, content_type="application/json")
     found = await store.response_events(response_id, client)
     if found is None:
         raise response_not_found(response_id)
+    if _running(found[0]):
+        # Another bridge runs it (PostgreSQL): its events are stored when it ends.
+        return await stream_frames(request, _after_it_ends(request, response_id, after))
     return await stream_frames(request, _from_list(_stored_frames(*found, after)))
+
+
+def _running(stored: bytes) -> bool:
+    return orjson.loads(stored).get("status") in RUNNING
+
+
+async def _reaped(request: web.Request, response_id: str) -> bool:
+    """Whether a response stored as running was left by a bridge that is gone (now failed)."""
+    return response_id in await request.app[BACKGROUND].reap()
+
+
+async def _after_it_ends(
+    request: web.Request, response_id: str, after: int
+) -> AsyncIterator[bytes]:
+    """The events of a response another bridge runs, once it has ended (polled)."""
+    store = request.app[STORE]
+    client = request[CLIENT]
+    deadline = time.monotonic() + FOLLOW_ELSEWHERE_SECONDS
+    checks = 0
+    while time.monotonic() < deadline:
+        found = await store.response_events(response_id, client)
+        if found is None:
+            return
+        if not _running(found[0]):
+            for chunk in _stored_frames(*found, after):
+                yield chunk
+            return
+        checks += 1
+        if checks % REAP_EVERY == 0:
+            await _reaped(request, response_id)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def cancel_response(request: web.Request) -> web.Response:
@@ -130,12 +174,23 @@ async def cancel_response(request: web.Request) -> web.Response:
     upstream request closed) and ends cancelled; one that has ended is returned as it is."""
     response_id = response_id_of(request)
     client = request[CLIENT]
-    run = await request.app[BACKGROUND].cancel(response_id, client)
+    runs = request.app[BACKGROUND]
+    run = await runs.cancel(response_id, client)
     if run is not None:
         return json_response(run.prepared.turn.translator.response)
-    stored = await request.app[STORE].get_response(response_id, client)
+    store = request.app[STORE]
+    stored = await store.get_response(response_id, client)
     if stored is None:
         raise response_not_found(response_id)
+    if _running(stored):
+        # Run by another bridge on the same database: it is told, and ends it.
+        await store.ask_to_cancel(response_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while _running(stored) and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            stored = await store.get_response(response_id, client) or stored
+        if _running(stored) and await _reaped(request, response_id):
+            stored = await store.get_response(response_id, client) or stored
     if not orjson.loads(stored).get("background"):
         raise ApiError.invalid(
             "Only a response created with background: true can be cancelled.",

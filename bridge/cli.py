@@ -28,12 +28,7 @@ from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
 from bridge.migrate import MigrationError
 from bridge.store import StoreError, postgres
-from bridge.store.backends import (
-    database_label,
-    require_sqlite,
-    run_postgres_migrate,
-    uses_postgres,
-)
+from bridge.store.backends import database_label, run_postgres_migrate, uses_postgres
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -164,7 +159,6 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.server import serve
 
     config, api_keys = _load(config_path(args))
-    require_sqlite(config, "`serve`")
     client_keys = resolve_client_keys(config, os.environ)
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -225,8 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             case "sessions":
                 config = load_config(config_path(args))
-                require_sqlite(config, "`sessions`")
-                return sessions_cli.run_sessions(args, config, store_path(config, os.environ))
+                return sessions_cli.run_sessions(args, config, os.environ)
             case "codex-config":
                 config = load_config(config_path(args))
                 catalog = Path(args.catalog) if args.catalog else None

@@ -19,7 +19,8 @@ from bridge.errors import ApiError
 from bridge.providers import PROFILES, shape_body
 from bridge.records import record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
-from bridge.store import ChainNotFound, ReasoningQuery, Store, StoreCorrupt
+from bridge.store import ChainNotFound, ReasoningQuery, StoreCorrupt, StoreError
+from bridge.store.backends import StoreBackend
 from bridge.translate.context import ContextDigest, ItemDigests
 from bridge.translate.request import (
     ChatRequestPlan,
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 TRANSLATE_IN_THREAD = 20_000
 
 
-async def resolve_item_references(store: Store, items: list[Any], client: str) -> list[Any]:
+async def resolve_item_references(store: StoreBackend, items: list[Any], client: str) -> list[Any]:
     """The input with each `item_reference` replaced by the item it names (from the client's
     stored responses); ApiError 400 naming the first one not found."""
     wanted = [
@@ -53,7 +54,7 @@ async def resolve_item_references(store: Store, items: list[Any], client: str) -
             raise ApiError.invalid("item_reference needs the id of an item", f"input[{index}].id")
     try:
         found = await store.find_items([item_id for _, item_id in wanted], client)
-    except StoreCorrupt as exc:
+    except (StoreCorrupt, StoreError) as exc:
         raise ApiError.server(f"the store cannot be read: {exc}", status=503) from None
     resolved = list(items)
     for index, item_id in wanted:
@@ -117,7 +118,7 @@ class PlannedTurn:
 
 
 async def plan_turn(
-    store: Store,
+    store: StoreBackend,
     req: ResponsesRequest,
     items: Sequence[Any],
     upstream_model: str,
@@ -218,7 +219,7 @@ def _context_keys(
 
 
 async def recover_reasoning(
-    store: Store,
+    store: StoreBackend,
     scope: Scope,
     plan: ChatRequestPlan,
     by_context: bool,
@@ -268,7 +269,7 @@ def _encode_and_digest(items: list[Any]) -> tuple[list[bytes | None], ItemDigest
 
 
 def turn_recorder(
-    store: Store,
+    store: StoreBackend,
     req: ResponsesRequest,
     items: list[Any],
     response: ResponseObject,
@@ -329,7 +330,7 @@ def turn_recorder(
                 item_digests=digests.digests if digests is not None else None,
             )
             await store.save_turn_shielded(turn, base=prepared.base)
-        except StoreCorrupt as exc:
+        except (StoreCorrupt, StoreError) as exc:
             log.warning("response %s not stored: %s", response.id, exc)
             return False
         except sqlite3.Error:

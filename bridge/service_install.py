@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import load_config, state_directory, store_path
-from bridge.store.backends import require_sqlite
+from bridge.config import load_config, state_directory
+from bridge.store.backends import database_label
 
 UNIT_NAME = "responses-bridge.service"
 SYSTEM_UNIT_DIRECTORY = Path("/etc/systemd/system")
@@ -189,21 +189,18 @@ def verify(unit: Path, *, user: bool) -> tuple[bool, str] | None:
 
 def run(args: argparse.Namespace, config_file: str) -> int:
     config = load_config(config_file)  # a unit for a config that does not load is no use
-    require_sqlite(config, "the service")
     config_path = Path(os.path.abspath(config_file))
     command = executable_command()
     if args.system:
         text = system_unit(command, config_path)
         target = SYSTEM_UNIT_DIRECTORY / UNIT_NAME
-        database = Path(SYSTEM_STATE) / Path(config.store.path)
-        if Path(config.store.path).is_absolute():
-            database = Path(config.store.path)
+        database = database_label(config, {"STATE_DIRECTORY": SYSTEM_STATE})
     else:
         state = state_directory(os.environ)
         env_file = _config_directory(os.environ) / "responses-bridge" / "env"
         text = user_unit(command, config_path, state, env_file)
         target = _config_directory(os.environ) / "systemd" / "user" / UNIT_NAME
-        database = store_path(config, {"STATE_DIRECTORY": str(state)})
+        database = database_label(config, {"STATE_DIRECTORY": str(state)})
     if args.output == "-":
         sys.stdout.write(text)
         return EXIT_OK

@@ -8,12 +8,13 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Config
-from bridge.store import ResponseRow, Store, StoreError, open_and_migrate
+from bridge.config import Config, store_path
+from bridge.store import ResponseRow, StoreError, open_and_migrate
+from bridge.store.backends import StoreBackend, open_store, uses_postgres
 from bridge.store.files import check_database
 
 EXIT_OK = 0
@@ -102,17 +103,21 @@ def _check(path: Path) -> int:
     return EXIT_OK
 
 
-def run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
-    if not path.exists():
-        raise missing_database(path)
-    return asyncio.run(_run_sessions(args, config, path))
+def run_sessions(args: argparse.Namespace, config: Config, environ: Mapping[str, str]) -> int:
+    if not uses_postgres(config):
+        path = store_path(config, environ)
+        if not path.exists():
+            raise missing_database(path)
+    return asyncio.run(_run_sessions(args, config, environ))
 
 
-async def _run_sessions(args: argparse.Namespace, config: Config, path: Path) -> int:
+async def _run_sessions(
+    args: argparse.Namespace, config: Config, environ: Mapping[str, str]
+) -> int:
     # Only the commands that write wait for the integrity check (and refuse a damaged file).
     writes = args.action in ("delete", "prune")
-    store = await Store.open(path, config.store.synchronous, check=writes)
-    print(f"# database: {path} (schema version {store.schema_version})", file=sys.stderr)
+    store = await open_store(config, environ, check=writes)
+    print(f"# database: {store.path} (schema version {store.schema_version})", file=sys.stderr)
     try:
         match args.action:
             case "list":
@@ -142,7 +147,7 @@ def _row_line(row: ResponseRow) -> str:
     )
 
 
-async def _list(store: Store, args: argparse.Namespace) -> int:
+async def _list(store: StoreBackend, args: argparse.Namespace) -> int:
     rows = await store.list_responses(
         limit=args.limit, session_id=args.session, thread_id=args.thread
     )
@@ -152,7 +157,7 @@ async def _list(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _show(store: Store, response_id: str, *, full: bool = False) -> int:
+async def _show(store: StoreBackend, response_id: str, *, full: bool = False) -> int:
     """A response as a transcript: its summary, then each input and output item."""
     stored = await store.export(response_id)
     if stored is None:
@@ -244,7 +249,7 @@ def _indented(text: str, limit: int | None) -> str:
     return "\n".join(f"    {line}" if line else "" for line in lines)
 
 
-async def _export(store: Store, response_id: str) -> int:
+async def _export(store: StoreBackend, response_id: str) -> int:
     stored = await store.export(response_id)
     if stored is None:
         return _not_found(response_id)
@@ -253,14 +258,14 @@ async def _export(store: Store, response_id: str) -> int:
     return EXIT_OK
 
 
-async def _delete(store: Store, response_id: str) -> int:
+async def _delete(store: StoreBackend, response_id: str) -> int:
     if not await store.delete_response(response_id):
         return _not_found(response_id)
     print(f"deleted {response_id}")
     return EXIT_OK
 
 
-async def _prune(store: Store, config: Config) -> int:
+async def _prune(store: StoreBackend, config: Config) -> int:
     deleted = await store.prune(
         max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
     )

@@ -30,7 +30,8 @@ from bridge.conversation import (
 from bridge.engine import Recorder, Shorten, Turn
 from bridge.errors import ApiError
 from bridge.records import conversation_items
-from bridge.store import Store, StoreCorrupt
+from bridge.store import StoreCorrupt, StoreError
+from bridge.store.backends import StoreBackend
 from bridge.translate.ids import new_id
 from bridge.translate.request import echo_tools
 from bridge.translate.stream import StreamTranslator
@@ -267,7 +268,9 @@ def conversation_of(req: ResponsesRequest) -> str | None:
     return value
 
 
-async def conversation_history(store: Store, conversation_id: str, client: str) -> StoredHistory:
+async def conversation_history(
+    store: StoreBackend, conversation_id: str, client: str
+) -> StoredHistory:
     """The items of the conversation a request names (404 when it is not the client's)."""
     found = await store.conversation_items(conversation_id, client)
     if found is None:
@@ -283,7 +286,7 @@ async def conversation_history(store: Store, conversation_id: str, client: str) 
 
 def _appending(
     record: Recorder,
-    store: Store,
+    store: StoreBackend,
     conversation_id: str,
     client: str,
     items: list[Any],
@@ -299,7 +302,7 @@ def _appending(
         added = conversation_items(items) + conversation_items(msgspec.to_builtins(response.output))
         try:
             appended = await store.append_conversation(conversation_id, client, added)
-        except (sqlite3.Error, StoreCorrupt) as exc:
+        except (sqlite3.Error, StoreCorrupt, StoreError) as exc:
             log.error("response %s not added to %s: %s", response.id, conversation_id, exc)
             return stored
         if appended is None:
@@ -357,7 +360,7 @@ async def setup_turn(
     items: list[Any],
     *,
     config: Config,
-    store: Store,
+    store: StoreBackend,
     upstreams: dict[str, UpstreamClient],
     client: str,
     forwarded_client: str,

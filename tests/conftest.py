@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import Config, parse_config
 from tests.fake_upstream import FakeUpstream
+from tests.postgres import PASSWORD as PG_PASSWORD
 from tests.postgres import Cluster
 from tests.processes import BridgeProcess, free_port
 
@@ -67,20 +68,46 @@ async def fake_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) ->
     return fake
 
 
+# The environment variable the PostgreSQL tests keep the test server's password in.
+PG_PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets STORE_BACKENDS runs its tests that use the store (through the
+    `store` fixture) on each backend."""
+    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        return
+    if backends and "store" in metafunc.fixturenames:
+        metafunc.parametrize("store", backends, indirect=True)
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The [store] lines of the bridge's config: "" (SQLite) unless a module runs on
+    PostgreSQL too (STORE_BACKENDS), then a new database on the test server."""
+    backend = getattr(request, "param", "sqlite")
+    if backend != "postgres":
+        return ""
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv(PG_PASSWORD_ENV, PG_PASSWORD)
+    return f'url = "{url}"\npassword_env = "{PG_PASSWORD_ENV}"'
+
+
 @pytest.fixture
 async def bridge(
-    fake_upstream: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
+    fake_upstream: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]], store: str
 ) -> TestClient:
-    app = create_app(bridge_config(fake_upstream.url))
+    app = create_app(bridge_config(fake_upstream.url, store=store))
     return await aiohttp_client(app)
 
 
 @pytest.fixture
 async def bridge_server(
-    fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
+    fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]], store: str
 ) -> TestServer:
     """The bridge on a real loopback port, for clients such as the openai SDK."""
-    return await aiohttp_server(create_app(bridge_config(fake_upstream.url)))
+    return await aiohttp_server(create_app(bridge_config(fake_upstream.url, store=store)))
 
 
 @pytest.fixture

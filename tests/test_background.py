@@ -19,6 +19,9 @@ from tests.processes import BridgeProcess
 from tests.test_clients import JS, REPO, node
 from tests.test_service import read_events
 
+# The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
+STORE_BACKENDS = ["sqlite", "postgres"]
+
 
 def slow_reply(words: int = 40, delay: float = 0.05) -> Reply:
     """A reply that takes words * delay seconds."""
@@ -136,10 +139,10 @@ async def test_a_foreground_response_reads_back_as_a_stream(
 
 
 async def test_another_client_cannot_see_or_cancel_a_background_response(
-    aiohttp_server: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    aiohttp_server: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
     monkeypatch.setenv("BRIDGE_KEYS", "key-a key-b")
-    config = bridge_config(fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"')
+    config = bridge_config(fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"', store=store)
     server: TestServer = await aiohttp_server(
         create_app(config, {"fake": "k"}, client_keys=("key-a", "key-b"))
     )

@@ -38,6 +38,9 @@ from tests.fake_upstream import (
 )
 from tests.processes import REPO
 
+# The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
+STORE_BACKENDS = ["sqlite", "postgres"]
+
 ClientFactory = Callable[..., Awaitable[TestClient]]
 ServerFactory = Callable[..., Awaitable[TestServer]]
 KEY_A, KEY_B = "client-key-a", "client-key-b"
@@ -61,9 +64,10 @@ async def kimi(aiohttp_server: ServerFactory) -> FakeUpstream:
 
 
 @pytest.fixture
-async def keyed(kimi: FakeUpstream, aiohttp_client: ClientFactory) -> TestClient:
+async def keyed(kimi: FakeUpstream, aiohttp_client: ClientFactory, store: str) -> TestClient:
     """The bridge with two client keys."""
-    return await aiohttp_client(create_app(bridge_config(kimi.url), client_keys=(KEY_A, KEY_B)))
+    app = create_app(bridge_config(kimi.url, store=store), client_keys=(KEY_A, KEY_B))
+    return await aiohttp_client(app)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -208,9 +212,9 @@ async def play_codex_session(client: TestClient, session: str) -> None:
 
 
 async def test_parallel_codex_sessions_with_the_same_call_ids_never_mix(
-    kimi: FakeUpstream, aiohttp_client: ClientFactory
+    kimi: FakeUpstream, aiohttp_client: ClientFactory, store: str
 ) -> None:
-    client = await aiohttp_client(create_app(bridge_config(kimi.url)))
+    client = await aiohttp_client(create_app(bridge_config(kimi.url, store=store)))
     kimi.responder = session_reply
     await asyncio.wait_for(
         asyncio.gather(play_codex_session(client, "A"), play_codex_session(client, "B")), 60
@@ -265,6 +269,7 @@ async def all_input_items(client: TestClient, response_id: str) -> list[dict[str
     raise AssertionError("paging did not end")
 
 
+@pytest.mark.sqlite_only
 async def test_a_replaying_client_stores_each_item_once_and_gets_every_response_back(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
@@ -301,6 +306,7 @@ async def test_a_replaying_client_stores_each_item_once_and_gets_every_response_
         assert newest["data"] == listed[-1:]
 
 
+@pytest.mark.sqlite_only
 async def test_deleting_a_response_that_later_ones_extend_keeps_their_items(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
@@ -322,6 +328,7 @@ async def test_deleting_a_response_that_later_ones_extend_keeps_their_items(
     assert rows(database, "SELECT count(*) FROM responses") == [(0,)]
 
 
+@pytest.mark.sqlite_only
 async def test_store_false_keeps_the_reasoning_and_no_content(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:

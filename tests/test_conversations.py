@@ -16,6 +16,9 @@ from bridge.store import Store
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 
+# The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
+STORE_BACKENDS = ["sqlite", "postgres"]
+
 TOOLS: list[Any] = [
     {
         "type": "function",
@@ -217,10 +220,10 @@ async def test_conversation_requests_that_cannot_be_served(
 
 
 async def test_conversations_are_their_clients_own(
-    aiohttp_server: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    aiohttp_server: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
     monkeypatch.setenv("BRIDGE_KEYS", "key-a key-b")
-    config = bridge_config(fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"')
+    config = bridge_config(fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"', store=store)
     server: TestServer = await aiohttp_server(
         create_app(config, {"fake": "k"}, client_keys=("key-a", "key-b"))
     )

@@ -15,6 +15,9 @@ from bridge.sse import SSEParser
 from tests.conftest import MODEL
 from tests.fake_upstream import FakeUpstream, chunk, sse, thinking_text_reply, tool_call_reply
 
+# The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
+STORE_BACKENDS = ["sqlite", "postgres"]
+
 TOOLS: list[Any] = [
     {
         "type": "function",
@@ -234,6 +237,7 @@ async def test_fifty_concurrent_streams_are_all_stored(
         assert stored.output_text == text
 
 
+@pytest.mark.sqlite_only
 async def test_store_files_are_private(
     sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:

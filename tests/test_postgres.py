@@ -11,15 +11,19 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
 from bridge.config import ConfigError, parse_config
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres
+from tests.conftest import MODEL
+from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD
-from tests.processes import REPO
+from tests.processes import REPO, BridgeProcess, free_port
 
 PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
 
@@ -136,14 +140,160 @@ async def test_the_password_comes_from_the_environment(postgres_url: str, tmp_pa
     assert strict[0] == 3
 
 
-async def test_commands_that_need_the_sqlite_store_say_so(
-    postgres_url: str, tmp_path: Path
+REASONING_1 = "Read the config first; call read_file on config.toml."
+REASONING_2 = "Now the tests; run them."
+TOOLS: list[Any] = [
+    {"type": "function", "name": name, "parameters": {"type": "object"}}
+    for name in ("read_file", "run_tests")
+]
+
+
+async def two_bridges(
+    tmp_path: Path, postgres_url: str, fake_upstream: FakeUpstream
+) -> tuple[BridgeProcess, BridgeProcess]:
+    config = tmp_path / "shared.toml"
+    config.write_text(
+        f'[store]\nurl = "{postgres_url}"\npassword_env = "{PASSWORD_ENV}"\n'
+        f'[providers.fake]\nbase_url = "{fake_upstream.url}/v1"\n'
+        f'[models."{MODEL}"]\nprovider = "fake"\n'
+    )
+    env: dict[str, str | None] = {PASSWORD_ENV: PASSWORD}
+    first = BridgeProcess(config, free_port(), env=env, log=tmp_path / "a.log")
+    second = BridgeProcess(config, free_port(), env=env, log=tmp_path / "b.log")
+    # Started together: both migrate the blank database; the lock makes it once.
+    await asyncio.gather(first.start(), second.start())
+    return first, second
+
+
+async def post(session: aiohttp.ClientSession, bridge: BridgeProcess, **body: Any) -> Any:
+    async with session.post(f"{bridge.url}/v1/responses", json={"model": MODEL, **body}) as r:
+        payload = await r.json()
+        assert r.status == 200, payload
+        return payload
+
+
+async def test_two_bridges_share_chains_and_survive_kill_9(
+    tmp_path: Path, postgres_url: str, fake_upstream: FakeUpstream
 ) -> None:
-    config = write_config(tmp_path, postgres_url)
-    for command in (["serve"], ["sessions", "list"], ["service", "install", "--output", "-"]):
-        code, _, err = await bridge_cli(*command, "--config", str(config))
-        assert code == 3, (command, err)
-        assert "does not run on PostgreSQL yet" in err and "Traceback" not in err
+    """A strict thinking upstream; a client alternating between two bridges on one
+    database; one of them killed mid-stream; the chain goes on with exact reasoning."""
+    first, second = await two_bridges(tmp_path, postgres_url, fake_upstream)
+    slow = thinking_text_reply(["Thinking."], [f"w{n} " for n in range(200)])
+    slow.frame_delay = 0.05
+    fake_upstream.script(
+        tool_call_reply(REASONING_1, [("call_p1", "read_file", ['{"path": "config.toml"}'])]),
+        tool_call_reply(REASONING_2, [("call_p2", "run_tests", ["{}"])]),
+        slow,
+        thinking_text_reply(["Done."], ["All green."]),
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            one = await post(session, first, input="check the project", tools=TOOLS)
+            two = await post(
+                session,
+                second,
+                previous_response_id=one["id"],
+                tools=TOOLS,
+                input=[{"type": "function_call_output", "call_id": "call_p1", "output": "ok"}],
+            )
+            assistant = fake_upstream.requests[1]["messages"][1]
+            assert assistant["reasoning_content"] == REASONING_1
+            # A stream on the first bridge, killed half way.
+            async with session.post(
+                f"{first.url}/v1/responses",
+                json={
+                    "model": MODEL,
+                    "previous_response_id": two["id"],
+                    "tools": TOOLS,
+                    "stream": True,
+                    "input": [
+                        {"type": "function_call_output", "call_id": "call_p2", "output": "1 failed"}
+                    ],
+                },
+            ) as response:
+                await response.content.readuntil(b"response.output_text.delta")
+                await first.kill()
+            # The chain goes on from the last completed response, on the other bridge.
+            three = await post(
+                session,
+                second,
+                previous_response_id=two["id"],
+                tools=TOOLS,
+                input=[
+                    {"type": "function_call_output", "call_id": "call_p2", "output": "1 failed"}
+                ],
+            )
+            assert three["output"][-1]["content"][0]["text"] == "All green."
+            sent = fake_upstream.requests[-1]["messages"]
+            calls = [m for m in sent if m.get("tool_calls")]
+            assert [m["reasoning_content"] for m in calls] == [REASONING_1, REASONING_2]
+            # Stored on one, read on the other.
+            async with session.get(f"{second.url}/v1/responses/{one['id']}") as got:
+                assert (await got.json())["output"] == one["output"]
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_background_responses_are_cancelled_and_reaped_across_bridges(
+    tmp_path: Path, postgres_url: str, fake_upstream: FakeUpstream
+) -> None:
+    first, second = await two_bridges(tmp_path, postgres_url, fake_upstream)
+
+    def slow_reply(body: Any) -> Any:
+        reply = thinking_text_reply(["Long."], [f"w{n} " for n in range(2000)])
+        reply.frame_delay = 0.05
+        return reply
+
+    fake_upstream.responder = slow_reply
+    try:
+        async with aiohttp.ClientSession() as session:
+            # Cancelled through the other bridge: the one running it is told and stops.
+            running = await post(session, first, input="long", background=True)
+            await asyncio.sleep(0.5)
+            async with session.get(f"{second.url}/v1/responses/{running['id']}") as got:
+                # Stored when it was created; its row changes again when it ends.
+                assert (await got.json())["status"] in ("queued", "in_progress")
+            async with session.post(f"{second.url}/v1/responses/{running['id']}/cancel") as r:
+                assert r.status == 200
+                assert (await r.json())["status"] == "cancelled"
+            async with session.get(f"{first.url}/v1/responses/{running['id']}") as got:
+                assert (await got.json())["status"] == "cancelled"
+            # Its bridge killed: the other one finds it orphaned and says so.
+            orphan = await post(session, first, input="long again", background=True)
+            await asyncio.sleep(0.5)
+            await first.kill()
+            async with session.get(f"{second.url}/v1/responses/{orphan['id']}") as got:
+                body = await got.json()
+            assert body["status"] == "failed"
+            assert "stopped while this background response was running" in body["error"]["message"]
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_the_command_line_works_on_postgresql(
+    tmp_path: Path, postgres_url: str, fake_upstream: FakeUpstream
+) -> None:
+    first, second = await two_bridges(tmp_path, postgres_url, fake_upstream)
+    fake_upstream.script(thinking_text_reply(["Hmm."], ["Hello from PG."]))
+    try:
+        async with aiohttp.ClientSession() as session:
+            created = await post(session, first, input="hi")
+    finally:
+        await first.stop()
+        await second.stop()
+    config = tmp_path / "shared.toml"
+    code, out, err = await bridge_cli("sessions", "list", "--config", str(config))
+    assert code == 0, err
+    assert created["id"] in out
+    assert f"# database: {postgres.display_url(postgres_url)} (schema version" in err
+    code, out, err = await bridge_cli("sessions", "show", created["id"], "--config", str(config))
+    assert code == 0 and "Hello from PG." in out
+    code, out, _ = await bridge_cli("sessions", "delete", created["id"], "--config", str(config))
+    assert code == 0
+    code, _, _ = await bridge_cli("sessions", "show", created["id"], "--config", str(config))
+    assert code == 5
 
 
 def sqlite_columns(tmp_path: Path) -> dict[str, list[str]]:

@@ -411,6 +411,21 @@ class Store:
         """Keep a background response's events (their SSE frames, in order)."""
         await self._write(_in_transaction(writes.save_events), response_id, frames)
 
+    # One process per SQLite file runs background responses: nothing to claim or tell.
+    on_cancel: Callable[[str], None] | None = None
+
+    async def claim_run(self, response_id: str) -> None:
+        """A background run starts here (bridge.store.postgres_store: across processes)."""
+
+    async def release_run(self, response_id: str) -> None:
+        """A background run has ended here."""
+
+    async def listen_for_cancels(self) -> None:
+        """Cancels from other bridges: there are none on SQLite."""
+
+    async def ask_to_cancel(self, response_id: str) -> None:
+        """Ask the bridge running `response_id` to cancel it: none other on SQLite."""
+
     async def fail_interrupted(self, message: str) -> list[str]:
         """Mark failed the background responses a stopped process left running (a read
         first: most starts find none and write nothing)."""

@@ -1,10 +1,8 @@
 """Which store a config asks for: the one place the backend is chosen.
 
-SQLite (the `[store] path` file) is the default and serves everything. PostgreSQL
-(`[store] url`) is being built (docs/configuration.md, "PostgreSQL"): its schema and
-migrations are in place, and `migrate` and `check-config` work with it; a command that needs
-the store itself refuses a PostgreSQL config with a clear error instead of falling back to
-a file nobody else sees.
+SQLite (the `[store] path` file) is the default: one bridge on a workstation. PostgreSQL
+(`[store] url`) is for several bridges sharing their conversations: the same operations
+(bridge.store.postgres_store), the same scoping and retention.
 """
 
 from __future__ import annotations
@@ -12,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
-from bridge.config import Config, ConfigError, store_path
+from bridge.config import Config, store_path
 from bridge.migrate import MigrationError
-from bridge.store import postgres
+from bridge.store import Store, postgres
+from bridge.store.postgres_store import PostgresStore
 
 EXIT_OK = 0
 EXIT_STORE = 4
+
+# Either store: they offer the same operations.
+StoreBackend = Store | PostgresStore
 
 
 def uses_postgres(config: Config) -> bool:
@@ -32,14 +35,22 @@ def database_label(config: Config, environ: Mapping[str, str]) -> str:
     return str(store_path(config, environ))
 
 
-def require_sqlite(config: Config, what: str) -> None:
-    """ConfigError for a PostgreSQL config where this release needs the SQLite store."""
+async def open_store(
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    path: Path | None = None,
+    check: bool = True,
+) -> StoreBackend:
+    """The configured store, migrated; `path` overrides the SQLite file (tests)."""
     if config.store.url is not None:
-        raise ConfigError(
-            f"{config.source}: key `store.url`: {what} does not run on PostgreSQL yet in "
-            "this release (`migrate` and `check-config` do); remove `store.url` to use the "
-            "SQLite file at `store.path`"
-        )
+        return await PostgresStore.open(config, environ, write_timeout=config.store.write_timeout)
+    return await Store.open(
+        path or store_path(config, environ),
+        config.store.synchronous,
+        check=check,
+        write_timeout=config.store.write_timeout,
+    )
 
 
 def run_postgres_migrate(config: Config, environ: Mapping[str, str], *, check: bool) -> int:

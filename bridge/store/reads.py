@@ -113,9 +113,17 @@ def _visible(client: str | None) -> tuple[str, list[Any]]:
 
 
 def _with_tools(db: sqlite3.Connection, body: bytes, tools_hash: bytes | None) -> bytes:
+    blob = None
+    if tools_hash is not None:
+        row = one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
+        blob = bytes(row[0]) if row else None
+    return with_tools(body, blob, tools_hash)
+
+
+def with_tools(body: bytes, tools: bytes | None, tools_hash: bytes | None) -> bytes:
     """A stored response object as served: its tool list put back (kept once, by digest,
-    as the request sent it) and every field a response has today, for responses stored
-    by older releases too."""
+    as the request sent it; `tools` is that list, None when it is gone) and every field a
+    response has today, for responses stored by older releases too."""
     fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
     for name, default in _NUMBER_DEFAULTS.items():
         if bytes(fields.get(name, _NULL)) == bytes(_NULL):
@@ -126,8 +134,7 @@ def _with_tools(db: sqlite3.Connection, body: bytes, tools_hash: bytes | None) -
     except msgspec.ValidationError:
         return bytes(body)  # not a response this release wrote: served as it was kept
     if tools_hash is not None:
-        row = one(db, "SELECT body FROM blobs WHERE hash = ?", (tools_hash,))
-        response.tools = echo_tools(_TOOLS.decode(row[0])) if row else []
+        response.tools = echo_tools(_TOOLS.decode(tools)) if tools else []
     return _ENCODER.encode(response)
 
 
@@ -241,7 +248,7 @@ def _items_between(
     return found
 
 
-def _render(item_id: str, body: bytes | str) -> dict[str, Any]:
+def render_item(item_id: str, body: bytes | str) -> dict[str, Any]:
     return normalize_input_item(_ITEM.decode(body), item_id)
 
 
@@ -282,7 +289,7 @@ def input_page(
     page = _items_between(db, lineage, low, max(low, high))
     if descending:
         page.reverse()
-    return ItemsPage([_render(item_id, body) for _, item_id, body in page], has_more)
+    return ItemsPage([render_item(item_id, body) for _, item_id, body in page], has_more)
 
 
 def _position_of(
@@ -350,10 +357,10 @@ def chain(db: sqlite3.Connection, response_id: str, client: str | None) -> Chain
         raise ChainNotFound(response_id, links[-1][4])
     links.reverse()
     inputs = [row for row in found if row[0] == 1]
-    return _decode_chain(links, inputs)
+    return decode_chain(links, inputs)
 
 
-def _decode_chain(links: list[Any], inputs: list[Any]) -> Chain:
+def decode_chain(links: list[Any], inputs: list[Any]) -> Chain:
     by_depth: dict[int, list[tuple[int, bytes]]] = {}
     for _, depth, position, _, _, body, _ in inputs:
         by_depth.setdefault(depth, []).append((position, body))
@@ -509,7 +516,7 @@ def export(db: sqlite3.Connection, response_id: str) -> dict[str, Any] | None:
     return {
         "stored": True,
         "request": request_json,
-        "input_items": [_render(item_id, body) for _, item_id, body in items],
+        "input_items": [render_item(item_id, body) for _, item_id, body in items],
         "response": msgspec.json.decode(_with_tools(db, response, tools_hash)),
         "session_id": row[9],
         "thread_id": row[10],

@@ -186,8 +186,8 @@ class StreamTranslator:
     def as_streamed(self) -> ResponseObject:
         """The response as a client has built it from the events so far (usage left out
         until the end); the response itself once it has ended."""
-        if self.ended:
-            return self.response
+        if self.ended or self.response.status not in ("queued", "in_progress"):
+            return self.response  # settled: its usage and final output are in place
         if self._pending is not None:
             self._flush_pending()
         output = [self._as_streamed(item) for item in self.response.output]

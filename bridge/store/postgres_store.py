@@ -1,0 +1,386 @@
+"""The store on PostgreSQL: the same operations as the SQLite store (bridge.store.Store),
+for several bridges sharing one database.
+
+A pool of asyncpg connections; each turn written in a transaction of its own. When the
+database goes away (a restart, a failover), reads fail with StoreUnavailable and turn writes
+are tried again until `[store] write_timeout`, so a turn that ends while the database restarts
+is still recorded when it returns; /readyz says what is wrong meanwhile.
+
+Background responses (bridge.background) are claimed by the process that runs them with a
+session-level advisory lock on a connection of their own: a response stored as running
+whose lock nobody holds was left by a process that died, and is marked failed. Cancelling
+a response that another bridge runs goes to it by NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from bridge.config import Config
+from bridge.records import TurnRecord
+from bridge.store import postgres
+from bridge.store import postgres_queries as q
+from bridge.store.conversations import ConversationPage, ConversationRow, Item
+from bridge.store.files import StoreError
+from bridge.store.reads import Chain, ItemsPage, ReasoningQuery, ResponseRow
+from bridge.store.replays import ReplayCache
+from bridge.translate.reasoning import Reasoning
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+POOL_SIZE = 10
+PROBE_SECONDS = 1.0
+RETRY_SECONDS = 0.25
+# The advisory lock space of running background responses (the migration lock is another).
+RUN_LOCKS = 0x7262
+CANCEL_CHANNEL = "responses_bridge_cancel"
+FIND_BASE: Any = object()
+# What a lost or refused connection raises: worth trying again once the database is back.
+_TRANSIENT = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    TimeoutError,
+)
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (or refused the statement); the request fails, the
+    bridge goes on."""
+
+
+class PostgresStore:
+    """Async access to a PostgreSQL database; create with `await PostgresStore.open(...)`."""
+
+    def __init__(self, pool: asyncpg.Pool, label: str, version: int, write_timeout: float) -> None:
+        self._pool = pool
+        self.path = label
+        self.schema_version = version
+        self._write_timeout = write_timeout
+        self.replays = ReplayCache()
+        self.corruption: str | None = None
+        self.last_write_error: str | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._runs: asyncpg.Connection | None = None
+        self._runs_lock = asyncio.Lock()
+        self._listener: asyncpg.Connection | None = None
+        # Called with a response id another bridge asked to cancel (set by the app).
+        self.on_cancel: Callable[[str], None] | None = None
+        self._connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None
+
+    @classmethod
+    async def open(
+        cls, config: Config, environ: Mapping[str, str], *, write_timeout: float = 10.0
+    ) -> PostgresStore:
+        """Connect, migrate (under the migration lock), and open the pool."""
+        url = config.store.url
+        assert url is not None
+        label = postgres.display_url(url)
+        secret = postgres.password(config, environ)
+        try:
+            connection = await postgres.connect(config, environ)
+        except ConnectionError as exc:
+            raise StoreError(str(exc)) from exc
+        try:
+            version = await postgres.migrate(connection)
+        finally:
+            await connection.close()
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                password=secret,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=postgres.CONNECT_SECONDS,
+            )
+        except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{label}: cannot connect: {exc}") from exc
+        store = cls(pool, label, version, write_timeout)
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(url, password=secret, timeout=postgres.CONNECT_SECONDS)
+
+        store._connect = connect
+        return store
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        for connection in (self._listener, self._runs):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+        await self._pool.close()
+
+    # -- running statements -------------------------------------------------------
+
+    async def _read(self, work: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        try:
+            async with self._pool.acquire() as connection:
+                return await work(connection, *args, **kwargs)
+        except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
+
+    async def _write(self, work: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """`work` in a transaction, tried again while the database is unreachable, up to
+        write_timeout."""
+        deadline = time.monotonic() + self._write_timeout
+        while True:
+            try:
+                async with self._pool.acquire() as connection, connection.transaction():
+                    result = await work(connection, *args, **kwargs)
+            except _TRANSIENT as exc:
+                if time.monotonic() < deadline:
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                self.last_write_error = f"the last write failed: {exc}"
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            except asyncpg.PostgresError as exc:
+                self.last_write_error = f"the last write failed: {exc}"
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            self.last_write_error = None
+            return result
+
+    async def write_problem(self) -> str | None:
+        """Why the database cannot take writes now (None: it can), within about a second."""
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                async with self._pool.acquire() as connection:
+                    await connection.execute("SELECT 1")
+        except TimeoutError:
+            return f"{self.path} did not answer within a second"
+        except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+            return f"{self.path} is unreachable: {exc}"
+        return self.last_write_error
+
+    async def check_integrity(self) -> None:
+        """PostgreSQL checks its own pages; nothing to do here."""
+
+    # -- turns --------------------------------------------------------------------
+
+    async def save_turn_shielded(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
+        task = asyncio.create_task(self.save_turn(record, base=base))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        await asyncio.shield(task)
+
+    async def save_turn(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
+        content = record.content
+        if base is FIND_BASE:
+            base = None
+            if content is not None and len(content.items) > 1:
+                base = await self.find_base(record.client, content.item_digests)
+        await self._write(q.insert_turn, record, base)
+
+    async def delete_response(self, response_id: str, *, client: str | None = None) -> bool:
+        deleted = await self._write(
+            q.mark_deleted, response_id, client=client, stored_only=client is not None
+        )
+        if deleted:
+            await self._collect_tombstones()
+        return deleted
+
+    async def _collect_tombstones(self) -> None:
+        for _ in range(10_000):
+            pending = await self._read(q.free_tombstones)
+            if not pending:
+                return
+            for response_id in pending:
+                following: str | None = response_id
+                while following is not None:
+                    following = await self._write(q.remove_tombstone, following)
+
+    async def prune(self, *, max_age_days: float, max_size_mb: float) -> int:
+        """What is older than max_age_days (responses, reasoning, idle conversations).
+        max_size_mb is the SQLite file's bound: PostgreSQL's size is its operator's."""
+        cutoff = int(time.time() - max_age_days * 86400)
+        deleted = 0
+        for _ in range(10_000):
+            old = await self._read(q.old_responses, cutoff)
+            if not old:
+                break
+            for response_id in old:
+                if await self._write(q.mark_deleted, response_id, client=None, stored_only=False):
+                    deleted += 1
+        await self._collect_tombstones()
+        for _ in range(10_000):
+            if await self._write(q.delete_idle_conversations, cutoff) < q.BATCH:
+                break
+        await self._write(q.delete_orphans, cutoff)
+        return deleted
+
+    async def save_events(self, response_id: str, frames: bytes) -> None:
+        await self._write(q.save_events, response_id, frames)
+
+    # -- background runs across processes -------------------------------------------
+
+    async def claim_run(self, response_id: str) -> None:
+        """This process runs `response_id` (held until release_run or the process ends)."""
+        async with self._runs_lock:
+            connection = await self._runs_connection()
+            await connection.execute(
+                "SELECT pg_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
+            )
+
+    async def release_run(self, response_id: str) -> None:
+        async with self._runs_lock:
+            if self._runs is None or self._runs.is_closed():
+                return
+            with contextlib.suppress(*_TRANSIENT, asyncpg.PostgresError):
+                await self._runs.execute(
+                    "SELECT pg_advisory_unlock($1, hashtext($2))", RUN_LOCKS, response_id
+                )
+
+    async def _runs_connection(self) -> asyncpg.Connection:
+        if self._runs is None or self._runs.is_closed():
+            assert self._connect is not None
+            self._runs = await self._connect()
+        return self._runs
+
+    async def fail_interrupted(self, message: str) -> list[str]:
+        """Running responses no bridge holds (their process died): marked failed."""
+        orphaned = []
+        async with self._pool.acquire() as connection:
+            for response_id, _ in await q.running(connection):
+                free = await connection.fetchval(
+                    "SELECT pg_try_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
+                )
+                if free:
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", RUN_LOCKS, response_id
+                    )
+                    orphaned.append(response_id)
+        if orphaned:
+            await self._write(q.fail_responses, orphaned, message)
+        return orphaned
+
+    async def listen_for_cancels(self) -> None:
+        """Cancels other bridges send for the runs of this one."""
+        assert self._connect is not None
+        self._listener = await self._connect()
+
+        def received(connection: Any, pid: int, channel: str, payload: object) -> None:
+            if self.on_cancel is not None:
+                self.on_cancel(str(payload))
+
+        await self._listener.add_listener(CANCEL_CHANNEL, received)
+
+    async def ask_to_cancel(self, response_id: str) -> None:
+        await self._read(_notify, response_id)
+
+    # -- reads --------------------------------------------------------------------
+
+    async def get_response(self, response_id: str, client: str | None = None) -> bytes | None:
+        return await self._read(q.response_json, response_id, client)
+
+    async def response_events(
+        self, response_id: str, client: str | None = None
+    ) -> tuple[bytes, bytes | None] | None:
+        return await self._read(q.response_events, response_id, client)
+
+    async def find_items(self, item_ids: Sequence[str], client: str | None) -> dict[str, bytes]:
+        return await self._read(q.find_items, item_ids, client)
+
+    async def input_items(
+        self,
+        response_id: str,
+        client: str | None = None,
+        *,
+        limit: int = 20,
+        descending: bool = True,
+        after: str | None = None,
+    ) -> ItemsPage | None:
+        return await self._read(
+            q.input_page, response_id, client, limit=limit, descending=descending, after=after
+        )
+
+    async def chain(self, response_id: str, client: str | None = None) -> Chain:
+        return await self._read(q.chain, response_id, client)
+
+    async def find_base(self, client: str, digests: Sequence[bytes]) -> tuple[str, int] | None:
+        return await self._read(q.find_base, client, digests)
+
+    async def find_reasoning(
+        self, client: str, conversation: str | None, queries: Sequence[ReasoningQuery]
+    ) -> list[Reasoning | None]:
+        return await self._read(q.find_reasoning, client, conversation, queries)
+
+    async def list_responses(
+        self, *, limit: int = 50, session_id: str | None = None, thread_id: str | None = None
+    ) -> list[ResponseRow]:
+        return await self._read(
+            q.list_responses, limit=limit, session_id=session_id, thread_id=thread_id
+        )
+
+    async def export(self, response_id: str) -> dict[str, Any] | None:
+        return await self._read(q.export, response_id)
+
+    # -- conversations ------------------------------------------------------------
+
+    async def create_conversation(
+        self, conversation_id: str, client: str, metadata: bytes, items: Sequence[Item]
+    ) -> ConversationRow:
+        return await self._write(q.create_conversation, conversation_id, client, metadata, items)
+
+    async def get_conversation(self, conversation_id: str, client: str) -> ConversationRow | None:
+        return await self._read(q.get_conversation, conversation_id, client)
+
+    async def update_conversation(
+        self, conversation_id: str, client: str, metadata: bytes
+    ) -> ConversationRow | None:
+        return await self._write(q.update_conversation, conversation_id, client, metadata)
+
+    async def delete_conversation(self, conversation_id: str, client: str) -> bool:
+        return await self._write(q.delete_conversation, conversation_id, client)
+
+    async def append_conversation(
+        self, conversation_id: str, client: str, items: Sequence[Item]
+    ) -> list[bytes] | None:
+        return await self._write(q.append, conversation_id, client, items)
+
+    async def conversation_items(self, conversation_id: str, client: str) -> list[bytes] | None:
+        return await self._read(q.conversation_items, conversation_id, client)
+
+    async def conversation_page(
+        self,
+        conversation_id: str,
+        client: str,
+        *,
+        limit: int,
+        descending: bool,
+        after: str | None,
+    ) -> ConversationPage | None:
+        return await self._read(
+            q.conversation_page,
+            conversation_id,
+            client,
+            limit=limit,
+            descending=descending,
+            after=after,
+        )
+
+    async def conversation_item(
+        self, conversation_id: str, client: str, item_id: str
+    ) -> bytes | None:
+        return await self._read(q.conversation_item, conversation_id, client, item_id)
+
+    async def delete_conversation_item(
+        self, conversation_id: str, client: str, item_id: str
+    ) -> bool:
+        return await self._write(q.delete_conversation_item, conversation_id, client, item_id)
+
+
+async def _notify(connection: asyncpg.Connection, response_id: str) -> None:
+    await connection.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, response_id)
