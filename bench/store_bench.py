@@ -1,10 +1,12 @@
 """Persistence costs, in-process: writing a turn, turns per second, rebuilding a chain.
 
-python bench/store_bench.py      # prints one JSON object
+python bench/store_bench.py                     # SQLite; prints one JSON object
+python bench/store_bench.py --backend both      # SQLite and PostgreSQL side by side
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -115,59 +117,101 @@ async def prune_holds(directory: Path, responses: int) -> dict[str, float]:
     }
 
 
-async def main() -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as scratch:
-        store = await Store.open(Path(scratch) / "bench.db", "full")
-        try:
-            latencies = []
-            previous = None
-            for index in range(500):
-                req = request(previous, f"question {index}")
-                record = record_turn(
-                    req,
-                    response(f"resp_{index}", previous, index),
-                    Scope(conversation="s:s"),
-                    session_id="s",
-                )
-                started = time.perf_counter()
-                await store.save_turn_shielded(record)
-                latencies.append(time.perf_counter() - started)
-                previous = f"resp_{index}"
+async def measure(store: Any) -> dict[str, float]:
+    """Turn writes, concurrent writers, chain rebuilds on an open store (either backend)."""
+    latencies = []
+    previous = None
+    for index in range(500):
+        req = request(previous, f"question {index}")
+        record = record_turn(
+            req,
+            response(f"resp_{index}", previous, index),
+            Scope(conversation="s:s"),
+            session_id="s",
+        )
+        started = time.perf_counter()
+        await store.save_turn_shielded(record)
+        latencies.append(time.perf_counter() - started)
+        previous = f"resp_{index}"
 
-            async def writer(worker: int, count: int) -> None:
-                for index in range(count):
-                    req = request(None, "q")
-                    rid = f"resp_w{worker}_{index}"
-                    await store.save_turn_shielded(
-                        record_turn(req, response(rid, None, index), Scope())
-                    )
+    async def writer(worker: int, count: int) -> None:
+        for index in range(count):
+            req = request(None, "q")
+            rid = f"resp_w{worker}_{index}"
+            await store.save_turn_shielded(record_turn(req, response(rid, None, index), Scope()))
 
-            started = time.perf_counter()
-            await asyncio.gather(*(writer(w, 125) for w in range(16)))
-            turns_per_s = 2000 / (time.perf_counter() - started)
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(w, 125) for w in range(16)))
+    turns_per_s = 2000 / (time.perf_counter() - started)
 
-            rebuilds = []
-            last = "resp_199"  # the end of a 200-turn chain
-            for _ in range(30):
-                started = time.perf_counter()
-                chain = await store.chain(last)
-                translate_request(request(last, "next"), "bench", history=chain.items)
-                rebuilds.append(time.perf_counter() - started)
-        finally:
-            await store.close()
-        pruning = await prune_holds(Path(scratch), 2000)
+    rebuilds = []
+    last = "resp_199"  # the end of a 200-turn chain
+    for _ in range(30):
+        started = time.perf_counter()
+        chain = await store.chain(last)
+        translate_request(request(last, "next"), "bench", history=chain.items)
+        rebuilds.append(time.perf_counter() - started)
     latencies.sort()
     return {
-        "turn write p50 ms (synchronous=full, before response.completed)": statistics.median(
-            latencies
-        )
-        * 1000,
+        "turn write p50 ms (before response.completed)": statistics.median(latencies) * 1000,
         "turn write p99 ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "turns persisted per second (16 concurrent writers)": turns_per_s,
         "rebuild a 200-turn previous_response_id chain p50 ms": statistics.median(rebuilds) * 1000,
-        **pruning,
     }
 
 
+async def sqlite(scratch: Path) -> dict[str, float]:
+    store = await Store.open(scratch / "bench.db", "full")
+    try:
+        results = await measure(store)
+    finally:
+        await store.close()
+    return {**results, **await prune_holds(scratch, 2000)}
+
+
+async def postgresql(scratch: Path) -> dict[str, float]:
+    """The same on a throwaway PostgreSQL server (tests/postgres.py), durable commits on
+    (synchronous_commit and fsync as PostgreSQL ships them)."""
+    from bridge.config import parse_config
+    from bridge.store.postgres_store import PostgresStore
+    from tests.postgres import PASSWORD, Cluster
+
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="rb-bench-pg-")), durable=True)
+    problem = cluster.start()
+    if problem is not None:
+        cluster.stop()
+        raise SystemExit(f"PostgreSQL could not start: {problem}")
+    try:
+        url = cluster.create_database()
+        config = parse_config(f'[store]\nurl = "{url}"\npassword_env = "BENCH_PG"\n')
+        store = await PostgresStore.open(config, {"BENCH_PG": PASSWORD})
+        try:
+            results = await measure(store)
+        finally:
+            await store.close()
+    finally:
+        cluster.stop()
+    return results
+
+
+async def main(backends: list[str]) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        if "sqlite" in backends:
+            results["sqlite (synchronous=full)"] = await sqlite(Path(scratch))
+        if "postgresql" in backends:
+            results["postgresql (loopback, fsync on)"] = await postgresql(Path(scratch))
+    return results
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main())))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql", "both"],
+        default="sqlite",
+        help="which store to measure (postgresql starts a throwaway server; needs Debian's "
+        "postgresql package)",
+    )
+    chosen = parser.parse_args().backend
+    print(json.dumps(asyncio.run(main(["sqlite", "postgresql"] if chosen == "both" else [chosen]))))

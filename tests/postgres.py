@@ -39,13 +39,17 @@ def _free_port() -> int:
 class Cluster:
     """One PostgreSQL server of our own."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
+        # durable: fsync and synchronous commits as PostgreSQL ships them (benchmarks);
+        # else off, for fast tests.
+        self.durable = durable
         self.root = root
         self.data = root / "data"
         self.sockets = root / "sockets"
         self.port = _free_port()
         self.bin = _binaries()
         self._as: list[str] = []
+        self._options = ""
         self._databases = 0
 
     def _run(self, *command: str) -> subprocess.CompletedProcess[str]:
@@ -91,9 +95,11 @@ class Cluster:
             return f"initdb failed: {initdb.stderr[-1000:]}"
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
-            f"-c unix_socket_directories={self.sockets} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c unix_socket_directories={self.sockets} -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._options = options
         started = self._run(
             str(self.bin / "pg_ctl"),
             "-D",
@@ -135,6 +141,27 @@ class Cluster:
 
     def url(self, database: str) -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def stop_fast(self) -> None:
+        """Stop the server as an operator restarting it would (connections are closed)."""
+        assert self.bin is not None
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        """Start it again after stop_fast, on the same port."""
+        assert self.bin is not None
+        started = self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            self._options,
+            "-w",
+            "start",
+        )
+        assert started.returncode == 0, started.stderr
 
     def stop(self) -> None:
         if self.bin is not None and self.data.exists():

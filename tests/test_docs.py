@@ -9,8 +9,9 @@ interpreter and node, against the same bridge.
 
 What cannot run inside a test is replaced by a recorder that only notes the command:
 systemctl, journalctl, loginctl and sudo (they would change this machine), codex (interactive;
-tests/test_codex.py runs the real one), npm and pip installs, python -m venv, and the test
-suite, ruff and mypy themselves (.ci/run runs those). A command the docs give that fails, or
+tests/test_codex.py runs the real one), createdb and createuser (tests/postgres.py makes
+throwaway databases), npm and pip installs, python -m venv, and the test suite, ruff and
+mypy themselves (.ci/run runs those). A command the docs give that fails, or
 an id nobody printed, fails the test.
 """
 
@@ -36,7 +37,7 @@ FENCE = re.compile(
 )
 PLACEHOLDER = re.compile(r"\b(resp|conv|msg)_\.\.\.")
 COMMAND_SECONDS = 60.0
-RECORDED = ("systemctl", "journalctl", "loginctl", "sudo", "codex", "npm")
+RECORDED = ("systemctl", "journalctl", "loginctl", "sudo", "codex", "npm", "createdb", "createuser")
 REAL_CODEX = REPO / "node_modules" / ".bin" / "codex"
 
 

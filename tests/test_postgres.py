@@ -6,10 +6,14 @@ SQLite store is still needed. A real PostgreSQL server runs for these tests
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,13 @@ import aiohttp
 import asyncpg
 import pytest
 
+from bridge.app import create_app
 from bridge.config import ConfigError, parse_config
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres
-from tests.conftest import MODEL
+from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
-from tests.postgres import PASSWORD
+from tests.postgres import PASSWORD, Cluster
 from tests.processes import REPO, BridgeProcess, free_port
 
 PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
@@ -333,3 +338,93 @@ async def test_both_schemas_have_the_same_tables_and_columns(
         pg.setdefault(row["table_name"], []).append(row["column_name"])
     assert pg == sqlite_columns(tmp_path)
     assert re.match(r"postgresql://bridge@127\.0\.0\.1:\d+/test_", postgres_url)
+
+
+async def test_a_database_restart_is_survived(
+    tmp_path: Path, fake_upstream: FakeUpstream, aiohttp_client: Any, monkeypatch: Any
+) -> None:
+    """The database goes away mid-turn: /readyz says so, the turn's answer still streams and
+    is recorded when the database is back; then everything works again."""
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="rb-postgres-restart-")))
+    problem = cluster.start()
+    if problem is not None:
+        cluster.stop()
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    try:
+        url = cluster.create_database()
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+        config = bridge_config(
+            fake_upstream.url,
+            store=f'url = "{url}"\npassword_env = "{PASSWORD_ENV}"\nwrite_timeout = 30.0',
+        )
+        bridge = await aiohttp_client(create_app(config))
+        assert (await bridge.get("/readyz")).status == 200
+        slow = thinking_text_reply(["Hmm."], [f"w{n} " for n in range(40)])
+        slow.frame_delay = 0.05
+        fake_upstream.script(slow, thinking_text_reply([], ["after"]))
+        response = await bridge.post(
+            "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
+        )
+        await response.content.readuntil(b"response.output_text.delta")
+        await asyncio.to_thread(cluster.stop_fast)
+        ready = await bridge.get("/readyz")
+        assert ready.status == 503
+        assert "unreachable" in (await ready.json())["database"]
+        await asyncio.sleep(2.5)  # the answer ends meanwhile; its write waits
+        await asyncio.to_thread(cluster.restart)
+        body = await response.read()
+        final = json.loads(body.split(b"data: ")[-2].split(b"\n")[0])
+        assert final["type"] == "response.completed"
+        assert final["response"]["store"] is True  # it was kept
+        got = await bridge.get(f"/v1/responses/{final['response']['id']}")
+        assert got.status == 200
+        assert (await bridge.get("/readyz")).status == 200
+        after = await bridge.post("/v1/responses", json={"model": MODEL, "input": "again"})
+        assert after.status == 200
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+async def test_retention_on_postgresql(postgres_url: str, monkeypatch: Any) -> None:
+    """max_age_days prunes responses (a chain's shared items kept while needed), their
+    reasoning and idle conversations, as on SQLite."""
+    from bridge.records import record_turn
+    from bridge.scope import Scope
+    from bridge.store.postgres_store import PostgresStore
+    from bridge.wire.events import MessageOutput, OutputTextPart, ResponseObject
+    from bridge.wire.responses import ResponsesRequest
+
+    config = parse_config(f'[store]\nurl = "{postgres_url}"\npassword_env = "{PASSWORD_ENV}"\n')
+    store = await PostgresStore.open(config, {PASSWORD_ENV: PASSWORD})
+    now = int(time.time())
+    try:
+        for index, created in enumerate((now - 40 * 86400, now)):
+            req = ResponsesRequest(model="m", input=[{"role": "user", "content": f"q{index}"}])
+            output = [MessageOutput(id=f"msg_{index}", content=[OutputTextPart(text="a")])]
+            response = ResponseObject(
+                id=f"resp_{index}", created_at=created, model="m", status="completed", output=output
+            )
+            await store.save_turn(record_turn(req, response, Scope(conversation="s:x")))
+        await store.create_conversation("conv_old", "", b"{}", [("msg_c", b"{}")])
+        await store.create_conversation("conv_new", "", b"{}", [])
+        connection = await connect(postgres_url)
+        try:
+            await connection.execute(
+                "UPDATE conversations SET updated_at = $1 WHERE id = 'conv_old'", now - 40 * 86400
+            )
+            assert await store.prune(max_age_days=30, max_size_mb=1) == 1
+            assert await store.get_response("resp_0") is None
+            assert await store.get_response("resp_1") is not None
+            assert await store.get_conversation("conv_old", "") is None
+            assert await store.get_conversation("conv_new", "") is not None
+            left = await connection.fetchval(
+                "SELECT count(*) FROM input_items WHERE response_id = 'resp_0'"
+            )
+            assert left == 0
+        finally:
+            await connection.close()
+    finally:
+        await store.close()
