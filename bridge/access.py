@@ -17,6 +17,7 @@ from bridge.app_keys import CLIENT, CLIENT_KEYS, CONFIG, REQUEST_LOG
 from bridge.errors import ApiError
 from bridge.request_log import RequestLog
 from bridge.scope import ANONYMOUS, client_identity
+from bridge.store.files import StoreError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bridge.access")
@@ -146,6 +147,12 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         # hang up right after the final event; only an unfinished response is a 499.
         status = 101 if entry.upgraded else 200 if entry.outcome else CLIENT_CLOSED
         raise
+    except StoreError as exc:
+        # The database is unreachable (a PostgreSQL restart) or unusable: say so, briefly.
+        log.warning("%s %s: %s", request.method, printable(request.path), exc)
+        error = ApiError.server(f"The bridge's database is unavailable: {exc}", status=503)
+        status = error.status
+        return error_response(error)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:

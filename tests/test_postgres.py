@@ -372,6 +372,9 @@ async def test_a_database_restart_is_survived(
         ready = await bridge.get("/readyz")
         assert ready.status == 503
         assert "unreachable" in (await ready.json())["database"]
+        unavailable = await bridge.get("/v1/responses/resp_anything")
+        assert unavailable.status == 503
+        assert "database is unavailable" in (await unavailable.json())["error"]["message"]
         await asyncio.sleep(2.5)  # the answer ends meanwhile; its write waits
         await asyncio.to_thread(cluster.restart)
         body = await response.read()
@@ -415,7 +418,7 @@ async def test_retention_on_postgresql(postgres_url: str, monkeypatch: Any) -> N
             await connection.execute(
                 "UPDATE conversations SET updated_at = $1 WHERE id = 'conv_old'", now - 40 * 86400
             )
-            assert await store.prune(max_age_days=30, max_size_mb=1) == 1
+            assert await store.prune(max_age_days=30, max_size_mb=1024) == 1
             assert await store.get_response("resp_0") is None
             assert await store.get_response("resp_1") is not None
             assert await store.get_conversation("conv_old", "") is None
@@ -426,5 +429,34 @@ async def test_retention_on_postgresql(postgres_url: str, monkeypatch: Any) -> N
             assert left == 0
         finally:
             await connection.close()
+    finally:
+        await store.close()
+
+
+async def test_max_size_mb_deletes_the_oldest_on_postgresql(postgres_url: str) -> None:
+    from bridge.records import record_turn
+    from bridge.scope import Scope
+    from bridge.store.postgres_store import PostgresStore
+    from bridge.wire.events import ResponseObject
+    from bridge.wire.responses import ResponsesRequest
+
+    config = parse_config(f'[store]\nurl = "{postgres_url}"\npassword_env = "{PASSWORD_ENV}"\n')
+    store = await PostgresStore.open(config, {PASSWORD_ENV: PASSWORD})
+    now = int(time.time())
+    try:
+        for index in range(5):  # about 300 KB each
+            req = ResponsesRequest(
+                model="m", input=[{"role": "user", "content": f"{index} " + "x" * 300_000}]
+            )
+            response = ResponseObject(
+                id=f"resp_{index}", created_at=now + index, model="m", status="completed"
+            )
+            await store.save_turn(record_turn(req, response, Scope()))
+        # 0.7 MB holds two of them, not three.
+        assert await store.prune(max_age_days=30, max_size_mb=0.7) == 3
+        kept = [i for i in range(5) if await store.get_response(f"resp_{i}") is not None]
+        assert kept == [3, 4]
+        assert await store.prune(max_age_days=30, max_size_mb=0.0001) == 1
+        assert await store.get_response("resp_4") is not None  # the newest always stays
     finally:
         await store.close()

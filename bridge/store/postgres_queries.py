@@ -735,6 +735,39 @@ async def old_responses(db: Connection, cutoff: int) -> list[str]:
     return [row["id"] for row in rows]
 
 
+# The bytes of everything stored: what [store] max_size_mb bounds on PostgreSQL (the
+# server's own files keep freed space for reuse, so their size is not a measure).
+_CONTENT_BYTES = (
+    "SELECT coalesce((SELECT sum(coalesce(octet_length(request), 0) "
+    "+ coalesce(octet_length(response), 0)) FROM responses), 0)"
+    " + coalesce((SELECT sum(octet_length(body)) FROM input_items), 0)"
+    " + coalesce((SELECT sum(octet_length(body)) FROM blobs), 0)"
+    " + coalesce((SELECT sum(octet_length(text)) FROM reasoning), 0)"
+    " + coalesce((SELECT sum(octet_length(frames)) FROM response_events), 0)"
+    " + coalesce((SELECT sum(octet_length(body)) FROM conversation_items), 0)"
+)
+# The oldest responses (never the newest) whose own content adds up to $1 bytes.
+_OLDEST_UP_TO = (
+    "WITH newest AS (SELECT id FROM responses WHERE NOT deleted "
+    " ORDER BY created_at DESC, id DESC LIMIT 1),"
+    " sized AS (SELECT r.id, r.created_at, coalesce(octet_length(r.request), 0)"
+    " + coalesce(octet_length(r.response), 0)"
+    " + coalesce((SELECT sum(octet_length(i.body)) FROM input_items i"
+    " WHERE i.response_id = r.id), 0) AS size"
+    " FROM responses r WHERE NOT r.deleted AND r.id NOT IN (SELECT id FROM newest)),"
+    " running AS (SELECT id, size, sum(size) OVER (ORDER BY created_at, id) AS upto FROM sized)"
+    " SELECT id FROM running WHERE upto - size < $1 ORDER BY upto"
+)
+
+
+async def over_size(db: Connection, limit: int) -> list[str]:
+    """The oldest responses to delete so that the stored content fits in `limit` bytes."""
+    total = int(await db.fetchval(_CONTENT_BYTES))
+    if total <= limit:
+        return []
+    return [row["id"] for row in await db.fetch(_OLDEST_UP_TO, total - limit)]
+
+
 async def free_tombstones(db: Connection) -> list[str]:
     rows = await db.fetch(
         "SELECT id FROM responses t WHERE deleted AND NOT EXISTS "

@@ -203,8 +203,9 @@ class PostgresStore:
                     following = await self._write(q.remove_tombstone, following)
 
     async def prune(self, *, max_age_days: float, max_size_mb: float) -> int:
-        """What is older than max_age_days (responses, reasoning, idle conversations).
-        max_size_mb is the SQLite file's bound: PostgreSQL's size is its operator's."""
+        """What is older than max_age_days (responses, reasoning, idle conversations), then
+        the oldest responses until the stored content fits in max_size_mb (the newest
+        always stays)."""
         cutoff = int(time.time() - max_age_days * 86400)
         deleted = 0
         for _ in range(10_000):
@@ -218,6 +219,10 @@ class PostgresStore:
         for _ in range(10_000):
             if await self._write(q.delete_idle_conversations, cutoff) < q.BATCH:
                 break
+        for response_id in await self._read(q.over_size, int(max_size_mb * 1024 * 1024)):
+            if await self._write(q.mark_deleted, response_id, client=None, stored_only=False):
+                deleted += 1
+        await self._collect_tombstones()
         await self._write(q.delete_orphans, cutoff)
         return deleted
 
@@ -229,10 +234,13 @@ class PostgresStore:
     async def claim_run(self, response_id: str) -> None:
         """This process runs `response_id` (held until release_run or the process ends)."""
         async with self._runs_lock:
-            connection = await self._runs_connection()
-            await connection.execute(
-                "SELECT pg_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
-            )
+            try:
+                connection = await self._runs_connection()
+                await connection.execute(
+                    "SELECT pg_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
+                )
+            except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
     async def release_run(self, response_id: str) -> None:
         async with self._runs_lock:
