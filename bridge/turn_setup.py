@@ -29,7 +29,7 @@ from bridge.conversation import (
 )
 from bridge.engine import Recorder, Shorten, Turn
 from bridge.errors import ApiError
-from bridge.records import conversation_items
+from bridge.records import conversation_items, item_id_of
 from bridge.store import StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.ids import new_id
@@ -390,6 +390,13 @@ async def setup_turn(
     history = None
     if conversation_id is not None:
         history = await conversation_history(store, conversation_id, caller)
+        # One id per item, the same in the response's input_items and in the conversation.
+        items = [
+            {**item, "id": item_id_of(item)}
+            if isinstance(item, dict) and not item.get("id")
+            else item
+            for item in items
+        ]
     planned = await plan_turn(
         store,
         req,

@@ -123,9 +123,10 @@ async def test_a_response_in_a_conversation_remembers_the_earlier_turns(
         "reasoning",
         "message",
     ]
-    # The response's own input items are the turn's input only.
+    # The response's own input items are the turn's input only, under the same ids.
     own = await sdk.responses.input_items.list(second.id)
     assert [i.content[0].text for i in own.data] == ["What is my name?"]  # type: ignore[union-attr]
+    assert own.data[0].id == items[3].id
 
 
 async def test_reasoning_is_restored_inside_a_conversation(
