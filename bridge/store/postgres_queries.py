@@ -28,6 +28,7 @@ from bridge.store.reads import (
     ReasoningQuery,
     ResponseRow,
     decode_chain,
+    pick_reasoning,
     render_item,
     with_tools,
 )
@@ -474,17 +475,7 @@ async def find_reasoning(
             by_turn = await _keys(db, owner, conversation, KEY_TURN, fingerprints)
             by_call = await _keys(db, owner, conversation, KEY_CALL, call_ids) if call_ids else {}
             ladder.append((by_turn, by_call))
-    results: list[Reasoning | None] = []
-    for query in queries:
-        found = by_context.get(query.context_key) if query.context_key else None
-        for by_turn, by_call in ladder:
-            if found is not None:
-                break
-            found = by_turn.get(query.fingerprint) or next(
-                (by_call[c] for c in query.call_ids if c in by_call), None
-            )
-        results.append(found)
-    return results
+    return pick_reasoning(queries, by_context, ladder)
 
 
 async def list_responses(

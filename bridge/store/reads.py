@@ -439,6 +439,17 @@ def find_reasoning(
             by_turn = _keys(db, owner, conversation, KEY_TURN, fingerprints)
             by_call = _keys(db, owner, conversation, KEY_CALL, call_ids) if call_ids else {}
             ladder.append((by_turn, by_call))
+    return pick_reasoning(queries, by_context, ladder)
+
+
+Found = dict[str, Reasoning]
+
+
+def pick_reasoning(
+    queries: Sequence[ReasoningQuery], by_context: Found, ladder: list[tuple[Found, Found]]
+) -> list[Reasoning | None]:
+    """Each query's reasoning from what the keys found: its context key first, then, rung
+    by rung (the client's own rows, then legacy ones), its fingerprint or a call id."""
     results: list[Reasoning | None] = []
     for query in queries:
         found = by_context.get(query.context_key) if query.context_key else None
