@@ -16,6 +16,7 @@ from bridge.app import create_app
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
 from tests.processes import REPO
+from tests.test_websocket import turn, user
 
 PROVIDER_KEY = "sk-provider-secret-0123456789"
 
@@ -160,3 +161,18 @@ async def test_the_trace_command_prints_the_turns(
 
     code, _, err = await run_trace("--config", str(config_file), "--url", "http://127.0.0.1:9")
     assert code == 8 and "cannot reach the bridge" in err
+
+
+async def test_turns_over_a_websocket_are_kept_too(
+    aiohttp_client: Any, fake_upstream: FakeUpstream
+) -> None:
+    bridge = await traced_bridge(aiohttp_client, fake_upstream)
+    fake_upstream.script(thinking_text_reply(["Socket thoughts."], ["over the socket"]))
+    async with bridge.ws_connect("/v1/responses") as ws:
+        events = await turn(ws, input=[user("hello socket")])
+    response_id = events[-1]["response"]["id"]
+    turn_kept = await (await bridge.get(f"/debug/turns/{response_id}")).json()
+    assert turn_kept["transport"] == "websocket"
+    assert json.loads(turn_kept["client_request"])["type"] == "response.create"
+    assert '"reasoning_content":"Socket thoughts."' in turn_kept["upstream_stream"]
+    assert "over the socket" in turn_kept["events"]
