@@ -360,6 +360,7 @@ async def test_a_database_restart_is_survived(
             store=f'url = "{url}"\npassword_env = "{PASSWORD_ENV}"\nwrite_timeout = 30.0',
         )
         bridge = await aiohttp_client(create_app(config))
+        other = await aiohttp_client(create_app(config))  # a second bridge on the database
         assert (await bridge.get("/readyz")).status == 200
         slow = thinking_text_reply(["Hmm."], [f"w{n} " for n in range(40)])
         slow.frame_delay = 0.05
@@ -386,6 +387,17 @@ async def test_a_database_restart_is_survived(
         assert (await bridge.get("/readyz")).status == 200
         after = await bridge.post("/v1/responses", json={"model": MODEL, "input": "again"})
         assert after.status == 200
+        # Run locks and cancels work again across bridges.
+        long = thinking_text_reply(["Long."], [f"w{n} " for n in range(2000)])
+        long.frame_delay = 0.05
+        fake_upstream.script(long)
+        created = await bridge.post(
+            "/v1/responses", json={"model": MODEL, "input": "long", "background": True}
+        )
+        response_id = (await created.json())["id"]
+        await asyncio.sleep(0.3)
+        cancelled = await other.post(f"/v1/responses/{response_id}/cancel")
+        assert (await cancelled.json())["status"] == "cancelled"
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)

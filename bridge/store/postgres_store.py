@@ -39,6 +39,7 @@ T = TypeVar("T")
 POOL_SIZE = 10
 PROBE_SECONDS = 1.0
 RETRY_SECONDS = 0.25
+SESSION_RETRY = 1.0
 # The advisory lock space of running background responses (the migration lock is another).
 RUN_LOCKS = 0x7262
 CANCEL_CHANNEL = "responses_bridge_cancel"
@@ -73,9 +74,12 @@ class PostgresStore:
         self.corruption: str | None = None
         self.last_write_error: str | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # The session connection: this bridge's run locks, and the cancels it hears.
         self._runs: asyncpg.Connection | None = None
         self._runs_lock = asyncio.Lock()
-        self._listener: asyncpg.Connection | None = None
+        self._claimed: set[str] = set()
+        self._keeper: asyncio.Task[None] | None = None
+        self._closing = False
         # Called with a response id another bridge asked to cancel (set by the app).
         self.on_cancel: Callable[[str], None] | None = None
         self._connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None
@@ -116,12 +120,15 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
+        self._closing = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        for connection in (self._listener, self._runs):
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+        if self._runs is not None:
+            with contextlib.suppress(Exception):
+                await self._runs.close()
         await self._pool.close()
 
     # -- running statements -------------------------------------------------------
@@ -235,15 +242,17 @@ class PostgresStore:
         """This process runs `response_id` (held until release_run or the process ends)."""
         async with self._runs_lock:
             try:
-                connection = await self._runs_connection()
+                connection = await self._session_connection()
                 await connection.execute(
                     "SELECT pg_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
                 )
             except (*_TRANSIENT, asyncpg.PostgresError) as exc:
                 raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            self._claimed.add(response_id)
 
     async def release_run(self, response_id: str) -> None:
         async with self._runs_lock:
+            self._claimed.discard(response_id)
             if self._runs is None or self._runs.is_closed():
                 return
             with contextlib.suppress(*_TRANSIENT, asyncpg.PostgresError):
@@ -251,11 +260,55 @@ class PostgresStore:
                     "SELECT pg_advisory_unlock($1, hashtext($2))", RUN_LOCKS, response_id
                 )
 
-    async def _runs_connection(self) -> asyncpg.Connection:
-        if self._runs is None or self._runs.is_closed():
-            assert self._connect is not None
-            self._runs = await self._connect()
-        return self._runs
+    async def _session_connection(self) -> asyncpg.Connection:
+        """The connection that holds this bridge's run locks and hears cancels (opened
+        again, its locks taken again, after the database went away); under _runs_lock."""
+        if self._runs is not None and not self._runs.is_closed():
+            return self._runs
+        assert self._connect is not None
+        connection = await self._connect()
+        try:
+            for response_id in self._claimed:
+                await connection.execute(
+                    "SELECT pg_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
+                )
+            await connection.add_listener(CANCEL_CHANNEL, self._cancel_received)
+        except BaseException:
+            await connection.close()
+            raise
+        connection.add_termination_listener(self._session_lost)
+        self._runs = connection
+        return connection
+
+    def _cancel_received(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        if self.on_cancel is not None:
+            self.on_cancel(str(payload))
+
+    def _session_lost(self, connection: Any) -> None:
+        if not self._closing:
+            self._keeper = asyncio.create_task(self._keep_session())
+
+    async def _keep_session(self) -> None:
+        """Reopen the session connection until the database answers again."""
+        for _ in range(100_000):
+            if self._closing:
+                return
+            try:
+                async with self._runs_lock:
+                    await self._session_connection()
+                log.info("%s: the bridge's session is back (run locks, cancels)", self.path)
+                return
+            except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+                log.debug("%s: session not back yet: %s", self.path, exc)
+            await asyncio.sleep(SESSION_RETRY)
+
+    async def listen_for_cancels(self) -> None:
+        """Cancels other bridges send for the runs of this one."""
+        async with self._runs_lock:
+            await self._session_connection()
+
+    async def ask_to_cancel(self, response_id: str) -> None:
+        await self._read(_notify, response_id)
 
     async def fail_interrupted(self, message: str) -> list[str]:
         """Running responses no bridge holds (their process died): marked failed."""
@@ -273,20 +326,6 @@ class PostgresStore:
         if orphaned:
             await self._write(q.fail_responses, orphaned, message)
         return orphaned
-
-    async def listen_for_cancels(self) -> None:
-        """Cancels other bridges send for the runs of this one."""
-        assert self._connect is not None
-        self._listener = await self._connect()
-
-        def received(connection: Any, pid: int, channel: str, payload: object) -> None:
-            if self.on_cancel is not None:
-                self.on_cancel(str(payload))
-
-        await self._listener.add_listener(CANCEL_CHANNEL, received)
-
-    async def ask_to_cancel(self, response_id: str) -> None:
-        await self._read(_notify, response_id)
 
     # -- reads --------------------------------------------------------------------
 
