@@ -182,7 +182,9 @@ def bridge_config(directory: Path, upstream: str) -> Path:
     return config
 
 
-def write_results(levels: list[Level], persistence: dict[str, float], tokens: int) -> None:
+def write_results(
+    levels: list[Level], persistence: dict[str, dict[str, float]], tokens: int
+) -> None:
     cpu = platform.processor() or platform.machine()
     lines = [
         "# Benchmark results",
@@ -212,7 +214,8 @@ def write_results(levels: list[Level], persistence: dict[str, float], tokens: in
             f"| {lv.errors} |"
         )
     lines += ["", "## Persistence (bench/store_bench.py, in-process)", ""]
-    lines += [f"- {name}: {value:.3f}" for name, value in persistence.items()]
+    for store, measures in persistence.items():  # one section per backend measured
+        lines += [f"- {store}: {name}: {value:.3f}" for name, value in measures.items()]
     lines += ["", "![throughput against concurrency](throughput.svg)", ""]
     (BENCH / "RESULTS.md").write_text("\n".join(lines))
 

@@ -11,17 +11,23 @@ import asyncio
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.config import Config, store_path
 from bridge.migrate import MigrationError
 from bridge.store import Store, postgres
-from bridge.store.postgres_store import PostgresStore
+
+if TYPE_CHECKING:
+    from bridge.store.postgres_store import PostgresStore
+
+    # Either store: they offer the same operations.
+    StoreBackend = Store | PostgresStore
+else:
+    # PostgreSQL's modules (and asyncpg) load only for a config that uses it.
+    StoreBackend = Store
 
 EXIT_OK = 0
 EXIT_STORE = 4
-
-# Either store: they offer the same operations.
-StoreBackend = Store | PostgresStore
 
 
 def uses_postgres(config: Config) -> bool:
@@ -44,6 +50,8 @@ async def open_store(
 ) -> StoreBackend:
     """The configured store, migrated; `path` overrides the SQLite file (tests)."""
     if config.store.url is not None:
+        from bridge.store.postgres_store import PostgresStore
+
         return await PostgresStore.open(config, environ, write_timeout=config.store.write_timeout)
     return await Store.open(
         path or store_path(config, environ),

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from bridge.config import Config, ConfigError
 from bridge.migrate import Migration, MigrationError, load_migrations, migrations_source
+
+if TYPE_CHECKING:
+    # Imported when PostgreSQL is used: the SQLite bridge does not carry it in memory.
+    import asyncpg
 
 # pg_advisory_xact_lock key of the schema migrations (any constant shared by all bridges).
 MIGRATION_LOCK = 0x7262_6D67
@@ -63,6 +66,8 @@ def postgres_migrations() -> list[Migration]:
 
 async def connect(config: Config, environ: Mapping[str, str]) -> asyncpg.Connection:
     """One connection to `[store] url`."""
+    import asyncpg
+
     url = config.store.url
     assert url is not None
     secret = password(config, environ)
@@ -90,6 +95,8 @@ def _newer(current: int, latest: int) -> MigrationError:
 
 async def migrate(connection: asyncpg.Connection, migrations: list[Migration] | None = None) -> int:
     """Apply what is missing, under the migration lock, in one transaction; the version."""
+    import asyncpg
+
     known = migrations if migrations is not None else postgres_migrations()
     latest = known[-1].version
     async with connection.transaction():
