@@ -21,14 +21,24 @@ import aiohttp
 import asyncpg
 import pytest
 
+from bridge import codex_config
 from bridge.app import create_app
-from bridge.config import ConfigError, parse_config
+from bridge.config import ConfigError, load_config, parse_config
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD, Cluster
 from tests.processes import REPO, BridgeProcess, free_port
+from tests.test_codex import (
+    PARALLEL_REASONING,
+    PATCH_REASONING,
+    codex_binary,
+    last_user_text,
+    replayed_assistant,
+    tool_loop,
+    websocket_home,
+)
 
 PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
 
@@ -472,3 +482,45 @@ async def test_max_size_mb_deletes_the_oldest_on_postgresql(postgres_url: str) -
         assert await store.get_response("resp_4") is not None  # the newest always stays
     finally:
         await store.close()
+
+
+async def test_codex_moves_to_another_bridge_with_exact_reasoning(
+    tmp_path: Path, postgres_url: str, fake_upstream: FakeUpstream
+) -> None:
+    """The real Codex over WebSockets: a tool loop on one bridge, then `resume --last` on
+    another bridge of the same database. The new bridge's socket has nothing of the
+    conversation: Codex sends it whole, and its tool-call turns reach the strict upstream
+    with their exact reasoning, from the shared index."""
+    codex = codex_binary()
+    if codex is None:
+        if os.environ.get("REQUIRE_CODEX") == "1":
+            pytest.fail("the Codex CLI from npm is needed")
+        pytest.skip("the Codex CLI is not installed (npm install @openai/codex@0.169.0)")
+    first, second = await two_bridges(tmp_path, postgres_url, fake_upstream)
+    config_file = tmp_path / "shared.toml"
+    catalog = tmp_path / "catalog.json"
+    assert (
+        codex_config.run(load_config(config_file), model=None, catalog_path=catalog, codex=codex)
+        == 0
+    )
+    try:
+        home = websocket_home(codex, tmp_path, first, config_file, catalog)
+        fake_upstream.responder = tool_loop
+        made = await home.run("-m", MODEL, "make three files")
+        assert made.returncode == 0, made.output
+        assert "Made three files." in made.stdout
+        # The first bridge goes away; Codex's provider now names the other one.
+        await first.stop()
+        (tmp_path / "again").mkdir()
+        moved = websocket_home(codex, tmp_path / "again", second, config_file, catalog)
+        (home.home / "config.toml").write_text((moved.home / "config.toml").read_text())
+        resumed = await home.run("resume", "--last", "what did you make")
+        assert resumed.returncode == 0, resumed.output
+        assert "I made one.txt, two.txt and third.txt." in resumed.stdout
+        last = fake_upstream.requests[-1]
+        assert "what did you make" in last_user_text(last)
+        assert replayed_assistant(last, "call_p1")["reasoning_content"] == PARALLEL_REASONING
+        assert replayed_assistant(last, "call_ap")["reasoning_content"] == PATCH_REASONING
+    finally:
+        await first.stop()
+        await second.stop()
