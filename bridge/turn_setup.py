@@ -314,12 +314,23 @@ def _appending(
     return record_and_append
 
 
-def _shortener(body: dict[str, Any], log_label: str) -> Shorten:
+_MESSAGES = msgspec.json.Decoder(list[ChatMessage])
+
+
+def _shortener(
+    body: dict[str, Any], log_label: str, context_start: int = 0, earlier: Sequence[bytes] = ()
+) -> Shorten:
     """`truncation: "auto"`: the body without its oldest turns, sized by the provider's
-    refusal."""
+    refusal. `earlier`: the encoded messages a WebSocket kept of the conversation, which go
+    between the instructions and the body's own messages; the shorter body carries them
+    all itself."""
 
     async def shorten(error: ApiError) -> UpstreamBody | None:
-        messages: list[ChatMessage] = body["messages"]
+        own: list[ChatMessage] = body["messages"]
+        messages = own
+        if earlier:
+            kept_before = _MESSAGES.decode(b"[" + b",".join(earlier) + b"]")
+            messages = [*own[:context_start], *kept_before, *own[context_start:]]
         kept = truncate(messages, kept_share(error.message))
         if kept is None:
             return None
@@ -434,8 +445,12 @@ async def setup_turn(
     if conversation_id is not None:
         record = _appending(record, store, conversation_id, caller, items, translator.response)
     shorten = None
-    if req.truncation == "auto" and prefix is None and generate:
-        shorten = _shortener(plan.body, log_label)
+    if req.truncation == "auto" and generate:
+        earlier: Sequence[bytes] = ()
+        if prefix is not None:
+            replaced = plan.builder is not None and plan.builder.replaces_last
+            earlier = prefix.pieces[:-1] if replaced else prefix.pieces
+        shorten = _shortener(plan.body, log_label, plan.context_start, earlier)
     turn = Turn(
         upstream=upstreams[model.provider],
         body=body,

@@ -22,6 +22,7 @@ from bridge.app import create_app
 from bridge.config import Config
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
+from tests.test_surface import OVERFLOW
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 TERMINAL = {"response.completed", "response.incomplete", "response.failed", "error"}
@@ -643,3 +644,40 @@ async def test_a_peer_that_answers_no_ping_is_dropped(
                 break
     assert WSMsgType.PING in kinds
     assert kinds[-1] in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+
+
+async def test_truncation_auto_shortens_a_conversation_kept_on_the_socket(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    """A continued turn names the socket's conversation; on the provider's length refusal
+    the whole of it (kept part included) loses its oldest turns, the instructions stay."""
+    fake_upstream.script(
+        thinking_text_reply(["First."], ["one"]),
+        thinking_text_reply(["Second."], ["two"]),
+        OVERFLOW,
+        thinking_text_reply(["Third."], ["three, shorter"]),
+    )
+    fields = {"instructions": "Be brief.", "store": False, "stream": True}
+    async with bridge.ws_connect("/v1/responses") as ws:
+        first = await turn(ws, input=[user("question one " + "x" * 400)], **fields)
+        second = await turn(
+            ws,
+            input=[user("question two " + "y" * 400)],
+            previous_response_id=first[-1]["response"]["id"],
+            **fields,
+        )
+        third = await turn(
+            ws,
+            input=[user("question three")],
+            previous_response_id=second[-1]["response"]["id"],
+            truncation="auto",
+            **fields,
+        )
+    assert third[-1]["type"] == "response.completed"
+    assert third[-1]["response"]["truncation"] == "auto"
+    refused, retried = fake_upstream.requests[2], fake_upstream.requests[3]
+    assert [m["content"] for m in refused["messages"]][-1] == "question three"
+    assert len(retried["messages"]) < len(refused["messages"])
+    assert retried["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert retried["messages"][-1]["content"] == "question three"
+    assert "question one" not in str(retried["messages"])
