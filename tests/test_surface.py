@@ -14,6 +14,9 @@ from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from tests.conftest import MODEL
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 
+# The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
+STORE_BACKENDS = ["sqlite", "postgres"]
+
 
 async def post(bridge: TestClient, **body: Any) -> tuple[int, dict[str, Any]]:
     response = await bridge.post("/v1/responses", json={"model": MODEL, "input": "x", **body})

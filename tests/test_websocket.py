@@ -24,6 +24,9 @@ from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 from tests.test_surface import OVERFLOW
 
+# The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
+STORE_BACKENDS = ["sqlite", "postgres"]
+
 ClientFactory = Callable[..., Awaitable[TestClient]]
 TERMINAL = {"response.completed", "response.incomplete", "response.failed", "error"}
 TIMEOUT = 10.0  # seconds for any one message
