@@ -120,8 +120,9 @@ class BackgroundRuns:
                     self._cancelling.discard(task)
 
     async def reap(self) -> list[str]:
-        """Running responses no bridge runs any more: marked failed now."""
-        return await self._store.fail_interrupted(INTERRUPTED)
+        """Running responses no bridge runs any more: marked failed now (never this
+        process's own runs)."""
+        return await self._store.fail_interrupted(INTERRUPTED, keep=set(self._runs))
 
     async def _recover(self) -> None:
         try:
@@ -162,16 +163,26 @@ class BackgroundRuns:
             )
         await self._recovered.wait()
         translator = prepared.turn.translator
+        response_id = translator.response.id
         translator.response.status = "queued"
-        if not await prepared.turn.record():
+        # Known here and claimed before its row exists: no reaper may take it for orphaned.
+        run = BackgroundRun(prepared, client)
+        self._runs[response_id] = run
+        try:
+            await self._store.claim_run(response_id)
+            stored = await prepared.turn.record()
+        except BaseException:
+            self._runs.pop(response_id, None)
+            await self._store.release_run(response_id)
+            raise
+        if not stored:
+            self._runs.pop(response_id, None)
+            await self._store.release_run(response_id)
             raise ApiError.server(
                 "the background response could not be stored (see the bridge's log); "
                 "background responses need the store",
                 status=503,
             )
-        await self._store.claim_run(translator.response.id)
-        run = BackgroundRun(prepared, client)
-        self._runs[translator.response.id] = run
         run.task = asyncio.create_task(self._run(run), name=f"background {translator.response.id}")
         return run
 

@@ -236,3 +236,33 @@ async def test_openai_node_polls_resumes_and_cancels(
     assert [r["mode"] for r in results] == ["poll", "resume", "cancel"], err.decode()[-2000:]
     assert all(r["ok"] for r in results), results
     assert results[1]["first"] == 5, "the helper resumed after the fifth event"
+
+
+async def test_an_orphan_is_reaped_and_the_runs_of_this_bridge_are_not(
+    bridge_server: TestServer, sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
+    """A response stored as running that no bridge runs (its process died) is marked failed
+    when read; a run of this bridge stays as it is meanwhile."""
+    from bridge.app_keys import STORE
+    from bridge.records import record_turn
+    from bridge.scope import Scope
+    from bridge.wire.events import ResponseObject
+    from bridge.wire.responses import ResponsesRequest
+
+    store = bridge_server.app[STORE]
+    orphan = ResponseObject(
+        id="resp_" + "0d" * 16, created_at=1, model=MODEL, status="queued", background=True
+    )
+    request = ResponsesRequest(model=MODEL, input="left behind", background=True)
+    await store.save_turn(record_turn(request, orphan, Scope()))
+    fake_upstream.script(slow_reply(words=200))
+    running = await sdk.responses.create(model=MODEL, input="mine", background=True)
+    await wait_for_status(sdk, running.id, {"in_progress"})
+
+    reaped = await sdk.responses.retrieve(orphan.id)
+    assert reaped.status == "failed"
+    assert reaped.error is not None and "stopped while" in reaped.error.message
+    # The row of this bridge's own run was not touched.
+    stored = json.loads(await store.get_response(running.id) or b"{}")
+    assert stored["status"] == "queued"
+    await sdk.responses.cancel(running.id)

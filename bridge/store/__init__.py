@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -426,12 +426,13 @@ class Store:
     async def ask_to_cancel(self, response_id: str) -> None:
         """Ask the bridge running `response_id` to cancel it: none other on SQLite."""
 
-    async def fail_interrupted(self, message: str) -> list[str]:
-        """Mark failed the background responses a stopped process left running (a read
-        first: most starts find none and write nothing)."""
-        if not await self._read(reads.running):
+    async def fail_interrupted(self, message: str, keep: Collection[str] = ()) -> list[str]:
+        """Mark failed the background responses left running but those in `keep` (this
+        process's own runs): one process uses a SQLite file, so the rest were left by a
+        process that stopped. A read first: most calls find none and write nothing."""
+        if not set(await self._read(reads.running)) - set(keep):
             return []
-        return await self._write(_in_transaction(writes.fail_interrupted), message)
+        return await self._write(_in_transaction(writes.fail_interrupted), message, frozenset(keep))
 
     # -- conversations (the Conversations API) ------------------------------------------
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -310,11 +310,14 @@ class PostgresStore:
     async def ask_to_cancel(self, response_id: str) -> None:
         await self._read(_notify, response_id)
 
-    async def fail_interrupted(self, message: str) -> list[str]:
-        """Running responses no bridge holds (their process died): marked failed."""
+    async def fail_interrupted(self, message: str, keep: Collection[str] = ()) -> list[str]:
+        """Running responses no bridge holds (their process died), but those in `keep`
+        (this bridge's own): marked failed."""
         orphaned = []
         async with self._pool.acquire() as connection:
             for response_id, _ in await q.running(connection):
+                if response_id in keep:
+                    continue
                 free = await connection.fetchval(
                     "SELECT pg_try_advisory_lock($1, hashtext($2))", RUN_LOCKS, response_id
                 )

@@ -138,13 +138,19 @@ def save_events(db: sqlite3.Connection, response_id: str, frames: bytes) -> None
     )
 
 
-def fail_interrupted(db: sqlite3.Connection, message: str) -> list[str]:
-    """Background responses left queued or in progress by a process that stopped: marked
-    failed with `message`. Their ids."""
-    found = db.execute(
-        "SELECT id, response FROM responses "
-        "WHERE status IN ('queued', 'in_progress') AND NOT deleted"
-    ).fetchall()
+def fail_interrupted(
+    db: sqlite3.Connection, message: str, keep: frozenset[str] = frozenset()
+) -> list[str]:
+    """Background responses left queued or in progress by a process that stopped (all but
+    those in `keep`): marked failed with `message`. Their ids."""
+    found = [
+        row
+        for row in db.execute(
+            "SELECT id, response FROM responses "
+            "WHERE status IN ('queued', 'in_progress') AND NOT deleted"
+        ).fetchall()
+        if row[0] not in keep
+    ]
     for response_id, body in found:
         response = None
         if body is not None:
