@@ -278,8 +278,14 @@ async def test_background_responses_are_cancelled_and_reaped_across_bridges(
             orphan = await post(session, first, input="long again", background=True)
             await asyncio.sleep(0.5)
             await first.kill()
-            async with session.get(f"{second.url}/v1/responses/{orphan['id']}") as got:
-                body = await got.json()
+            # PostgreSQL releases the dead bridge's locks once it notices its connection
+            # closed (a moment after kill -9); each read checks again.
+            for _ in range(100):
+                async with session.get(f"{second.url}/v1/responses/{orphan['id']}") as got:
+                    body = await got.json()
+                if body["status"] != "queued":
+                    break
+                await asyncio.sleep(0.1)
             assert body["status"] == "failed"
             assert "stopped while this background response was running" in body["error"]["message"]
     finally:
