@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, TurnRecord, item_id_of
+from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, TurnRecord
 from bridge.scope import LEGACY_CLIENT
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
 from bridge.store.reads import (
@@ -32,7 +32,7 @@ from bridge.store.reads import (
     render_item,
     with_tools,
 )
-from bridge.store.writes import DELETE_CHUNK
+from bridge.store.writes import DELETE_CHUNK, base_to_check, key_rows, turn_rows
 from bridge.translate.reasoning import Reasoning
 
 # A connection of its own or one lent by the pool.
@@ -52,37 +52,25 @@ def _visible(client: str | None, first: int) -> tuple[str, list[Any]]:
 
 
 async def insert_turn(db: Connection, record: TurnRecord, base: tuple[str, int] | None) -> None:
+    """What bridge.store.writes.insert_turn writes, with the same rows (turn_rows)."""
+    base_count = None
+    checked = base_to_check(record, base)
+    if checked is not None:
+        base_count = await db.fetchval("SELECT input_count FROM responses WHERE id = $1", checked)
+    rows = turn_rows(record, base, base_count)
     content = record.content
-    input_base: str | None = None
-    offset = count = 0
-    input_hash: bytes | None = None
-    if content is not None:
-        count = len(content.items)
-        input_hash = content.item_digests[-1] if count else None
-        if base is not None and base[0] != record.id:
-            found = await db.fetchval("SELECT input_count FROM responses WHERE id = $1", base[0])
-            if found is not None and found == base[1] <= count:
-                input_base, offset = base
-        if content.tools is not None:
-            await db.execute(
-                "INSERT INTO blobs (hash, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                content.tools_hash,
-                content.tools,
-            )
-        await db.executemany(
-            "INSERT INTO input_items (response_id, position, item_id, body) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (response_id, position) "
-            "DO UPDATE SET item_id = excluded.item_id, body = excluded.body",
-            [
-                (
-                    record.id,
-                    position,
-                    item_id_of(content.items[position]),
-                    content.item_json(position),
-                )
-                for position in range(offset, count)
-            ],
+    if content is not None and content.tools is not None:
+        await db.execute(
+            "INSERT INTO blobs (hash, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            content.tools_hash,
+            content.tools,
         )
+    await db.executemany(
+        "INSERT INTO input_items (response_id, position, item_id, body) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (response_id, position) "
+        "DO UPDATE SET item_id = excluded.item_id, body = excluded.body",
+        rows.items,
+    )
     await db.execute(
         "INSERT INTO responses (id, created_at, model, status, previous_response_id, stored, "
         "deleted, client, scope, session_id, thread_id, input_tokens, output_tokens, "
@@ -98,32 +86,14 @@ async def insert_turn(db: Connection, record: TurnRecord, base: tuple[str, int] 
         "input_count = excluded.input_count, input_hash = excluded.input_hash, "
         "request = excluded.request, response = excluded.response, "
         "tools_hash = excluded.tools_hash",
-        record.id,
-        record.created_at,
-        record.model,
-        record.status,
-        record.previous_response_id,
-        content is not None,
-        record.client,
-        record.scope,
-        record.session_id,
-        record.thread_id,
-        record.input_tokens,
-        record.output_tokens,
-        input_base,
-        offset,
-        count,
-        input_hash,
-        content.request if content else None,
-        content.response if content else None,
-        content.tools_hash if content else None,
+        *rows.response,
     )
     if content is not None:
         await db.execute("DELETE FROM output_items WHERE response_id = $1", record.id)
         await db.executemany(
             "INSERT INTO output_items (item_id, response_id, position) VALUES ($1, $2, $3) "
             "ON CONFLICT (item_id, response_id) DO UPDATE SET position = excluded.position",
-            [(item_id, record.id, position) for position, item_id in enumerate(record.output_ids)],
+            rows.outputs,
         )
     reasoning = record.reasoning
     if reasoning is not None:
@@ -139,10 +109,7 @@ async def insert_turn(db: Connection, record: TurnRecord, base: tuple[str, int] 
             "INSERT INTO reasoning_keys (client, scope, kind, value, reasoning_id) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client, scope, kind, value) "
             "DO UPDATE SET reasoning_id = excluded.reasoning_id",
-            [
-                (record.client, scope, kind, value, reasoning_id)
-                for scope, kind, value in reasoning.keys
-            ],
+            key_rows(record, reasoning_id),
         )
 
 

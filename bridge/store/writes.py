@@ -10,6 +10,7 @@ they share, until none is left that needs them.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,70 +22,114 @@ from bridge.store.database import one
 DELETE_CHUNK = 500
 
 
-def insert_turn(db: sqlite3.Connection, record: TurnRecord, base: tuple[str, int] | None) -> None:
-    """The response row, its new input items, its tools and its reasoning with keys."""
+@dataclass(slots=True)
+class TurnRows:
+    """What one turn writes, as statement parameters: the same for SQLite and PostgreSQL
+    (bridge.store.postgres_queries), only the statements differ."""
+
+    # The responses row: id, created_at, model, status, previous_response_id, stored,
+    # client, scope, session_id, thread_id, input_tokens, output_tokens, input_base,
+    # input_offset, input_count, input_hash, request, response, tools_hash.
+    response: tuple[Any, ...]
+    # (response_id, position, item_id, body) of the input items not in the base.
+    items: list[tuple[str, int, str, bytes]]
+    # (item_id, response_id, position) of the output items.
+    outputs: list[tuple[str, str, int]]
+
+
+def base_to_check(record: TurnRecord, base: tuple[str, int] | None) -> str | None:
+    """The response whose input count must be read before the turn is written: the base
+    the caller found, when there is content to share with it."""
+    if record.content is None or base is None or base[0] == record.id:
+        return None
+    return base[0]
+
+
+def turn_rows(record: TurnRecord, base: tuple[str, int] | None, base_count: int | None) -> TurnRows:
+    """The rows of a turn. `base_count` is the input count the base has now: the base may
+    have gone (or changed) since it was found, and then every item is written."""
     content = record.content
     input_base: str | None = None
     offset = count = 0
     input_hash: bytes | None = None
+    items: list[tuple[str, int, str, bytes]] = []
+    outputs: list[tuple[str, str, int]] = []
     if content is not None:
         count = len(content.items)
         input_hash = content.item_digests[-1] if count else None
-        if base is not None and base[0] != record.id:
-            # The base may have gone since it was found; then every item is written.
-            row = one(db, "SELECT input_count FROM responses WHERE id = ?", (base[0],))
-            if row is not None and row[0] == base[1] <= count:
-                input_base, offset = base
-        if content.tools is not None:
-            db.execute(
-                "INSERT OR IGNORE INTO blobs (hash, body) VALUES (?, ?)",
-                (content.tools_hash, content.tools),
-            )
-        db.executemany(
-            "INSERT OR REPLACE INTO input_items (response_id, position, item_id, body) "
-            "VALUES (?, ?, ?, ?)",
-            [
-                (
-                    record.id,
-                    position,
-                    item_id_of(content.items[position]),
-                    content.item_json(position),
-                )
-                for position in range(offset, count)
-            ],
+        if base is not None and base_count is not None and base_count == base[1] <= count:
+            input_base, offset = base
+        items = [
+            (record.id, position, item_id_of(content.items[position]), content.item_json(position))
+            for position in range(offset, count)
+        ]
+        outputs = [
+            (item_id, record.id, position) for position, item_id in enumerate(record.output_ids)
+        ]
+    response = (
+        record.id,
+        record.created_at,
+        record.model,
+        record.status,
+        record.previous_response_id,
+        content is not None,
+        record.client,
+        record.scope,
+        record.session_id,
+        record.thread_id,
+        record.input_tokens,
+        record.output_tokens,
+        input_base,
+        offset,
+        count,
+        input_hash,
+        content.request if content else None,
+        content.response if content else None,
+        content.tools_hash if content else None,
+    )
+    return TurnRows(response, items, outputs)
+
+
+def key_rows(record: TurnRecord, reasoning_id: int) -> list[tuple[str, str, str, str, int]]:
+    """(client, scope, kind, value, reasoning_id) of each key of the turn's reasoning."""
+    assert record.reasoning is not None
+    return [
+        (record.client, scope, kind, value, reasoning_id)
+        for scope, kind, value in record.reasoning.keys
+    ]
+
+
+def insert_turn(db: sqlite3.Connection, record: TurnRecord, base: tuple[str, int] | None) -> None:
+    """The response row, its new input items, its tools and its reasoning with keys."""
+    base_count = None
+    checked = base_to_check(record, base)
+    if checked is not None:
+        row = one(db, "SELECT input_count FROM responses WHERE id = ?", (checked,))
+        base_count = None if row is None else int(row[0])
+    rows = turn_rows(record, base, base_count)
+    content = record.content
+    if content is not None and content.tools is not None:
+        db.execute(
+            "INSERT OR IGNORE INTO blobs (hash, body) VALUES (?, ?)",
+            (content.tools_hash, content.tools),
         )
+    db.executemany(
+        "INSERT OR REPLACE INTO input_items (response_id, position, item_id, body) "
+        "VALUES (?, ?, ?, ?)",
+        rows.items,
+    )
     db.execute(
         "INSERT OR REPLACE INTO responses (id, created_at, model, status, previous_response_id, "
         "stored, deleted, client, scope, session_id, thread_id, input_tokens, output_tokens, "
         "input_base, input_offset, input_count, input_hash, request, response, tools_hash) "
         "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            record.id,
-            record.created_at,
-            record.model,
-            record.status,
-            record.previous_response_id,
-            int(content is not None),
-            record.client,
-            record.scope,
-            record.session_id,
-            record.thread_id,
-            record.input_tokens,
-            record.output_tokens,
-            input_base,
-            offset,
-            count,
-            input_hash,
-            content.request if content else None,
-            content.response if content else None,
-            content.tools_hash if content else None,
-        ),
+        rows.response,
     )
     if content is not None:
         db.execute("DELETE FROM output_items WHERE response_id = ?", (record.id,))
         db.executemany(
             "INSERT OR REPLACE INTO output_items (item_id, response_id, position) VALUES (?, ?, ?)",
-            [(item_id, record.id, position) for position, item_id in enumerate(record.output_ids)],
+            rows.outputs,
         )
     reasoning = record.reasoning
     if reasoning is not None:
@@ -92,14 +137,11 @@ def insert_turn(db: sqlite3.Connection, record: TurnRecord, base: tuple[str, int
             "INSERT INTO reasoning (response_id, created_at, text, details) VALUES (?, ?, ?, ?)",
             (record.id, record.created_at, reasoning.text, reasoning.details),
         )
-        reasoning_id = cursor.lastrowid
+        assert cursor.lastrowid is not None
         db.executemany(
             "INSERT OR REPLACE INTO reasoning_keys (client, scope, kind, value, reasoning_id) "
             "VALUES (?, ?, ?, ?, ?)",
-            [
-                (record.client, scope, kind, value, reasoning_id)
-                for scope, kind, value in reasoning.keys
-            ],
+            key_rows(record, cursor.lastrowid),
         )
 
 
