@@ -22,13 +22,14 @@ from bridge.store.reads import (
     BASE_WINDOW,
     MAX_DEPTH,
     Chain,
-    ChainNotFound,
     ItemNotFound,
     ItemsPage,
     ReasoningQuery,
     ResponseRow,
-    decode_chain,
+    chain_of,
+    page_bounds,
     pick_reasoning,
+    position_in_input,
     render_item,
     with_tools,
 )
@@ -321,32 +322,20 @@ async def input_page(
     if count is None:
         return None
     lineage = await _lineage(db, response_id)
-    if after is None:
-        start = count - 1 if descending else 0
-    else:
-        holders = {holder: (first, stop) for holder, first, stop in lineage}
+    position = None
+    if after is not None:
         rows = await db.fetch(
             "SELECT response_id, position FROM input_items "
             "WHERE item_id = $1 AND response_id = ANY($2::text[])",
             after,
-            list(holders),
+            [holder for holder, _, _ in lineage],
         )
-        positions = [
-            int(r["position"])
-            for r in rows
-            if holders[r["response_id"]][0] <= r["position"] < holders[r["response_id"]][1]
-        ]
-        if not positions:
+        found = [(r["response_id"], int(r["position"])) for r in rows]
+        position = position_in_input(lineage, found, descending)
+        if position is None:
             raise ItemNotFound(after)
-        position = max(positions) if descending else min(positions)
-        start = position - 1 if descending else position + 1
-    if descending:
-        low, high = max(0, start - limit + 1), start + 1
-        has_more = low > 0
-    else:
-        low, high = start, min(count, start + limit)
-        has_more = high < count
-    page = await _items_between(db, lineage, low, max(low, high))
+    low, high, has_more = page_bounds(count, position, limit, descending)
+    page = await _items_between(db, lineage, low, high)
     if descending:
         page.reverse()
     return ItemsPage([render_item(item_id, body) for _, item_id, body in page], has_more)
@@ -377,18 +366,7 @@ async def chain(db: Connection, response_id: str, client: str | None) -> Chain:
         response_id,
         *params,
     )
-    rows = [tuple(row) for row in found]
-    links = sorted((row for row in rows if row[0] == 0), key=lambda row: row[1])
-    if not links:
-        raise ChainNotFound(response_id, response_id)
-    for link in links:
-        if not link[2]:
-            raise ChainNotFound(response_id, link[3])
-    if links[-1][4] is not None:
-        raise ChainNotFound(response_id, links[-1][4])
-    links.reverse()
-    inputs = [row for row in rows if row[0] == 1]
-    return decode_chain(links, inputs)
+    return chain_of(response_id, [tuple(row) for row in found])
 
 
 async def find_base(

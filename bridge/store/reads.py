@@ -273,31 +273,54 @@ def input_page(
         return None
     count = int(row[0])
     lineage = _lineage(db, response_id)
-    if after is None:
-        start = count - 1 if descending else 0
-    else:
-        position = _position_of(db, lineage, after, descending)
-        if position is None:
-            raise ItemNotFound(after)
-        start = position - 1 if descending else position + 1
-    if descending:
-        low, high = max(0, start - limit + 1), start + 1
-        has_more = low > 0
-    else:
-        low, high = start, min(count, start + limit)
-        has_more = high < count
-    page = _items_between(db, lineage, low, max(low, high))
+    position = None if after is None else _position_of(db, lineage, after, descending)
+    if after is not None and position is None:
+        raise ItemNotFound(after)
+    low, high, has_more = page_bounds(count, position, limit, descending)
+    page = _items_between(db, lineage, low, high)
     if descending:
         page.reverse()
     return ItemsPage([render_item(item_id, body) for _, item_id, body in page], has_more)
+
+
+def page_bounds(
+    count: int, after: int | None, limit: int, descending: bool
+) -> tuple[int, int, bool]:
+    """The positions low <= p < high of a page of `count` input items following the one
+    at `after` (None: from the first, or the last when descending), and whether more
+    follow."""
+    if after is None:
+        start = count - 1 if descending else 0
+    else:
+        start = after - 1 if descending else after + 1
+    if descending:
+        low, high = max(0, start - limit + 1), start + 1
+        return low, max(low, high), low > 0
+    low, high = start, min(count, start + limit)
+    return low, max(low, high), high < count
+
+
+def position_in_input(
+    lineage: list[tuple[str, int, int]], found: Sequence[tuple[str, int]], descending: bool
+) -> int | None:
+    """Where an item is in the input, from the (holder, position) rows that hold its id:
+    only the rows in each holder's own range count; its first place in the listing's order."""
+    holders = {holder: (first, stop) for holder, first, stop in lineage}
+    positions = [
+        int(position)
+        for holder, position in found
+        if holders[holder][0] <= position < holders[holder][1]
+    ]
+    if not positions:
+        return None
+    return max(positions) if descending else min(positions)
 
 
 def _position_of(
     db: sqlite3.Connection, lineage: list[tuple[str, int, int]], item_id: str, descending: bool
 ) -> int | None:
     """Where `item_id` is in the input: its first place in the listing's order."""
-    holders = {holder: (first, stop) for holder, first, stop in lineage}
-    positions = []
+    found: list[tuple[str, int]] = []
     for start in range(0, len(lineage), BATCH):
         batch = [holder for holder, _, _ in lineage[start : start + BATCH]]
         marks = ",".join("?" * len(batch))
@@ -307,13 +330,8 @@ def _position_of(
             f"WHERE item_id = ? AND response_id IN ({marks})",
             [item_id, *batch],
         )
-        for holder, position in selected:
-            first, stop = holders[holder]
-            if first <= position < stop:
-                positions.append(int(position))
-    if not positions:
-        return None
-    return max(positions) if descending else min(positions)
+        found.extend((holder, int(position)) for holder, position in selected)
+    return position_in_input(lineage, found, descending)
 
 
 def chain(db: sqlite3.Connection, response_id: str, client: str | None) -> Chain:
@@ -346,7 +364,13 @@ def chain(db: sqlite3.Connection, response_id: str, client: str | None) -> Chain
         " FROM holders h JOIN input_items i ON i.response_id = h.id",
         [*params, response_id],
     )
-    # (kind 0, depth, retrievable, id, previous, response, scope), head first
+    return chain_of(response_id, found)
+
+
+def chain_of(response_id: str, found: Sequence[Sequence[Any]]) -> Chain:
+    """The chain from the rows of the chain query (either store's): its links
+    (kind 0, depth, retrievable, id, previous, response, scope) and its input items
+    (kind 1, depth, position, -, -, body, -); ChainNotFound for a missing link."""
     links = sorted((row for row in found if row[0] == 0), key=lambda row: row[1])
     if not links:
         raise ChainNotFound(response_id, response_id)
