@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bridge.app_keys import CLIENT, STORE
 from bridge.errors import ApiError
-from bridge.handlers import int_param, json_response
+from bridge.handlers import json_response, list_params, list_response
 from bridge.records import item_id_of, normalize_input_item
 from bridge.store import ItemNotFound
 from bridge.store.conversations import ConversationRow, Item
@@ -121,16 +121,7 @@ def _item(item: Any, param: str) -> Item:
 
 
 def _list(items: list[bytes], has_more: bool) -> web.Response:
-    decoded = [orjson.loads(item) for item in items]
-    return json_response(
-        {
-            "object": "list",
-            "data": decoded,
-            "first_id": decoded[0]["id"] if decoded else None,
-            "last_id": decoded[-1]["id"] if decoded else None,
-            "has_more": has_more,
-        }
-    )
+    return list_response([orjson.loads(item) for item in items], has_more)
 
 
 def _conversation_id(request: web.Request) -> str:
@@ -179,18 +170,10 @@ async def delete_conversation(request: web.Request) -> web.Response:
 async def list_items(request: web.Request) -> web.Response:
     """GET /v1/conversations/{id}/items: limit (1-100), order (desc by default), after."""
     conversation_id = _conversation_id(request)
-    query = request.query
-    limit = int_param(query.get("limit", "20"), "limit", 1, 100)
-    order = query.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError.invalid("order must be 'asc' or 'desc'", "order")
+    limit, descending, after = list_params(request)
     try:
         page = await request.app[STORE].conversation_page(
-            conversation_id,
-            request[CLIENT],
-            limit=limit,
-            descending=order == "desc",
-            after=query.get("after"),
+            conversation_id, request[CLIENT], limit=limit, descending=descending, after=after
         )
     except ItemNotFound as exc:
         raise ApiError.invalid(f"No item with id '{exc}' in this conversation", "after") from None

@@ -87,18 +87,10 @@ async def delete_response(request: web.Request) -> web.Response:
 async def list_input_items(request: web.Request) -> web.Response:
     """GET /v1/responses/{id}/input_items: OpenAI's list shape with limit, order, after."""
     response_id = response_id_of(request)
-    query = request.query
-    limit = int_param(query.get("limit", "20"), "limit", 1, 100)
-    order = query.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
+    limit, descending, after = list_params(request)
     try:
         page = await request.app[STORE].input_items(
-            response_id,
-            request[CLIENT],
-            limit=limit,
-            descending=order == "desc",
-            after=query.get("after"),
+            response_id, request[CLIENT], limit=limit, descending=descending, after=after
         )
     except ItemNotFound as exc:
         raise ApiError(
@@ -106,14 +98,29 @@ async def list_input_items(request: web.Request) -> web.Response:
         ) from None
     if page is None:
         raise response_not_found(response_id)
-    data = page.items
+    return list_response(page.items, page.has_more)
+
+
+def list_params(request: web.Request) -> tuple[int, bool, str | None]:
+    """A list's query: limit (1-100, default 20), whether descending (order, desc by
+    default), and the item id to start after."""
+    query = request.query
+    limit = int_param(query.get("limit", "20"), "limit", 1, 100)
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
+    return limit, order == "desc", query.get("after")
+
+
+def list_response(data: list[Any], has_more: bool) -> web.Response:
+    """OpenAI's list shape."""
     return json_response(
         {
             "object": "list",
             "data": data,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
+            "has_more": has_more,
         }
     )
 
