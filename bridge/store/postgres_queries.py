@@ -20,20 +20,21 @@ from bridge.scope import LEGACY_CLIENT
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
 from bridge.store.reads import (
     BASE_WINDOW,
-    MAX_DEPTH,
     Chain,
     ItemNotFound,
     ItemsPage,
     ReasoningQuery,
     ResponseRow,
     chain_of,
+    chain_query,
+    lineage_query,
     page_bounds,
     pick_reasoning,
     position_in_input,
     render_item,
     with_tools,
 )
-from bridge.store.writes import DELETE_CHUNK, base_to_check, key_rows, turn_rows
+from bridge.store.writes import DELETE_CHUNK, base_to_check, failed_body, key_rows, turn_rows
 from bridge.translate.reasoning import Reasoning
 
 # A connection of its own or one lent by the pool.
@@ -176,19 +177,10 @@ async def fail_responses(db: Connection, response_ids: Sequence[str], message: s
     """Mark these responses failed with `message` (background runs whose process is gone)."""
     for response_id in response_ids:
         body = await db.fetchval("SELECT response FROM responses WHERE id = $1", response_id)
-        if body is not None:
-            try:
-                response = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                response = None
-            if isinstance(response, dict):
-                response["status"] = "failed"
-                response["error"] = {"code": "server_error", "message": message}
-                body = orjson.dumps(response)
         await db.execute(
             "UPDATE responses SET status = 'failed', response = $1 "
             "WHERE id = $2 AND status IN ('queued', 'in_progress')",
-            body,
+            failed_body(None if body is None else bytes(body), message),
             response_id,
         )
 
@@ -273,13 +265,7 @@ async def find_items(
 
 async def _lineage(db: Connection, response_id: str) -> list[tuple[str, int, int]]:
     rows = await db.fetch(
-        "WITH RECURSIVE lineage(id, base, first, stop, depth) AS ("
-        " SELECT id, input_base, input_offset, input_count, 0 FROM responses WHERE id = $1"
-        " UNION ALL"
-        " SELECT r.id, r.input_base, r.input_offset, r.input_count, l.depth + 1"
-        " FROM responses r JOIN lineage l ON r.id = l.base"
-        f" WHERE l.depth < {MAX_DEPTH}"
-        ") SELECT id, first, stop FROM lineage",
+        lineage_query("$1"),
         response_id,
     )
     return [(row["id"], int(row["first"]), int(row["stop"])) for row in rows]
@@ -344,25 +330,7 @@ async def input_page(
 async def chain(db: Connection, response_id: str, client: str | None) -> Chain:
     where, params = _visible(client, 2)
     found = await db.fetch(
-        "WITH RECURSIVE chain(id, previous, depth, ok) AS ("
-        f" SELECT id, previous_response_id, 0, stored AND NOT deleted{where}"
-        " FROM responses WHERE id = $1"
-        " UNION ALL"
-        " SELECT r.id, r.previous_response_id, c.depth + 1, r.stored AND NOT r.deleted"
-        " FROM responses r JOIN chain c ON r.id = c.previous"
-        f" WHERE c.ok AND c.depth < {MAX_DEPTH}"
-        "), holders(depth, id, base, hops) AS ("
-        " SELECT c.depth, r.id, r.input_base, 0 FROM chain c JOIN responses r ON r.id = c.id"
-        " WHERE c.ok"
-        " UNION ALL"
-        " SELECT h.depth, r.id, r.input_base, h.hops + 1"
-        " FROM holders h JOIN responses r ON r.id = h.base"
-        f" WHERE h.hops < {MAX_DEPTH}"
-        ") SELECT 0 AS kind, c.depth, c.ok::int AS position, c.id, c.previous, r.response, "
-        " r.scope FROM chain c JOIN responses r ON r.id = c.id"
-        " UNION ALL"
-        " SELECT 1, h.depth, i.position, NULL, NULL, i.body, NULL"
-        " FROM holders h JOIN input_items i ON i.response_id = h.id",
+        chain_query("$1", where),
         response_id,
         *params,
     )

@@ -213,17 +213,52 @@ def running(db: sqlite3.Connection) -> list[str]:
     ]
 
 
-def _lineage(db: sqlite3.Connection, response_id: str) -> list[tuple[str, int, int]]:
-    """The responses holding this response's input: (id, first position, end), any order."""
-    selected = rows(
-        db,
+def lineage_query(id_mark: str) -> str:
+    """The responses holding a response's input, with each one's range (either store;
+    `id_mark` is the dialect's placeholder of the response id)."""
+    return (
         "WITH RECURSIVE lineage(id, base, first, stop, depth) AS ("
-        " SELECT id, input_base, input_offset, input_count, 0 FROM responses WHERE id = ?"
+        f" SELECT id, input_base, input_offset, input_count, 0 FROM responses WHERE id = {id_mark}"
         " UNION ALL"
         " SELECT r.id, r.input_base, r.input_offset, r.input_count, l.depth + 1"
         " FROM responses r JOIN lineage l ON r.id = l.base"
         f" WHERE l.depth < {MAX_DEPTH}"
-        ") SELECT id, first, stop FROM lineage",
+        ") SELECT id, first, stop FROM lineage"
+    )
+
+
+def chain_query(id_mark: str, where: str) -> str:
+    """The chain of a response in one query (either store): its links and each link's
+    input items, the rows chain_of reads. `where` limits the head to a client's rows."""
+    return (
+        "WITH RECURSIVE chain(id, previous, depth, ok) AS ("
+        f" SELECT id, previous_response_id, 0, stored AND NOT deleted{where}"
+        f" FROM responses WHERE id = {id_mark}"
+        " UNION ALL"
+        " SELECT r.id, r.previous_response_id, c.depth + 1, r.stored AND NOT r.deleted"
+        " FROM responses r JOIN chain c ON r.id = c.previous"
+        f" WHERE c.ok AND c.depth < {MAX_DEPTH}"
+        # Each link's input: its own items and those of the responses it extends.
+        "), holders(depth, id, base, hops) AS ("
+        " SELECT c.depth, r.id, r.input_base, 0 FROM chain c JOIN responses r ON r.id = c.id"
+        " WHERE c.ok"
+        " UNION ALL"
+        " SELECT h.depth, r.id, r.input_base, h.hops + 1"
+        " FROM holders h JOIN responses r ON r.id = h.base"
+        f" WHERE h.hops < {MAX_DEPTH}"
+        ") SELECT 0, c.depth, CASE WHEN c.ok THEN 1 ELSE 0 END, c.id, c.previous, r.response,"
+        " r.scope FROM chain c JOIN responses r ON r.id = c.id"
+        " UNION ALL"
+        " SELECT 1, h.depth, i.position, NULL, NULL, i.body, NULL"
+        " FROM holders h JOIN input_items i ON i.response_id = h.id"
+    )
+
+
+def _lineage(db: sqlite3.Connection, response_id: str) -> list[tuple[str, int, int]]:
+    """The responses holding this response's input: (id, first position, end), any order."""
+    selected = rows(
+        db,
+        lineage_query("?"),
         (response_id,),
     )
     return [(row[0], int(row[1]), int(row[2])) for row in selected]
@@ -342,26 +377,7 @@ def chain(db: sqlite3.Connection, response_id: str, client: str | None) -> Chain
     where, params = _visible(client)
     found = rows(
         db,
-        "WITH RECURSIVE chain(id, previous, depth, ok) AS ("
-        f" SELECT id, previous_response_id, 0, stored AND NOT deleted{where}"
-        " FROM responses WHERE id = ?"
-        " UNION ALL"
-        " SELECT r.id, r.previous_response_id, c.depth + 1, r.stored AND NOT r.deleted"
-        " FROM responses r JOIN chain c ON r.id = c.previous"
-        f" WHERE c.ok AND c.depth < {MAX_DEPTH}"
-        # Each link's input: its own items and those of the responses it extends.
-        "), holders(depth, id, base, hops) AS ("
-        " SELECT c.depth, r.id, r.input_base, 0 FROM chain c JOIN responses r ON r.id = c.id"
-        " WHERE c.ok"
-        " UNION ALL"
-        " SELECT h.depth, r.id, r.input_base, h.hops + 1"
-        " FROM holders h JOIN responses r ON r.id = h.base"
-        f" WHERE h.hops < {MAX_DEPTH}"
-        ") SELECT 0, c.depth, c.ok, c.id, c.previous, r.response, r.scope"
-        " FROM chain c JOIN responses r ON r.id = c.id"
-        " UNION ALL"
-        " SELECT 1, h.depth, i.position, NULL, NULL, i.body, NULL"
-        " FROM holders h JOIN input_items i ON i.response_id = h.id",
+        chain_query("?", where),
         [*params, response_id],
     )
     return chain_of(response_id, found)

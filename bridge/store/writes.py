@@ -180,6 +180,22 @@ def save_events(db: sqlite3.Connection, response_id: str, frames: bytes) -> None
     )
 
 
+def failed_body(body: bytes | None, message: str) -> bytes | None:
+    """A stored response object marked failed with `message` (as it was when it is not
+    one this release can read)."""
+    if body is None:
+        return None
+    try:
+        response = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(response, dict):
+        return body
+    response["status"] = "failed"
+    response["error"] = {"code": "server_error", "message": message}
+    return orjson.dumps(response)
+
+
 def fail_interrupted(
     db: sqlite3.Connection, message: str, keep: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -194,19 +210,9 @@ def fail_interrupted(
         if row[0] not in keep
     ]
     for response_id, body in found:
-        response = None
-        if body is not None:
-            try:
-                response = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                response = None
-        if isinstance(response, dict):
-            response["status"] = "failed"
-            response["error"] = {"code": "server_error", "message": message}
-            body = orjson.dumps(response)
         db.execute(
             "UPDATE responses SET status = 'failed', response = ? WHERE id = ?",
-            (body, response_id),
+            (failed_body(body, message), response_id),
         )
     return [response_id for response_id, _ in found]
 
