@@ -71,7 +71,6 @@ class PostgresStore:
         self.schema_version = version
         self._write_timeout = write_timeout
         self.replays = ReplayCache()
-        self.corruption: str | None = None
         self.last_write_error: str | None = None
         self._pending: set[asyncio.Task[None]] = set()
         # The session connection: this bridge's run locks, and the cancels it hears.
@@ -171,9 +170,6 @@ class PostgresStore:
         except (*_TRANSIENT, asyncpg.PostgresError) as exc:
             return f"{self.path} is unreachable: {exc}"
         return self.last_write_error
-
-    async def check_integrity(self) -> None:
-        """PostgreSQL checks its own pages; nothing to do here."""
 
     # -- turns --------------------------------------------------------------------
 
