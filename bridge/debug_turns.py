@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,6 +25,9 @@ from bridge.config import is_loopback
 from bridge.errors import ApiError, redact
 from bridge.handlers import json_response
 from bridge.wire.events import ResponseEvent
+
+if TYPE_CHECKING:
+    from bridge.turn_setup import PreparedTurn
 
 CUT = b"\n[... cut: [debug] max_part_bytes reached]"
 
@@ -148,6 +151,19 @@ class TurnRing:
 
 
 DEBUG_TURNS = web.AppKey("debug_turns", TurnRing)
+
+
+def begin_trace(request: web.Request, prepared: PreparedTurn, transport: str, body: bytes) -> None:
+    """Keep the prepared turn in the ring from here on (when tracing is on); `body` is
+    the client's request as it came."""
+    prepared.turn.trace = request.app[DEBUG_TURNS].begin(
+        response_id=prepared.turn.translator.response.id,
+        client=request[CLIENT],
+        model=prepared.request.model,
+        provider=prepared.model.provider,
+        transport=transport,
+        request=body,
+    )
 
 
 def _allowed(request: web.Request) -> str | None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from bridge.access import bearer_token
 from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.background_http import DONE, SSE_HEADERS, stream_frames
-from bridge.debug_turns import DEBUG_TURNS
+from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, EventSink, run_turn
 from bridge.errors import ApiError
 from bridge.handlers import json_response
@@ -73,14 +73,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     )
     entry.model, entry.provider = req.model, prepared.model.provider
     entry.response_id = prepared.turn.translator.response.id
-    prepared.turn.trace = app[DEBUG_TURNS].begin(
-        response_id=entry.response_id,
-        client=request[CLIENT],
-        model=req.model,
-        provider=prepared.model.provider,
-        transport="http",
-        request=body,
-    )
+    begin_trace(request, prepared, "http", body)
     if req.background:
         run = await app[BACKGROUND].start(prepared, request[CLIENT])
         entry.outcome = "background"

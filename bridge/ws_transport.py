@@ -28,7 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from bridge.access import bearer_token
 from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.conversation import Prefix
-from bridge.debug_turns import DEBUG_TURNS
+from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
 from bridge.errors import ApiError
 from bridge.scope import client_identity
@@ -310,14 +310,7 @@ class _Socket:
                 )
             )
             return
-        prepared.turn.trace = app[DEBUG_TURNS].begin(
-            response_id=prepared.turn.translator.response.id,
-            client=request[CLIENT],
-            model=req.model,
-            provider=prepared.model.provider,
-            transport="websocket",
-            request=data,
-        )
+        begin_trace(request, prepared, "websocket", data)
         try:
             await run_turn(prepared.turn, self._sink, app[TURNS])
         except ClientGone as gone:
