@@ -76,7 +76,17 @@ _CONTEXT_MARKERS = re.compile(
     r"prompt is too long|exceeds the (?:model's )?(?:maximum|max)",
     re.IGNORECASE,
 )
-_QUOTA_MARKERS = re.compile(r"insufficient[ _](?:quota|balance)|quota exceeded", re.IGNORECASE)
+# Money, not rate: the account has no balance or credit left. A per-minute or per-day quota
+# ("Quota exceeded for quota metric ... per minute", Gemini's "You exceeded your current
+# quota") is a rate limit, which passes; Codex takes insufficient_quota as fatal.
+_BILLING_MARKERS = re.compile(
+    r"insufficient[ _](?:quota|balance|funds|credits?)|credit balance|out of credits|"
+    r"payment required|billing hard limit",
+    re.IGNORECASE,
+)
+# A wait named in the message when there is no Retry-After header ("Please retry in 52.4s",
+# "try again in 20s", "in 500ms"): Gemini and OpenAI word it so.
+_RETRY_IN = re.compile(r"(?:retry|try again) in (\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?)\b", re.I)
 
 
 def upstream_error(
@@ -101,16 +111,20 @@ def upstream_error(
             f"{text} (the input exceeds the model's maximum context length)",
             code="context_length_exceeded",
         )
-    if status == 402 or code_text == "insufficient_quota" or _QUOTA_MARKERS.search(message):
+    if status == 402 or code_text == "insufficient_quota" or _BILLING_MARKERS.search(message):
         return ApiError(402, text, type="insufficient_quota", code="insufficient_quota")
-    if status == 429 or code_text in ("rate_limit_exceeded", "429"):
-        wait = retry_after if retry_after is not None else 1.0
+    if status == 429 or code_text in ("rate_limit_exceeded", "429", "RESOURCE_EXHAUSTED"):
+        if retry_after is None:
+            retry_after = wait_named_in(message)
+        # Codex waits for the "try again in N seconds" of the text; the bridge's own retry
+        # without a named wait backs off with jitter (bridge.engine).
+        shown = retry_after if retry_after is not None else 1.0
         return ApiError(
             429,
-            f"{text}. Please try again in {max(1, round(wait))} seconds.",
+            f"{text}. Please try again in {max(1, math.ceil(shown))} seconds.",
             type="rate_limit_error",
             code="rate_limit_exceeded",
-            retry_after=wait,
+            retry_after=retry_after,
             retryable=status == 429,
         )
     if (status is not None and status >= 500) or code_text in (
@@ -145,6 +159,15 @@ def upstream_error(
     if status is not None and 400 <= status < 500:
         return ApiError(400, f"{text} (HTTP {status})", code=UPSTREAM_REFUSED)
     return ApiError(502, text, type="server_error", code="server_error")
+
+
+def wait_named_in(message: str) -> float | None:
+    """Seconds to wait that an error message names, or None."""
+    found = _RETRY_IN.search(message)
+    if found is None:
+        return None
+    seconds = float(found.group(1)) / (1000.0 if found.group(2).lower() == "ms" else 1.0)
+    return seconds if seconds <= MAX_RETRY_AFTER else None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

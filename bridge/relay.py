@@ -16,7 +16,7 @@ import aiohttp
 import msgspec
 
 from bridge.body import UpstreamBody
-from bridge.errors import ApiError
+from bridge.errors import UPSTREAM_REFUSED, ApiError
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import UpstreamClient, connection_error, read_bounded
@@ -46,6 +46,20 @@ def encode_frames(events: list[ResponseEvent]) -> bytes:
     return bytes(buffer)
 
 
+# A web page where the stream should be: a captive portal, a proxy's login page, or a
+# base_url that names a web site rather than the API.
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def not_an_event_stream(content_type: str, url: str) -> ApiError:
+    return ApiError.server(
+        f"the provider at {url} answered HTTP 200 with a web page ({content_type}) instead of "
+        "an event stream: a captive portal, a proxy asking to log in, or a base_url that "
+        "names a web site rather than the API (it should end before /chat/completions)",
+        code=UPSTREAM_REFUSED,
+    )
+
+
 def malformed(detail: str) -> ApiError:
     return ApiError.server(f"upstream sent a malformed stream chunk: {detail}")
 
@@ -64,6 +78,8 @@ async def pump(
         async with upstream.stream(body, authorization) as response:
             if response.content_type == "application/json":
                 return await _whole_answer(response, upstream, translator, send, tap)
+            if response.content_type in HTML_TYPES:
+                return not_an_event_stream(response.content_type, upstream.display_url)
             return await _stream(response, upstream, translator, send, tap)
     except ApiError as exc:
         return exc

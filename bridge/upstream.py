@@ -20,7 +20,7 @@ from aiohttp.payload import Payload
 from bridge.body import UpstreamBody
 from bridge.config import ProviderConfig, UpstreamConfig
 from bridge.errors import ApiError, clip, parse_retry_after, redact, redact_url, upstream_error
-from bridge.wire.chat import ERROR_DECODER
+from bridge.wire.chat import ERROR_DECODER, ERROR_LIST_DECODER, UpstreamErrorEnvelope
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,32 @@ def _text(body: bytes, charset: str | None) -> str:
     return body.decode("utf-8", "replace")
 
 
+def _envelope(body: bytes) -> UpstreamErrorEnvelope | None:
+    """The error envelope of a JSON body: `{"error": ...}`, or the first of a list of them
+    (Gemini's OpenAI-compatible endpoint answers `[{"error": {...}}]`)."""
+    try:
+        return ERROR_DECODER.decode(body)
+    except msgspec.ValidationError:
+        pass
+    try:
+        envelopes = ERROR_LIST_DECODER.decode(body)
+    except msgspec.ValidationError:
+        return None
+    return envelopes[0] if envelopes else None
+
+
 def error_message(body: bytes, charset: str | None = None) -> tuple[str, str | int | None]:
     """The message and code of an upstream error body, whatever its shape or charset."""
     try:
-        envelope = ERROR_DECODER.decode(body)
+        envelope = _envelope(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         text = _text(body, charset)
         try:
-            envelope = ERROR_DECODER.decode(text.encode("utf-8"))
+            envelope = _envelope(text.encode("utf-8"))
         except (msgspec.DecodeError, RecursionError):
             return text.strip(), None
+    if envelope is None:
+        return _text(body, charset).strip(), None
     error = envelope.error
     if isinstance(error, str):
         return error, None

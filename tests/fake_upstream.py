@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,8 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         # The bridge's address for each request: equal ports mean a pooled connection.
         self.peers: list[tuple[str, int]] = []
+        # When each request arrived (time.monotonic()).
+        self.arrivals: list[float] = []
         # Set when the bridge closed a stream before the fake finished writing it.
         self.stream_abandoned = asyncio.Event()
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -197,6 +200,7 @@ class FakeUpstream:
             self.headers.append(dict(request.headers))
             assert request.transport is not None
             self.peers.append(request.transport.get_extra_info("peername"))
+            self.arrivals.append(time.monotonic())
         problem = self._validate(body)
         if problem is not None:
             return web.json_response(

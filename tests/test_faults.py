@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import shutil
 import sqlite3
@@ -173,6 +174,36 @@ async def test_retry_honours_retry_after_up_to_the_cap(
     assert response.status == 429
     assert response.headers["Retry-After"] == "60"
     assert time.monotonic() - started < 1
+
+
+async def test_a_rate_limit_without_a_wait_is_retried_with_jittered_backoff(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    client = await client_with(fake_upstream, aiohttp_client, max_retries=3)
+    slow_down = Reply(status=429, error_body={"error": {"message": "slow down"}})
+    fake_upstream.script(slow_down, slow_down, slow_down, thinking_text_reply([], ["ok"]))
+    response = await client.post("/v1/responses", json={"model": MODEL, "input": "x"})
+    assert response.status == 200, await response.text()
+    assert len(fake_upstream.requests) == 4
+    # The waits between attempts grow and are not one fixed second each.
+    arrivals = fake_upstream.arrivals
+    waits = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert waits[0] < 0.8, waits
+    assert waits[2] > waits[0] * 2, waits
+
+
+async def test_a_web_page_instead_of_a_stream_is_named(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    client = await client_with(fake_upstream, aiohttp_client)
+    portal = b"<!doctype html><html><body>Log in to the hotel wifi</body></html>"
+    fake_upstream.script(Reply(raw_parts=[portal], content_type="text/html"))
+    response = await client.post("/v1/responses", json={"model": MODEL, "input": "x"})
+    assert response.status == 502, await response.text()
+    error = (await response.json())["error"]
+    assert "web page (text/html) instead of an event stream" in error["message"]
+    assert f"{fake_upstream.url}/v1/chat/completions" in error["message"]
+    assert "finish_reason" not in error["message"]
 
 
 async def test_no_retry_once_output_reached_the_client(

@@ -293,6 +293,56 @@ async def test_stream_endings(
             "maximum context length",
         ),
         (402, {"error": {"message": "Insufficient Balance"}}, {}, 402, "insufficient_quota", ""),
+        # A per-minute quota is a rate limit (Codex waits), not an empty account (fatal).
+        (
+            429,
+            {
+                "error": {
+                    "message": "Quota exceeded for quota metric 'Generate Content API requests "
+                    "per minute' and limit 'GenerateContent request limit per minute'",
+                    "status": "RESOURCE_EXHAUSTED",
+                }
+            },
+            {},
+            429,
+            "rate_limit_exceeded",
+            "try again in 1 seconds",
+        ),
+        # Gemini's OpenAI-compatible endpoint: a list of error envelopes, the wait in the text.
+        (
+            429,
+            [
+                {
+                    "error": {
+                        "code": 429,
+                        "message": "You exceeded your current quota, please check your plan "
+                        "and billing details.\n* Quota exceeded for metric: generate_content_"
+                        "free_tier_requests, limit: 20\nPlease retry in 28.926488533s.",
+                        "status": "RESOURCE_EXHAUSTED",
+                    }
+                }
+            ],
+            {},
+            429,
+            "rate_limit_exceeded",
+            "try again in 29 seconds",
+        ),
+        (
+            400,
+            [{"error": {"code": 400, "message": "Function call is missing a thought_signature"}}],
+            {},
+            400,
+            "invalid_prompt",
+            "upstream: Function call is missing a thought_signature (HTTP 400)",
+        ),
+        (
+            429,
+            {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}},
+            {},
+            402,
+            "insufficient_quota",
+            "current quota",
+        ),
         # Codex retries server_error (6 tries in about 7 s); server_is_overloaded it does not.
         (503, {"error": {"message": "busy"}}, {}, 503, "server_error", "busy (HTTP 503)"),
         (500, {"detail": "boom"}, {}, 502, "server_error", "boom"),
@@ -320,8 +370,10 @@ async def test_upstream_http_errors(
     assert error["code"] == want_code
     assert want_text in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
-    if status == 429:
-        assert response.headers["Retry-After"] == "7"
+    if "Retry-After" in headers:
+        assert response.headers["Retry-After"] == headers["Retry-After"]
+    elif "retry in 28.9" in json.dumps(body):
+        assert response.headers["Retry-After"] == "29"
     # The same failure while streaming: response.failed with the same code.
     fake_upstream.script(Reply(status=status, error_body=body, headers=headers))
     events = await read_events(await post(bridge, input="hi", stream=True))

@@ -200,6 +200,33 @@ def test_arguments_before_the_name_wait_for_the_announcement() -> None:
     ]
 
 
+def test_a_name_streamed_in_pieces_is_announced_whole() -> None:
+    tool_map = ToolMap()
+    tool_map.add(ToolRef("get_weather"))
+    events = run(
+        translator(tool_map),
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "get_"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"name": "weather"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}),
+            chunk({"tool_calls": [{"index": 1, "id": "d", "function": {"name": "get_"}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"name": "weather"}}]}),
+            chunk(finish_reason="tool_calls"),
+        ],
+    )
+    check_invariants(events)
+    added = [e["item"]["name"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == ["get_weather", "get_weather"]
+    done = [e["item"]["name"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == ["get_weather", "get_weather"]
+    output = events[-1]["response"]["output"]
+    assert [(o["call_id"], o["arguments"]) for o in output] == [
+        ("c", '{"city":"Oslo"}'),
+        ("d", "{}"),
+    ]
+
+
 def test_zero_argument_call_completes_with_empty_object() -> None:
     events = run(
         translator(),

@@ -23,8 +23,6 @@ from typing import Literal
 
 Segment = tuple[Literal["text", "reasoning"], str]
 
-_OPEN, _CLOSE = "<think>", "</think>"
-
 
 def _partial_suffix(text: str, tag: str) -> int:
     """Length of the longest end of `text` that is a beginning of `tag`."""
@@ -35,11 +33,13 @@ def _partial_suffix(text: str, tag: str) -> int:
 
 
 class ThinkTags:
-    """Splits <think>...</think> at the start of content off as reasoning."""
+    """Splits <think>...</think> (or another tag: Gemini's <thought>) at the start of
+    content off as reasoning."""
 
-    __slots__ = ("_buffer", "_state")
+    __slots__ = ("_buffer", "_close", "_open", "_state")
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "think") -> None:
+        self._open, self._close = f"<{tag}>", f"</{tag}>"
         self._buffer = ""
         # "start": nothing but whitespace yet; "thinking": inside the tags; "closed": just
         # after </think> (the newlines models put there are dropped); "text": plain content.
@@ -59,24 +59,24 @@ class ThinkTags:
         out: list[Segment] = []
         if self._state == "start":
             stripped = self._buffer.lstrip()
-            if not stripped or (_OPEN.startswith(stripped) and stripped != _OPEN):
-                return out  # could still become <think>
-            if not stripped.startswith(_OPEN):
+            if not stripped or (self._open.startswith(stripped) and stripped != self._open):
+                return out  # could still become the opening tag
+            if not stripped.startswith(self._open):
                 self._state = "text"
                 out.append(("text", self._buffer))
                 self._buffer = ""
                 return out
             self._state = "thinking"
-            self._buffer = stripped[len(_OPEN) :]
-        end = self._buffer.find(_CLOSE)
+            self._buffer = stripped[len(self._open) :]
+        end = self._buffer.find(self._close)
         if end >= 0:
-            reasoning, rest = self._buffer[:end], self._buffer[end + len(_CLOSE) :]
+            reasoning, rest = self._buffer[:end], self._buffer[end + len(self._close) :]
             self._buffer = ""
             self._state = "closed"
             if reasoning:
                 out.append(("reasoning", reasoning))
             return out + self._after_close(rest)
-        keep = _partial_suffix(self._buffer, _CLOSE)
+        keep = _partial_suffix(self._buffer, self._close)
         ready = self._buffer[: len(self._buffer) - keep]
         self._buffer = self._buffer[len(self._buffer) - keep :]
         if ready:
@@ -177,8 +177,8 @@ class ContentFilters:
 
     __slots__ = ("_dsml", "_think")
 
-    def __init__(self, think_tags: bool, dsml: bool) -> None:
-        self._think = ThinkTags() if think_tags else None
+    def __init__(self, think_tags: bool, dsml: bool, tag: str = "think") -> None:
+        self._think = ThinkTags(tag) if think_tags else None
         self._dsml = DsmlToolCalls() if dsml else None
 
     def feed(self, text: str) -> list[Segment]:

@@ -17,17 +17,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
 from bridge.config import QuirksConfig
 from bridge.errors import ApiError, upstream_error
+from bridge.translate.dialect import (
+    PLAIN,
+    DetailTexts,
+    Dialect,
+    signature_detail,
+    thought_signature,
+)
 from bridge.translate.ids import new_id as random_id
 from bridge.translate.quirks import ContentFilters
 from bridge.translate.reasoning import Details, encode_reasoning, merge_details
 from bridge.translate.tool_calls import ToolCalls
 from bridge.translate.tools import ToolMap
-from bridge.wire.chat import ChatChunk, ChatUsage
+from bridge.wire.chat import ChatChunk, ChatUsage, ToolCallDelta
 from bridge.wire.events import (
     ContentPartAdded,
     ContentPartDone,
@@ -68,25 +76,29 @@ from bridge.wire.events import (
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-def convert_usage(usage: ChatUsage | None) -> Usage:
+def convert_usage(usage: ChatUsage | None, dialect: Dialect = PLAIN) -> Usage:
     """Chat usage -> Responses usage, every field present."""
     if usage is None:
         return Usage()
     prompt = usage.prompt_tokens or 0
     completion = usage.completion_tokens or 0
-    details = usage.prompt_tokens_details
-    cached = details.cached_tokens if details and details.cached_tokens is not None else None
+    outside = 0
+    if dialect.reasoning_outside_completion and usage.total_tokens:
+        # The thinking is counted only in the total; Responses counts it in output_tokens.
+        outside = max(0, usage.total_tokens - prompt - completion)
+        completion += outside
+    prompt_details = usage.prompt_tokens_details
+    cached = prompt_details.cached_tokens if prompt_details else None
     if cached is None:
         # DeepSeek: prompt_cache_hit_tokens; Moonshot: a top-level cached_tokens.
         cached = usage.prompt_cache_hit_tokens or usage.cached_tokens or 0
-    reasoning = usage.completion_tokens_details
+    completion_details = usage.completion_tokens_details
+    reasoning = (completion_details.reasoning_tokens or 0) if completion_details else 0
     return Usage(
         input_tokens=prompt,
         input_tokens_details=InputTokensDetails(cached_tokens=cached),
         output_tokens=completion,
-        output_tokens_details=OutputTokensDetails(
-            reasoning_tokens=(reasoning.reasoning_tokens or 0) if reasoning else 0
-        ),
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning or outside),
         total_tokens=usage.total_tokens or prompt + completion,
     )
 
@@ -114,11 +126,13 @@ class StreamTranslator:
         reasoning_summary: bool = False,
         quirks: QuirksConfig | None = None,
         reasoning_events: str = "openai",
+        dialect: Dialect = PLAIN,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[str], str] = random_id,
     ) -> None:
         self.response = response
         self.quirks = quirks or QuirksConfig()
+        self._dialect = dialect
         self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
         # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
@@ -144,10 +158,16 @@ class StreamTranslator:
         filter held back, a call whose name never came) may leak into the next. Only
         before any output item exists (retries happen only then)."""
         assert not self.response.output, "an attempt with output cannot be restarted"
-        filters = self.quirks.think_tags or self.quirks.dsml_tool_calls
+        quirks = self.quirks
         self._content = (
-            ContentFilters(self.quirks.think_tags, self.quirks.dsml_tool_calls) if filters else None
+            ContentFilters(quirks.think_tags, quirks.dsml_tool_calls, self._dialect.think_tag)
+            if quirks.think_tags or quirks.dsml_tool_calls
+            else None
         )
+        # MiniMax: reasoning text read from reasoning_details (then reasoning_content, which
+        # some of its models send too, would repeat it).
+        self._detail_texts = DetailTexts()
+        self._text_in_details = False
         self._reasoning: _Text | None = None
         self._message: _Text | None = None
         self._tool_calls = ToolCalls(
@@ -241,16 +261,19 @@ class StreamTranslator:
                 reasoning = delta.reasoning_content
                 if not reasoning and self.quirks.reasoning_alias:
                     reasoning = delta.reasoning
-                if reasoning:
+                if reasoning and not self._text_in_details:
                     self._reasoning_delta(reasoning)
                 if delta.reasoning_details:
-                    self._open_reasoning().details.append(delta.reasoning_details)
+                    self._details(delta.reasoning_details)
                 text = delta.content or delta.refusal
                 if text:
                     self._content_delta(text)
-                if delta.tool_calls:
+                calls = delta.tool_calls
+                if calls:
+                    if self._dialect.signatures:
+                        calls = self._signed(calls)
                     self._close_text()
-                    for call_delta in delta.tool_calls:
+                    for call_delta in calls:
                         self._tool_calls.delta(call_delta)
             if choice.finish_reason:
                 self._finish_reason = choice.finish_reason
@@ -280,7 +303,7 @@ class StreamTranslator:
         self._flush_content()
         self._close_text()
         self._tool_calls.close_all()
-        self.response.usage = convert_usage(self._usage)
+        self.response.usage = convert_usage(self._usage, self._dialect)
         self.response.completed_at = int(self._clock())
         reason = INCOMPLETE_REASONS.get(self._finish_reason)
         if reason is not None:
@@ -318,7 +341,7 @@ class StreamTranslator:
             code=error.code or "server_error", message=error.message
         )
         if self._usage is not None:
-            self.response.usage = convert_usage(self._usage)
+            self.response.usage = convert_usage(self._usage, self._dialect)
         self.response.completed_at = None
 
     def failed(self) -> list[ResponseEvent]:
@@ -437,6 +460,42 @@ class StreamTranslator:
 
     def _reasoning_delta(self, text: str) -> None:
         self._pend(self._open_reasoning(), text)
+
+    def _details(self, entries: list[dict[str, Any]]) -> None:
+        """A reasoning_details fragment, kept to be sent back; its text shown as reasoning
+        where the provider puts the text only there (MiniMax)."""
+        current = self._open_reasoning()
+        if not self._dialect.reasoning_in_details:
+            current.details.append(entries)
+            return
+        kept = []
+        for position, entry in enumerate(entries):
+            text = entry.get("text")
+            if isinstance(text, str) and text:
+                piece = self._detail_texts.new_part(entry.get("index", position), text)
+                # Kept as increments: merge_details joins them into the whole text.
+                entry = {**entry, "text": piece}
+                self._text_in_details = True
+                if piece:
+                    self._pend(current, piece)
+            kept.append(entry)
+        current.details.append(kept)
+
+    def _signed(self, calls: list[ToolCallDelta]) -> list[ToolCallDelta]:
+        """Gemini: each call's thought signature kept in the reasoning item before the call
+        (opened for it when none is open), naming the call; a signed call without an id is
+        given one here so that the signature can name it."""
+        kept = []
+        for call in calls:
+            signature = thought_signature(call.extra_content)
+            if signature is not None:
+                call_id = self._tool_calls.call_id(call)
+                if call_id is None:
+                    call_id = self._new_id("call")
+                    call = msgspec.structs.replace(call, id=call_id)
+                self._open_reasoning().details.append([signature_detail(call_id, signature)])
+            kept.append(call)
+        return kept
 
     def _content_delta(self, text: str) -> None:
         if self._content is None:

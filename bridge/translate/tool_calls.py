@@ -78,6 +78,13 @@ class ToolCalls:
             return max(self._calls, default=-1) + 1
         return self._last if self._last is not None else 0
 
+    def call_id(self, delta: ToolCallDelta) -> str | None:
+        """The id of the call a delta belongs to, if it has one yet."""
+        if delta.id:
+            return delta.id
+        call = self._calls.get(self._index(delta))
+        return call.upstream_id if call is not None else None
+
     def delta(self, delta: ToolCallDelta) -> None:
         """One tool-call delta of a chunk."""
         fn = delta.function
@@ -102,14 +109,18 @@ class ToolCalls:
         if call is None:
             call = _Call(upstream_id=delta.id, upstream_name=None)
             self._calls[index] = call
+            # Another call begins: the names of the calls before it are whole.
+            self._announce_named()
         self._last = index
         if delta.id and not call.upstream_id:
             call.upstream_id = delta.id
         if fn is not None and fn.name and call.item is None:
             call.upstream_name = (call.upstream_name or "") + fn.name
-        if call.item is None and call.upstream_name:
-            self._announce(call)
         if fn is not None and fn.arguments:
+            # A name may come in pieces (`get_`, `weather`): the call is announced once
+            # its arguments begin, when the name is whole.
+            if call.item is None and call.upstream_name:
+                self._announce(call)
             call.arguments.append(fn.arguments)
             if call.item is not None:
                 self._arguments_delta(call, fn.arguments)
@@ -136,8 +147,16 @@ class ToolCalls:
 
     def close_all(self) -> None:
         """Done events for every call, in output order."""
+        self._announce_named()
         for call in sorted(self._calls.values(), key=lambda c: c.output_index):
             self._close(call)
+
+    def _announce_named(self) -> None:
+        """Announce, in upstream order, the calls whose names came but no arguments yet."""
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if call.item is None and call.upstream_name:
+                self._announce(call)
 
     def _announce(self, call: _Call) -> None:
         assert call.upstream_name is not None

@@ -18,6 +18,8 @@ class ChatToolCall(msgspec.Struct, kw_only=True):
     id: str
     function: ChatFunctionCall
     type: str = "function"
+    # Gemini's thought signature for the call; left out unless set.
+    extra_content: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -47,6 +49,8 @@ class ToolCallDelta(msgspec.Struct, kw_only=True):
     index: int | None = None
     id: str | None = None
     function: FunctionDelta | None = None
+    # Gemini: {"google": {"thought_signature": ...}} on a signed call.
+    extra_content: dict[str, Any] | None = None
 
 
 class ChunkDelta(msgspec.Struct, kw_only=True):
@@ -58,6 +62,8 @@ class ChunkDelta(msgspec.Struct, kw_only=True):
     reasoning_details: list[dict[str, Any]] | None = None
     tool_calls: list[ToolCallDelta] | None = None
     refusal: str | None = None
+    # Gemini: a thought signature or a `thought` flag for the content.
+    extra_content: dict[str, Any] | None = None
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):
@@ -134,7 +140,12 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
             if calls is not None:
                 # Whole messages list their calls in order; `index` may be absent.
                 calls = [
-                    ToolCallDelta(index=position, id=call.id, function=call.function)
+                    ToolCallDelta(
+                        index=position,
+                        id=call.id,
+                        function=call.function,
+                        extra_content=call.extra_content,
+                    )
                     for position, call in enumerate(calls)
                 ]
             delta = ChunkDelta(
@@ -162,3 +173,4 @@ class UpstreamErrorEnvelope(msgspec.Struct, kw_only=True):
 CHUNK_DECODER = msgspec.json.Decoder(ChatChunk)
 COMPLETION_DECODER = msgspec.json.Decoder(ChatCompletion)
 ERROR_DECODER = msgspec.json.Decoder(UpstreamErrorEnvelope)
+ERROR_LIST_DECODER = msgspec.json.Decoder(list[UpstreamErrorEnvelope])
