@@ -22,13 +22,9 @@ from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session
 from bridge.store import ChainNotFound, ReasoningQuery, StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.context import ContextDigest, ItemDigests
-from bridge.translate.request import (
-    ChatRequestPlan,
-    Continuation,
-    ReasoningGap,
-    RequestError,
-    translate_request,
-)
+from bridge.translate.errors import RequestError
+from bridge.translate.messages import Continuation, ReasoningGap
+from bridge.translate.request import ChatRequestPlan, translate_request
 from bridge.wire.chat import ChatMessage
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest, encode_items

@@ -20,7 +20,7 @@ from bridge.scope import Scope, chain_scope
 from bridge.translate.context import DIGEST_BYTES, ContextDigest, item_prefix_digests
 from bridge.translate.ids import new_id
 from bridge.translate.reasoning import decode_reasoning, turn_fingerprint
-from bridge.translate.request import echo_tools
+from bridge.translate.tool_list import echo_tools
 from bridge.wire.events import (
     CustomToolCallOutput,
     FunctionCallOutput,

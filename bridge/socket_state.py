@@ -20,7 +20,7 @@ from bridge.conversation import Prefix
 from bridge.providers import PROFILES, shape_messages
 from bridge.records import recorded_scope
 from bridge.translate.context import ContextDigest
-from bridge.translate.request import RequestError
+from bridge.translate.errors import RequestError
 from bridge.turn_setup import PreparedTurn, encode_messages
 
 log = logging.getLogger(__name__)

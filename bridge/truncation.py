@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from bridge.translate.request import TOOL_IMAGES_NOTE
+from bridge.translate.messages import TOOL_IMAGES_NOTE
 from bridge.wire.chat import ChatMessage
 
 _ENCODER = msgspec.json.Encoder()

@@ -33,8 +33,8 @@ from bridge.records import conversation_items, item_id_of
 from bridge.store import StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.ids import new_id
-from bridge.translate.request import echo_tools
 from bridge.translate.stream import StreamTranslator
+from bridge.translate.tool_list import echo_tools
 from bridge.truncation import kept_share, truncate
 from bridge.upstream import UpstreamClient
 from bridge.wire import validation_error_parts

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from bridge.app import create_app
 from bridge.app_keys import STORE, TURNS
 from bridge.sse import SSEParser, SSEProtocolError
-from bridge.translate.request import RequestError, translate_request
+from bridge.translate.errors import RequestError
+from bridge.translate.request import translate_request
 from bridge.wire.responses import ResponsesRequest
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import (

@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from bridge.translate.errors import RequestError
 from bridge.translate.reasoning import decode_reasoning, encode_reasoning, turn_fingerprint
-from bridge.translate.request import RequestError, translate_request
+from bridge.translate.request import translate_request
 from bridge.translate.tools import upstream_tool_name
 from bridge.wire.responses import ResponsesRequest
 

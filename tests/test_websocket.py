@@ -507,7 +507,7 @@ def test_a_socket_keeps_its_conversations_within_its_bounds() -> None:
     from bridge.conversation import Prefix
     from bridge.scope import Scope
     from bridge.socket_state import SocketConversations
-    from bridge.translate.request import Continuation
+    from bridge.translate.messages import Continuation
 
     def prefix(response_id: str, root: str, size: int) -> Prefix:
         return Prefix(

@@ -19,7 +19,7 @@ from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, normalize_input_item
 from bridge.scope import LEGACY_CLIENT
 from bridge.store.database import one, rows
 from bridge.translate.reasoning import Reasoning
-from bridge.translate.request import echo_tools
+from bridge.translate.tool_list import echo_tools
 from bridge.wire.events import ResponseObject
 
 _ITEM = msgspec.json.Decoder(dict[str, Any])

@@ -1,0 +1,392 @@
+"""Input items -> upstream messages, keeping Chat Completions' pairing rules (pure)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from bridge.translate.errors import RequestError, convert_field
+from bridge.translate.reasoning import Reasoning, decode_reasoning, turn_fingerprint
+from bridge.translate.tool_list import CUSTOM_TOOL_ARGUMENT
+from bridge.translate.tools import upstream_tool_name
+from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
+from bridge.wire.responses import (
+    ContentPart,
+    CustomToolCallItem,
+    FunctionCallItem,
+    MessageItem,
+    ReasoningItem,
+    ToolOutputItem,
+)
+
+log = logging.getLogger(__name__)
+
+# Input items with no Chat Completions equivalent: skipped, the request goes on.
+SKIPPED_ITEM_TYPES = frozenset(
+    {
+        "local_shell_call",
+        "local_shell_call_output",
+        "web_search_call",
+        "file_search_call",
+        "image_generation_call",
+        "code_interpreter_call",
+        "computer_call",
+        "computer_call_output",
+        "tool_search_call",
+        "tool_search_output",
+        "compaction",
+        "item_reference",
+        "mcp_call",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+    }
+)
+TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
+# What a text-only model is given in place of an image.
+IMAGE_OMITTED = "[An image was attached here; it was left out because this model takes text only.]"
+# Opens the user message that carries the images tool outputs returned (Chat Completions
+# tool messages hold text only).
+TOOL_IMAGES_NOTE = "Images returned by the tool calls above:"
+
+
+@dataclass(slots=True)
+class ReasoningGap:
+    """A replayed assistant turn that came without its reasoning (or without the details
+    a provider wants back)."""
+
+    message: ChatMessage
+    call_ids: list[str]
+    fingerprint: str
+    # Where the message is in the upstream messages, and its context key once computed
+    # (bridge.translate.context), which finds its reasoning only in the same conversation.
+    index: int = 0
+    context_key: str | None = None
+
+    def fill(self, reasoning: Reasoning) -> None:
+        if self.message.reasoning_content is None:
+            self.message.reasoning_content = reasoning.text or None
+        if self.message.reasoning_details is None:
+            self.message.reasoning_details = reasoning.details
+
+
+@dataclass(slots=True, frozen=True)
+class Continuation:
+    """Where translating a conversation stopped (a turn earlier on a WebSocket), so that
+    what comes next is translated as if the whole conversation had been sent again."""
+
+    # Messages translated so far (the instructions not counted).
+    messages: int
+    # Tool calls made so far: a tool output answers one of them or is skipped.
+    call_ids: frozenset[str]
+    # The last message, when it is an assistant turn that a following tool call joins.
+    tail: ChatMessage | None = None
+    # Reasoning items not yet attached to an assistant turn.
+    reasoning: tuple[Reasoning, ...] = ()
+
+
+def _text_of(parts: list[ContentPart], separator: str) -> str:
+    return separator.join(part.text or part.refusal or "" for part in parts)
+
+
+def _content(
+    parts: str | list[ContentPart], param: str, images: bool = True
+) -> str | list[dict[str, Any]]:
+    """Message content: a string when it is all text, else Chat content parts. Without
+    `images` an image part becomes a short note saying it was left out."""
+    if isinstance(parts, str):
+        return parts
+    if not images:
+        parts = [
+            ContentPart(type="input_text", text=IMAGE_OMITTED)
+            if part.type == "input_image"
+            else part
+            for part in parts
+        ]
+    if all(part.type in TEXT_PART_TYPES or part.type == "refusal" for part in parts):
+        return _text_of(parts, "\n\n")
+    converted: list[dict[str, Any]] = []
+    for index, part in enumerate(parts):
+        if part.type in TEXT_PART_TYPES or part.type == "refusal":
+            converted.append({"type": "text", "text": part.text or part.refusal or ""})
+        elif part.type == "input_image":
+            converted.append(_image_part(part, f"{param}[{index}]"))
+        else:
+            raise RequestError(
+                f"Content part type {part.type!r} is not supported by a Chat Completions upstream",
+                f"{param}[{index}].type",
+            )
+    return converted
+
+
+def _image_part(part: ContentPart, param: str) -> dict[str, Any]:
+    if not part.image_url:
+        raise RequestError(
+            "input_image needs image_url (a URL or a data: URL); file_id needs OpenAI file "
+            "storage, which the upstream does not have",
+            f"{param}.image_url",
+        )
+    image: dict[str, Any] = {"url": part.image_url}
+    if part.detail and part.detail != "auto":
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _replayed_reasoning(item: ReasoningItem, want_details: bool) -> Reasoning | None:
+    """Reasoning from a replayed item: the text of its content, else of the bridge's own
+    carrier; the provider's details from the carrier (opened only when needed)."""
+    text = "".join(part.text for part in item.content) if item.content else ""
+    carried = None
+    if item.encrypted_content and (want_details or not text):
+        carried = decode_reasoning(item.encrypted_content)
+    if not text and carried is None:
+        return None
+    return Reasoning(
+        text or (carried.text if carried else ""), carried.details if carried else None
+    )
+
+
+class MessageBuilder:
+    """Builds upstream messages from input items, keeping Chat Completions' pairing rules."""
+
+    def __init__(
+        self,
+        developer_role: bool,
+        want_details: bool = False,
+        images: bool = True,
+        continuation: Continuation | None = None,
+    ) -> None:
+        self.developer_role = developer_role
+        self.want_details = want_details
+        self.images = images
+        # Images left out because the model takes text only.
+        self.omitted_images = 0
+        self.messages: list[ChatMessage] = []
+        self.reasoning: list[Reasoning] = list(continuation.reasoning) if continuation else []
+        # The assistant message that further tool calls of the same turn join.
+        self.open_turn: ChatMessage | None = None
+        # Images from tool outputs wait for the run of tool messages to end.
+        self.tool_images: list[dict[str, Any]] = []
+        self.call_ids: set[str] = set(continuation.call_ids) if continuation else set()
+        # Continuing a conversation translated earlier: a tool call that comes first joins
+        # (a copy of) its last assistant turn, which then replaces that turn upstream.
+        self.continued = continuation.tail if continuation else None
+        self.replaces_last = False
+        # The first message changed in place since `mark` (a tool call joining it).
+        self._marked = 0
+        self._touched: int | None = None
+
+    def mark(self) -> None:
+        """Start noting which messages change from here on (see changed_from)."""
+        self._marked = len(self.messages)
+        self._touched = None
+
+    @property
+    def changed_from(self) -> int:
+        """The first message added or changed since `mark`."""
+        if self._touched is None:
+            return self._marked
+        return min(self._touched, self._marked)
+
+    @property
+    def tail(self) -> ChatMessage | None:
+        """The assistant turn a following tool call would join, if any."""
+        if self.open_turn is not None and self.messages and self.open_turn is self.messages[-1]:
+            return self.open_turn
+        return self.continued
+
+    def _flush_tool_images(self) -> None:
+        if self.tool_images:
+            content: list[dict[str, Any]] = [{"type": "text", "text": TOOL_IMAGES_NOTE}]
+            content.extend(self.tool_images)
+            self.messages.append(ChatMessage(role="user", content=content))
+            self.tool_images = []
+            self.continued = None
+
+    def _assistant(self, content: str | None) -> ChatMessage:
+        """A new assistant turn carrying the reasoning items that came before it."""
+        parts, self.reasoning = self.reasoning, []
+        text = "".join(part.text for part in parts) if parts else None
+        details = [d for part in parts for d in part.details or ()] or None
+        return ChatMessage(
+            role="assistant",
+            content=content,
+            reasoning_content=text or None,
+            reasoning_details=details,
+        )
+
+    def message(self, item: MessageItem, param: str) -> None:
+        self._flush_tool_images()
+        role = item.role
+        if role == "assistant":
+            content: str | list[dict[str, Any]]
+            content = item.content if isinstance(item.content, str) else _text_of(item.content, "")
+            turn = self._assistant(content)
+            self.messages.append(turn)
+            self.open_turn = turn
+            self.continued = None
+            return
+        if role == "developer" and not self.developer_role:
+            role = "system"
+        elif role not in ("user", "system", "developer"):
+            raise RequestError(f"Unknown message role {role!r}", f"{param}.role")
+        self.open_turn = None
+        self.continued = None
+        self.reasoning = []
+        self.messages.append(
+            ChatMessage(role=role, content=self._content(item.content, param + ".content"))
+        )
+
+    def _content(self, parts: str | list[ContentPart], param: str) -> str | list[dict[str, Any]]:
+        if not self.images and not isinstance(parts, str):
+            self.omitted_images += sum(part.type == "input_image" for part in parts)
+        return _content(parts, param, self.images)
+
+    def reasoning_item(self, item: ReasoningItem) -> None:
+        self._flush_tool_images()
+        self.open_turn = None
+        self.continued = None
+        reasoning = _replayed_reasoning(item, self.want_details)
+        if reasoning is not None:
+            self.reasoning.append(reasoning)
+
+    def tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        self._flush_tool_images()
+        call = ChatToolCall(id=call_id, function=ChatFunctionCall(name=name, arguments=arguments))
+        turn = self.open_turn
+        if turn is None and self.continued is not None:
+            # The conversation's last turn, translated before: joined on a copy.
+            tail = self.continued
+            turn = msgspec.structs.replace(tail, tool_calls=list(tail.tool_calls or ()))
+            self.messages.append(turn)
+            self.open_turn = turn
+            self.replaces_last = True
+            self.continued = None
+        elif turn is None or turn is not self.messages[-1]:
+            turn = self._assistant(None)
+            self.messages.append(turn)
+            self.open_turn = turn
+        elif self._touched is None or len(self.messages) - 1 < self._touched:
+            self._touched = len(self.messages) - 1
+        if turn.tool_calls is None:
+            turn.tool_calls = []
+        turn.tool_calls.append(call)
+        self.call_ids.add(call_id)
+
+    def tool_output(self, item: ToolOutputItem, param: str) -> None:
+        if item.call_id not in self.call_ids:
+            # Chat Completions rejects a tool message with no matching call; such orphans
+            # come from clients that trimmed their history.
+            log.warning("skipping tool output for unknown call_id %s", item.call_id)
+            return
+        self.open_turn = None
+        self.continued = None
+        output = item.output
+        if isinstance(output, str):
+            text = output
+        else:
+            text = _text_of([p for p in output if p.type in TEXT_PART_TYPES], "\n")
+            for index, part in enumerate(output):
+                if part.type != "input_image" or not part.image_url:
+                    continue
+                if self.images:
+                    self.tool_images.append(_image_part(part, f"{param}.output[{index}]"))
+                else:
+                    self.omitted_images += 1
+                    text = f"{text}\n{IMAGE_OMITTED}" if text else IMAGE_OMITTED
+        self.messages.append(ChatMessage(role="tool", content=text, tool_call_id=item.call_id))
+
+    def finish(self) -> list[ChatMessage]:
+        self._flush_tool_images()
+        return self.messages
+
+    def add_items(self, items: Sequence[Any], name: str) -> None:
+        """Translate `items` (named `name[i]` in errors) and finish."""
+        for index, item in enumerate(items):
+            _add_item(self, item, f"{name}[{index}]")
+        self.finish()
+
+    def continuation(self, messages: int) -> Continuation:
+        """Where this translation stopped, for the conversation's next turn, which has
+        `messages` messages so far (its instructions not counted)."""
+        return Continuation(
+            messages=messages,
+            call_ids=frozenset(self.call_ids),
+            tail=self.tail,
+            reasoning=tuple(self.reasoning),
+        )
+
+
+def _arguments_or_empty_object(arguments: str) -> str:
+    # Zero-argument calls come back from some upstreams with "" arguments; every upstream
+    # accepts "{}" on replay, several reject "".
+    return arguments if arguments.strip() else "{}"
+
+
+def translate_input(
+    instructions: str | None,
+    items: Sequence[Any],
+    developer_role: bool = False,
+    history: Sequence[dict[str, Any]] = (),
+    want_details: bool = False,
+    images: bool = True,
+    continuation: Continuation | None = None,
+) -> MessageBuilder:
+    """Instructions, earlier items (a stored chain) and input items -> upstream messages
+    (the builder's `messages`). With a `continuation` the messages are only what follows
+    it: the conversation translated before goes between the instructions and them."""
+    messages = MessageBuilder(developer_role, want_details, images, continuation)
+    if instructions:
+        messages.messages.append(ChatMessage(role="system", content=instructions))
+    for index, item in enumerate(history):
+        _add_item(messages, item, f"history[{index}]")
+    messages.add_items(items, "input")
+    return messages
+
+
+def _add_item(history: MessageBuilder, raw: Any, param: str) -> None:
+    if not isinstance(raw, dict):
+        raise RequestError(f"{param} must be an object", param)
+    kind = raw.get("type") or ("message" if "role" in raw else None)
+    if kind == "message":
+        history.message(convert_field(raw, MessageItem, param), param)
+    elif kind == "reasoning":
+        history.reasoning_item(convert_field(raw, ReasoningItem, param))
+    elif kind == "function_call":
+        call = convert_field(raw, FunctionCallItem, param)
+        name = upstream_tool_name(call.name, call.namespace)
+        history.tool_call(call.call_id, name, _arguments_or_empty_object(call.arguments))
+    elif kind == "custom_tool_call":
+        custom = convert_field(raw, CustomToolCallItem, param)
+        arguments = msgspec.json.encode({CUSTOM_TOOL_ARGUMENT: custom.input}).decode()
+        history.tool_call(custom.call_id, upstream_tool_name(custom.name, None), arguments)
+    elif kind in ("function_call_output", "custom_tool_call_output"):
+        history.tool_output(convert_field(raw, ToolOutputItem, param), param)
+    elif kind in SKIPPED_ITEM_TYPES:
+        log.debug("skipping %s input item: no Chat Completions equivalent", kind)
+    elif kind is None:
+        raise RequestError(f"{param} has no type", f"{param}.type")
+    else:
+        log.debug("skipping unknown input item type %r", kind)
+
+
+def reasoning_gaps(messages: list[ChatMessage], want_details: bool = False) -> list[ReasoningGap]:
+    """Assistant turns without reasoning text (or details, when the provider wants them),
+    with what identifies them in the store."""
+    gaps = []
+    for index, message in enumerate(messages):
+        if message.role != "assistant":
+            continue
+        complete = message.reasoning_content is not None
+        if want_details and message.reasoning_details is None:
+            complete = False
+        if complete:
+            continue
+        call_ids = [call.id for call in message.tool_calls or ()]
+        text = message.content if isinstance(message.content, str) else ""
+        gaps.append(ReasoningGap(message, call_ids, turn_fingerprint(text, call_ids), index))
+    return gaps
