@@ -131,11 +131,21 @@ class QuirksConfig(_Strict):
     empty_arguments: bool = True
 
 
-# Providers whose models take text only (DeepSeek's chat models have no image input).
-TEXT_ONLY_PROFILES = frozenset({"deepseek"})
+# Providers whose models take text only (DeepSeek's chat models, MiniMax M2: no image input).
+TEXT_ONLY_PROFILES = frozenset({"deepseek", "minimax"})
 
 PROFILE = Literal[
-    "openai", "deepseek", "kimi", "glm", "qwen", "openrouter", "vllm", "ollama", "llamacpp"
+    "openai",
+    "deepseek",
+    "kimi",
+    "glm",
+    "qwen",
+    "gemini",
+    "minimax",
+    "openrouter",
+    "vllm",
+    "ollama",
+    "llamacpp",
 ]
 
 

@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 
 from bridge.config import ProviderConfig
 from bridge.errors import ApiError
-from bridge.providers import PROFILES, shape_body
+from bridge.providers import PROFILES, Profile, shape_body
 from bridge.records import record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
 from bridge.store import ChainNotFound, ReasoningQuery, StoreCorrupt, StoreError
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Conversations longer than this (items) are translated in a thread.
 TRANSLATE_IN_THREAD = 20_000
+# Call ids a log line names when reasoning for replayed turns is missing.
+MISSES_SHOWN = 5
 
 
 async def resolve_item_references(store: StoreBackend, items: list[Any], client: str) -> list[Any]:
@@ -162,9 +164,10 @@ async def plan_turn(
         items=items,
         developer_role=provider.developer_role,
         history=history,
-        want_details=profile.replay_details,
+        needs=profile.needs,
         images=images,
         continuation=prefix.continuation if prefix else None,
+        structured=profile.structured_output,
     )
     try:
         # A very long conversation takes seconds to translate: off the loop then.
@@ -186,7 +189,7 @@ async def plan_turn(
         replaced = plan.builder is not None and plan.builder.replaces_last
         context_base = prefix.context_head if replaced else prefix.context
     if plan.reasoning_gaps:
-        await recover_reasoning(store, scope, plan, by_context, context_base)
+        await recover_reasoning(store, scope, plan, by_context, context_base, profile)
     shape_body(
         plan.body,
         profile,
@@ -220,11 +223,14 @@ async def recover_reasoning(
     plan: ChatRequestPlan,
     by_context: bool,
     context_base: ContextDigest | None = None,
+    profile: Profile = PROFILES["openai"],
 ) -> None:
     """Reasoning for replayed turns that came without it, from the store, within the scope.
 
     (Reasoning items in the input and the stored chain's own items are already in the
-    translated history.) A miss is logged; no placeholder is ever sent: DeepSeek rejects it.
+    translated history.) No placeholder text is ever made up: DeepSeek rejects it; a turn
+    the store knows had none gets "". Misses are logged once per request, and only for a
+    provider that wants reasoning back.
     """
     gaps = plan.reasoning_gaps
     if by_context:
@@ -236,17 +242,22 @@ async def recover_reasoning(
         scope.conversation,
         [ReasoningQuery(gap.context_key, gap.fingerprint, gap.call_ids) for gap in gaps],
     )
+    missed: list[str] = []
     for gap, reasoning in zip(gaps, found, strict=True):
         if reasoning is not None:
             gap.fill(reasoning)
         elif gap.call_ids:
-            log.warning(
-                "no reasoning found for replayed tool-call turn (call ids %s) in its "
-                "conversation; a thinking model may reject the request",
-                ", ".join(gap.call_ids),
-            )
-        else:
-            log.debug("no reasoning found for replayed turn %s", gap.fingerprint)
+            missed.extend(gap.call_ids)
+    if missed and profile.wants_reasoning_back:
+        shown = ", ".join(missed[:MISSES_SHOWN])
+        more = f" and {len(missed) - MISSES_SHOWN} more" if len(missed) > MISSES_SHOWN else ""
+        log.warning(
+            "no reasoning found in the request or the store for the replayed tool calls "
+            "%s%s; %s may refuse the request or answer worse",
+            shown,
+            more,
+            profile.name,
+        )
 
 
 @dataclass(slots=True)

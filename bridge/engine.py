@@ -216,6 +216,8 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
             except ApiError as exc:  # the stream had no finish_reason
                 error = exc
             else:
+                error = translator.invalid_output
+            if error is None:
                 stored = await _record(turn)
                 if not stored:
                     translator.response.store = False

@@ -190,11 +190,14 @@ def summarize_turn(response: ResponseObject) -> TurnSummary:
 def reasoning_record(
     response: ResponseObject, conversation: str | None, context: ContextDigest | None
 ) -> ReasoningRecord | None:
-    """The turn's reasoning and its keys; None for a failed turn or one without reasoning."""
+    """The turn's reasoning and its keys; None for a failed turn, or one with neither
+    reasoning nor tool calls. A tool-call turn that came without reasoning is kept with
+    "": replayed, it must still carry the field (DeepSeek, Kimi), and the store then knows
+    that nothing is missing."""
     if response.status == "failed":
         return None
     turn = summarize_turn(response)
-    if not turn.reasoning and not turn.details:
+    if not turn.reasoning and not turn.details and not turn.call_ids:
         return None
     fingerprint = turn_fingerprint(turn.text, turn.call_ids)
     keys: list[tuple[str, str, str]] = []

@@ -29,6 +29,7 @@ from bridge.conversation import (
 )
 from bridge.engine import Recorder, Shorten, Turn
 from bridge.errors import ApiError
+from bridge.providers import PROFILES
 from bridge.records import conversation_items, item_id_of
 from bridge.store import StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
@@ -438,6 +439,8 @@ async def setup_turn(
         reasoning_summary=_wants_summary(req, model.reasoning_summary),
         quirks=provider.quirks,
         reasoning_events=config.server.reasoning_events,
+        dialect=PROFILES[provider.profile].dialect,
+        output_check=plan.output_check,
     )
     if conversation_id is not None:
         translator.response.conversation = {"id": conversation_id}

@@ -71,6 +71,19 @@ EXPECTED_SWITCH: dict[str, dict[str | None, dict[str, Any]]] = {
         "medium": {"chat_template_kwargs": {"enable_thinking": True}},
         "high": {"chat_template_kwargs": {"enable_thinking": True}},
     },
+    # Gemini 3 cannot switch thinking off; its summaries come only when asked for.
+    "gemini": {
+        effort: {
+            "extra_body": {
+                "google": {
+                    "thinking_config": {"include_thoughts": True}
+                    | ({"thinking_level": level} if level else {})
+                }
+            }
+        }
+        for effort, level in ((None, None), ("none", "low"), ("medium", "medium"), ("high", "high"))
+    },
+    "minimax": {effort: {"reasoning_split": True} for effort in (None, "none", "medium", "high")},
 }
 # Where each profile replays the reasoning of an earlier tool-call turn.
 REPLAY_FIELD = {
@@ -83,6 +96,8 @@ REPLAY_FIELD = {
     "vllm": "reasoning",
     "ollama": "reasoning",
     "llamacpp": "reasoning_content",
+    "gemini": None,
+    "minimax": None,
 }
 GENERIC_KEYS = {
     "model",
@@ -104,8 +119,9 @@ def body_for(profile: str, effort: str | None, *, tools: bool, **extra: Any) -> 
         request["reasoning"] = {"effort": effort}
     request |= extra.pop("request", {})
     req = msgspec.json.decode(json.dumps(request), type=ResponsesRequest)
-    plan = translate_request(req, "up")
-    shape_body(plan.body, PROFILES[profile], effort, **extra)
+    rules = PROFILES[profile]
+    plan = translate_request(req, "up", needs=rules.needs, structured=rules.structured_output)
+    shape_body(plan.body, rules, effort, **extra)
     decoded: dict[str, Any] = json.loads(msgspec.json.encode(plan.body))
     return decoded
 
@@ -127,7 +143,7 @@ def test_request_body(profile: str, effort: str | None, tools: bool) -> None:
     if tools:
         assert body["tools"][0]["function"]["name"] == "f"
         assert body["tool_choice"] == "auto"
-        if profile in ("ollama", "llamacpp"):
+        if profile in ("ollama", "llamacpp", "gemini"):
             assert "parallel_tool_calls" not in body
         else:
             assert body["parallel_tool_calls"] is True
@@ -143,20 +159,34 @@ def test_request_body(profile: str, effort: str | None, tools: bool) -> None:
 
 
 def test_deepseek_downgrades_json_schema_and_explicit_tool_choice() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
     request = {
-        "text": {"format": {"type": "json_schema", "name": "o", "schema": {"type": "object"}}},
+        "instructions": "Be brief.",
+        "text": {"format": {"type": "json_schema", "name": "o", "schema": schema}},
         "tool_choice": {"type": "function", "name": "f"},
     }
     body = body_for("deepseek", "high", tools=True, request=request)
     assert body["response_format"] == {"type": "json_object"}
+    # The schema reaches the model as an instruction after the request's own, which has
+    # the word DeepSeek's JSON mode wants.
+    system = body["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"].startswith("Be brief.\n\nAnswer with JSON only")
+    assert "Schema name: o" in system["content"]
+    assert json.dumps(schema, separators=(",", ":")) in system["content"]
     assert body["tool_choice"] == "auto"
     # Without thinking an explicit choice is kept.
     body = body_for("deepseek", "none", tools=True, request=request)
     assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
-    # Other providers keep both.
+    # Other providers keep both, and their instructions as they are.
     body = body_for("openai", "high", tools=True, request=request)
     assert body["response_format"]["type"] == "json_schema"
+    assert body["messages"][0]["content"] == "Be brief."
     assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    # MiniMax has no response_format at all: the instruction alone.
+    body = body_for("minimax", "high", tools=True, request=request)
+    assert "response_format" not in body
+    assert "Schema name: o" in body["messages"][0]["content"]
 
 
 def test_extra_body_merges_and_drop_params_removes() -> None:
@@ -193,7 +223,9 @@ def test_request_fields_go_to_the_providers_that_take_them(profile: str) -> None
         "text": {"verbosity": "low"},
     }
     body = body_for(profile, None, tools=False, request=fields)
-    assert body["presence_penalty"] == 0.5 and body["frequency_penalty"] == -0.25
+    assert body["presence_penalty"] == 0.5
+    # An unknown field on Gemini's endpoint is a 400.
+    assert body.get("frequency_penalty") == (None if profile == "gemini" else -0.25)
     assert body["user"] == "user-hash"  # every provider takes `user`
     extended = {k: body.get(k) for k in ("prompt_cache_key", "safety_identifier", "verbosity")}
     if profile == "openai":

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from bridge.translate.dialect import is_signature
 from bridge.translate.errors import RequestError, convert_field
 from bridge.translate.reasoning import Reasoning, decode_reasoning, turn_fingerprint
 from bridge.translate.tool_list import CUSTOM_TOOL_ARGUMENT
@@ -54,6 +55,24 @@ IMAGE_OMITTED = "[An image was attached here; it was left out because this model
 TOOL_IMAGES_NOTE = "Images returned by the tool calls above:"
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayNeeds:
+    """What a provider needs back on a replayed assistant turn; a turn without it is a gap
+    the store may fill (bridge.conversation.recover_reasoning)."""
+
+    # The reasoning text, on every assistant turn.
+    text: bool = True
+    # The provider's own reasoning_details, unchanged (OpenRouter, MiniMax).
+    details: bool = False
+    # Gemini's thought signature, on a turn that calls tools.
+    signatures: bool = False
+
+    @property
+    def carried(self) -> bool:
+        """Whether what the bridge's carrier holds besides the text is needed."""
+        return self.details or self.signatures
+
+
 @dataclass(slots=True)
 class ReasoningGap:
     """A replayed assistant turn that came without its reasoning (or without the details
@@ -68,8 +87,9 @@ class ReasoningGap:
     context_key: str | None = None
 
     def fill(self, reasoning: Reasoning) -> None:
+        # "" is kept: the store knows the turn came without reasoning.
         if self.message.reasoning_content is None:
-            self.message.reasoning_content = reasoning.text or None
+            self.message.reasoning_content = reasoning.text
         if self.message.reasoning_details is None:
             self.message.reasoning_details = reasoning.details
 
@@ -176,6 +196,9 @@ class MessageBuilder:
         # (a copy of) its last assistant turn, which then replaces that turn upstream.
         self.continued = continuation.tail if continuation else None
         self.replaces_last = False
+        # Gemini thought signatures waiting for the call they name (a reasoning item that
+        # carries one may come before or after its call; bridge.translate.dialect).
+        self.signatures: dict[str, dict[str, Any]] = {}
         # The first message changed in place since `mark` (a tool call joining it).
         self._marked = 0
         self._touched: int | None = None
@@ -248,11 +271,43 @@ class MessageBuilder:
 
     def reasoning_item(self, item: ReasoningItem) -> None:
         self._flush_tool_images()
+        reasoning = _replayed_reasoning(item, self.want_details)
+        if reasoning is not None and reasoning.details:
+            reasoning = self._take_signatures(reasoning)
+            if reasoning is None:
+                return  # signatures alone: the turn they were made in goes on
         self.open_turn = None
         self.continued = None
-        reasoning = _replayed_reasoning(item, self.want_details)
         if reasoning is not None:
             self.reasoning.append(reasoning)
+
+    def _take_signatures(self, reasoning: Reasoning) -> Reasoning | None:
+        """`reasoning` without its thought signatures, which go to the calls they name (a
+        call made already gets its signature now, a later one when it comes); None when
+        nothing else is left."""
+        details = reasoning.details or []
+        signatures = [detail for detail in details if is_signature(detail)]
+        if not signatures:
+            return reasoning
+        for detail in signatures:
+            call_id = str(detail.get("call_id"))
+            if call_id not in self.call_ids or not self._sign_made_call(call_id, detail):
+                self.signatures[call_id] = detail
+        rest = [detail for detail in details if not is_signature(detail)]
+        if not reasoning.text and not rest:
+            return None
+        return Reasoning(reasoning.text, rest or None)
+
+    def _sign_made_call(self, call_id: str, detail: dict[str, Any]) -> bool:
+        """Give a call made earlier in these messages its signature."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if any(call.id == call_id for call in message.tool_calls or ()):
+                message.reasoning_details = [*(message.reasoning_details or ()), detail]
+                if self._touched is None or index < self._touched:
+                    self._touched = index
+                return True
+        return False
 
     def tool_call(self, call_id: str, name: str, arguments: str) -> None:
         self._flush_tool_images()
@@ -276,6 +331,9 @@ class MessageBuilder:
             turn.tool_calls = []
         turn.tool_calls.append(call)
         self.call_ids.add(call_id)
+        signature = self.signatures.pop(call_id, None)
+        if signature is not None:
+            turn.reasoning_details = [*(turn.reasoning_details or ()), signature]
 
     def tool_output(self, item: ToolOutputItem, param: str) -> None:
         if item.call_id not in self.call_ids:
@@ -374,19 +432,25 @@ def _add_item(history: MessageBuilder, raw: Any, param: str) -> None:
         log.debug("skipping unknown input item type %r", kind)
 
 
-def reasoning_gaps(messages: list[ChatMessage], want_details: bool = False) -> list[ReasoningGap]:
-    """Assistant turns without reasoning text (or details, when the provider wants them),
-    with what identifies them in the store."""
+def reasoning_gaps(messages: list[ChatMessage], needs: ReplayNeeds) -> list[ReasoningGap]:
+    """Assistant turns without what the provider needs back of their reasoning, with what
+    identifies them in the store."""
     gaps = []
     for index, message in enumerate(messages):
         if message.role != "assistant":
             continue
-        complete = message.reasoning_content is not None
-        if want_details and message.reasoning_details is None:
-            complete = False
-        if complete:
+        calls = message.tool_calls or ()
+        if not (
+            (needs.text and message.reasoning_content is None)
+            or (needs.details and message.reasoning_details is None)
+            or (needs.signatures and calls and not _signed(message))
+        ):
             continue
-        call_ids = [call.id for call in message.tool_calls or ()]
+        call_ids = [call.id for call in calls]
         text = message.content if isinstance(message.content, str) else ""
         gaps.append(ReasoningGap(message, call_ids, turn_fingerprint(text, call_ids), index))
     return gaps
+
+
+def _signed(message: ChatMessage) -> bool:
+    return any(is_signature(detail) for detail in message.reasoning_details or ())

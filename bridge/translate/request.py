@@ -11,13 +11,23 @@ from bridge.translate.messages import (
     Continuation,
     MessageBuilder,
     ReasoningGap,
+    ReplayNeeds,
     reasoning_gaps,
     translate_input,
+)
+from bridge.translate.output_format import (
+    JSON_OBJECT_INSTRUCTION,
+    OutputCheck,
+    StructuredOutput,
+    schema_instruction,
 )
 from bridge.translate.tool_list import allowed_only, translate_tool_choice, translate_tools
 from bridge.translate.tools import ToolMap
 from bridge.wire.chat import ChatMessage
 from bridge.wire.responses import ResponsesRequest, input_items
+
+# Most providers take reasoning back as text.
+TEXT_ONLY = ReplayNeeds()
 
 
 @dataclass(slots=True)
@@ -34,6 +44,8 @@ class ChatRequestPlan:
     omitted_images: int = 0
     # What built the messages; it goes on with the response's output (bridge.socket_state).
     builder: MessageBuilder | None = None
+    # What the answer must be, when the provider cannot be held to the requested format.
+    output_check: OutputCheck | None = None
 
     @property
     def messages(self) -> list[ChatMessage]:
@@ -41,22 +53,49 @@ class ChatRequestPlan:
         return messages
 
 
-def _response_format(request: ResponsesRequest) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class _Format:
+    """text.format as the upstream gets it."""
+
+    response_format: dict[str, Any] | None = None
+    # Said to the model after the instructions (the provider cannot enforce the format).
+    instruction: str | None = None
+    check: OutputCheck | None = None
+
+
+def _output_format(request: ResponsesRequest, structured: StructuredOutput) -> _Format:
     fmt = request.text.format if request.text else None
     if fmt is None or fmt.type == "text":
-        return None
+        return _Format()
     if fmt.type == "json_object":
-        return {"type": "json_object"}
+        if structured == "json_schema":
+            return _Format({"type": "json_object"})
+        # DeepSeek's JSON mode refuses a prompt without the word "json"; MiniMax has none.
+        response_format = {"type": "json_object"} if structured == "json_object" else None
+        return _Format(response_format, JSON_OBJECT_INSTRUCTION, OutputCheck())
     if fmt.type == "json_schema":
         if fmt.schema is None or not fmt.name:
             raise RequestError("text.format json_schema needs name and schema", "text.format")
+        if structured != "json_schema":
+            return _Format(
+                {"type": "json_object"} if structured == "json_object" else None,
+                schema_instruction(fmt.name, fmt.description, fmt.schema),
+                OutputCheck(fmt.schema, fmt.name),
+            )
         schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema}
         if fmt.description:
             schema["description"] = fmt.description
         if fmt.strict is not None:
             schema["strict"] = fmt.strict
-        return {"type": "json_schema", "json_schema": schema}
+        return _Format({"type": "json_schema", "json_schema": schema})
     raise RequestError(f"Unknown text.format type {fmt.type!r}", "text.format.type")
+
+
+def _instructions(request: ResponsesRequest, note: str | None) -> str | None:
+    """The instructions message's text: the request's instructions, then the format note."""
+    if note is None:
+        return request.instructions
+    return f"{request.instructions}\n\n{note}" if request.instructions else note
 
 
 def translate_request(
@@ -66,9 +105,10 @@ def translate_request(
     items: Sequence[Any] | None = None,
     developer_role: bool = False,
     history: Sequence[dict[str, Any]] = (),
-    want_details: bool = False,
+    needs: ReplayNeeds = TEXT_ONLY,
     images: bool = True,
     continuation: Continuation | None = None,
+    structured: StructuredOutput = "json_schema",
 ) -> ChatRequestPlan:
     """The whole upstream body for a Responses request; always a streaming request.
 
@@ -78,12 +118,15 @@ def translate_request(
     default decoded here), `history` the items of a stored previous_response_id chain,
     oldest first. With a `continuation` (a conversation translated on a WebSocket) the
     body's messages are the instructions and what is new; the caller puts the earlier
-    messages between them (see MessageBuilder.replaces_last).
+    messages between them (see MessageBuilder.replaces_last). `needs` says what the provider
+    wants back of replayed reasoning, `structured` how it takes text.format.
     """
     if items is None:
         items = input_items(request)
+    output = _output_format(request, structured)
+    instructions = _instructions(request, output.instruction)
     built = translate_input(
-        request.instructions, items, developer_role, history, want_details, images, continuation
+        instructions, items, developer_role, history, needs.carried, images, continuation
     )
     messages = built.messages
     if not messages and not (continuation and continuation.messages):
@@ -120,9 +163,8 @@ def translate_request(
         body["verbosity"] = request.text.verbosity
     if request.max_output_tokens is not None:
         body["max_tokens"] = request.max_output_tokens
-    response_format = _response_format(request)
-    if response_format is not None:
-        body["response_format"] = response_format
+    if output.response_format is not None:
+        body["response_format"] = output.response_format
     # `user` is what every provider takes to tell end users apart; the newer
     # safety_identifier stands in for it when only that is given.
     user = request.user or request.safety_identifier
@@ -131,8 +173,9 @@ def translate_request(
     return ChatRequestPlan(
         body=body,
         tool_map=tool_map,
-        reasoning_gaps=reasoning_gaps(messages, want_details),
-        context_start=1 if request.instructions else 0,
+        reasoning_gaps=reasoning_gaps(messages, needs),
+        context_start=1 if instructions else 0,
         omitted_images=built.omitted_images,
         builder=built,
+        output_check=output.check,
     )

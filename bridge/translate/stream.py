@@ -31,6 +31,7 @@ from bridge.translate.dialect import (
     thought_signature,
 )
 from bridge.translate.ids import new_id as random_id
+from bridge.translate.output_format import OutputCheck
 from bridge.translate.quirks import ContentFilters
 from bridge.translate.reasoning import Details, encode_reasoning, merge_details
 from bridge.translate.tool_calls import ToolCalls
@@ -127,12 +128,17 @@ class StreamTranslator:
         quirks: QuirksConfig | None = None,
         reasoning_events: str = "openai",
         dialect: Dialect = PLAIN,
+        output_check: OutputCheck | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[str], str] = random_id,
     ) -> None:
         self.response = response
         self.quirks = quirks or QuirksConfig()
         self._dialect = dialect
+        self._output_check = output_check
+        # Set by `close` when the answer is not what text.format asked for (a provider that
+        # could not be held to it): the turn then ends failed, its output kept.
+        self.invalid_output: ApiError | None = None
         self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
         # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
@@ -311,7 +317,31 @@ class StreamTranslator:
             self.response.incomplete_details = IncompleteDetails(reason=reason)
         else:
             self.response.status = "completed"
+            self._check_output()
         return self._take()
+
+    def _check_output(self) -> None:
+        check = self._output_check
+        if check is None:
+            return
+        text = "".join(
+            part.text
+            for item in self.response.output
+            if isinstance(item, MessageOutput)
+            for part in item.content
+        )
+        calls = any(
+            not isinstance(item, MessageOutput | ReasoningOutput) for item in self.response.output
+        )
+        if calls and not text:
+            return  # a tool call: the answer comes in a later turn
+        problem = check.problem(text)
+        if problem is not None:
+            self.invalid_output = ApiError.server(
+                f"{problem} (the provider cannot be held to text.format; the answer is in "
+                "the response's output)",
+                code="invalid_output",
+            )
 
     def terminal(self) -> list[ResponseEvent]:
         """response.completed or response.incomplete, after `close`."""
