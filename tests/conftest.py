@@ -23,7 +23,13 @@ MODEL = "deepseek-v4-pro"
 
 
 def bridge_config(
-    upstream_url: str, *, server: str = "", store: str = "", upstream: str = "", model: str = ""
+    upstream_url: str,
+    *,
+    server: str = "",
+    store: str = "",
+    upstream: str = "",
+    model: str = "",
+    provider: str = "",
 ) -> Config:
     """A config for the bridge in front of a fake upstream at `upstream_url`; the keyword
     arguments are TOML lines added to those tables."""
@@ -42,6 +48,7 @@ connect_timeout = 2.0
 
 [providers.fake]
 base_url = "{upstream_url}/v1"
+{provider}
 
 [models."{MODEL}"]
 provider = "fake"

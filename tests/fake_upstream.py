@@ -151,6 +151,9 @@ class FakeUpstream:
         # False: tool-call turns without reasoning are taken (a model that does not think).
         self.require_reasoning = True
         self.missing_reasoning = missing_reasoning
+        # A strict fake of a real provider (tests.provider_fakes) deciding what is refused,
+        # in place of the checks below.
+        self.rules: Any = None
         # Keep every request received (off for soak tests, so the lists do not grow).
         self.record = True
         self.url = ""  # set once the test server is up
@@ -159,6 +162,9 @@ class FakeUpstream:
         # requests it makes, like Codex, is easier to serve by what it asks).
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.requests: list[dict[str, Any]] = []
+        # Each request's body as it came, byte for byte, when asked for.
+        self.record_bytes = False
+        self.bodies: list[bytes] = []
         self.headers: list[dict[str, str]] = []
         # The bridge's address for each request: equal ports mean a pooled connection.
         self.peers: list[tuple[str, int]] = []
@@ -194,14 +200,24 @@ class FakeUpstream:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        data = await request.read()
+        body = orjson.loads(data)
+        if self.record_bytes:
+            self.bodies.append(data)
         if self.record:
             self.requests.append(body)
             self.headers.append(dict(request.headers))
             assert request.transport is not None
             self.peers.append(request.transport.get_extra_info("peername"))
             self.arrivals.append(time.monotonic())
-        problem = self._validate(body)
+        if self.rules is not None:
+            refusal = self.rules.refusal(body)
+            if refusal is not None:
+                status, payload = refusal
+                return web.json_response(payload, status=status)
+            problem = None
+        else:
+            problem = self._validate(body)
         if problem is not None:
             return web.json_response(
                 {

@@ -156,6 +156,22 @@ def test_request_body(profile: str, effort: str | None, tools: bool) -> None:
     assert reasoning_fields == ({field} if field else set())
     if field:
         assert assistant[field] == "plan"
+    if profile == "minimax":
+        # Reasoning that came as text goes back in MiniMax's reasoning_details form.
+        assert assistant["reasoning_details"] == [
+            {
+                "type": "reasoning.text",
+                "id": "reasoning-text-1",
+                "format": "MiniMax-response-v1",
+                "index": 0,
+                "text": "plan",
+            }
+        ]
+    if profile == "gemini":
+        # A call Gemini never signed gets Google's stand-in.
+        assert assistant["tool_calls"][0]["extra_content"] == {
+            "google": {"thought_signature": "skip_thought_signature_validator"}
+        }
 
 
 def test_deepseek_downgrades_json_schema_and_explicit_tool_choice() -> None:

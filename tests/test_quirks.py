@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import QuirksConfig
+from bridge.providers import PROFILE_NAMES
 from bridge.translate.quirks import DsmlToolCalls, ThinkTags, parse_dsml
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import (
@@ -257,6 +258,25 @@ def documented_stream(profile: str) -> list[bytes]:
         ]
     elif profile in ("vllm", "ollama", "openrouter"):
         deltas = [{"reasoning": "Two "}, {"reasoning": "words."}, {"content": "Hi there"}]
+    elif profile == "gemini":
+        # Thought summaries inside content, flagged, the closing tag opening the answer (the
+        # shape of captures quoted in discuss.ai.google.dev/t/127400 and coder/coder's
+        # internal/googleopenai fixtures); usage on every chunk.
+        thought = {"google": {"thought": True}}
+        deltas = [
+            {"role": "assistant", "content": "<thought>Two ", "extra_content": thought},
+            {"role": "assistant", "content": "words.", "extra_content": thought},
+            {"role": "assistant", "content": "</thought>Hi there"},
+        ]
+    elif profile == "minimax":
+        # reasoning_split: the thinking in reasoning_details (MiniMax's OpenAI API docs).
+        detail = {"type": "reasoning.text", "id": "reasoning-text-1"}
+        detail |= {"format": "MiniMax-response-v1", "index": 0}
+        deltas = [
+            {"role": "assistant", "reasoning_details": [{**detail, "text": "Two "}]},
+            {"role": "assistant", "reasoning_details": [{**detail, "text": "words."}]},
+            {"role": "assistant", "content": "Hi there"},
+        ]
     else:
         deltas = [
             {"role": "assistant", "content": "", "reasoning_content": "Two "},
@@ -267,10 +287,7 @@ def documented_stream(profile: str) -> list[bytes]:
     return [*frames, sse(chunk(None, "stop")), sse(usage_chunk()), DONE]
 
 
-@pytest.mark.parametrize(
-    "profile",
-    ["openai", "deepseek", "kimi", "glm", "qwen", "openrouter", "vllm", "ollama", "llamacpp"],
-)
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
 async def test_documented_stream_of_each_profile(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, profile: str
 ) -> None:
