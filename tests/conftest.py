@@ -17,7 +17,7 @@ from bridge.config import Config, parse_config
 from tests.fake_upstream import FakeUpstream
 from tests.postgres import PASSWORD as PG_PASSWORD
 from tests.postgres import Cluster
-from tests.processes import BridgeProcess, free_port
+from tests.processes import REPO, BridgeProcess, free_port
 
 MODEL = "deepseek-v4-pro"
 
@@ -143,6 +143,29 @@ async def bridge_process(
         yield bridge
     finally:
         await bridge.stop()
+
+
+def codex_binary() -> str | None:
+    """The Codex CLI: $CODEX_BIN, else the one npm put in node_modules/, else on PATH."""
+    configured = os.environ.get("CODEX_BIN")
+    if configured:
+        return configured
+    local = REPO / "node_modules" / ".bin" / "codex"
+    if local.exists():
+        return str(local)
+    return shutil.which("codex")
+
+
+@pytest.fixture(scope="module")
+def codex() -> str:
+    """The Codex CLI; its tests skip without it, unless REQUIRE_CODEX=1 (.ci/run)."""
+    binary = codex_binary()
+    if binary is None:
+        message = "Codex CLI not installed (npm install --no-save @openai/codex@0.169.0)"
+        if os.environ.get("REQUIRE_CODEX") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,31 +25,10 @@ from bridge.app import create_app
 from bridge.config import load_config
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.processes import REPO, BridgeProcess, free_port
+from tests.processes import BridgeProcess, free_port
 
 CODEX_TIMEOUT = 90.0
 CLIENT_KEY_ENV = "BRIDGE_TEST_CLIENT_KEY"
-
-
-def codex_binary() -> str | None:
-    configured = os.environ.get("CODEX_BIN")
-    if configured:
-        return configured
-    local = REPO / "node_modules" / ".bin" / "codex"
-    if local.exists():
-        return str(local)
-    return shutil.which("codex")
-
-
-@pytest.fixture(scope="module")
-def codex() -> str:
-    binary = codex_binary()
-    if binary is None:
-        message = "Codex CLI not installed (npm install --no-save @openai/codex@0.169.0)"
-        if os.environ.get("REQUIRE_CODEX") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
 
 
 @dataclass

@@ -14,8 +14,8 @@ import pytest
 
 from bridge.codex_config import bridge_catalog, provider_snippet, template_model
 from bridge.config import parse_config
+from tests.conftest import codex_binary
 from tests.processes import REPO
-from tests.test_codex import codex_binary
 
 CONFIG = """
 [server]

@@ -26,14 +26,13 @@ from bridge.app import create_app
 from bridge.config import ConfigError, load_config, parse_config
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, bridge_config, codex_binary
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD, Cluster
 from tests.processes import REPO, BridgeProcess, free_port
 from tests.test_codex import (
     PARALLEL_REASONING,
     PATCH_REASONING,
-    codex_binary,
     last_user_text,
     replayed_assistant,
     tool_loop,
