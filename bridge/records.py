@@ -60,9 +60,11 @@ def item_id_of(item: dict[str, Any]) -> str:
 
 
 def normalize_input_item(item: dict[str, Any], item_id: str) -> dict[str, Any]:
-    """An input item as the input_items endpoint lists it: typed, with its id, parts listed."""
+    """An input item as the input_items endpoint lists it: typed, with its id and status,
+    parts listed, and no null fields (clients may send null for an optional field; the
+    specification's output items take a value or no field)."""
     kind = item_kind(item)
-    entry = {"type": kind, **item}
+    entry = {"type": kind, **{key: value for key, value in item.items() if value is not None}}
     if not entry.get("id"):
         entry["id"] = item_id
     if kind == "message":
@@ -177,7 +179,11 @@ def summarize_turn(response: ResponseObject) -> TurnSummary:
     for item in response.output:
         if isinstance(item, ReasoningOutput):
             reasoning.extend(part.text for part in item.content)
-            carried = decode_reasoning(item.encrypted_content) if item.encrypted_content else None
+            carried = (
+                decode_reasoning(item.encrypted_content)
+                if isinstance(item.encrypted_content, str)
+                else None
+            )
             if carried is not None and carried.details:
                 details.extend(carried.details)
         elif isinstance(item, MessageOutput):

@@ -35,6 +35,7 @@ from bridge.store import StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.ids import new_id
 from bridge.translate.stream import StreamTranslator
+from bridge.translate.text_echo import echo_text
 from bridge.translate.tool_list import echo_tools
 from bridge.truncation import kept_share, truncate
 from bridge.upstream import UpstreamClient
@@ -174,11 +175,6 @@ def unknown_model(config: Config, name: str) -> ApiError:
 
 def response_template(req: ResponsesRequest) -> ResponseObject:
     """The response object as it starts: the request's settings echoed, no output yet."""
-    text: dict[str, Any] = {"format": {"type": "text"}}
-    if req.text is not None:
-        text = msgspec.to_builtins(req.text)
-        if text.get("format") is None:
-            text["format"] = {"type": "text"}
     return ResponseObject(
         id=new_id("resp"),
         created_at=int(time.time()),
@@ -199,7 +195,7 @@ def response_template(req: ResponsesRequest) -> ResponseObject:
         tools=echo_tools(req.tools),
         previous_response_id=req.previous_response_id,
         reasoning=msgspec.to_builtins(req.reasoning) if req.reasoning else None,
-        text=text,
+        text=echo_text(msgspec.to_builtins(req.text) if req.text is not None else None),
         store=req.store if req.store is not None else True,
         background=bool(req.background),
         truncation=req.truncation or "disabled",

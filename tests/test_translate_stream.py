@@ -124,7 +124,7 @@ def test_reasoning_then_text_golden() -> None:
     final = events[-1]["response"]
     assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
     assert final["output"][0]["content"] == [{"type": "reasoning_text", "text": "Thinking"}]
-    assert final["output"][0]["encrypted_content"] is None
+    assert "encrypted_content" not in final["output"][0]
     assert final["output"][1]["content"][0]["text"] == "Hi there"
     assert final["usage"] == {
         "input_tokens": 10,

@@ -19,6 +19,7 @@ from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, normalize_input_item
 from bridge.scope import LEGACY_CLIENT
 from bridge.store.database import one, rows
 from bridge.translate.reasoning import Reasoning
+from bridge.translate.text_echo import echo_text
 from bridge.translate.tool_list import echo_tools
 from bridge.wire.events import ResponseObject
 
@@ -129,6 +130,7 @@ def with_tools(body: bytes, tools: bytes | None, tools_hash: bytes | None) -> by
         if bytes(fields.get(name, _NULL)) == bytes(_NULL):
             # Null in responses stored before the field was a number.
             fields[name] = msgspec.Raw(_ENCODER.encode(default))
+    _drop_old_nulls(fields)
     try:
         response = _RESPONSE.decode(_ENCODER.encode(fields))
     except msgspec.ValidationError:
@@ -136,6 +138,25 @@ def with_tools(body: bytes, tools: bytes | None, tools_hash: bytes | None) -> by
     if tools_hash is not None:
         response.tools = echo_tools(_TOOLS.decode(tools)) if tools else []
     return _ENCODER.encode(response)
+
+
+_OUTPUT_ITEMS = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def _drop_old_nulls(fields: dict[str, msgspec.Raw]) -> None:
+    """Nulls that older releases stored where the specification allows only a value or no
+    field: a reasoning item's encrypted_content, text.verbosity and the text format's
+    unused fields."""
+    output = fields.get("output")
+    if output is not None and b'"encrypted_content":null' in bytes(output):
+        items = _OUTPUT_ITEMS.decode(output)
+        for item in items:
+            if item.get("encrypted_content", "") is None:
+                del item["encrypted_content"]
+        fields["output"] = msgspec.Raw(_ENCODER.encode(items))
+    text = fields.get("text")
+    if text is not None and bytes(text) != bytes(_NULL):
+        fields["text"] = msgspec.Raw(_ENCODER.encode(echo_text(_ITEM.decode(text))))
 
 
 def find_items(

@@ -35,7 +35,9 @@ class ReasoningOutput(_Item, tag="reasoning"):
     id: str
     summary: list[SummaryText] = msgspec.field(default_factory=list)
     content: list[ReasoningTextPart] = msgspec.field(default_factory=list)
-    encrypted_content: str | None = None
+    # Absent unless there is content: the specification allows a string or no field,
+    # never null.
+    encrypted_content: str | msgspec.UnsetType = msgspec.UNSET
     status: str = "in_progress"
 
 
