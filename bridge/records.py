@@ -227,7 +227,7 @@ def stored_content(
     response echoes the request's (as it always does in the service), the list kept once."""
     tools = _ENCODER.encode(request.tools) if request.tools else None
     if tools is not None and _ENCODER.encode(response.tools) == _ENCODER.encode(
-        echo_tools(request.tools)
+        echo_tools(request.tools or [])
     ):
         request = msgspec.structs.replace(request, tools=[])
         response = msgspec.structs.replace(response, tools=[])

@@ -73,7 +73,7 @@ def parse_request(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
 class _RawInput(ResponsesRequest):
     """The request with its input items left undecoded, for decoding one at a time."""
 
-    input: str | list[msgspec.Raw] = []  # noqa: RUF012 (a msgspec field default)
+    input: str | list[msgspec.Raw] | None = None
 
 
 _RAW_INPUT = msgspec.json.Decoder(_RawInput)
@@ -192,7 +192,7 @@ def response_template(req: ResponsesRequest) -> ResponseObject:
         max_output_tokens=req.max_output_tokens,
         max_tool_calls=req.max_tool_calls,
         tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
-        tools=echo_tools(req.tools),
+        tools=echo_tools(req.tools or []),
         previous_response_id=req.previous_response_id,
         reasoning=msgspec.to_builtins(req.reasoning) if req.reasoning else None,
         text=echo_text(msgspec.to_builtins(req.text) if req.text is not None else None),

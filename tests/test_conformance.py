@@ -433,3 +433,76 @@ async def test_every_kind_of_event_conforms(
         "response.failed",
     } <= kinds
     assert in_progress[0] > 1, "a heartbeat (response.in_progress with the output so far)"
+
+
+def _call_pair(call_id: str, nulls: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        user("Weather?"),
+        {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": "{}"}
+        | nulls,
+        {"type": "function_call_output", "call_id": call_id, "output": "Foggy"} | nulls,
+    ]
+
+
+# Nested fields the specification types as nullable: (case, the request's fields).
+NESTED_NULLS: list[tuple[str, dict[str, Any]]] = [
+    ("text.format", {"text": {"format": None}}),
+    ("reasoning.effort+summary", {"reasoning": {"effort": None, "summary": None}}),
+    (
+        "tools[].description+parameters",
+        {"tools": [{"type": "function", "name": "f", "description": None, "parameters": None}]},
+    ),
+    ("message.id+status", {"input": [user("hi") | {"id": None, "status": None}]}),
+    ("function_call(_output).id+status", {"input": _call_pair("c1", {"id": None, "status": None})}),
+    (
+        "reasoning.id+content+encrypted_content",
+        {
+            "input": [
+                user("Weather?"),
+                {
+                    "type": "reasoning",
+                    "id": None,
+                    "summary": [],
+                    "content": None,
+                    "encrypted_content": None,
+                },
+                *_call_pair("c2", {})[1:],
+            ]
+        },
+    ),
+]
+
+
+async def test_every_field_the_specification_types_nullable_takes_null(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    """null where the specification's CreateResponseBody (and the parameters in it) allow
+    it: accepted, never a 400 (openai-python sends `tools: null` for tools=None). Only a
+    null model is refused: the bridge picks the provider by it."""
+    bridge = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
+    fake_upstream.require_reasoning = False
+    fake_upstream.responder = lambda body: reply_for(False)
+    first = await (await bridge.post("/v1/responses", json={"model": MODEL, "input": "hi"})).json()
+    schema = spec_schema.document()["components"]["schemas"]["CreateResponseBody"]
+    nullable = [
+        name for name, field in schema["properties"].items() if '"null"' in json.dumps(field)
+    ]
+    assert {"tools", "input", "text", "reasoning", "metadata"} <= set(nullable)
+    cases = [(name, {name: None}) for name in nullable] + NESTED_NULLS
+    message_id = next(item["id"] for item in first["output"] if item["type"] == "message")
+    cases.append(("item_reference.type", {"input": [{"type": None, "id": message_id}]}))
+    for case, fields in cases:
+        body: dict[str, Any] = {"model": MODEL, "input": "hi"}
+        if case == "input":
+            body["previous_response_id"] = first["id"]
+        body |= fields
+        answer = await bridge.post("/v1/responses", json=body)
+        if case == "model":
+            assert answer.status == 400
+            assert (await answer.json())["error"]["param"] == "model"
+            continue
+        assert answer.status == 200, f"{case}: {await answer.text()}"
+        got = await answer.json()
+        assert validate_response(got) == [], case
+        page = await bridge.get(f"/v1/responses/{got['id']}/input_items")
+        assert validate_items((await page.json())["data"]) == [], case

@@ -131,7 +131,7 @@ def translate_request(
     messages = built.messages
     if not messages and not (continuation and continuation.messages):
         raise RequestError("input is empty: there is nothing to send", "input")
-    tools, tool_map = translate_tools(request.tools)
+    tools, tool_map = translate_tools(request.tools or [])
     body: dict[str, Any] = {
         "model": upstream_model,
         "messages": messages,

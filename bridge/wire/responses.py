@@ -109,13 +109,17 @@ class TextConfig(_Wire):
 
 
 class ResponsesRequest(_Wire):
+    """Every field the Open Responses specification types as nullable takes null."""
+
     model: str
     # Items stay untyped here and are converted one by one, so an unknown item type can
-    # be skipped instead of failing the whole request.
-    input: str | list[Any] = []
+    # be skipped instead of failing the whole request. Null: no input (a continuation
+    # with nothing new).
+    input: str | list[Any] | None = None
     instructions: str | None = None
-    # Kept raw: echoed back verbatim in the response object without re-encoding.
-    tools: list[msgspec.Raw] = []
+    # Kept raw: echoed back verbatim in the response object without re-encoding. Null
+    # (openai-python sends it for tools=None): no tools.
+    tools: list[msgspec.Raw] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     stream: bool = False
@@ -152,7 +156,7 @@ def input_items(request: ResponsesRequest) -> list[Any]:
     """The input as a list of items; a string input is one user message."""
     if isinstance(request.input, str):
         return [{"role": "user", "content": request.input}]
-    return list(request.input)
+    return list(request.input or ())
 
 
 def encode_items(items: Sequence[Any]) -> list[bytes]:
