@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -18,6 +19,9 @@ from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, STORE
 from bridge.background import split_frames
 from bridge.errors import ApiError
 from bridge.handlers import json_response, response_id_of, response_not_found
+from bridge.relay import encode_frames
+from bridge.translate.replay import replay_events
+from bridge.wire.events import ResponseObject
 
 # The sentinel the Open Responses specification ends a stream with (OpenAI's own streams
 # end with it too; every SDK and Codex skip it).
@@ -38,6 +42,7 @@ FOLLOW_ELSEWHERE_SECONDS = 3600.0
 REAP_EVERY = 40
 CANCEL_WAIT_SECONDS = 10.0
 
+_RESPONSE = msgspec.json.Decoder(ResponseObject)
 _TERMINAL = {
     "completed": "response.completed",
     "incomplete": "response.incomplete",
@@ -90,17 +95,26 @@ def _starting_after(value: str | None) -> int:
     return number
 
 
-def _stored_frames(response: bytes, frames: bytes | None, after: int) -> list[bytes]:
+def _stored_frames(
+    response: bytes, frames: bytes | None, after: int, reasoning_events: str
+) -> list[bytes]:
     """The events of a stored response after `after`; a response stored without its
-    events (not a background one) is told as its one final event."""
+    events (not a background one) is told as the events that would have streamed it
+    (bridge.translate.replay)."""
     if frames is not None:
         return split_frames(frames)[after + 1 :]
-    status = orjson.loads(response).get("status")
-    kind = _TERMINAL.get(status, "response.in_progress")
-    if after >= 0:
-        return []
-    data = b'{"type":"%s","sequence_number":0,"response":%s}' % (kind.encode(), response)
-    return [b"event: %s\ndata: %s\n\n" % (kind.encode(), data)]
+    try:
+        stored = _RESPONSE.decode(response)
+    except msgspec.ValidationError:
+        # Not a response this release wrote: its one final event.
+        status = orjson.loads(response).get("status")
+        kind = _TERMINAL.get(status, "response.in_progress")
+        if after >= 0:
+            return []
+        data = b'{"type":"%s","sequence_number":0,"response":%s}' % (kind.encode(), response)
+        return [b"event: %s\ndata: %s\n\n" % (kind.encode(), data)]
+    events = replay_events(stored, reasoning_events)[after + 1 :]
+    return [encode_frames(events)] if events else []
 
 
 async def _from_list(frames: list[bytes]) -> AsyncIterator[bytes]:
@@ -135,7 +149,8 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     if _running(found[0]):
         # Another bridge runs it (PostgreSQL): its events are stored when it ends.
         return await stream_frames(request, _after_it_ends(request, response_id, after))
-    return await stream_frames(request, _from_list(_stored_frames(*found, after)))
+    reasoning_events = request.app[CONFIG].server.reasoning_events
+    return await stream_frames(request, _from_list(_stored_frames(*found, after, reasoning_events)))
 
 
 def _running(stored: bytes) -> bool:
@@ -160,7 +175,8 @@ async def _after_it_ends(
         if found is None:
             return
         if not _running(found[0]):
-            for chunk in _stored_frames(*found, after):
+            reasoning_events = request.app[CONFIG].server.reasoning_events
+            for chunk in _stored_frames(*found, after, reasoning_events):
                 yield chunk
             return
         checks += 1

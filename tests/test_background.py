@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from tests.conftest import MODEL, bridge_config
-from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
+from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 from tests.processes import BridgeProcess
 from tests.test_clients import JS, REPO, node
 from tests.test_service import read_events
@@ -125,17 +125,115 @@ async def test_only_background_responses_are_cancelled(
     assert missing.status == 404
 
 
-async def test_a_foreground_response_reads_back_as_a_stream(
+WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+
+async def foreground_response(bridge: TestClient, fake_upstream: FakeUpstream) -> dict[str, Any]:
+    """A stored response (not a background one) with reasoning, text and a tool call."""
+    fake_upstream.script(
+        tool_call_reply(
+            "Weather wanted.", [("call_s", "get_weather", ['{"city":', '"Oslo"}'])], "Checking."
+        )
+    )
+    created = await bridge.post(
+        "/v1/responses", json={"model": MODEL, "input": "Weather?", "tools": [WEATHER]}
+    )
+    body: dict[str, Any] = await created.json()
+    assert [item["type"] for item in body["output"]] == ["reasoning", "message", "function_call"]
+    return body
+
+
+async def test_a_foreground_response_reads_back_as_the_stream_that_made_it(
     bridge: TestClient, fake_upstream: FakeUpstream
 ) -> None:
-    """Stored without its events: told as its final event."""
-    fake_upstream.script(thinking_text_reply([], ["ok"]))
-    created = await (await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})).json()
+    """Stored without its events: told as the events that stream it, from response.created
+    to its final event, and from any event on."""
+    created = await foreground_response(bridge, fake_upstream)
     events = await read_events(await bridge.get(f"/v1/responses/{created['id']}?stream=true"))
-    assert [e["type"] for e in events] == ["response.completed"]
-    assert events[0]["response"]["output"] == created["output"]
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-1] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["response"] == created
+    assert {
+        "response.reasoning_text.delta",
+        "response.output_text.delta",
+        "response.function_call_arguments.done",
+    } <= set(kinds)
+    later = await read_events(
+        await bridge.get(f"/v1/responses/{created['id']}?stream=true&starting_after=5")
+    )
+    assert later == events[6:]
     bad = await bridge.get(f"/v1/responses/{created['id']}?stream=true&starting_after=x")
     assert bad.status == 400
+
+
+def without_parsed(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Output items as a stream helper gives them, less the empty fields it adds
+    (`parsed`, `parsed_arguments`, and nulls for fields the bridge left out)."""
+    return [
+        {
+            key: [{k: v for k, v in part.items() if v is not None} for part in value]
+            if key == "content"
+            else value
+            for key, value in item.items()
+            if value is not None
+        }
+        for item in output
+    ]
+
+
+async def test_openai_python_reads_a_stored_response_back_as_a_stream(
+    bridge_server: TestServer, sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.script(
+        tool_call_reply("Weather wanted.", [("call_s", "get_weather", ['{"city":"Oslo"}'])], "Ok.")
+    )
+    created = await sdk.responses.create(model=MODEL, input="Weather?", tools=[WEATHER])  # type: ignore[list-item]
+    events = [event async for event in await sdk.responses.retrieve(created.id, stream=True)]
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    async with sdk.responses.stream(response_id=created.id) as stream:
+        final = await stream.get_final_response()
+    # The helper's parsed response: the same items (its output text parts gain `parsed`).
+    assert (
+        without_parsed(final.model_dump(mode="json", exclude_none=True)["output"])
+        == (created.model_dump(mode="json", exclude_none=True)["output"])
+    )
+    assert final.output_text == "Ok."
+
+
+@pytest.mark.parametrize("package", ["openai", "openai6"], ids=["openai-node-7", "openai-node-6"])
+async def test_openai_node_reads_a_stored_response_back_as_a_stream(
+    bridge_server: TestServer, sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream, package: str
+) -> None:
+    """openai-node's responses.stream({response_id}) threw "expected 'response.created'
+    event" when the stream was one response.completed."""
+    binary = node()
+    if not (REPO / "node_modules" / package).exists():
+        pytest.fail(f"npm package {package} is missing")
+    fake_upstream.script(
+        tool_call_reply("Weather wanted.", [("call_s", "get_weather", ['{"city":"Oslo"}'])], "Ok.")
+    )
+    created = await sdk.responses.create(model=MODEL, input="Weather?", tools=[WEATHER])  # type: ignore[list-item]
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        str(JS / "stream_stored.mjs"),
+        str(bridge_server.make_url("/v1")),
+        created.id,
+        package,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    result = json.loads(out.decode().splitlines()[-1]) if out else {"error": err.decode()}
+    assert "error" not in result, result
+    assert result["types"][0] == "response.created"
+    assert (
+        without_parsed(result["final"]["output"])
+        == (created.model_dump(mode="json", exclude_none=True)["output"])
+    )
+    assert result["text"] == "Ok."
 
 
 async def test_another_client_cannot_see_or_cancel_a_background_response(
