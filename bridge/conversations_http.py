@@ -13,9 +13,10 @@ import orjson
 from aiohttp import web
 
 from bridge.app_keys import CLIENT, STORE
-from bridge.errors import ApiError
+from bridge.errors import ApiError, duplicate_item
 from bridge.handlers import json_response, list_params, list_response
-from bridge.records import item_id_of, normalize_input_item
+from bridge.lone_surrogates import replace_lone_surrogates
+from bridge.records import item_id_of, normalize_input_item, repeated_id
 from bridge.store import ItemNotFound
 from bridge.store.conversations import ConversationRow, Item
 from bridge.translate.ids import new_id
@@ -59,7 +60,13 @@ async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ApiError.invalid(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+        # Half an emoji from a JavaScript client (bridge.lone_surrogates): kept, replaced.
+        try:
+            body = orjson.loads(replace_lone_surrogates(data) or b"")
+        except orjson.JSONDecodeError:
+            raise ApiError.invalid(
+                f"The body is not valid JSON: {exc}", code="invalid_json"
+            ) from None
     if not isinstance(body, dict):
         raise ApiError.invalid("The body must be a JSON object", code="invalid_json")
     return body
@@ -100,7 +107,11 @@ def new_items(value: Any, param: str = "items") -> list[Item]:
         raise ApiError.invalid(
             f"Invalid value for '{param}': at most {MAX_ITEMS} items at a time", param
         )
-    return [_item(item, f"{param}[{index}]") for index, item in enumerate(value)]
+    items = [_item(item, f"{param}[{index}]") for index, item in enumerate(value)]
+    repeated = repeated_id([item_id for item_id, _ in items])
+    if repeated is not None:
+        raise duplicate_item(*repeated, param)
+    return items
 
 
 def _item(item: Any, param: str) -> Item:

@@ -226,3 +226,13 @@ def redact_url(url: str) -> str:
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duplicate_item(index: int, item_id: str, param: str) -> ApiError:
+    """An item id given twice in one request: a conversation could keep only one of them."""
+    return ApiError.invalid(
+        f"Duplicate item id '{item_id}' in one request: each item of a conversation needs "
+        "its own id",
+        f"{param}[{index}].id",
+        code="duplicate_item_id",
+    )

@@ -89,6 +89,16 @@ def normalize_input_item(item: dict[str, Any], item_id: str) -> dict[str, Any]:
     return entry
 
 
+def repeated_id(ids: Sequence[str]) -> tuple[int, str] | None:
+    """The first id that an earlier one repeats, with its position; None when all differ."""
+    seen: set[str] = set()
+    for index, item_id in enumerate(ids):
+        if item_id in seen:
+            return index, item_id
+        seen.add(item_id)
+    return None
+
+
 def conversation_items(items: Sequence[Any]) -> list[tuple[str, bytes]]:
     """A turn's items (input or output) as a conversation keeps them: id and JSON."""
     kept: list[tuple[str, bytes]] = []

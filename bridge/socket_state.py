@@ -117,6 +117,13 @@ class SocketConversations:
             largest[prefix.root] = max(largest.get(prefix.root, 0), prefix.size)
         return sum(largest.values())
 
+    def evict(self, response_id: str | None) -> None:
+        """Forget the conversation up to `response_id`: a continuation of it failed, and the
+        Open Responses specification then wants a later one to find it gone
+        (previous_response_not_found, unless the store has it)."""
+        if response_id is not None:
+            self._kept.pop(response_id, None)
+
     def add(self, prefix: Prefix) -> None:
         self._kept[prefix.response_id] = prefix
         while len(self._kept) > self._max_responses:

@@ -28,9 +28,10 @@ from bridge.conversation import (
     turn_recorder,
 )
 from bridge.engine import Recorder, Shorten, Turn
-from bridge.errors import ApiError
+from bridge.errors import ApiError, duplicate_item
+from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.providers import PROFILES
-from bridge.records import conversation_items, item_id_of
+from bridge.records import conversation_items, item_id_of, repeated_id
 from bridge.store import StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.ids import new_id
@@ -64,6 +65,9 @@ def parse_request(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
         text = f"Invalid value for '{param}': {message}" if param else message
         raise ApiError.invalid(text, param) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        repaired = replace_lone_surrogates(body) if isinstance(exc, msgspec.DecodeError) else None
+        if repaired is not None:
+            return parse_request(repaired)
         raise ApiError.invalid(f"The body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise ApiError.invalid("The body is nested too deeply", code="invalid_json") from None
@@ -405,6 +409,9 @@ async def setup_turn(
             else item
             for item in items
         ]
+        repeated = repeated_id([item["id"] if isinstance(item, dict) else "" for item in items])
+        if repeated is not None:
+            raise duplicate_item(*repeated, "input")
     planned = await plan_turn(
         store,
         req,

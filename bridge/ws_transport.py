@@ -31,6 +31,7 @@ from bridge.conversation import Prefix
 from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
 from bridge.errors import ApiError
+from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.scope import client_identity
 from bridge.socket_state import SocketConversations, conversation_after
 from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
@@ -58,6 +59,20 @@ class _Envelope(msgspec.Struct):
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def _read_envelope(data: bytes) -> tuple[_Envelope, bytes]:
+    """The message's envelope, and the message with any lone surrogate escape (half an
+    emoji from a JavaScript client, bridge.lone_surrogates) replaced."""
+    try:
+        return _ENVELOPE.decode(data), data
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError:
+        repaired = replace_lone_surrogates(data)
+        if repaired is None:
+            raise
+        return _ENVELOPE.decode(repaired), repaired
 
 
 class OpenSockets:
@@ -214,7 +229,7 @@ class _Socket:
             )
             return
         try:
-            envelope = _ENVELOPE.decode(data)
+            envelope, data = _read_envelope(data)
         except msgspec.ValidationError as exc:
             await self._send_error(ApiError.invalid(f"Invalid message: {exc}", "type"))
             return
@@ -269,10 +284,12 @@ class _Socket:
         started = time.perf_counter()
         self._turns += 1
         label = f"{self._label}#{self._turns}"
+        previous: str | None = None
         try:
             if app[TURNS].draining:
                 raise SHUTTING_DOWN
             req, items = await parse_request_off_loop(data)
+            previous = req.previous_response_id
             if req.background:
                 raise ApiError.invalid(
                     "Background responses are created over HTTP (POST /v1/responses), "
@@ -296,11 +313,13 @@ class _Socket:
             )
         except ApiError as exc:
             self._log(label, started, exc.status, outcome=exc.code or "error")
+            self._conversations.evict(previous)
             self._busy = False
             await self._send_error(exc)
             return
         except Exception as exc:  # a bug in setting up: the socket must survive it
             log.exception("setting up a turn on WebSocket %s failed", label)
+            self._conversations.evict(previous)
             self._busy = False
             await self._send_error(
                 ApiError.server(
@@ -312,13 +331,15 @@ class _Socket:
             return
         begin_trace(request, prepared, "websocket", data)
         try:
-            await run_turn(prepared.turn, self._sink, app[TURNS])
+            failed = await run_turn(prepared.turn, self._sink, app[TURNS])
         except ClientGone as gone:
             log.info("client of %s %s", prepared.turn.translator.response.id, gone.reason)
             if gone.record and request.transport is not None:
                 request.transport.abort()  # it stopped reading: a clean close would hang
             return
         self._log(label, started, 200, prepared, items=len(items), kept=prefix is not None)
+        if failed is not None:
+            self._conversations.evict(previous)
         await self._keep(prepared)
 
     async def _keep(self, prepared: PreparedTurn) -> None:

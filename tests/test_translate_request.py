@@ -351,7 +351,7 @@ def test_tool_output_images_follow_the_tool_messages() -> None:
     assert body["messages"][4]["content"][1]["image_url"]["url"] == "data:image/png;base64,AA"
 
 
-def test_unknown_items_are_skipped_and_orphan_outputs_dropped() -> None:
+def test_unknown_items_are_skipped() -> None:
     body = body_for(
         {
             "model": "m",
@@ -359,11 +359,40 @@ def test_unknown_items_are_skipped_and_orphan_outputs_dropped() -> None:
                 {"role": "user", "content": "x"},
                 {"type": "web_search_call", "id": "ws", "status": "completed"},
                 {"type": "some_future_item", "foo": 1},
-                {"type": "function_call_output", "call_id": "nobody", "output": "x"},
             ],
         }
     )
     assert body["messages"] == [{"role": "user", "content": "x"}]
+
+
+def test_a_tool_output_that_answers_no_call_fails_naming_its_call_id() -> None:
+    """The Open Responses specification fails the turn (its suite's failed-continuation
+    test sends one); dropping it would answer a question nobody asked."""
+    request = msgspec.convert(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "x"},
+                {"type": "function_call_output", "call_id": "nobody", "output": "x"},
+            ],
+        },
+        ResponsesRequest,
+    )
+    with pytest.raises(RequestError) as raised:
+        translate_request(request, "m")
+    assert "'nobody'" in raised.value.message
+    assert raised.value.param == "input[1].call_id"
+
+
+def test_an_orphan_tool_output_kept_in_history_is_left_out() -> None:
+    """History the bridge keeps (a chain stored by an older release) never fails a turn."""
+    request = msgspec.convert({"model": "m", "input": "next"}, ResponsesRequest)
+    history = [
+        {"role": "user", "content": "x"},
+        {"type": "function_call_output", "call_id": "nobody", "output": "x"},
+    ]
+    plan = translate_request(request, "m", history=history)
+    assert [m.role for m in plan.messages] == ["user", "user"]
 
 
 @pytest.mark.parametrize(

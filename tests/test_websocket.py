@@ -684,3 +684,40 @@ async def test_truncation_auto_shortens_a_conversation_kept_on_the_socket(
     assert retried["messages"][0] == {"role": "system", "content": "Be brief."}
     assert retried["messages"][-1]["content"] == "question three"
     assert "question one" not in str(retried["messages"])
+
+
+@pytest.mark.parametrize("failure", ["an output that answers no call", "the upstream refuses"])
+async def test_a_failed_continuation_forgets_the_response_it_continued(
+    bridge: TestClient, fake_upstream: FakeUpstream, failure: str
+) -> None:
+    """The Open Responses specification's MUST: a continuation that fails (4xx or 5xx)
+    evicts its previous_response_id from the socket, so a store: false chain cannot go on
+    from it (previous_response_not_found); the socket itself goes on."""
+    fake_upstream.script(thinking_text_reply(["ok"], ["OK."]))
+    if failure == "the upstream refuses":
+        fake_upstream.script(Reply(status=400, error_body={"error": {"message": "nope"}}))
+    fake_upstream.script(thinking_text_reply([], ["fresh"]))
+    async with bridge.ws_connect("/v1/responses") as ws:
+        first = await turn(ws, input=[user("Remember: ember.")], store=False)
+        previous = first[-1]["response"]["id"]
+        if failure == "the upstream refuses":
+            failed = await turn(
+                ws, input=[user("go on")], previous_response_id=previous, store=False
+            )
+            assert failed[-1]["type"] == "response.failed"
+        else:
+            failed = await turn(
+                ws,
+                input=[output_of("call_missing", "x")],
+                previous_response_id=previous,
+                store=False,
+            )
+            assert failed[-1]["type"] == "error"
+            assert failed[-1]["status"] == 400
+            assert "call_missing" in failed[-1]["error"]["message"]
+            assert failed[-1]["error"]["param"] == "input[0].call_id"
+        retried = await turn(ws, input=[user("stale?")], previous_response_id=previous, store=False)
+        assert retried[-1]["type"] == "error"
+        assert retried[-1]["error"]["code"] == "previous_response_not_found"
+        fresh = await turn(ws, input=[user("start over")], store=False)
+    assert fresh[-1]["type"] == "response.completed"

@@ -335,11 +335,21 @@ class MessageBuilder:
         if signature is not None:
             turn.reasoning_details = [*(turn.reasoning_details or ()), signature]
 
-    def tool_output(self, item: ToolOutputItem, param: str) -> None:
+    def tool_output(self, item: ToolOutputItem, param: str, replayed: bool = False) -> None:
+        """A tool message; RequestError for an output that answers no call (the Open
+        Responses specification fails the turn), unless it comes from history the bridge
+        keeps (a stored chain or conversation, which an older release may have stored
+        with one): Chat Completions takes no tool message without its call, so it is left
+        out there."""
         if item.call_id not in self.call_ids:
-            # Chat Completions rejects a tool message with no matching call; such orphans
-            # come from clients that trimmed their history.
-            log.warning("skipping tool output for unknown call_id %s", item.call_id)
+            if not replayed:
+                raise RequestError(
+                    f"No tool call found for function call output with call_id "
+                    f"'{item.call_id}': a tool output must answer a function_call or "
+                    "custom_tool_call earlier in the conversation",
+                    f"{param}.call_id",
+                )
+            log.warning("skipping stored tool output for unknown call_id %s", item.call_id)
             return
         self.open_turn = None
         self.continued = None
@@ -401,12 +411,12 @@ def translate_input(
     if instructions:
         messages.messages.append(ChatMessage(role="system", content=instructions))
     for index, item in enumerate(history):
-        _add_item(messages, item, f"history[{index}]")
+        _add_item(messages, item, f"history[{index}]", replayed=True)
     messages.add_items(items, "input")
     return messages
 
 
-def _add_item(history: MessageBuilder, raw: Any, param: str) -> None:
+def _add_item(history: MessageBuilder, raw: Any, param: str, replayed: bool = False) -> None:
     if not isinstance(raw, dict):
         raise RequestError(f"{param} must be an object", param)
     kind = raw.get("type") or ("message" if "role" in raw else None)
@@ -423,7 +433,7 @@ def _add_item(history: MessageBuilder, raw: Any, param: str) -> None:
         arguments = msgspec.json.encode({CUSTOM_TOOL_ARGUMENT: custom.input}).decode()
         history.tool_call(custom.call_id, upstream_tool_name(custom.name, None), arguments)
     elif kind in ("function_call_output", "custom_tool_call_output"):
-        history.tool_output(convert_field(raw, ToolOutputItem, param), param)
+        history.tool_output(convert_field(raw, ToolOutputItem, param), param, replayed)
     elif kind in SKIPPED_ITEM_TYPES:
         log.debug("skipping %s input item: no Chat Completions equivalent", kind)
     elif kind is None:

@@ -112,19 +112,43 @@ def translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]],
     return translated
 
 
+def _described(ref: ToolRef) -> str:
+    kind = "custom tool" if ref.kind == "custom" else "function"
+    return f"{kind} {ref.name!r}" + (f" in namespace {ref.namespace!r}" if ref.namespace else "")
+
+
+def _add(tool_map: ToolMap, ref: ToolRef, param: str, params: dict[str, str]) -> str:
+    """The tool's upstream name; RequestError when another tool of the request already has
+    it (namespace `ns` with `a__b` and a function `ns__a__b` both flatten to `ns__a__b`: the
+    model could call only one of them)."""
+    upstream = upstream_tool_name(ref.name, ref.namespace)
+    taken = tool_map.get(upstream)
+    if taken is not None and taken != ref:
+        raise RequestError(
+            f"{param} ({_described(ref)}) and {params[upstream]} ({_described(taken)}) both "
+            f"become the function {upstream!r} for a Chat Completions upstream, which could "
+            "then call only one of them; rename one",
+            param,
+        )
+    params.setdefault(upstream, param)
+    return tool_map.add(ref)
+
+
 def _translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]], ToolMap]:
     tools: list[dict[str, Any]] = []
     tool_map = ToolMap()
+    # Upstream name -> the request field of the tool that has it.
+    params: dict[str, str] = {}
     for index, raw in enumerate(raw_tools):
         param = f"tools[{index}]"
         kind = _decode_tool(_TOOL_TYPE, raw, param).type
         if kind == "function":
             fn = _decode_tool(_FUNCTION_TOOL, raw, param)
-            name = tool_map.add(ToolRef(fn.name))
+            name = _add(tool_map, ToolRef(fn.name), param, params)
             tools.append(_function_tool(name, fn.description, fn.parameters, fn.strict))
         elif kind == "custom":
             custom = _decode_tool(_CUSTOM_TOOL, raw, param)
-            name = tool_map.add(ToolRef(custom.name, kind="custom"))
+            name = _add(tool_map, ToolRef(custom.name, kind="custom"), param, params)
             tools.append(_custom_as_function(custom, name))
         elif kind == "namespace":
             namespace = _decode_tool(_NAMESPACE_TOOL, raw, param)
@@ -133,11 +157,12 @@ def _translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]]
                 inner_kind = inner.get("type", "function")
                 if inner_kind == "function":
                     fn = convert_field(inner, FunctionTool, inner_param)
-                    name = tool_map.add(ToolRef(fn.name, namespace.name))
+                    name = _add(tool_map, ToolRef(fn.name, namespace.name), inner_param, params)
                     tools.append(_function_tool(name, fn.description, fn.parameters, fn.strict))
                 elif inner_kind == "custom":
                     custom = convert_field(inner, CustomTool, inner_param)
-                    name = tool_map.add(ToolRef(custom.name, namespace.name, "custom"))
+                    ref = ToolRef(custom.name, namespace.name, "custom")
+                    name = _add(tool_map, ref, inner_param, params)
                     tools.append(_custom_as_function(custom, name))
                 else:
                     log.debug(

@@ -51,6 +51,10 @@ class ToolMap:
         self._by_upstream[upstream] = ref
         return upstream
 
+    def get(self, upstream: str) -> ToolRef | None:
+        """The client tool that has the upstream name, if any."""
+        return self._by_upstream.get(upstream)
+
     def resolve(self, upstream: str) -> ToolRef:
         """The client tool behind an upstream name; unknown names pass through as functions."""
         return self._by_upstream.get(upstream) or ToolRef(name=upstream)
