@@ -26,6 +26,7 @@ from bridge.app_keys import (
 )
 from bridge.background import BackgroundRuns
 from bridge.background_http import cancel_response, get_response
+from bridge.compaction import compact_response
 from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
 from bridge.debug_turns import add_routes as add_debug_routes
@@ -135,6 +136,7 @@ def create_app(
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)
+    app.router.add_post("/v1/responses/compact", compact_response)
     app.router.add_get("/v1/responses", responses_socket)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from bridge.translate.compaction import decode_compaction, summary_text
 from bridge.translate.dialect import is_signature
 from bridge.translate.errors import RequestError, convert_field
 from bridge.translate.reasoning import Reasoning, decode_reasoning, turn_fingerprint
@@ -16,6 +17,7 @@ from bridge.translate.tool_list import CUSTOM_TOOL_ARGUMENT
 from bridge.translate.tools import upstream_tool_name
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from bridge.wire.responses import (
+    CompactionItem,
     ContentPart,
     CustomToolCallItem,
     FunctionCallItem,
@@ -39,7 +41,6 @@ SKIPPED_ITEM_TYPES = frozenset(
         "computer_call_output",
         "tool_search_call",
         "tool_search_output",
-        "compaction",
         "item_reference",
         "mcp_call",
         "mcp_list_tools",
@@ -199,6 +200,9 @@ class MessageBuilder:
         # Gemini thought signatures waiting for the call they name (a reasoning item that
         # carries one may come before or after its call; bridge.translate.dialect).
         self.signatures: dict[str, dict[str, Any]] = {}
+        # Reasoning of tool-call turns kept through a compaction, by call id
+        # (bridge.translate.compaction): for a client that dropped the reasoning items.
+        self.compacted_reasoning: dict[str, Reasoning] = {}
         # The first message changed in place since `mark` (a tool call joining it).
         self._marked = 0
         self._touched: int | None = None
@@ -368,8 +372,39 @@ class MessageBuilder:
                     text = f"{text}\n{IMAGE_OMITTED}" if text else IMAGE_OMITTED
         self.messages.append(ChatMessage(role="tool", content=text, tool_call_id=item.call_id))
 
+    def compaction(self, item: CompactionItem) -> None:
+        """A compaction item the bridge made: its summary, as a user message where it
+        stands; one from elsewhere (OpenAI's own) cannot be read and is left out."""
+        carried = decode_compaction(item.encrypted_content)
+        if carried is None:
+            log.warning("skipping a compaction item that responses-bridge did not make")
+            return
+        self._flush_tool_images()
+        self.open_turn = None
+        self.continued = None
+        self.reasoning = []
+        if carried.summary:
+            self.messages.append(ChatMessage(role="user", content=summary_text(carried.summary)))
+        self.compacted_reasoning.update(carried.reasoning)
+
+    def _restore_compacted_reasoning(self) -> None:
+        """Kept tool-call turns that came back without their reasoning get the one the
+        compaction carried."""
+        for message in self.messages:
+            if message.role != "assistant" or not message.tool_calls or message.reasoning_content:
+                continue
+            for call in message.tool_calls:
+                found = self.compacted_reasoning.get(call.id)
+                if found is not None and (found.text or found.details):
+                    message.reasoning_content = found.text or message.reasoning_content
+                    if message.reasoning_details is None:
+                        message.reasoning_details = found.details
+                    break
+
     def finish(self) -> list[ChatMessage]:
         self._flush_tool_images()
+        if self.compacted_reasoning:
+            self._restore_compacted_reasoning()
         return self.messages
 
     def add_items(self, items: Sequence[Any], name: str) -> None:
@@ -434,6 +469,8 @@ def _add_item(history: MessageBuilder, raw: Any, param: str, replayed: bool = Fa
         history.tool_call(custom.call_id, upstream_tool_name(custom.name, None), arguments)
     elif kind in ("function_call_output", "custom_tool_call_output"):
         history.tool_output(convert_field(raw, ToolOutputItem, param), param, replayed)
+    elif kind == "compaction":
+        history.compaction(convert_field(raw, CompactionItem, param))
     elif kind in SKIPPED_ITEM_TYPES:
         log.debug("skipping %s input item: no Chat Completions equivalent", kind)
     elif kind is None:

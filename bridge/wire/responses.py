@@ -43,6 +43,13 @@ class ReasoningItem(_Wire):
     encrypted_content: str | None = None
 
 
+class CompactionItem(_Wire):
+    """A compaction item (bridge.translate.compaction makes the bridge's own)."""
+
+    encrypted_content: str
+    id: str | None = None
+
+
 class FunctionCallItem(_Wire):
     call_id: str
     name: str
