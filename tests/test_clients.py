@@ -25,7 +25,15 @@ from aiohttp.test_utils import TestServer
 
 from bridge.app import create_app
 from tests.conftest import MODEL, bridge_config
-from tests.fake_upstream import DONE, FakeUpstream, Reply, chunk, sse
+from tests.fake_upstream import (
+    DONE,
+    FakeUpstream,
+    Reply,
+    chunk,
+    sse,
+    thinking_text_reply,
+    tool_call_reply,
+)
 from tests.processes import REPO
 
 JS = Path(__file__).parent / "js"
@@ -213,3 +221,46 @@ async def test_the_ai_sdk(
     fake_upstream.script(scenario(name))
     results = await run_node("ai_sdk.mjs", beating_bridge, name)
     assert results and results[0]["ok"], results
+
+
+async def test_the_agents_sdk_sends_no_orphaned_tool_output(
+    bridge_server: TestServer, fake_upstream: FakeUpstream
+) -> None:
+    """A session whose history is cut between a tool call and its output (a limit of two
+    items): the SDK drops the output whose call was cut, so the bridge's 400 for a tool
+    output that answers no call never meets it."""
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    fake_upstream.require_reasoning = False
+    fake_upstream.script(
+        tool_call_reply("Look it up.", [("call_w", "get_weather", ['{"city":"Oslo"}'])]),
+        thinking_text_reply([], ["Sunny in Oslo."]),
+        thinking_text_reply([], ["Still sunny."]),
+    )
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"Sunny in {city}"
+
+    client = openai.AsyncOpenAI(base_url=base_url(bridge_server), api_key="unused", max_retries=0)
+    session = agents.SQLiteSession("orphans")
+    try:
+        agent = agents.Agent(
+            name="bridge",
+            instructions="Answer.",
+            tools=[get_weather],
+            model=agents.OpenAIResponsesModel(model=MODEL, openai_client=client),
+        )
+        first = await agents.Runner.run(agent, "Weather in Oslo?", session=session)
+        assert first.final_output == "Sunny in Oslo."
+        kinds = [item.get("type") for item in await session.get_items()]
+        assert "function_call" in kinds and "function_call_output" in kinds
+        config = agents.RunConfig(session_settings=agents.SessionSettings(limit=2))
+        second = await agents.Runner.run(agent, "And now?", session=session, run_config=config)
+        assert second.final_output == "Still sunny."
+    finally:
+        session.close()
+        await client.close()
+    sent = fake_upstream.requests[-1]["messages"]
+    assert all(message["role"] != "tool" for message in sent), sent

@@ -601,6 +601,50 @@ async def test_k_a_conversation_the_bridge_no_longer_has_is_sent_again_by_codex(
         await bridge.stop()
 
 
+async def test_k2_a_failed_continuation_is_retried_by_codex_with_everything(
+    codex: str, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    """The follow-up turn after a tool call fails upstream (503, past the bridge's own two
+    retries), which makes the socket forget the response it continued (the specification's
+    eviction): Codex retries on a new socket with the whole conversation, and the task
+    completes."""
+    config_file = bridge_config_file(tmp_path, fake_upstream)
+    log = tmp_path / "bridge.log"
+    bridge = BridgeProcess(config_file, free_port(), log=log, log_level="info")
+    await bridge.start()
+    try:
+        home = websocket_home(codex, tmp_path, bridge, config_file, None, default_retries=True)
+        reasoning = "One shell call, then answer."
+        failures = [Reply(status=503, error_body={"error": {"message": "Server is busy"}})] * 3
+
+        def respond(body: dict[str, Any]) -> Reply:
+            if body["messages"][-1]["role"] == "tool":
+                if failures:
+                    return failures.pop()
+                return thinking_text_reply(["Counted."], ["There are no files."])
+            if "count files" in last_user_text(body):
+                return tool_call_reply(
+                    reasoning, [("call_f", "exec_command", [json.dumps({"cmd": "ls"})])]
+                )
+            return thinking_text_reply([], ["ok"])
+
+        fake_upstream.responder = respond
+        result = await home.run("-m", MODEL, "count files")
+        assert result.returncode == 0, result.output
+        assert "There are no files." in result.stdout
+        final = fake_upstream.requests[-1]
+        assert replayed_assistant(final, "call_f")["reasoning_content"] == reasoning
+        turns = socket_turns(log)
+        failed = [t["outcome"] for t in turns].index("failed")
+        retried = turns[failed + 1]
+        # Codex retries on a new socket with everything (the failed one's cache is moot).
+        assert retried["request"].split("#")[0] != turns[failed]["request"].split("#")[0]
+        assert (retried["outcome"], retried["history"]) == ("completed", "-"), turns
+        assert posted_turns(log) == 0
+    finally:
+        await bridge.stop()
+
+
 async def test_l_when_every_socket_is_taken_codex_uses_http(
     codex: str, tmp_path: Path, fake_upstream: FakeUpstream
 ) -> None:
