@@ -40,7 +40,18 @@ MISSES_SHOWN = 5
 async def resolve_item_references(store: StoreBackend, items: list[Any], client: str) -> list[Any]:
     """The input with each `item_reference` replaced by the item it names (from the client's
     stored responses); ApiError 400 naming the first one not found."""
-    wanted = [(index, item["id"]) for index, item in enumerate(items) if _is_reference(item)]
+    # An item_reference: so typed, or (the specification's type may be null or left out)
+    # an item with an id and neither a type nor a role. Inline: this runs on the loop for
+    # every item of every request.
+    wanted = [
+        (index, item["id"])
+        for index, item in enumerate(items)
+        if isinstance(item, dict)
+        and (
+            item.get("type") == "item_reference"
+            or (item.get("type") is None and "role" not in item and "id" in item)
+        )
+    ]
     if not wanted:
         return items
     for index, item_id in wanted:
@@ -62,15 +73,6 @@ async def resolve_item_references(store: StoreBackend, items: list[Any], client:
             )
         resolved[index] = msgspec.json.decode(body)
     return resolved
-
-
-def _is_reference(item: Any) -> bool:
-    """An item_reference: so typed, or (the specification's type may be null or left out)
-    an item with an id and neither a type nor a role."""
-    if not isinstance(item, dict):
-        return False
-    kind = item.get("type")
-    return kind == "item_reference" or (kind is None and "role" not in item and "id" in item)
 
 
 @dataclass(slots=True, frozen=True)
