@@ -366,6 +366,40 @@ async def test_f_codex_compaction_goes_through_the_bridge(
     assert replayed_assistant(compaction, "call_cp")["reasoning_content"] == reasoning
 
 
+async def test_f2_codex_under_the_name_azure_asks_for_remote_compaction_and_is_told_no(
+    codex_home: CodexHome, fake_upstream: FakeUpstream, tmp_path: Path, codex: str
+) -> None:
+    """Codex 0.169.0 compacts remotely ("v2") for a provider named azure: a /responses
+    request ending in a compaction_trigger item, whose answer must be one compaction item.
+    The bridge refuses it with a 400 that says why, which Codex shows; the model is not
+    asked (docs/codex.md, Compaction)."""
+    await write_catalog(codex, codex_home, fake_upstream, tmp_path, 8000)
+    config = codex_home.home / "config.toml"
+    config.write_text(
+        config.read_text()
+        .replace('model_provider = "bridge"', 'model_provider = "azure"')
+        .replace("[model_providers.bridge]", "[model_providers.azure]")
+        .replace('name = "bridge"', 'name = "azure"')
+    )
+    full = 7800  # prompt tokens reported upstream: past Codex's compaction threshold
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return thinking_text_reply([], ["Done."], prompt_tokens=full)
+        return tool_call_reply(
+            "Run true.",
+            [("call_az", "exec_command", [json.dumps({"cmd": "true"})])],
+            prompt_tokens=full,
+        )
+
+    fake_upstream.responder = respond
+    result = await codex_home.run("-m", MODEL, "keep going")
+    assert "compaction_trigger items (remote compaction) are not supported" in result.output
+    # The compaction request never reached the model.
+    (asked,) = fake_upstream.requests  # the task's first turn; Codex then stopped
+    assert "keep going" in last_user_text(asked)
+
+
 # ---- errors as Codex acts on them, at its default retry settings ------------------------------
 
 

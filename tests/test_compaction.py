@@ -212,6 +212,21 @@ async def test_compaction_errors_in_the_openai_shape(
     assert set((await limited.json())["error"]) == {"message", "type", "param", "code"}
 
 
+async def test_codex_remote_compaction_v2_is_refused_saying_why(
+    bridge: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    """Codex's remote compaction "v2" ends its input with a compaction_trigger item and wants
+    one compaction item back: not served (docs/codex.md), and never sent to the model."""
+    answer = await bridge.post(
+        "/v1/responses",
+        json={"model": MODEL, "input": [user("hi"), {"type": "compaction_trigger"}]},
+    )
+    assert answer.status == 400
+    error = (await answer.json())["error"]
+    assert error["param"] == "input[1].type" and "compaction_trigger" in error["message"]
+    assert fake_upstream.requests == []
+
+
 async def test_a_compaction_item_the_bridge_did_not_make_is_left_out(
     bridge: TestClient, fake_upstream: FakeUpstream
 ) -> None:

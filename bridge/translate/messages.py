@@ -471,6 +471,15 @@ def _add_item(history: MessageBuilder, raw: Any, param: str, replayed: bool = Fa
         history.tool_output(convert_field(raw, ToolOutputItem, param), param, replayed)
     elif kind == "compaction":
         history.compaction(convert_field(raw, CompactionItem, param))
+    elif kind == "compaction_trigger":
+        # Codex's remote compaction "v2" (Codex 0.169.0 uses it for a provider named azure):
+        # it wants an answer of exactly one compaction item, which the model cannot give.
+        raise RequestError(
+            "compaction_trigger items (remote compaction) are not supported by "
+            "responses-bridge: compact with POST /v1/responses/compact, or let Codex compact "
+            "locally (do not name the provider azure or openai)",
+            f"{param}.type",
+        )
     elif kind in SKIPPED_ITEM_TYPES:
         log.debug("skipping %s input item: no Chat Completions equivalent", kind)
     elif kind is None:
