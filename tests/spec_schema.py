@@ -17,7 +17,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_FILE = Path(__file__).parent / "spec" / "openresponses-openapi.json"
+SPEC_FILE = Path(__file__).parent / "spec" / "openresponses-schemas.json"
 _BASE = "urn:openresponses:openapi"
 
 
