@@ -253,11 +253,11 @@ def shape_messages(messages: list[ChatMessage], profile: Profile) -> None:
             text = message.reasoning
         message.reasoning_content = message.reasoning = None
         required = profile.reasoning_required
-        if text is None and (
-            required == "always" or (required == "tool_calls" and message.tool_calls)
-        ):
-            # The turn had none (or it is lost): the field must be there all the same.
-            text = ""
+        if not text:
+            # The turn had none (or it is lost): where the field must be there all the
+            # same it is "", elsewhere it is left out.
+            needed = required == "always" or (required == "tool_calls" and message.tool_calls)
+            text = "" if needed else None
         if profile.replay_field == "reasoning_content":
             message.reasoning_content = text
         elif profile.replay_field == "reasoning":
