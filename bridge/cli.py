@@ -36,7 +36,8 @@ EXIT_CONFIG = 3
 EXIT_STORE = 4  # the database cannot be opened or migrated
 # 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
 EXIT_LISTEN = 6  # serve cannot listen on its address
-# 7: codex-config could not read the installed Codex's model catalog (bridge.codex_config)
+# 7: codex-config could not read the installed Codex's model catalog, or could not merge
+#    into Codex's config.toml (bridge.codex_config)
 # 8: trace could not reach the running bridge (bridge.trace)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -108,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
         "responses-bridge-models.json)",
     )
     codex.add_argument("--codex", metavar="PATH", help="the codex executable (default: on PATH)")
+    codex.add_argument(
+        "--write",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="merge into Codex's config.toml instead of printing (default PATH: $CODEX_HOME "
+        "or ~/.codex, config.toml): only the bridge's provider, profile and catalog change; "
+        "the old file is kept as config.toml.bak",
+    )
     service_install.add_commands(commands, add_config_option)
     trace.add_command(commands, add_config_option)
     return parser
@@ -223,11 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "codex-config":
                 config = load_config(config_path(args))
                 catalog = Path(args.catalog) if args.catalog else None
+                write = None
+                if args.write is not None:
+                    write = Path(args.write or codex_config.default_config_path(os.environ))
                 return codex_config.run(
                     config,
                     model=args.model,
-                    catalog_path=catalog or codex_config.default_catalog_path(os.environ),
+                    catalog_path=catalog
+                    or codex_config.default_catalog_path(os.environ, beside=write),
                     codex=args.codex,
+                    write=write,
                 )
             case "service":
                 return service_install.run(args, config_path(args))
