@@ -19,6 +19,7 @@ from bridge.app_keys import (
     CLIENT_KEYS,
     CONFIG,
     HTTP_SESSION,
+    MISSING_KEYS,
     STORE,
     STORE_PATH,
     TURNS,
@@ -30,6 +31,7 @@ from bridge.compaction import compact_response
 from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
 from bridge.debug_turns import add_routes as add_debug_routes
+from bridge.demo import DemoUpstream
 from bridge.handlers import (
     delete_response,
     get_model,
@@ -91,10 +93,14 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         connector=connector, auto_decompress=True, read_bufsize=16384
     ) as session:
         app[HTTP_SESSION] = session
-        app[UPSTREAMS] = {
-            name: UpstreamClient(session, name, provider, app[API_KEYS].get(name), config.upstream)
-            for name, provider in config.providers.items()
-        }
+        upstreams: dict[str, UpstreamClient] = {}
+        for name, provider in config.providers.items():
+            if provider.profile == "demo":
+                upstreams[name] = DemoUpstream(session, name, provider, config.upstream)
+            elif name not in app[MISSING_KEYS]:
+                key = app[API_KEYS].get(name)
+                upstreams[name] = UpstreamClient(session, name, provider, key, config.upstream)
+        app[UPSTREAMS] = upstreams
         yield
 
 
@@ -112,9 +118,11 @@ def create_app(
     api_keys: dict[str, str] | None = None,
     store_file: Path | None = None,
     client_keys: tuple[str, ...] = (),
+    missing_keys: frozenset[str] = frozenset(),
 ) -> web.Application:
     """The bridge application for a validated config, the providers' API keys and the
-    keys clients must present (none: no client authentication).
+    keys clients must present (none: no client authentication). The providers in
+    `missing_keys` have no key here: their models answer with an error saying so.
 
     The database is `store_file`, else the config's [store] path.
     """
@@ -124,6 +132,7 @@ def create_app(
     app[CONFIG] = config
     app[API_KEYS] = dict(api_keys or {})
     app[CLIENT_KEYS] = client_keys
+    app[MISSING_KEYS] = missing_keys
     app.on_response_prepare.append(add_request_id)
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()

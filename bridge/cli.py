@@ -19,11 +19,11 @@ from bridge.config import (
     check_exposure,
     is_loopback,
     load_config,
-    resolve_api_keys,
     resolve_client_keys,
     store_path,
     unset_api_keys,
 )
+from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
 from bridge.migrate import MigrationError
@@ -137,11 +137,6 @@ def config_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def _load(path: str) -> tuple[Config, dict[str, str]]:
-    config = load_config(path)
-    return config, resolve_api_keys(config, os.environ)
-
-
 def _check_config(path: str, *, strict: bool) -> int:
     config = load_config(path)
     unset = unset_api_keys(config, os.environ)
@@ -168,7 +163,8 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.app import create_app
     from bridge.server import serve
 
-    config, api_keys = _load(config_path(args))
+    config = load_config(config_path(args))
+    api_keys, missing_keys = serving_keys(config, os.environ)
     client_keys = resolve_client_keys(config, os.environ)
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -185,14 +181,28 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("config %s", os.path.abspath(config.source))
     for name, model in config.models.items():
         provider = config.providers[model.provider]
+        if provider.profile == "demo":
+            log.info("model %s -> the built-in demo model (scripted answers, no provider)", name)
+            continue
         log.info(
-            "model %s -> provider %s (%s, model %s)",
+            "model %s -> provider %s (%s, model %s)%s",
             name,
             model.provider,
             redact_url(provider.base_url),
             config.upstream_model(name),
+            f": unusable, {provider.api_key_env} is not set"
+            if model.provider in missing_keys
+            else "",
         )
-    app = create_app(config, api_keys, client_keys=client_keys)
+    if missing_keys:
+        variables = ", ".join(sorted({str(config.providers[p].api_key_env) for p in missing_keys}))
+        log.warning(
+            "demo mode: no provider key is set (%s), so only the built-in demo model (%s) "
+            "answers; set the key and restart the bridge to use the others",
+            variables,
+            ", ".join(demo_models(config)),
+        )
+    app = create_app(config, api_keys, client_keys=client_keys, missing_keys=missing_keys)
     try:
         asyncio.run(
             serve(app, host, port, config.server.drain_seconds, config.server.header_timeout)

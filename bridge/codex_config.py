@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from tomlkit.items import Item, Table
 from tomlkit.toml_document import TOMLDocument
 
 from bridge.config import Config
+from bridge.demo import demo_mode, demo_models
 
 PROVIDER_ID = "responses-bridge"
 CLIENT_KEY_ENV = "RESPONSES_BRIDGE_API_KEY"
@@ -284,6 +286,14 @@ def run(
     """Write the catalog (when Codex is installed), then print the snippet, or merge it
     into Codex's config.toml at `write`; an exit code."""
     chosen = model or next(iter(config.models), None)
+    if model is None and demo_mode(config, os.environ):
+        # No provider key is set here (a first run): the demo is what answers.
+        chosen = demo_models(config)[0]
+        print(
+            f"responses-bridge: no provider key is set here, so Codex gets the demo model "
+            f"({chosen}); set the key and run this again, or pass --model",
+            file=sys.stderr,
+        )
     if chosen is None:
         print("responses-bridge: the config has no [models] to offer Codex", file=sys.stderr)
         return 3

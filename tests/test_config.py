@@ -67,13 +67,15 @@ def test_shipped_config_parses_with_the_keys_it_shows() -> None:
             api_key_env="DEEPSEEK_API_KEY",
             profile="deepseek",
             max_tokens_param="max_tokens",
-        )
+        ),
+        "demo": ProviderConfig(profile="demo"),
     }
     assert config.models == {
         "deepseek-v4-pro": ModelConfig(
             provider="deepseek", upstream_model="deepseek-v4-pro", input_modalities=["text"]
         ),
         "deepseek-v4-flash": ModelConfig(provider="deepseek"),
+        "demo": ModelConfig(provider="demo"),
     }
 
 
