@@ -27,6 +27,7 @@ from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
 from bridge.migrate import MigrationError
+from bridge.probe import probe_all
 from bridge.store import StoreError, postgres
 from bridge.store.backends import database_label, run_postgres_migrate, uses_postgres
 
@@ -39,6 +40,7 @@ EXIT_LISTEN = 6  # serve cannot listen on its address
 # 7: codex-config could not read the installed Codex's model catalog, or could not merge
 #    into Codex's config.toml (bridge.codex_config)
 # 8: trace could not reach the running bridge (bridge.trace)
+EXIT_PROBE = 9  # check-config --probe: a provider could not be used
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -95,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail (exit 3) when a provider's API key variable is unset here",
     )
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="send each provider one tiny request: reachable, key accepted, model known, "
+        "reasoning streamed (exit 9 if one fails)",
+    )
     sessions_cli.add_commands(commands, "config.toml naming the database", add_config_option)
 
     codex = commands.add_parser(
@@ -137,7 +145,7 @@ def config_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def _check_config(path: str, *, strict: bool) -> int:
+def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
     config = load_config(path)
     unset = unset_api_keys(config, os.environ)
     for warning in unset:
@@ -155,6 +163,11 @@ def _check_config(path: str, *, strict: bool) -> int:
     else:
         state = "exists" if store_path(config, os.environ).exists() else "not created yet"
     print(f"# {path}: ok; the database is {database_label(config, os.environ)} ({state})")
+    if probe:
+        results = asyncio.run(probe_all(config, os.environ))
+        for result in results:
+            print(f"probe {result.line()}")
+        return EXIT_OK if all(result.ok for result in results) else EXIT_PROBE
     sys.stdout.write(effective_toml(config))
     return EXIT_OK
 
@@ -229,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "check-config":
-                return _check_config(config_path(args), strict=args.strict)
+                return _check_config(config_path(args), strict=args.strict, probe=args.probe)
             case "migrate":
                 config = load_config(config_path(args))
                 if uses_postgres(config):
