@@ -83,7 +83,8 @@ async def test_probe_reports_each_provider(
     lines = {line.split(" ", 2)[1]: line for line in out.splitlines() if line.startswith("probe ")}
     assert "model think-1): ok" in lines["thinker"]
     assert "streams reasoning (reasoning_content)" in lines["thinker"]
-    assert "model plain-1): ok" in lines["plain"] and "without streaming reasoning" in lines["plain"]
+    assert "model plain-1): ok" in lines["plain"]
+    assert "without streaming reasoning" in lines["plain"]
     assert "FAILED" in lines["refusing"] and "401" in lines["refusing"]
     assert "FAILED" in lines["unknown"] and "404" in lines["unknown"]
     assert "Model Not Exist" in lines["unknown"]
