@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from bridge.access import add_request_id, request_middleware
 from bridge.app_keys import (
@@ -40,6 +41,7 @@ from bridge.handlers import (
     list_models,
     readyz,
 )
+from bridge.metrics import METRICS, PREFIX, Metrics, count_requests, metrics_endpoint
 from bridge.sse_transport import create_response
 from bridge.store import StoreError
 from bridge.store.backends import StoreBackend, open_store
@@ -113,6 +115,27 @@ async def _drain(app: web.Application) -> None:
     await app[SOCKETS].close_all()
 
 
+def _gauges(app: web.Application) -> Iterator[Metric]:
+    """What is open now, read at each scrape of GET /metrics."""
+    sockets = app[SOCKETS]
+    values = (
+        ("websocket_connections", "WebSocket connections open", len(sockets)),
+        (
+            "websocket_cache_bytes",
+            "Bytes of conversations the open WebSockets keep",
+            sum(conversations.size for conversations in sockets.conversations),
+        ),
+        (
+            "background_runs",
+            "Background responses running",
+            len(app[BACKGROUND]) if BACKGROUND in app else 0,
+        ),
+        ("turns_in_flight", "Turns being answered", len(app[TURNS])),
+    )
+    for name, text, value in values:
+        yield GaugeMetricFamily(f"{PREFIX}_{name}", text, value=value)
+
+
 def create_app(
     config: Config,
     api_keys: dict[str, str] | None = None,
@@ -127,8 +150,10 @@ def create_app(
     The database is `store_file`, else the config's [store] path.
     """
     app = web.Application(
-        client_max_size=config.server.max_request_bytes, middlewares=[request_middleware]
+        client_max_size=config.server.max_request_bytes,
+        middlewares=[count_requests, request_middleware],
     )
+    app[METRICS] = Metrics()
     app[CONFIG] = config
     app[API_KEYS] = dict(api_keys or {})
     app[CLIENT_KEYS] = client_keys
@@ -137,11 +162,13 @@ def create_app(
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()
     app[SOCKETS] = OpenSockets(config.websocket.max_connections)
+    app[METRICS].read_on_scrape(lambda: _gauges(app))
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_http_session)
     app.on_shutdown.append(_drain)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)
