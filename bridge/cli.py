@@ -26,6 +26,7 @@ from bridge.config import (
 from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
+from bridge.logs import configure_logging
 from bridge.migrate import MigrationError
 from bridge.probe import probe_all
 from bridge.store import StoreError, postgres
@@ -182,10 +183,8 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
     check_exposure(config, host, client_keys)
-    logging.basicConfig(
-        level=(args.log_level or config.server.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    configure_logging(
+        args.log_level or config.server.log_level, config.server.log_format, os.environ
     )
     log = logging.getLogger("bridge")
     warning = exposure_warning(config, host, client_keys)

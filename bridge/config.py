@@ -44,6 +44,9 @@ class ServerConfig(_Strict):
     drain_seconds: float = 30.0
     # debug | info | warning | error; `serve --log-level` overrides it.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "text" (a timestamp first, left out when stderr is systemd's journal) or "json" (one
+    # object per line: time, level, logger, message).
+    log_format: Literal["text", "json"] = "text"
     # Log request and response bodies (message content) at debug level. Off by default.
     log_bodies: bool = False
     # An environment variable holding the keys clients must send as bearer tokens
