@@ -267,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     write=write,
                 )
             case "service":
-                return service_install.run(args, config_path(args))
+                needs_config = args.action == "install"
+                return service_install.run(args, config_path(args) if needs_config else None)
             case "trace":
                 return trace.run(args, load_config(config_path(args)))
             case _:
