@@ -20,6 +20,7 @@ from bridge.config import ConfigError, parse_config
 from bridge.demo import LABEL, DemoRequest, demo_mode, script, serving_keys
 from bridge.errors import ApiError
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
+from tests.conftest import assert_ends
 from tests.processes import REPO, BridgeProcess, free_port
 from tests.test_codex import CodexHome, codex_binary
 
@@ -83,7 +84,7 @@ async def test_the_shipped_config_serves_the_demo_without_a_key(tmp_path: Path) 
     assert "response.reasoning_text.delta" in kinds
     assert kinds.index("response.reasoning_text.delta") < kinds.index("response.output_text.delta")
     final = events[-1]
-    assert final["type"] == "response.completed", final.get("response", {}).get("error")
+    assert_ends(final)
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert text.startswith(LABEL) and "Say hello." in text
     assert "DEEPSEEK_API_KEY" in error["message"] and error["param"] == "model"

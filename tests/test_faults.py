@@ -28,7 +28,7 @@ from bridge.sse import SSEParser, SSEProtocolError
 from bridge.translate.errors import RequestError
 from bridge.translate.request import translate_request
 from bridge.wire.responses import ResponsesRequest
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -106,7 +106,7 @@ async def test_upstream_fault_ends_in_the_right_error_and_nothing_completed(
     )
     if stream:
         events = await read_events(response)
-        assert events[-1]["type"] == "response.failed"
+        assert_ends(events, "response.failed")
         assert not any(e["type"] == "response.completed" for e in events)
         error = events[-1]["response"]["error"]
         response_id = events[-1]["response"]["id"]
@@ -130,7 +130,7 @@ async def test_no_first_byte_fails_within_the_idle_timeout(
     events = await read_events(
         await client.post("/v1/responses", json={"model": MODEL, "input": "x", "stream": True})
     )
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert time.monotonic() - started < 2.5
 
 
@@ -149,7 +149,7 @@ async def test_retry_after_503_then_success(
     events = await read_events(
         await client.post("/v1/responses", json={"model": MODEL, "input": "x", "stream": True})
     )
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     assert len(fake_upstream.requests) == 3
 
 
@@ -217,7 +217,7 @@ async def test_no_retry_once_output_reached_the_client(
     events = await read_events(
         await client.post("/v1/responses", json={"model": MODEL, "input": "x", "stream": True})
     )
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert len(fake_upstream.requests) == 1
 
 
@@ -398,7 +398,7 @@ async def test_200_concurrent_streams_all_stored(
                 json={"model": MODEL, "input": f"q{i}", "stream": True},
             ) as response:
                 events = await read_events(response)  # type: ignore[arg-type]
-            assert events[-1]["type"] == "response.completed"
+            assert_ends(events)
             return str(events[-1]["response"]["id"])
 
         ids = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), 120)
@@ -461,7 +461,7 @@ async def test_locked_database_answer_streams_and_writes_recover(
         events = await read_events(
             await bridge.post("/v1/responses", json={"model": MODEL, "input": "x", "stream": True})
         )
-        assert events[-1]["type"] == "response.completed"
+        assert_ends(events)
         locked_id = events[-1]["response"]["id"]
         readiness = await bridge.get("/readyz")
         assert readiness.status == 503

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import parse_config
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import DONE, FakeUpstream, Reply, chunk, sse, thinking_text_reply
 from tests.processes import BridgeProcess, free_port
 
@@ -206,7 +206,7 @@ async def test_an_endless_event_is_cut_off(
         "/v1/responses", json={"model": MODEL, "input": "x", "stream": True}
     )
     final = final_event(await response.read())
-    assert final["type"] == "response.failed"
+    assert_ends(final, "response.failed")
     assert "larger than 65536" in final["response"]["error"]["message"]
 
 
@@ -233,7 +233,7 @@ async def test_a_key_the_provider_echoes_is_redacted_everywhere(
     )
     raw = await response.read()
     final = final_event(raw)
-    assert final["type"] == "response.failed"
+    assert_ends(final, "response.failed")
     message = final["response"]["error"]["message"]
     assert "Incorrect API key provided" in message and "[redacted]" in message
     assert fake_upstream.url in message  # which provider to fix
@@ -378,7 +378,7 @@ async def test_a_locked_store_keeps_readyz_quick_and_says_what_was_not_kept(
         blocker.execute("ROLLBACK")
         blocker.close()
     for final in finals:
-        assert final["type"] == "response.completed"
+        assert_ends(final)
         assert final["response"]["store"] is False  # it could not be kept, and says so
     assert ended < 5  # together, after write_timeout, not one after another
 

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import create_app
 from bridge.config import resolve_client_keys
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -120,7 +120,7 @@ async def test_websockets_and_background_runs_are_seen(
         event: dict[str, Any] = await ws.receive_json()
         if event["type"] in ("response.completed", "response.failed", "error"):
             break
-    assert event["type"] == "response.completed", event
+    assert_ends(event)
     samples = await scrape(bridge)
     assert value(samples, "responses_bridge_websocket_connections") == 1
     assert value(samples, "responses_bridge_websocket_cache_bytes") > 0

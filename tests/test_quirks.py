@@ -13,7 +13,7 @@ from bridge.app import create_app
 from bridge.config import QuirksConfig
 from bridge.providers import PROFILE_NAMES
 from bridge.translate.quirks import DsmlToolCalls, ThinkTags, parse_dsml
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import (
     DONE,
     KIMI_MISSING_REASONING,
@@ -137,7 +137,7 @@ def test_dsml_in_content_becomes_function_call_items() -> None:
         ],
     )
     final = events[-1]["response"]
-    assert final["status"] == "completed"
+    assert final["status"] == "completed", final.get("error")
     kinds = [item["type"] for item in final["output"]]
     assert kinds == ["reasoning", "message", "function_call", "function_call"]
     assert final["output"][1]["content"][0]["text"] == "Let me check.\n"
@@ -298,7 +298,7 @@ async def test_documented_stream_of_each_profile(
     )
     events = await read_events(response)
     final = events[-1]["response"]
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     assert final["output"][0]["content"] == [{"type": "reasoning_text", "text": "Two words."}]
     assert final["output"][1]["content"][0]["text"] == "Hi there"
 
@@ -312,13 +312,13 @@ async def test_missing_done_switch(
     events = await read_events(
         await lenient.post("/v1/responses", json={"model": MODEL, "input": "hi", "stream": True})
     )
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     strict = await client_for(aiohttp_client, fake_upstream, "openai", missing_done=False)
     fake_upstream.script(Reply(frames))
     events = await read_events(
         await strict.post("/v1/responses", json={"model": MODEL, "input": "hi", "stream": True})
     )
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert "[DONE]" in events[-1]["response"]["error"]["message"]
 
 

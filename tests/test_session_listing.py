@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.config import parse_config
+from tests.conftest import assert_ends
 from tests.processes import REPO
 
 CONFIG = """
@@ -58,7 +59,7 @@ async def test_codex_warm_ups_are_marked_in_the_list(
         {"type": "response.create", "model": "demo", "input": "hi", "generate": False}
     )
     warm = await until_final(ws)
-    assert warm["type"] == "response.completed", warm
+    assert_ends(warm)
     warm_id = warm["response"]["id"]
     await ws.send_json(
         {
@@ -69,7 +70,7 @@ async def test_codex_warm_ups_are_marked_in_the_list(
         }
     )
     real = await until_final(ws)
-    assert real["type"] == "response.completed", real.get("response", {}).get("error")
+    assert_ends(real)
     await ws.close()
     code, out, err = await cli(config, "list")
     assert code == 0, err

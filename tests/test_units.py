@@ -274,3 +274,15 @@ def test_service_uninstall_removes_a_disabled_unit_only(tmp_path: Path) -> None:
     assert (tmp_path / "config.toml").exists()
     code, said = run_service(tmp_path, "uninstall", "--user")
     assert code == 1 and "there is no unit" in said
+
+
+def test_a_failed_terminal_assertion_names_the_error_the_response_carried() -> None:
+    from tests.conftest import assert_ends
+
+    failed = {
+        "type": "response.failed",
+        "response": {"status": "failed", "error": {"code": "server_error", "message": "busy"}},
+    }
+    with pytest.raises(AssertionError, match=r"response\.failed.*server_error.*busy"):
+        assert_ends([{"type": "response.created"}, failed])
+    assert assert_ends(failed, "response.failed") is failed
