@@ -8,27 +8,14 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
-
 from bridge import codex_config
 from bridge.config import parse_config
 from tests.processes import REPO, free_port
-from tests.test_codex import codex_binary
 
 README = (REPO / "README.md").read_text()
 REFUSED = "Reconnecting... waiting for network"
 MISSING_KEY = f"Missing environment variable: `{codex_config.CLIENT_KEY_ENV}`"
 SECONDS = 30.0
-
-
-@pytest.fixture
-def codex() -> str:
-    binary = codex_binary()
-    if binary is None:
-        if os.environ.get("REQUIRE_CODEX") == "1":
-            pytest.fail("Codex CLI not installed")
-        pytest.skip("Codex CLI not installed")
-    return binary
 
 
 async def codex_until(codex: str, home: Path, wanted: str, **env: str) -> str:

@@ -22,7 +22,7 @@ from bridge.errors import ApiError
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from tests.conftest import assert_ends
 from tests.processes import REPO, BridgeProcess, free_port
-from tests.test_codex import CodexHome, codex_binary
+from tests.test_codex import CodexHome
 
 SHIPPED = REPO / "config.toml"
 DEMO_CONFIG = """
@@ -171,14 +171,9 @@ def test_the_demo_refuses_a_tool_call_turn_without_its_reasoning() -> None:
     assert script(DemoRequest(messages=messages))
 
 
-async def test_codex_runs_a_tool_through_the_demo(tmp_path: Path) -> None:
+async def test_codex_runs_a_tool_through_the_demo(codex: str, tmp_path: Path) -> None:
     """No account anywhere: `codex-config --write` then the real Codex against the shipped
     config's demo model, which has Codex run a shell command and reports its output."""
-    codex = codex_binary()
-    if codex is None:
-        if os.environ.get("REQUIRE_CODEX") == "1":
-            pytest.fail("Codex CLI not installed")
-        pytest.skip("Codex CLI not installed")
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(SHIPPED.read_text().replace("port = 8787", f"port = {port}"))
