@@ -16,12 +16,15 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import Config, parse_config
+from bridge.providers import PROFILE_NAMES
 from tests.fake_upstream import FakeUpstream
 from tests.postgres import PASSWORD as PG_PASSWORD
 from tests.postgres import Cluster
 from tests.processes import REPO, BridgeProcess, free_port
 
 MODEL = "deepseek-v4-pro"
+# The profiles of providers reached over HTTP (the demo answers inside the bridge).
+UPSTREAM_PROFILES = tuple(name for name in PROFILE_NAMES if name != "demo")
 
 
 def carried_error(event: Any) -> str:

@@ -11,9 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import QuirksConfig
-from bridge.providers import PROFILE_NAMES
 from bridge.translate.quirks import DsmlToolCalls, ThinkTags, parse_dsml
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import MODEL, UPSTREAM_PROFILES, assert_ends, bridge_config
 from tests.fake_upstream import (
     DONE,
     KIMI_MISSING_REASONING,
@@ -287,7 +286,7 @@ def documented_stream(profile: str) -> list[bytes]:
     return [*frames, sse(chunk(None, "stop")), sse(usage_chunk()), DONE]
 
 
-@pytest.mark.parametrize("profile", PROFILE_NAMES)
+@pytest.mark.parametrize("profile", UPSTREAM_PROFILES)
 async def test_documented_stream_of_each_profile(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, profile: str
 ) -> None:
