@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from bridge.access import add_request_id, request_middleware
 from bridge.app_keys import (
@@ -19,6 +20,7 @@ from bridge.app_keys import (
     CLIENT_KEYS,
     CONFIG,
     HTTP_SESSION,
+    MISSING_KEYS,
     STORE,
     STORE_PATH,
     TURNS,
@@ -30,6 +32,7 @@ from bridge.compaction import compact_response
 from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
 from bridge.debug_turns import add_routes as add_debug_routes
+from bridge.demo import DemoUpstream
 from bridge.handlers import (
     delete_response,
     get_model,
@@ -38,6 +41,7 @@ from bridge.handlers import (
     list_models,
     readyz,
 )
+from bridge.metrics import METRICS, PREFIX, Metrics, count_requests, metrics_endpoint
 from bridge.sse_transport import create_response
 from bridge.store import StoreError
 from bridge.store.backends import StoreBackend, open_store
@@ -91,10 +95,14 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         connector=connector, auto_decompress=True, read_bufsize=16384
     ) as session:
         app[HTTP_SESSION] = session
-        app[UPSTREAMS] = {
-            name: UpstreamClient(session, name, provider, app[API_KEYS].get(name), config.upstream)
-            for name, provider in config.providers.items()
-        }
+        upstreams: dict[str, UpstreamClient] = {}
+        for name, provider in config.providers.items():
+            if provider.profile == "demo":
+                upstreams[name] = DemoUpstream(session, name, provider, config.upstream)
+            elif name not in app[MISSING_KEYS]:
+                key = app[API_KEYS].get(name)
+                upstreams[name] = UpstreamClient(session, name, provider, key, config.upstream)
+        app[UPSTREAMS] = upstreams
         yield
 
 
@@ -107,32 +115,60 @@ async def _drain(app: web.Application) -> None:
     await app[SOCKETS].close_all()
 
 
+def _gauges(app: web.Application) -> Iterator[Metric]:
+    """What is open now, read at each scrape of GET /metrics."""
+    sockets = app[SOCKETS]
+    values = (
+        ("websocket_connections", "WebSocket connections open", len(sockets)),
+        (
+            "websocket_cache_bytes",
+            "Bytes of conversations the open WebSockets keep",
+            sum(conversations.size for conversations in sockets.conversations),
+        ),
+        (
+            "background_runs",
+            "Background responses running",
+            len(app[BACKGROUND]) if BACKGROUND in app else 0,
+        ),
+        ("turns_in_flight", "Turns being answered", len(app[TURNS])),
+    )
+    for name, text, value in values:
+        yield GaugeMetricFamily(f"{PREFIX}_{name}", text, value=value)
+
+
 def create_app(
     config: Config,
     api_keys: dict[str, str] | None = None,
     store_file: Path | None = None,
     client_keys: tuple[str, ...] = (),
+    missing_keys: frozenset[str] = frozenset(),
 ) -> web.Application:
     """The bridge application for a validated config, the providers' API keys and the
-    keys clients must present (none: no client authentication).
+    keys clients must present (none: no client authentication). The providers in
+    `missing_keys` have no key here: their models answer with an error saying so.
 
     The database is `store_file`, else the config's [store] path.
     """
     app = web.Application(
-        client_max_size=config.server.max_request_bytes, middlewares=[request_middleware]
+        client_max_size=config.server.max_request_bytes,
+        middlewares=[count_requests, request_middleware],
     )
+    app[METRICS] = Metrics()
     app[CONFIG] = config
     app[API_KEYS] = dict(api_keys or {})
     app[CLIENT_KEYS] = client_keys
+    app[MISSING_KEYS] = missing_keys
     app.on_response_prepare.append(add_request_id)
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()
     app[SOCKETS] = OpenSockets(config.websocket.max_connections)
+    app[METRICS].read_on_scrape(lambda: _gauges(app))
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_http_session)
     app.on_shutdown.append(_drain)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/responses", create_response)

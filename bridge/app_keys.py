@@ -16,6 +16,8 @@ from bridge.upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
 API_KEYS = web.AppKey("api_keys", dict[str, str])
+# Providers whose key variable is unset where the bridge runs (the demo mode, bridge.demo).
+MISSING_KEYS = web.AppKey("missing_keys", frozenset[str])
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
 STORE: web.AppKey[StoreBackend] = web.AppKey("store")

@@ -19,14 +19,16 @@ from bridge.config import (
     check_exposure,
     is_loopback,
     load_config,
-    resolve_api_keys,
     resolve_client_keys,
     store_path,
     unset_api_keys,
 )
+from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
+from bridge.logs import configure_logging
 from bridge.migrate import MigrationError
+from bridge.probe import probe_all
 from bridge.store import StoreError, postgres
 from bridge.store.backends import database_label, run_postgres_migrate, uses_postgres
 
@@ -36,8 +38,10 @@ EXIT_CONFIG = 3
 EXIT_STORE = 4  # the database cannot be opened or migrated
 # 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
 EXIT_LISTEN = 6  # serve cannot listen on its address
-# 7: codex-config could not read the installed Codex's model catalog (bridge.codex_config)
+# 7: codex-config could not read the installed Codex's model catalog, or could not merge
+#    into Codex's config.toml (bridge.codex_config)
 # 8: trace could not reach the running bridge (bridge.trace)
+EXIT_PROBE = 9  # check-config --probe: a provider could not be used
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -94,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail (exit 3) when a provider's API key variable is unset here",
     )
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="send each provider one tiny request: reachable, key accepted, model known, "
+        "reasoning streamed (exit 9 if one fails)",
+    )
     sessions_cli.add_commands(commands, "config.toml naming the database", add_config_option)
 
     codex = commands.add_parser(
@@ -108,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
         "responses-bridge-models.json)",
     )
     codex.add_argument("--codex", metavar="PATH", help="the codex executable (default: on PATH)")
+    codex.add_argument(
+        "--write",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="merge into Codex's config.toml instead of printing (default PATH: $CODEX_HOME "
+        "or ~/.codex, config.toml): only the bridge's provider, profile and catalog change; "
+        "the old file is kept as config.toml.bak",
+    )
     service_install.add_commands(commands, add_config_option)
     trace.add_command(commands, add_config_option)
     return parser
@@ -127,12 +146,7 @@ def config_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def _load(path: str) -> tuple[Config, dict[str, str]]:
-    config = load_config(path)
-    return config, resolve_api_keys(config, os.environ)
-
-
-def _check_config(path: str, *, strict: bool) -> int:
+def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
     config = load_config(path)
     unset = unset_api_keys(config, os.environ)
     for warning in unset:
@@ -150,6 +164,11 @@ def _check_config(path: str, *, strict: bool) -> int:
     else:
         state = "exists" if store_path(config, os.environ).exists() else "not created yet"
     print(f"# {path}: ok; the database is {database_label(config, os.environ)} ({state})")
+    if probe:
+        results = asyncio.run(probe_all(config, os.environ))
+        for result in results:
+            print(f"probe {result.line()}")
+        return EXIT_OK if all(result.ok for result in results) else EXIT_PROBE
     sys.stdout.write(effective_toml(config))
     return EXIT_OK
 
@@ -158,15 +177,14 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.app import create_app
     from bridge.server import serve
 
-    config, api_keys = _load(config_path(args))
+    config = load_config(config_path(args))
+    api_keys, missing_keys = serving_keys(config, os.environ)
     client_keys = resolve_client_keys(config, os.environ)
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
     check_exposure(config, host, client_keys)
-    logging.basicConfig(
-        level=(args.log_level or config.server.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    configure_logging(
+        args.log_level or config.server.log_level, config.server.log_format, os.environ
     )
     log = logging.getLogger("bridge")
     warning = exposure_warning(config, host, client_keys)
@@ -175,14 +193,28 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("config %s", os.path.abspath(config.source))
     for name, model in config.models.items():
         provider = config.providers[model.provider]
+        if provider.profile == "demo":
+            log.info("model %s -> the built-in demo model (scripted answers, no provider)", name)
+            continue
         log.info(
-            "model %s -> provider %s (%s, model %s)",
+            "model %s -> provider %s (%s, model %s)%s",
             name,
             model.provider,
             redact_url(provider.base_url),
             config.upstream_model(name),
+            f": unusable, {provider.api_key_env} is not set"
+            if model.provider in missing_keys
+            else "",
         )
-    app = create_app(config, api_keys, client_keys=client_keys)
+    if missing_keys:
+        variables = ", ".join(sorted({str(config.providers[p].api_key_env) for p in missing_keys}))
+        log.warning(
+            "demo mode: no provider key is set (%s), so only the built-in demo model (%s) "
+            "answers; set the key and restart the bridge to use the others",
+            variables,
+            ", ".join(demo_models(config)),
+        )
+    app = create_app(config, api_keys, client_keys=client_keys, missing_keys=missing_keys)
     try:
         asyncio.run(
             serve(app, host, port, config.server.drain_seconds, config.server.header_timeout)
@@ -205,11 +237,21 @@ def exposure_warning(config: Config, host: str, client_keys: tuple[str, ...]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`sessions export ID | head`): it has what it wanted. Point
+        # stdout at /dev/null so that Python's flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         match args.command:
             case "check-config":
-                return _check_config(config_path(args), strict=args.strict)
+                return _check_config(config_path(args), strict=args.strict, probe=args.probe)
             case "migrate":
                 config = load_config(config_path(args))
                 if uses_postgres(config):
@@ -223,14 +265,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "codex-config":
                 config = load_config(config_path(args))
                 catalog = Path(args.catalog) if args.catalog else None
+                write = None
+                if args.write is not None:
+                    write = Path(args.write or codex_config.default_config_path(os.environ))
                 return codex_config.run(
                     config,
                     model=args.model,
-                    catalog_path=catalog or codex_config.default_catalog_path(os.environ),
+                    catalog_path=catalog
+                    or codex_config.default_catalog_path(os.environ, beside=write),
                     codex=args.codex,
+                    write=write,
                 )
             case "service":
-                return service_install.run(args, config_path(args))
+                needs_config = args.action == "install"
+                return service_install.run(args, config_path(args) if needs_config else None)
             case "trace":
                 return trace.run(args, load_config(config_path(args)))
             case _:

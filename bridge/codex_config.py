@@ -1,4 +1,5 @@
-"""`responses-bridge codex-config`: a Codex provider snippet and a model catalog for it.
+"""`responses-bridge codex-config`: a Codex provider snippet and a model catalog for it;
+with `--write`, merged into Codex's own config.toml.
 
 Codex decides which tools to offer (apply_patch among them), which reasoning efforts to
 allow and when to compact from its model metadata. A model name it does not know gets
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import Item, Table
+from tomlkit.toml_document import TOMLDocument
+
 from bridge.config import Config
+from bridge.demo import demo_mode, demo_models
 
 PROVIDER_ID = "responses-bridge"
 CLIENT_KEY_ENV = "RESPONSES_BRIDGE_API_KEY"
@@ -112,44 +120,12 @@ def bridge_catalog(config: Config, template: dict[str, Any]) -> dict[str, Any]:
     return {"models": entries}
 
 
-def default_catalog_path(environ: Mapping[str, str]) -> Path:
-    """Beside Codex's own config: $CODEX_HOME, else ~/.codex."""
-    home = environ.get("CODEX_HOME")
-    base = Path(home) if home else Path.home() / ".codex"
-    return base / "responses-bridge-models.json"
-
-
-def provider_snippet(config: Config, model: str, catalog: Path | None) -> str:
-    """The lines to put in ~/.codex/config.toml."""
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    idle_ms = max(300_000, int(config.server.heartbeat_interval * 1000 * 10))
-    lines = [
-        "# Codex through responses-bridge (written by `responses-bridge codex-config`).",
-        f'model = "{model}"',
-        f'model_provider = "{PROVIDER_ID}"',
-    ]
-    if catalog is not None:
-        lines.append(f"model_catalog_json = {json.dumps(str(catalog))}")
-    lines += [
-        "",
-        f"[model_providers.{PROVIDER_ID}]",
-        f'name = "{PROVIDER_ID}"',
-        f'base_url = "http://{host}:{config.server.port}/v1"',
-        f'env_key = "{CLIENT_KEY_ENV}"          # {_key_comment(config)}',
-        'wire_api = "responses"',
-        f"stream_idle_timeout_ms = {idle_ms}   # the bridge sends an event at least every "
-        f"{config.server.heartbeat_interval:g} s",
-    ]
-    if config.websocket.enabled:
-        lines.append(
-            "supports_websockets = true       # one socket per session; each turn sends only "
-            "what is new (false: HTTP)"
-        )
-    return "\n".join(lines) + "\n"
+def default_catalog_path(environ: Mapping[str, str], beside: Path | None = None) -> Path:
+    """Beside Codex's own config: `beside` (a config.toml being written), else in
+    $CODEX_HOME, else in ~/.codex."""
+    if beside is not None:
+        return beside.parent / "responses-bridge-models.json"
+    return default_config_path(environ).parent / "responses-bridge-models.json"
 
 
 def _key_comment(config: Config) -> str:
@@ -162,16 +138,162 @@ def _key_comment(config: Config) -> str:
     return "any value; the bridge holds the real API keys"
 
 
-def write_catalog(catalog: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(catalog, indent=2, ensure_ascii=False) + "\n", "utf-8")
+def _base_url(config: Config) -> str:
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.port}/v1"
+
+
+def provider_table(config: Config) -> Table:
+    """[model_providers.responses-bridge]: where Codex finds the bridge and how it talks."""
+    idle_ms = max(300_000, int(config.server.heartbeat_interval * 1000 * 10))
+    table = tomlkit.table()
+    table["name"] = PROVIDER_ID
+    table["base_url"] = _base_url(config)
+    table["env_key"] = _commented(CLIENT_KEY_ENV, _key_comment(config))
+    table["wire_api"] = "responses"
+    table["stream_idle_timeout_ms"] = _commented(
+        idle_ms, f"the bridge sends an event at least every {config.server.heartbeat_interval:g} s"
+    )
+    if config.websocket.enabled:
+        table["supports_websockets"] = _commented(
+            True, "one socket per session; each turn sends only what is new (false: HTTP)"
+        )
+    return table
+
+
+def _commented(value: str | int | bool, text: str) -> Item:
+    """A value with a comment after it on its line."""
+    item = tomlkit.item(value)
+    item.comment(text)
+    return item
+
+
+def _choice(document: TOMLDocument, model: str, catalog: Path | None) -> None:
+    """The model Codex uses and where its metadata is, as top-level keys of `document`."""
+    document["model"] = model
+    document["model_provider"] = PROVIDER_ID
+    if catalog is not None:
+        document["model_catalog_json"] = str(catalog)
+    elif "model_catalog_json" in document:
+        del document["model_catalog_json"]
+
+
+def provider_snippet(config: Config, model: str, catalog: Path | None) -> str:
+    """The lines to put in ~/.codex/config.toml."""
+    document = tomlkit.document()
+    document.add(
+        tomlkit.comment(f"Codex through {PROVIDER_ID} (written by `{PROVIDER_ID} codex-config`).")
+    )
+    _choice(document, model, catalog)
+    providers = tomlkit.table(is_super_table=True)
+    providers[PROVIDER_ID] = provider_table(config)
+    document["model_providers"] = providers
+    return tomlkit.dumps(document)
+
+
+def profile_text(model: str, catalog: Path | None) -> str:
+    """Codex's profile file for the bridge (`codex --profile responses-bridge`)."""
+    document = tomlkit.document()
+    document.add(
+        tomlkit.comment(
+            f"Codex profile for {PROVIDER_ID}: `codex --profile {PROVIDER_ID}`. Written by "
+            f"`{PROVIDER_ID} codex-config --write`; rewritten each time."
+        )
+    )
+    _choice(document, model, catalog)
+    return tomlkit.dumps(document)
+
+
+def merged_config(text: str, config: Config, model: str, catalog: Path | None) -> tuple[str, bool]:
+    """Codex's config.toml with the bridge's provider table added or replaced, everything
+    else (and its comments) kept; the bridge becomes the default only when the file chose
+    no other model or provider. Returns the text and whether the bridge is the default.
+    Raises CodexConfigError for a file that is not TOML."""
+    try:
+        document = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise CodexConfigError(f"it is not valid TOML ({exc}); nothing was changed") from None
+    chosen = document.get("model_provider")
+    default = chosen == PROVIDER_ID or (chosen is None and "model" not in document)
+    if default:
+        _choice(document, model, catalog)
+    providers = document.get("model_providers")
+    if not isinstance(providers, Table):
+        if providers is not None:
+            raise CodexConfigError("its `model_providers` is not a table; nothing was changed")
+        providers = tomlkit.table(is_super_table=True)
+        document["model_providers"] = providers
+    providers[PROVIDER_ID] = provider_table(config)
+    return tomlkit.dumps(document), default
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    """Codex's own config: $CODEX_HOME/config.toml, else ~/.codex/config.toml."""
+    home = environ.get("CODEX_HOME")
+    base = Path(home) if home else Path.home() / ".codex"
+    return base / "config.toml"
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (a temporary file renamed over it)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, "utf-8")
     temporary.replace(path)
 
 
-def run(config: Config, *, model: str | None, catalog_path: Path, codex: str | None) -> int:
-    """Write the catalog (when Codex is installed) and print the snippet; an exit code."""
+def write_codex_config(config: Config, path: Path, model: str, catalog: Path | None) -> None:
+    """`--write`: merge into Codex's config.toml (the old one kept as .bak) and write the
+    profile file beside it; says on stderr what was done."""
+    old = path.read_text("utf-8") if path.exists() else ""
+    text, default = merged_config(old, config, model, catalog)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if old and old != text:
+        backup = path.with_name(path.name + ".bak")
+        backup.write_text(old, "utf-8")
+        print(f"{PROVIDER_ID}: the previous {path.name} is kept as {backup}", file=sys.stderr)
+    _replace(path, text)
+    profile = path.with_name(f"{PROVIDER_ID}.config.toml")
+    _replace(profile, profile_text(model, catalog))
+    print(f"{PROVIDER_ID}: wrote [model_providers.{PROVIDER_ID}] into {path}", file=sys.stderr)
+    print(f"{PROVIDER_ID}: wrote the profile {profile}", file=sys.stderr)
+    if default:
+        print(f"{PROVIDER_ID}: `codex` now uses {model} through the bridge", file=sys.stderr)
+    else:
+        print(
+            f"{PROVIDER_ID}: {path.name} already chooses another model or provider, which "
+            f"stays the default: run `codex --profile {PROVIDER_ID}` to use the bridge",
+            file=sys.stderr,
+        )
+
+
+def write_catalog(catalog: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _replace(path, json.dumps(catalog, indent=2, ensure_ascii=False) + "\n")
+
+
+def run(
+    config: Config,
+    *,
+    model: str | None,
+    catalog_path: Path,
+    codex: str | None,
+    write: Path | None = None,
+) -> int:
+    """Write the catalog (when Codex is installed), then print the snippet, or merge it
+    into Codex's config.toml at `write`; an exit code."""
     chosen = model or next(iter(config.models), None)
+    if model is None and demo_mode(config, os.environ):
+        # No provider key is set here (a first run): the demo is what answers.
+        chosen = demo_models(config)[0]
+        print(
+            f"responses-bridge: no provider key is set here, so Codex gets the demo model "
+            f"({chosen}); set the key and run this again, or pass --model",
+            file=sys.stderr,
+        )
     if chosen is None:
         print("responses-bridge: the config has no [models] to offer Codex", file=sys.stderr)
         return 3
@@ -199,5 +321,15 @@ def run(config: Config, *, model: str | None, catalog_path: Path, codex: str | N
         write_catalog(catalog, catalog_path)
         written = catalog_path
         print(f"responses-bridge: wrote the model catalog to {catalog_path}", file=sys.stderr)
-    sys.stdout.write(provider_snippet(config, chosen, written))
+    if write is None:
+        sys.stdout.write(provider_snippet(config, chosen, written))
+        return 0
+    try:
+        write_codex_config(config, write, chosen, written)
+    except CodexConfigError as exc:
+        print(f"responses-bridge: {write}: {exc}", file=sys.stderr)
+        return 7
+    except OSError as exc:
+        print(f"responses-bridge: cannot write {write}: {exc.strerror}", file=sys.stderr)
+        return 7
     return 0

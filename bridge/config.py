@@ -44,6 +44,9 @@ class ServerConfig(_Strict):
     drain_seconds: float = 30.0
     # debug | info | warning | error; `serve --log-level` overrides it.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "text" (a timestamp first, left out when stderr is systemd's journal) or "json" (one
+    # object per line: time, level, logger, message).
+    log_format: Literal["text", "json"] = "text"
     # Log request and response bodies (message content) at debug level. Off by default.
     log_bodies: bool = False
     # An environment variable holding the keys clients must send as bearer tokens
@@ -146,11 +149,13 @@ PROFILE = Literal[
     "vllm",
     "ollama",
     "llamacpp",
+    "demo",
 ]
 
 
 class ProviderConfig(_Strict):
-    base_url: str
+    # Required, except for the built-in demo model (profile "demo"), which has no address.
+    base_url: str = ""
     api_key_env: str | None = None
     # Which provider this is: reasoning fields, thinking switch, parameter quirks.
     profile: PROFILE = "openai"
@@ -323,6 +328,13 @@ def _check(config: Config) -> None:
                 f"{src}: key `{_table_key('models', name)}.context_window`: must be at least 1024"
             )
     for name, provider in config.providers.items():
+        if not provider.base_url and provider.profile != "demo":
+            raise ConfigError(
+                f"{src}: key `{_table_key('providers', name)}.base_url`: required (the "
+                "provider's address, e.g. https://api.deepseek.com/v1)"
+            )
+        if provider.profile == "demo":
+            continue
         if not provider.base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"{src}: key `{_table_key('providers', name)}.base_url`: "

@@ -166,7 +166,7 @@ def begin_trace(request: web.Request, prepared: PreparedTurn, transport: str, bo
     )
 
 
-def _allowed(request: web.Request) -> str | None:
+def may_look(request: web.Request) -> str | None:
     """Who may look: a client that presented a key sees its own turns (the middleware
     checked the key); without client keys, only a loopback peer sees them (all)."""
     if request.app[CLIENT_KEYS]:
@@ -199,7 +199,7 @@ def _secrets(request: web.Request) -> list[str]:
 async def list_turns(request: web.Request) -> web.Response:
     """GET /debug/turns: the turns kept, newest first (`?full=true`: with their contents)."""
     ring = _ring(request)
-    client = _allowed(request)
+    client = may_look(request)
     turns = ring.visible(client)
     if request.query.get("full") in ("1", "true"):
         secrets = _secrets(request)
@@ -210,7 +210,7 @@ async def list_turns(request: web.Request) -> web.Response:
 async def get_turn(request: web.Request) -> web.Response:
     """GET /debug/turns/{id}: one turn whole."""
     ring = _ring(request)
-    client = _allowed(request)
+    client = may_look(request)
     wanted = request.match_info["response_id"]
     for trace in ring.visible(client):
         if trace.response_id == wanted:

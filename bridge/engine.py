@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from bridge.body import UpstreamBody
 from bridge.errors import ApiError
-from bridge.relay import encode_frames, pump
+from bridge.relay import Tap, encode_frames, pump
 from bridge.translate.stream import StreamTranslator
 from bridge.turns import TurnAborted, TurnsInFlight
 from bridge.upstream import UpstreamClient
@@ -31,6 +31,7 @@ from bridge.wire.events import ResponseEvent
 
 if TYPE_CHECKING:
     from bridge.debug_turns import TurnTrace
+    from bridge.metrics import TurnObserver
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class Turn:
     shorten: Shorten | None = None
     # Kept for GET /debug/turns ([debug] keep_turns), when on.
     trace: TurnTrace | None = None
+    # Measures it for GET /metrics.
+    observer: TurnObserver | None = None
 
 
 async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiError | None:
@@ -188,6 +191,8 @@ async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiErro
         await emitter.close()
         if turn.trace is not None:
             turn.trace.status = translator.response.status
+        if turn.observer is not None:
+            turn.observer.ended(translator.response)
 
 
 async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
@@ -198,10 +203,12 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
     shorten = turn.shorten
     while True:
         if turn.generate:
-            tap = None
+            tap: Tap | None = None
             if turn.trace is not None:
                 turn.trace.upstream_request(turn.upstream.display_url, body.as_bytes())
                 tap = turn.trace.upstream_data
+            if turn.observer is not None:
+                tap = turn.observer.tap(tap)
             error = await pump(
                 turn.upstream, body, translator, emitter.send, turn.authorization, tap
             )
@@ -231,10 +238,14 @@ async def _attempts(turn: Turn, emitter: Emitter) -> ApiError | None:
             shorter = await shorten(error)
             shorten = None
             if shorter is not None:
+                if turn.observer is not None:
+                    turn.observer.upstream_error(error, retried=True)
                 body = shorter
                 translator.restart()
                 continue
         wait = _retry_wait(error, attempt, turn.upstream, translator)
+        if turn.observer is not None:
+            turn.observer.upstream_error(error, retried=wait is not None)
         if wait is None:
             await _fail(turn, emitter, error)
             return error
@@ -262,13 +273,17 @@ def _retry_wait(
 
 async def _record(turn: Turn) -> bool:
     """The store's write; a failure of it is the recorder's to log, never the turn's."""
+    started = time.monotonic()
+    stored = False
     try:
-        return await turn.record()
+        stored = await turn.record()
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
     except Exception:
         log.exception("recording response %s failed", turn.translator.response.id)
-        return False
+    if turn.observer is not None:
+        turn.observer.stored(time.monotonic() - started, stored)
+    return stored
 
 
 async def _fail(turn: Turn, emitter: Emitter, error: ApiError) -> None:

@@ -42,6 +42,8 @@ class ApiError(Exception):
     retry_after: float | None = None
     # Worth sending again unchanged: the upstream was unreachable, overloaded or rate-limited.
     retryable: bool = False
+    # The provider's own HTTP status, for an error it answered with (metrics count by it).
+    upstream_status: int | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -101,6 +103,20 @@ def upstream_error(
 
     `url` (already redacted) is named in the errors a user must fix in their config.
     """
+    error = _classified(status, message, code, retry_after, url=url)
+    error.upstream_status = status
+    return error
+
+
+def _classified(
+    status: int | None,
+    message: str,
+    code: str | int | None = None,
+    retry_after: float | None = None,
+    *,
+    url: str | None = None,
+) -> ApiError:
+    """The client-facing error for an upstream failure (upstream_error)."""
     text = f"upstream: {message}" if message else "upstream request failed"
     code_text = str(code) if code is not None else ""
     if code_text == "context_length_exceeded" or (

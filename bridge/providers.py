@@ -233,6 +233,8 @@ PROFILES: dict[str, Profile] = {
         Profile("vllm", thinking=_template_kwargs, replay_field="reasoning"),
         Profile("ollama", replay_field="reasoning", parallel_tool_calls=False),
         Profile("llamacpp", thinking=_template_kwargs, parallel_tool_calls=False),
+        # The built-in demo model (bridge.demo): thinking, strict about replayed reasoning.
+        Profile("demo", reasoning_required="tool_calls"),
     )
 }
 PROFILE_NAMES = tuple(PROFILES)

@@ -9,13 +9,15 @@ the turn engine's (bridge.engine).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import msgspec
 
 from bridge.body import UpstreamBody
+from bridge.demo import DemoUpstream
 from bridge.errors import UPSTREAM_REFUSED, ApiError
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
@@ -75,27 +77,34 @@ async def pump(
     """Stream one upstream request through the translator; the error it ended with.
     `tap` sees the upstream's bytes as they arrive (turn tracing)."""
     try:
+        if isinstance(upstream, DemoUpstream):
+            async with contextlib.aclosing(upstream.answer(body)) as answer:
+                return await _relay(answer, upstream, translator, send, tap)
         async with upstream.stream(body, authorization) as response:
             if response.content_type == "application/json":
                 return await _whole_answer(response, upstream, translator, send, tap)
             if response.content_type in HTML_TYPES:
                 return not_an_event_stream(response.content_type, upstream.display_url)
-            return await _stream(response, upstream, translator, send, tap)
+            error = await _relay(response.content.iter_any(), upstream, translator, send, tap)
+            if error is None and not response.content.at_eof():
+                await _drain(response)
+            return error
     except ApiError as exc:
         return exc
 
 
-async def _stream(
-    response: aiohttp.ClientResponse,
+async def _relay(
+    stream: AsyncIterator[bytes],
     upstream: UpstreamClient,
     translator: StreamTranslator,
     send: Send,
     tap: Tap | None = None,
 ) -> ApiError | None:
+    """An upstream's SSE bytes, as they arrive, through the translator."""
     parser = SSEParser(max_event_bytes=upstream.max_event_bytes)
     done = False
     try:
-        async for data in response.content.iter_any():
+        async for data in stream:
             if tap is not None:
                 tap(data)
             done, error = await _forward(parser.feed(data), translator, send)
@@ -119,8 +128,6 @@ async def _stream(
             return error
         if not done and not translator.quirks.missing_done:
             return malformed("the stream ended without data: [DONE]")
-    if not response.content.at_eof():
-        await _drain(response)
     return None
 
 

@@ -1,4 +1,4 @@
-"""`responses-bridge service install`: a systemd unit written for this installation.
+"""`responses-bridge service install | uninstall`: a systemd unit written for this installation.
 
 The unit runs the executable that is running now, with the config given, and names the
 database directory the command line uses too, so `sessions` and `migrate` from a shell find
@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import load_config, state_directory
-from bridge.store.backends import database_label
+from bridge.config import Config, load_config, state_directory, store_path
+from bridge.demo import demo_mode, keyed_providers
+from bridge.store.backends import database_label, uses_postgres
 
 UNIT_NAME = "responses-bridge.service"
 SYSTEM_UNIT_DIRECTORY = Path("/etc/systemd/system")
@@ -54,6 +55,18 @@ def add_commands(commands: Any, config_option: Callable[..., None]) -> None:
         metavar="PATH",
         help="write the unit here instead ('-': print it); default: "
         "~/.config/systemd/user or /etc/systemd/system",
+    )
+    uninstall = actions.add_parser(
+        "uninstall",
+        help="remove the unit (once disabled); the config, keys and database stay",
+    )
+    scope = uninstall.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--user", dest="system", action="store_false", help="the `systemctl --user` unit"
+    )
+    scope.add_argument("--system", dest="system", action="store_true", help="the system unit")
+    uninstall.add_argument(
+        "--output", metavar="PATH", help="the unit file, if `install --output` put it elsewhere"
     )
 
 
@@ -187,14 +200,130 @@ def verify(unit: Path, *, user: bool) -> tuple[bool, str] | None:
     return result.returncode == 0, said
 
 
-def run(args: argparse.Namespace, config_file: str) -> int:
+# What the system unit hides from the service: PrivateTmp= gives it a /tmp and /var/tmp of
+# its own, ProtectHome= makes home directories read-only (and a DynamicUser= cannot read
+# into a user's private home at all).
+HIDDEN_BY_PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+HIDDEN_BY_PROTECT_HOME = (Path("/home"), Path("/root"), Path("/run/user"))
+
+
+def read_env_file(path: Path) -> dict[str, str] | None:
+    """The variables of a systemd EnvironmentFile (NAME=value lines), or None if missing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    variables = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        variables[name.strip()] = value.strip().strip("'\"")
+    return variables
+
+
+def _under(path: Path, roots: tuple[Path, ...]) -> Path | None:
+    for root in roots:
+        if path == root or root in path.parents:
+            return root
+    return None
+
+
+def warnings_for(
+    config: Config, env_file: Path, *, system: bool, paths: dict[str, Path]
+) -> list[str]:
+    """What would keep the service from working: a missing environment file, a used
+    provider's key not in it, and (system unit) paths its sandbox hides."""
+    found = []
+    variables = read_env_file(env_file)
+    if variables is None:
+        found.append(
+            f"{env_file} does not exist: the service reads its API keys from it "
+            "(NAME=value lines, mode 0600)"
+        )
+        variables = {}
+    if demo_mode(config, variables):
+        found.append(
+            f"no provider key is in {env_file}: the service would start in the demo mode, "
+            "where only the demo model answers"
+        )
+    else:
+        for name in sorted(keyed_providers(config)):
+            variable = config.providers[name].api_key_env
+            if variable and not variables.get(variable):
+                found.append(
+                    f"provider {name}'s key {variable} is not in {env_file}: the service "
+                    "would exit 3 at start and stay failed"
+                )
+    if system:
+        for what, path in paths.items():
+            if _under(path, HIDDEN_BY_PRIVATE_TMP):
+                found.append(
+                    f"the {what} {path} is in a temporary directory, which the system unit "
+                    "does not see (PrivateTmp=yes): put it elsewhere, e.g. /etc/responses-bridge"
+                )
+            elif _under(path, HIDDEN_BY_PROTECT_HOME):
+                found.append(
+                    f"the {what} {path} is in a home directory, which the system unit's user "
+                    "cannot read or write (ProtectHome=, DynamicUser=): put it elsewhere, "
+                    "e.g. /etc/responses-bridge or /opt"
+                )
+    return found
+
+
+def _unit_path(args: argparse.Namespace) -> Path:
+    if args.output and args.output != "-":
+        return Path(args.output)
+    if args.system:
+        return SYSTEM_UNIT_DIRECTORY / UNIT_NAME
+    return _config_directory(os.environ) / "systemd" / "user" / UNIT_NAME
+
+
+def uninstall(args: argparse.Namespace) -> int:
+    """Remove the unit file, unless it is still enabled (systemctl needs the file to
+    disable it); never runs systemctl itself."""
+    target = _unit_path(args)
+    systemctl = "systemctl" if args.system else "systemctl --user"
+    sudo = "sudo " if args.system and os.geteuid() != 0 else ""
+    if not target.exists():
+        print(f"responses-bridge: there is no unit at {target}", file=sys.stderr)
+        return EXIT_FAILED
+    enabled = sorted(target.parent.glob(f"*.wants/{UNIT_NAME}"))
+    if enabled:
+        print(
+            f"responses-bridge: the unit is still enabled ({enabled[0]}); first run:\n"
+            f"  {sudo}{systemctl} disable --now responses-bridge\nthen this command again",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    try:
+        target.unlink()
+    except OSError as exc:
+        hint = " (run it with sudo)" if args.system else ""
+        print(f"responses-bridge: cannot remove {target}: {exc.strerror}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"removed {target}")
+    print("The config, the API keys' file and the database are left as they are. Now run:")
+    print(f"  {sudo}{systemctl} daemon-reload")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace, config_file: str | None) -> int:
+    if args.action == "uninstall":
+        return uninstall(args)
+    assert config_file is not None
     config = load_config(config_file)  # a unit for a config that does not load is no use
     config_path = Path(os.path.abspath(config_file))
     command = executable_command()
+    paths = {"command": Path(command[0]), "config": config_path}
     if args.system:
+        env_file = Path(SYSTEM_ENV_FILE)
         text = system_unit(command, config_path)
         target = SYSTEM_UNIT_DIRECTORY / UNIT_NAME
         database = database_label(config, {"STATE_DIRECTORY": SYSTEM_STATE})
+        if not uses_postgres(config):
+            paths["database"] = store_path(config, {"STATE_DIRECTORY": SYSTEM_STATE})
     else:
         state = state_directory(os.environ)
         env_file = _config_directory(os.environ) / "responses-bridge" / "env"
@@ -206,13 +335,8 @@ def run(args: argparse.Namespace, config_file: str) -> int:
         return EXIT_OK
     if args.output:
         target = Path(args.output)
-    if args.system and any(str(part).startswith(str(Path.home())) for part in command[:1]):
-        print(
-            f"responses-bridge: warning: {command[0]} is under your home directory; the "
-            "system service runs as a throwaway user that may not be able to read it. "
-            "Install responses-bridge system-wide (e.g. a virtualenv in /opt) for --system.",
-            file=sys.stderr,
-        )
+    for warning in warnings_for(config, env_file, system=args.system, paths=paths):
+        print(f"responses-bridge: warning: {warning}", file=sys.stderr)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")

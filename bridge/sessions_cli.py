@@ -141,8 +141,10 @@ def _when(timestamp: int) -> str:
 def _row_line(row: ResponseRow) -> str:
     tokens = f"{row.input_tokens}+{row.output_tokens}"
     stored = "" if row.stored else " (store:false)"
+    # Codex's warm-ups (generate: false) asked no provider: told apart from real turns.
+    status = "warm-up" if row.warm_up else row.status
     return (
-        f"{_when(row.created_at)}  {row.id}  {row.model:<20} {row.status:<10} "
+        f"{_when(row.created_at)}  {row.id}  {row.model:<20} {status:<10} "
         f"{tokens:>13}  {row.session_id or '-'}{stored}"
     )
 

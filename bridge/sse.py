@@ -131,7 +131,8 @@ class SSEParser:
         return events
 
     def _add_data(self, value: bytes) -> None:
-        self._data_len += len(value) + 1
+        # The event's data as it is handed on: its lines joined by newlines.
+        self._data_len += len(value) + (1 if self._data else 0)
         if self._data_len > self._max_event_bytes:
             raise SSEProtocolError(f"SSE event larger than {self._max_event_bytes} bytes")
         self._data.append(value)

@@ -21,6 +21,7 @@ from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, EventSink, run_turn
 from bridge.errors import ApiError
 from bridge.handlers import json_response
+from bridge.metrics import METRICS, observe_turn
 from bridge.relay import encode_frames
 from bridge.scope import client_identity
 from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
@@ -74,8 +75,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     entry.model, entry.provider = req.model, prepared.model.provider
     entry.response_id = prepared.turn.translator.response.id
     begin_trace(request, prepared, "http", body)
+    observe_turn(request, prepared, "background" if req.background else "http")
     if req.background:
         run = await app[BACKGROUND].start(prepared, request[CLIENT])
+        app[METRICS].background_started.inc()
         entry.outcome = "background"
         if not req.stream:
             return json_response(run.response)

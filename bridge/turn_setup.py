@@ -177,6 +177,21 @@ def unknown_model(config: Config, name: str) -> ApiError:
     )
 
 
+def keyless_model(config: Config, name: str) -> ApiError:
+    """A model whose provider has no API key where the bridge runs (it started in the demo
+    mode, bridge.demo)."""
+    provider = config.models[name].provider
+    variable = config.providers[provider].api_key_env
+    return ApiError(
+        404,
+        f"The model '{name}' cannot be used: its provider {provider} needs an API key, and "
+        f"{variable} is not set where the bridge runs. Set it and restart the bridge; until "
+        "then only the demo model answers.",
+        param="model",
+        code="model_not_found",
+    )
+
+
 def response_template(req: ResponsesRequest) -> ResponseObject:
     """The response object as it starts: the request's settings echoed, no output yet."""
     return ResponseObject(
@@ -394,6 +409,9 @@ async def setup_turn(
         raise unknown_model(config, req.model)
     refuse_unsupported(req)
     provider = config.providers[model.provider]
+    upstream = upstreams.get(model.provider)
+    if upstream is None:
+        raise keyless_model(config, req.model)
     caller = client
     if not client and provider.forward_client_key:
         client = forwarded_client
@@ -458,7 +476,7 @@ async def setup_turn(
             earlier = prefix.pieces[:-1] if replaced else prefix.pieces
         shorten = _shortener(plan.body, log_label, plan.context_start, earlier)
     turn = Turn(
-        upstream=upstreams[model.provider],
+        upstream=upstream,
         body=body,
         translator=translator,
         record=record,

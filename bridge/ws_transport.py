@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from typing import Any
 
 import msgspec
@@ -32,6 +33,7 @@ from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
 from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
+from bridge.metrics import observe_turn
 from bridge.scope import client_identity
 from bridge.socket_state import SocketConversations, conversation_after
 from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
@@ -81,6 +83,8 @@ class OpenSockets:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._sockets: set[web.WebSocketResponse] = set()
+        # What each open socket keeps of its conversations (for GET /metrics).
+        self.conversations: weakref.WeakSet[SocketConversations] = weakref.WeakSet()
 
     def __len__(self) -> int:
         return len(self._sockets)
@@ -187,6 +191,7 @@ class _Socket:
         self._ws = ws
         self._config = request.app[CONFIG]
         self._conversations = SocketConversations(self._config.websocket.cache_bytes)
+        request.app[SOCKETS].conversations.add(self._conversations)
         self._send_lock = asyncio.Lock()
         # The last turn's task; it may go on briefly after its final event (keeping its
         # conversation), and the next turn waits for that.
@@ -330,6 +335,7 @@ class _Socket:
             )
             return
         begin_trace(request, prepared, "websocket", data)
+        observe_turn(request, prepared, "websocket")
         try:
             failed = await run_turn(prepared.turn, self._sink, app[TURNS])
         except ClientGone as gone:

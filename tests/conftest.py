@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -14,12 +16,40 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import Config, parse_config
+from bridge.providers import PROFILE_NAMES
 from tests.fake_upstream import FakeUpstream
 from tests.postgres import PASSWORD as PG_PASSWORD
 from tests.postgres import Cluster
 from tests.processes import REPO, BridgeProcess, free_port
 
 MODEL = "deepseek-v4-pro"
+# The profiles of providers reached over HTTP (the demo answers inside the bridge).
+UPSTREAM_PROFILES = tuple(name for name in PROFILE_NAMES if name != "demo")
+
+
+def carried_error(event: Any) -> str:
+    """What a terminal event's response says went wrong: its status, error and
+    incomplete_details (an error event's own error), for an assertion's message."""
+    if not isinstance(event, dict):  # an SDK event object
+        event = event.model_dump() if hasattr(event, "model_dump") else vars(event)
+    response = event.get("response") or {}
+    return json.dumps(
+        {
+            "type": event.get("type"),
+            "status": response.get("status"),
+            "error": response.get("error") or event.get("error"),
+            "incomplete_details": response.get("incomplete_details"),
+        }
+    )
+
+
+def assert_ends(events: Any, expected: str = "response.completed") -> Any:
+    """That a stream (its events, or its last event) ended with `expected`; when not, the
+    failure names the event it ended with and the error its response carried."""
+    final = events[-1] if isinstance(events, list) else events
+    kind = final.get("type") if isinstance(final, dict) else getattr(final, "type", None)
+    assert kind == expected, f"expected {expected}, the stream ended with {carried_error(final)}"
+    return final
 
 
 def bridge_config(

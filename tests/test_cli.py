@@ -141,7 +141,7 @@ def test_check_config_masks_secrets_in_extra_body(tmp_path: Path) -> None:
     result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(path))
     assert result.returncode == EXIT_OK, result.stderr
     assert "hunter2" not in result.stdout
-    assert 'extra_body = { api_token = "********", top_k = 5 }' in result.stdout
+    assert 'extra_body = {api_token = "********", top_k = 5}' in result.stdout
 
 
 @pytest.mark.parametrize("value", [None, ""])

@@ -130,7 +130,7 @@ async def test_openai_python_raw_events_and_helper(
     beats = [e for e in events[first_item:] if e.type == "response.in_progress"]
     assert len(beats) >= 2
     for response in (events[-1].response, final):
-        assert response.status == "completed"
+        assert response.status == "completed", response.error
         if name == "tool":
             call = next(item for item in response.output if item.type == "function_call")
             assert call.arguments == ARGUMENTS

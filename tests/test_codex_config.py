@@ -168,3 +168,165 @@ def test_unknown_model_is_refused(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "--model", "nope", path=str(Path(sys.executable).parent))
     assert result.returncode == 3
     assert "unknown model 'nope'" in result.stderr
+
+
+def test_a_model_name_with_a_quote_is_valid_toml_in_the_snippet() -> None:
+    config = parse_config(CONFIG.replace('[models."deepseek-v4-flash"]', '[models."odd \\"x\\""]'))
+    assert 'odd "x"' in config.models
+    parsed = tomllib.loads(provider_snippet(config, 'odd "x"', Path('/tmp/a "b"/m.json')))
+    assert parsed["model"] == 'odd "x"'
+    assert parsed["model_catalog_json"] == '/tmp/a "b"/m.json'
+
+
+EXISTING = """# my Codex settings
+approval_policy = "on-request"   # asked before each command
+
+[projects."/home/u/work"]
+trust_level = "trusted"
+
+[mcp_servers.docs]
+command = "npx"   # the docs server
+args = ["-y", "docs-mcp"]
+
+[model_providers.other]
+name = "other"
+base_url = "https://example.invalid/v1"
+"""
+
+
+def write_cli(
+    tmp_path: Path, *args: str, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`codex-config --write` without Codex on PATH (no catalog), CODEX_HOME at `home`."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent),
+        "CODEX_HOME": str(home or tmp_path / "codex-home"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "codex-config", "--config", str(config), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_write_merges_into_an_existing_codex_config_and_keeps_the_old_one(tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(EXISTING)
+    result = write_cli(tmp_path, "--write")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    text = (home / "config.toml").read_text()
+    # Everything the user had stays, comments included.
+    for line in EXISTING.splitlines():
+        assert line in text, line
+    parsed = tomllib.loads(text)
+    assert parsed["projects"]["/home/u/work"]["trust_level"] == "trusted"
+    assert parsed["mcp_servers"]["docs"]["args"] == ["-y", "docs-mcp"]
+    assert parsed["model_providers"]["other"]["name"] == "other"
+    assert parsed["model_providers"]["responses-bridge"]["base_url"] == "http://127.0.0.1:9123/v1"
+    # The file chose no model of its own: the bridge becomes Codex's default.
+    assert parsed["model"] == "deepseek-v4-pro"
+    assert parsed["model_provider"] == "responses-bridge"
+    assert (home / "config.toml.bak").read_text() == EXISTING
+    profile = tomllib.loads((home / "responses-bridge.config.toml").read_text())
+    assert profile == {"model": "deepseek-v4-pro", "model_provider": "responses-bridge"}
+    assert "`codex` now uses deepseek-v4-pro" in result.stderr
+
+    # Again, with another model and the WebSocket mode off in the bridge: only the bridge's
+    # own entries change.
+    config = CONFIG.replace("port = 9123", "port = 9124") + "\n[websocket]\nenabled = false\n"
+    (tmp_path / "config.toml").write_text(config)
+    again = subprocess.run(
+        [
+            sys.executable, "-m", "bridge", "codex-config", "--config",
+            str(tmp_path / "config.toml"), "--model", "deepseek-v4-flash",
+            "--write", str(home / "config.toml"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PATH": str(Path(sys.executable).parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    reparsed = tomllib.loads((home / "config.toml").read_text())
+    bridge = reparsed["model_providers"]["responses-bridge"]
+    assert bridge["base_url"] == "http://127.0.0.1:9124/v1"
+    assert "supports_websockets" not in bridge
+    assert reparsed["model"] == "deepseek-v4-flash"
+    assert {k: v for k, v in reparsed.items() if k not in ("model", "model_providers")} == {
+        k: v for k, v in parsed.items() if k not in ("model", "model_providers")
+    }
+    assert reparsed["model_providers"]["other"] == parsed["model_providers"]["other"]
+    assert (home / "config.toml.bak").read_text() == text
+
+
+def test_write_leaves_a_default_model_the_user_chose(tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    chosen = 'model = "gpt-5.5"\n' + EXISTING
+    (home / "config.toml").write_text(chosen)
+    result = write_cli(tmp_path, "--write")
+    assert result.returncode == 0, result.stderr
+    parsed = tomllib.loads((home / "config.toml").read_text())
+    assert parsed["model"] == "gpt-5.5" and "model_provider" not in parsed
+    assert "responses-bridge" in parsed["model_providers"]
+    assert "codex --profile responses-bridge" in result.stderr
+    profile = tomllib.loads((home / "responses-bridge.config.toml").read_text())
+    assert profile["model_provider"] == "responses-bridge"
+
+
+def test_write_creates_a_new_codex_config(tmp_path: Path) -> None:
+    home = tmp_path / "new-home"
+    result = write_cli(tmp_path, "--write", home=home)
+    assert result.returncode == 0, result.stderr
+    parsed = tomllib.loads((home / "config.toml").read_text())
+    assert parsed["model_provider"] == "responses-bridge"
+    assert not (home / "config.toml.bak").exists()
+
+
+def test_write_refuses_a_codex_config_that_is_not_toml(tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text("this is [not toml\n")
+    result = write_cli(tmp_path, "--write")
+    assert result.returncode == 7
+    assert "not valid TOML" in result.stderr and "nothing was changed" in result.stderr
+    assert (home / "config.toml").read_text() == "this is [not toml\n"
+    assert not (home / "responses-bridge.config.toml").exists()
+
+
+def test_the_real_codex_reads_the_merged_config_and_the_profile(tmp_path: Path) -> None:
+    codex = codex_binary()
+    if codex is None:
+        if os.environ.get("REQUIRE_CODEX") == "1":
+            pytest.fail("Codex CLI not installed")
+        pytest.skip("Codex CLI not installed")
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text('model = "gpt-5.5"\n' + EXISTING)
+    result = run_cli(tmp_path, "--codex", codex, "--write", path=os.environ["PATH"])
+    assert result.returncode == 0, result.stderr
+    listed = subprocess.run(
+        [codex, "debug", "models"],
+        env={**os.environ, "CODEX_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert listed.returncode == 0, listed.stderr
+    # The user's default stays; the profile file holds the bridge's model and catalog.
+    profile = tomllib.loads((home / "responses-bridge.config.toml").read_text())
+    assert profile["model_catalog_json"] == str(home / "responses-bridge-models.json")
+    assert profile["model"] == "deepseek-v4-pro"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.translate.compaction import SUMMARY_HEADING, SUMMARY_PROMPT, decode_compaction
 from tests import spec_schema
-from tests.conftest import MODEL
+from tests.conftest import MODEL, assert_ends
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
@@ -91,7 +91,7 @@ async def test_a_new_chain_starts_from_the_compacted_window(
             "error",
         ):
             pass
-    assert event["type"] == "response.completed", event
+    assert_ends(event)
     for sent in fake_upstream.requests[1:]:
         assert [m["role"] for m in sent["messages"]] == ["user", "user", "user"]
         assert sent["messages"][0]["content"] == "Compress this conversation."

@@ -25,6 +25,7 @@ from bridge.config import (
     store_path,
     unset_api_keys,
 )
+from bridge.effective_config import effective_toml
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 SOURCE = "/etc/responses-bridge/test-config.toml"
@@ -66,13 +67,15 @@ def test_shipped_config_parses_with_the_keys_it_shows() -> None:
             api_key_env="DEEPSEEK_API_KEY",
             profile="deepseek",
             max_tokens_param="max_tokens",
-        )
+        ),
+        "demo": ProviderConfig(profile="demo"),
     }
     assert config.models == {
         "deepseek-v4-pro": ModelConfig(
             provider="deepseek", upstream_model="deepseek-v4-pro", input_modalities=["text"]
         ),
         "deepseek-v4-flash": ModelConfig(provider="deepseek"),
+        "demo": ModelConfig(provider="demo"),
     }
 
 
@@ -406,3 +409,22 @@ def test_store_path_expands_the_home_directory(
     assert store_path(with_store("~/bridge.db"), {"STATE_DIRECTORY": "/srv"}) == (
         tmp_path / "bridge.db"
     )
+
+
+def test_the_effective_config_reads_back_as_the_same_config() -> None:
+    """check-config's effective settings are TOML that parses to the config they show:
+    every table ([debug] too), and names that need quoting."""
+    config = parse_config(
+        SHIPPED.read_text()
+        .replace("keep_turns = 0", "keep_turns = 7")
+        .replace('[models."deepseek-v4-flash"]', '[models."odd \\"name\\" ü.x"]')
+        + '\n[providers."my provider"]\nbase_url = "http://127.0.0.1:9/v1"\n'
+        "extra_body = { top_k = 5, nested = { on = true } }\n"
+        '\n[models."tricky"]\nprovider = "my provider"\n',
+        "config.toml",
+    )
+    shown = effective_toml(config)
+    again = parse_config(shown, "config.toml")
+    assert again == config
+    assert again.debug.keep_turns == 7
+    assert 'odd "name" ü.x' in again.models

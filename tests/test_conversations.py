@@ -152,7 +152,7 @@ async def test_reasoning_is_restored_inside_a_conversation(
         tools=TOOLS,
         conversation=conversation.id,  # type: ignore[list-item]
     )
-    assert second.status == "completed"
+    assert second.status == "completed", second.error
     assistant = fake_upstream.requests[1]["messages"][1]
     assert assistant["tool_calls"][0]["id"] == "call_n1"
     assert assistant["reasoning_content"] == REASONING

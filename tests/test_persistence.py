@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.sse import SSEParser
-from tests.conftest import MODEL
+from tests.conftest import MODEL, assert_ends
 from tests.fake_upstream import FakeUpstream, chunk, sse, thinking_text_reply, tool_call_reply
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
@@ -204,7 +204,7 @@ async def test_failed_turns_are_stored_as_failed_and_index_no_reasoning(
     )
     stream = await sdk.responses.create(model=MODEL, input="go", tools=TOOLS, stream=True)
     events = [event async for event in stream]
-    assert events[-1].type == "response.failed"
+    assert_ends(events, "response.failed")
     stored = await sdk.responses.retrieve(events[-1].response.id)
     assert stored.status == "failed"
     assert stored.error is not None and stored.error.code == "server_error"
@@ -233,7 +233,7 @@ async def test_fifty_concurrent_streams_are_all_stored(
     assert len({rid for rid, _ in results}) == count
     for response_id, text in results:
         stored = await sdk.responses.retrieve(response_id)
-        assert stored.status == "completed"
+        assert stored.status == "completed", stored.error
         assert stored.output_text == text
 
 

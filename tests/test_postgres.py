@@ -26,7 +26,7 @@ from bridge.app import create_app
 from bridge.config import ConfigError, load_config, parse_config
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres
-from tests.conftest import MODEL, bridge_config, codex_binary
+from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD, Cluster
 from tests.processes import REPO, BridgeProcess, free_port
@@ -395,7 +395,7 @@ async def test_a_database_restart_is_survived(
         await asyncio.to_thread(cluster.restart)
         body = await response.read()
         final = json.loads(body.split(b"data: ")[-2].split(b"\n")[0])
-        assert final["type"] == "response.completed"
+        assert_ends(final)
         assert final["response"]["store"] is True  # it was kept
         got = await bridge.get(f"/v1/responses/{final['response']['id']}")
         assert got.status == 200

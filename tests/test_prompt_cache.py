@@ -20,8 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
-from bridge.providers import PROFILE_NAMES
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, UPSTREAM_PROFILES, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.provider_fakes import Call, DeepSeek, Gemini, Kimi, MiniMax, StrictProvider
 
@@ -88,7 +87,7 @@ class Session:
         return rules.turn(reasoning=thinking, calls=calls)
 
 
-@pytest.mark.parametrize("profile", PROFILE_NAMES)
+@pytest.mark.parametrize("profile", UPSTREAM_PROFILES)
 async def test_a_200_request_session_is_a_growing_byte_prefix(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, profile: str
 ) -> None:

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.translate.dialect import UNSIGNED_CALL as GEMINI_UNSIGNED
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import FakeUpstream
 from tests.provider_fakes import (
     DEEPSEEK_MISSING,
@@ -213,7 +213,7 @@ async def ws_turn(ws: aiohttp.ClientWebSocketResponse, **body: Any) -> dict[str,
         assert message.type == WSMsgType.TEXT, message
         event = json.loads(message.data)
         if event["type"] in TERMINAL:
-            assert event["type"] == "response.completed", json.dumps(event)[:800]
+            assert_ends(event)
             response: dict[str, Any] = event["response"]
             return response
     raise AssertionError("no final event")

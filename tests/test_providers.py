@@ -22,6 +22,13 @@ HISTORY = [
 ]
 # Fields outside the generic translation, by profile and by reasoning.effort.
 EXPECTED_SWITCH: dict[str, dict[str | None, dict[str, Any]]] = {
+    # The built-in demo model (bridge.demo) reads no switch; it is sent as to OpenAI.
+    "demo": {
+        None: {},
+        "none": {"reasoning_effort": "none"},
+        "medium": {"reasoning_effort": "medium"},
+        "high": {"reasoning_effort": "high"},
+    },
     "openai": {
         None: {},
         "none": {"reasoning_effort": "none"},
@@ -98,6 +105,7 @@ REPLAY_FIELD = {
     "llamacpp": "reasoning_content",
     "gemini": None,
     "minimax": None,
+    "demo": "reasoning_content",
 }
 GENERIC_KEYS = {
     "model",

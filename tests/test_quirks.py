@@ -11,9 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import QuirksConfig
-from bridge.providers import PROFILE_NAMES
 from bridge.translate.quirks import DsmlToolCalls, ThinkTags, parse_dsml
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, UPSTREAM_PROFILES, assert_ends, bridge_config
 from tests.fake_upstream import (
     DONE,
     KIMI_MISSING_REASONING,
@@ -137,7 +136,7 @@ def test_dsml_in_content_becomes_function_call_items() -> None:
         ],
     )
     final = events[-1]["response"]
-    assert final["status"] == "completed"
+    assert final["status"] == "completed", final.get("error")
     kinds = [item["type"] for item in final["output"]]
     assert kinds == ["reasoning", "message", "function_call", "function_call"]
     assert final["output"][1]["content"][0]["text"] == "Let me check.\n"
@@ -287,7 +286,7 @@ def documented_stream(profile: str) -> list[bytes]:
     return [*frames, sse(chunk(None, "stop")), sse(usage_chunk()), DONE]
 
 
-@pytest.mark.parametrize("profile", PROFILE_NAMES)
+@pytest.mark.parametrize("profile", UPSTREAM_PROFILES)
 async def test_documented_stream_of_each_profile(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, profile: str
 ) -> None:
@@ -298,7 +297,7 @@ async def test_documented_stream_of_each_profile(
     )
     events = await read_events(response)
     final = events[-1]["response"]
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     assert final["output"][0]["content"] == [{"type": "reasoning_text", "text": "Two words."}]
     assert final["output"][1]["content"][0]["text"] == "Hi there"
 
@@ -312,13 +311,13 @@ async def test_missing_done_switch(
     events = await read_events(
         await lenient.post("/v1/responses", json={"model": MODEL, "input": "hi", "stream": True})
     )
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     strict = await client_for(aiohttp_client, fake_upstream, "openai", missing_done=False)
     fake_upstream.script(Reply(frames))
     events = await read_events(
         await strict.post("/v1/responses", json={"model": MODEL, "input": "hi", "stream": True})
     )
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert "[DONE]" in events[-1]["response"]["error"]["message"]
 
 

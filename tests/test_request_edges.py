@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import MODEL
+from tests.conftest import MODEL, assert_ends
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
@@ -97,7 +97,7 @@ async def test_half_an_emoji_on_a_websocket_and_in_conversation_items(
             "error",
         ):
             pass
-    assert event["type"] == "response.completed", event
+    assert_ends(event)
     assert fake_upstream.requests[0]["messages"][-1]["content"] == "Done \ufffd"
     created = await bridge.post(
         "/v1/conversations",

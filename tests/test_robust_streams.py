@@ -20,7 +20,7 @@ from bridge.sse import SSEParser
 from bridge.store import Store
 from bridge.translate.reasoning import merge_details
 from bridge.translate.stream import StreamTranslator
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -71,7 +71,7 @@ async def test_invalid_utf8_in_an_upstream_chunk_fails_the_stream_cleanly(
     )
     events = await stream_events(bridge, {"input": "x"})
     final = events[-1]
-    assert final["type"] == "response.failed"
+    assert_ends(final, "response.failed")
     assert "malformed" in final["response"]["error"]["message"]
     assert stored_status(state_directory, final["response"]["id"]) == "failed"
 
@@ -82,7 +82,7 @@ async def test_the_openai_sdk_reads_a_failed_stream_without_a_transport_error(
     fake_upstream.script(Reply([sse(chunk({"content": "Hel"})), b"data: {\xfe}\n\n"]))
     stream = await sdk.responses.create(model=MODEL, input="x", stream=True)
     events = [event async for event in stream]
-    assert events[-1].type == "response.failed"
+    assert_ends(events, "response.failed")
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ async def test_a_session_header_that_is_not_utf8_is_stored(
         {"input": "x", "store": False},
         headers={"session-id": b"caf\xe9-\xff".decode("latin-1")},
     )
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     assert events[-1]["response"]["store"] is False
     assert stored_status(state_directory, events[-1]["response"]["id"]) == "completed"
 
@@ -173,7 +173,7 @@ async def test_reasoning_details_text_null_then_text_streams(
         )
     )
     events = await stream_events(bridge, {"input": "x"})
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
 
 
 STAGES = ["upstream", "parse", "translate", "plan"]
@@ -216,7 +216,7 @@ async def test_a_failure_at_any_stage_ends_the_stream_failed_and_recorded(
     datas = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
     assert datas[-1] == "[DONE]"  # the stream ended cleanly
     final = json.loads(datas[-2])
-    assert final["type"] == "response.failed"
+    assert_ends(final, "response.failed")
     assert f"injected failure in {stage}" in final["response"]["error"]["message"]
     assert stored_status(state_directory, final["response"]["id"]) == "failed"
 
@@ -242,7 +242,7 @@ async def test_a_store_that_fails_unexpectedly_still_completes_the_turn(
     monkeypatch.setattr(Store, "save_turn", broken)
     fake_upstream.script(thinking_text_reply(["r"], ["answer"]))
     events = await stream_events(bridge, {"input": "x"})
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     # It could not be kept, and says so: no client holds an id it cannot retrieve.
     assert events[-1]["response"]["store"] is False
 
@@ -271,7 +271,7 @@ async def test_a_retry_starts_from_fresh_state(
     fake_upstream.script(broken, thinking_text_reply([], ["Hello"]))
     events = await stream_events(client, {"input": "x"})
     final = events[-1]["response"]
-    assert events[-1]["type"] == "response.completed", final["error"]
+    assert_ends(events)
     assert [item["type"] for item in final["output"]] == ["message"]
     assert final["output"][0]["content"][0]["text"] == "Hello"
     assert len(fake_upstream.requests) == 2
@@ -377,8 +377,8 @@ async def test_heartbeats_fill_a_slow_store_write_in_order_and_never_follow_the_
     monkeypatch.setattr(Store, "save_turn", slow_save)
     fake_upstream.script(thinking_text_reply(["r"], ["answer"]))
     events = await stream_events(client, {"input": "x"})  # checks the numbering
+    assert_ends(events)
     kinds = [event["type"] for event in events]
-    assert kinds[-1] == "response.completed"
     done = kinds.index("response.output_item.done", kinds.index("response.output_text.done"))
     beats_during_write = [k for k in kinds[done + 1 : -1]]
     assert len(beats_during_write) >= 3, kinds

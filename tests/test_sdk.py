@@ -41,10 +41,11 @@ async def test_stream_text(sdk: openai.AsyncOpenAI, fake_upstream: FakeUpstream)
         async for event in stream:
             seen.append(event.type)
         final = await stream.get_final_response()
-    assert seen[0] == "response.created" and seen[-1] == "response.completed"
+    assert seen[0] == "response.created"
+    assert seen[-1] == "response.completed", final.error
     assert "response.reasoning_text.delta" in seen
     assert final.output_text == "Hello SDK"
-    assert final.status == "completed"
+    assert final.status == "completed", final.error
     assert final.usage is not None and final.usage.total_tokens == 18
     reasoning = final.output[0]
     assert reasoning.type == "reasoning"
@@ -85,7 +86,7 @@ async def test_create_non_streaming_and_follow_up(
         model=MODEL, input="weather?", tools=TOOLS, include=["reasoning.encrypted_content"]
     )
     assert isinstance(first, Response)
-    assert first.status == "completed"
+    assert first.status == "completed", first.error
     call = first.output[-1]
     assert call.type == "function_call"
     second = await sdk.responses.create(

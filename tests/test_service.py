@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.sse import SSEParser
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import (
     DEEPSEEK_MISSING_REASONING,
     DONE,
@@ -62,8 +62,9 @@ async def post(
 async def test_streams_reasoning_and_text(bridge: TestClient, fake_upstream: FakeUpstream) -> None:
     fake_upstream.script(thinking_text_reply(["Let me ", "think."], ["Hello", ", world"]))
     events = await read_events(await post(bridge, input="hi", stream=True))
+    assert_ends(events)
     types = [e["type"] for e in events]
-    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert types[0] == "response.created"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert text == "Hello, world"
@@ -121,7 +122,7 @@ async def test_tool_call_round_trip_replays_reasoning(
         {"type": "function_call_output", "call_id": "call_1", "output": "a.txt"},
     ]
     second = await read_events(await post(bridge, input=replay, tools=TOOLS, stream=True))
-    assert second[-1]["type"] == "response.completed"
+    assert_ends(second)
     assistant = fake_upstream.requests[1]["messages"][1]
     assert assistant["reasoning_content"] == "I should list files."
     assert assistant["tool_calls"][0]["id"] == "call_1"
@@ -159,7 +160,7 @@ async def test_missing_reasoning_surfaces_the_providers_error(
         {"type": "function_call_output", "call_id": "c1", "output": "x"},
     ]
     events = await read_events(await post(bridge, input=replay, tools=TOOLS, stream=True))
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert DEEPSEEK_MISSING_REASONING in events[-1]["response"]["error"]["message"]
     response = await post(bridge, input=replay, tools=TOOLS)
     assert response.status == 400
@@ -176,7 +177,7 @@ async def test_headers_and_created_go_out_before_the_upstream_answers(
     first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), timeout=1.0)
     assert b'"type":"response.created"' in first
     rest = await read_events(response)
-    assert rest[-1]["type"] == "response.completed"
+    assert_ends(rest)
 
 
 async def test_silence_is_bridged_with_in_progress_events(
@@ -196,7 +197,7 @@ async def test_silence_is_bridged_with_in_progress_events(
         before_output.append(event["type"])
     assert before_output.count("response.in_progress") >= 3
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
 
 
 async def test_idle_upstream_fails_within_the_idle_timeout(
@@ -212,7 +213,7 @@ async def test_idle_upstream_fails_within_the_idle_timeout(
     started = loop.time()
     events = await read_events(await post(client, input="hi", stream=True))
     assert loop.time() - started < 2.5
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert "sent nothing for 0.5 seconds" in events[-1]["response"]["error"]["message"]
 
 
@@ -377,7 +378,7 @@ async def test_upstream_http_errors(
     # The same failure while streaming: response.failed with the same code.
     fake_upstream.script(Reply(status=status, error_body=body, headers=headers))
     events = await read_events(await post(bridge, input="hi", stream=True))
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert events[-1]["response"]["error"]["code"] == want_code
     assert want_text in events[-1]["response"]["error"]["message"]
 
@@ -388,7 +389,7 @@ async def test_unreachable_upstream(aiohttp_client: ClientFactory, unused_tcp_po
     assert response.status == 502
     assert (await response.json())["error"]["code"] == "server_error"
     events = await read_events(await post(client, input="hi", stream=True))
-    assert events[-1]["type"] == "response.failed"
+    assert_ends(events, "response.failed")
     assert "unreachable" in events[-1]["response"]["error"]["message"]
 
 
@@ -487,7 +488,7 @@ async def test_upstream_connections_are_reused(
         reply.eof_delay = 0.05  # the body's end arrives after [DONE] was read
         fake_upstream.script(reply)
         events = await read_events(await post(bridge, input="hi", stream=True))
-        assert events[-1]["type"] == "response.completed"
+        assert_ends(events)
     assert len(set(fake_upstream.peers)) == 1, fake_upstream.peers
 
 
@@ -520,7 +521,7 @@ async def test_server_ignoring_stream_true_is_translated_whole(
     fake_upstream.script(Reply(json_body=completion))
     events = await read_events(await post(bridge, input="hi", tools=TOOLS, stream=True))
     final = events[-1]["response"]
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     assert [o["type"] for o in final["output"]] == ["reasoning", "message", "function_call"]
     assert final["output"][2]["arguments"] == '{"cmd": "ls"}'
     assert final["usage"]["total_tokens"] == 8

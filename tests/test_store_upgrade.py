@@ -26,7 +26,12 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.migrate import load_migrations
 from tests.conftest import MODEL, bridge_config
-from tests.fake_upstream import KIMI_MISSING_REASONING, FakeUpstream, thinking_text_reply
+from tests.fake_upstream import (
+    KIMI_MISSING_REASONING,
+    FakeUpstream,
+    thinking_text_reply,
+    tool_call_reply,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v2-d47e249.db"
 CHAIN_1 = "resp_44f49c31d74b7ae9abfcae7ddaff1842"
@@ -245,3 +250,28 @@ async def test_store_false_content_is_gone_and_the_file_is_sound(
     assert sorted(rows) == sorted(
         (rid, int(row["retrievable"])) for rid, row in old_rows(FIXTURE).items()
     )
+
+
+async def test_legacy_reasoning_never_wins_over_the_clients_own(
+    client: TestClient, fake_upstream: FakeUpstream
+) -> None:
+    """The same call id (Kimi repeats them) in the same session, recorded again by this
+    release: the client's own reasoning is restored, not the old release's."""
+    headers = {"session-id": SESSION_1, "thread-id": SESSION_1}
+    fake_upstream.script(
+        tool_call_reply("fresh reasoning", [(KIMI_CALL, "get_weather", ['{"city": "Oslo"}'])])
+    )
+    first = await client.post(
+        "/v1/responses",
+        json={"model": MODEL, "store": False, "tools": TOOLS, "input": kimi_replay(1)[:1]},
+        headers=headers,
+    )
+    assert first.status == 200, await first.text()
+    fake_upstream.script(thinking_text_reply([], ["Wear a coat."]))
+    answer = await client.post(
+        "/v1/responses",
+        json={"model": MODEL, "store": False, "tools": TOOLS, "input": kimi_replay(1)},
+        headers=headers,
+    )
+    assert answer.status == 200, await answer.text()
+    assert fake_upstream.requests[-1]["messages"][1]["reasoning_content"] == "fresh reasoning"

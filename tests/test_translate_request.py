@@ -16,7 +16,6 @@ from bridge.translate.tools import upstream_tool_name
 from bridge.wire.responses import ResponsesRequest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "codex-0.169.0"
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "codex-0.169.0"
 
 
 def parse(request: dict[str, Any]) -> ResponsesRequest:
@@ -418,19 +417,7 @@ def test_bad_input_names_the_field(request_body: dict[str, Any], param: str) -> 
     assert caught.value.param.startswith(param)
 
 
-def _fixture_paths() -> list[Path]:
-    directory = SHARED_FIXTURES if SHARED_FIXTURES.is_dir() else FIXTURES
-    return sorted(directory.glob("*.request.json"))
-
-
-def test_fixture_copies_match_shared() -> None:
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared is not beside this checkout")
-    for shared in SHARED_FIXTURES.glob("*.request.json"):
-        assert (FIXTURES / shared.name).read_bytes() == shared.read_bytes()
-
-
-@pytest.mark.parametrize("path", _fixture_paths(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.request.json")), ids=lambda p: p.name)
 def test_real_codex_requests_translate(path: Path) -> None:
     captured = json.loads(path.read_text())["body"]
     req = parse(captured)

@@ -181,3 +181,108 @@ def test_service_install_system_unit(tmp_path: Path) -> None:
     assert unit_text_exec(target.read_text())[-2:] == ["--config", str(config)]
     assert "/var/lib/responses-bridge/bridge.db" in out
     assert "systemctl daemon-reload" in out
+
+
+def run_service(tmp_path: Path, *args: str, config_text: str | None = None) -> tuple[int, str]:
+    """`service ...` with its own XDG_CONFIG_HOME; stdout and stderr together."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    if config_text is not None:
+        (tmp_path / "config.toml").write_text(config_text)
+        args = (*args, "--config", str(tmp_path / "config.toml"))
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "service", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+KEYED = """
+[providers.deepseek]
+base_url = "https://api.deepseek.com/v1"
+api_key_env = "DEEPSEEK_API_KEY"
+
+[models.chat]
+provider = "deepseek"
+"""
+
+
+def test_service_install_warns_what_would_keep_the_unit_from_starting(tmp_path: Path) -> None:
+    env_file = tmp_path / "xdg" / "responses-bridge" / "env"
+    code, said = run_service(tmp_path, "install", "--user", config_text=KEYED)
+    assert code == 0, said
+    assert f"warning: {env_file} does not exist" in said
+    assert "DEEPSEEK_API_KEY is not in" in said and "exit 3" in said
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.write_text("# keys\nDEEPSEEK_API_KEY=sk-test\n")
+    code, said = run_service(tmp_path, "install", "--user", config_text=KEYED)
+    assert code == 0 and "warning" not in said, said
+    # A config with the demo model and no key in the file: the demo mode, not exit 3.
+    env_file.write_text("OTHER=1\n")
+    shipped = (REPO / "config.toml").read_text()
+    code, said = run_service(tmp_path, "install", "--user", config_text=shipped)
+    assert code == 0, said
+    assert "would start in the demo mode" in said and "exit 3" not in said
+
+
+def test_service_install_system_warns_about_paths_its_sandbox_hides(tmp_path: Path) -> None:
+    # tmp_path is under the temporary directory, which PrivateTmp= hides from the unit.
+    unit_file = tmp_path / "system" / "responses-bridge.service"
+    code, said = run_service(
+        tmp_path,
+        "install",
+        "--system",
+        "--output",
+        str(unit_file),
+        config_text=KEYED + '\n[store]\npath = "/home/someone/bridge.db"\n',
+    )
+    assert code == 0, said
+    config = tmp_path / "config.toml"
+    assert f"the config {config} is in a temporary directory" in said
+    assert "PrivateTmp=yes" in said
+    assert "the database /home/someone/bridge.db is in a home directory" in said
+
+
+def test_service_uninstall_removes_a_disabled_unit_only(tmp_path: Path) -> None:
+    code, said = run_service(tmp_path, "install", "--user", config_text=KEYED)
+    assert code == 0, said
+    units = tmp_path / "xdg" / "systemd" / "user"
+    written = units / "responses-bridge.service"
+    wants = units / "default.target.wants"
+    wants.mkdir()
+    (wants / "responses-bridge.service").symlink_to(written)
+    code, said = run_service(tmp_path, "uninstall", "--user")
+    assert code == 1 and "systemctl --user disable --now responses-bridge" in said
+    assert written.exists()
+    (wants / "responses-bridge.service").unlink()
+    code, said = run_service(tmp_path, "uninstall", "--user")
+    assert code == 0, said
+    assert not written.exists()
+    assert "systemctl --user daemon-reload" in said
+    assert (tmp_path / "config.toml").exists()
+    code, said = run_service(tmp_path, "uninstall", "--user")
+    assert code == 1 and "there is no unit" in said
+
+
+def test_a_failed_terminal_assertion_names_the_error_the_response_carried() -> None:
+    from tests.conftest import assert_ends
+
+    failed = {
+        "type": "response.failed",
+        "response": {"status": "failed", "error": {"code": "server_error", "message": "busy"}},
+    }
+    with pytest.raises(AssertionError, match=r"response\.failed.*server_error.*busy"):
+        assert_ends([{"type": "response.created"}, failed])
+    assert assert_ends(failed, "response.failed") is failed

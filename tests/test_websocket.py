@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import Config
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 from tests.test_surface import OVERFLOW
 
@@ -94,6 +94,7 @@ async def test_warm_up_answers_without_the_upstream(
         "response.in_progress",
         "response.completed",
     ]
+    assert_ends(events)
     assert events[-1]["response"]["status"] == "completed"
     assert events[-1]["response"]["output"] == []
     assert fake_upstream.requests == []
@@ -113,7 +114,7 @@ async def codex_session(ws: aiohttp.ClientWebSocketResponse, fake: FakeUpstream)
     ids.append(first[-1]["response"]["id"])
     for items in ([output_of("call_1", "a")], [output_of("call_2", "hi")], [user("thanks")]):
         events = await turn(ws, input=items, previous_response_id=ids[-1], **CODEX_FIELDS)
-        assert events[-1]["type"] == "response.completed", events[-1]
+        assert_ends(events)
         ids.append(events[-1]["response"]["id"])
     return ids
 
@@ -211,7 +212,7 @@ async def test_a_stored_turn_on_a_socket_is_a_stored_response_like_any_other(
     assert answer.status == 200, await answer.text()
     async with bridge.ws_connect("/v1/responses") as ws:
         events = await turn(ws, input=[user("sure?")], previous_response_id=second_id, **fields)
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     roles = [m["role"] for m in fake_upstream.requests[-1]["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "user"]
     assert fake_upstream.requests[-1]["messages"][2]["reasoning_content"] == "Plan."
@@ -236,7 +237,7 @@ async def test_an_unknown_previous_response_asks_for_the_whole_input_and_the_soc
             }
         ]
         again = await turn(ws, input=[user("hello")])
-    assert again[-1]["type"] == "response.completed"
+    assert_ends(again)
     assert fake_upstream.requests[0]["messages"] == [{"role": "user", "content": "hello"}]
 
 
@@ -301,7 +302,7 @@ async def test_bad_messages_get_error_events_and_the_socket_stays(
         events = await turn(ws, model="nope", input="x")
         assert events[-1]["status"] == 404 and events[-1]["error"]["code"] == "model_not_found"
         events = await turn(ws, input="x")
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
 
 
 async def test_an_oversize_message_closes_the_socket_with_1009(
@@ -337,7 +338,7 @@ async def test_client_keys_and_origins_are_checked_before_the_upgrade(
         "/v1/responses", headers={**good, "Origin": "https://allowed.example"}
     ) as ws:
         events = await turn(ws, input=[DEVELOPER], generate=False)
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     plain = await client.get("/v1/responses", headers=good)
     assert plain.status == 405
     assert (await plain.json())["error"]["code"] == "method_not_allowed"
@@ -398,7 +399,7 @@ async def test_heartbeats_fill_a_long_upstream_silence(
     kinds = [e["type"] for e in events]
     first_item = kinds.index("response.output_item.added")
     assert kinds[first_item:].count("response.in_progress") >= 2
-    assert kinds[-1] == "response.completed"
+    assert_ends(events)
 
 
 async def test_shutdown_lets_the_turn_finish_then_closes_with_1001(
@@ -420,7 +421,7 @@ async def test_shutdown_lets_the_turn_finish_then_closes_with_1001(
                 break
             events.append(json.loads(message.data))
         await closing
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
     assert message.type == WSMsgType.CLOSE and ws.close_code == 1001
 
 
@@ -450,12 +451,12 @@ async def test_upstream_failures_end_the_turn_as_over_sse(
     )
     async with bridge.ws_connect("/v1/responses") as ws:
         failed = await turn(ws, input="x")
-        assert failed[-1]["type"] == "response.failed"
+        assert_ends(failed, "response.failed")
         assert failed[-1]["response"]["error"]["code"] == (
             "server_error" if status == 500 else "invalid_prompt"
         )
         events = await turn(ws, input="y")
-    assert events[-1]["type"] == "response.completed"
+    assert_ends(events)
 
 
 # Continuations whose first new items touch the end of what the socket kept: a tool call
@@ -492,7 +493,7 @@ async def test_continuations_of_any_shape_equal_a_full_replay(
         second = await turn(
             ws, input=new_items, previous_response_id=first[-1]["response"]["id"], **CODEX_FIELDS
         )
-    assert second[-1]["type"] == "response.completed", second[-1]
+    assert_ends(second)
     over_socket = fake_upstream.requests[-1]["messages"]
     fake_upstream.script(thinking_text_reply(["x"], ["y"]))
     replay = [*first_input, *first[-1]["response"]["output"], *new_items]
@@ -626,7 +627,7 @@ async def test_the_next_turn_may_come_as_soon_as_the_final_event_has(
             previous_response_id=first[-1]["response"]["id"],
             **CODEX_FIELDS,
         )
-    assert events[-1]["type"] == "response.completed", events[-1]
+    assert_ends(events)
     roles = [m["role"] for m in fake_upstream.requests[-1]["messages"]]
     assert roles == ["system", "user", "assistant", "tool"]  # continued from what was kept
 
@@ -676,7 +677,7 @@ async def test_truncation_auto_shortens_a_conversation_kept_on_the_socket(
             truncation="auto",
             **fields,
         )
-    assert third[-1]["type"] == "response.completed"
+    assert_ends(third)
     assert third[-1]["response"]["truncation"] == "auto"
     refused, retried = fake_upstream.requests[2], fake_upstream.requests[3]
     assert [m["content"] for m in refused["messages"]][-1] == "question three"
@@ -720,4 +721,4 @@ async def test_a_failed_continuation_forgets_the_response_it_continued(
         assert retried[-1]["type"] == "error"
         assert retried[-1]["error"]["code"] == "previous_response_not_found"
         fresh = await turn(ws, input=[user("start over")], store=False)
-    assert fresh[-1]["type"] == "response.completed"
+    assert_ends(fresh)

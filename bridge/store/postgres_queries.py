@@ -20,6 +20,7 @@ from bridge.scope import LEGACY_CLIENT
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
 from bridge.store.reads import (
     BASE_WINDOW,
+    NO_OUTPUT,
     Chain,
     ItemNotFound,
     ItemsPage,
@@ -403,7 +404,7 @@ async def list_responses(
     params.append(limit)
     rows = await db.fetch(
         "SELECT id, created_at, model, status, stored, session_id, thread_id, input_tokens, "
-        "output_tokens, previous_response_id FROM responses "
+        f"output_tokens, previous_response_id, {NO_OUTPUT} FROM responses "
         f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ${len(params)}",
         *params,
     )

@@ -80,6 +80,23 @@ class ResponseRow:
     input_tokens: int
     output_tokens: int
     previous_response_id: str | None
+    # No output item is stored for it (always so for a store: false response).
+    no_output: bool = False
+
+    @property
+    def warm_up(self) -> bool:
+        """A completed turn with no output and no tokens: Codex's warm-up (`generate:
+        false`), answered without asking the provider."""
+        return (
+            self.status == "completed"
+            and self.no_output
+            and self.input_tokens == 0
+            and self.output_tokens == 0
+        )
+
+
+# Whether a listed response has no output item (the same SQL on both backends).
+NO_OUTPUT = "NOT EXISTS (SELECT 1 FROM output_items o WHERE o.response_id = responses.id)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,12 +560,13 @@ def list_responses(
     selected = rows(
         db,
         "SELECT id, created_at, model, status, stored, session_id, thread_id, "
-        "input_tokens, output_tokens, previous_response_id FROM responses "
+        "input_tokens, output_tokens, previous_response_id, "
+        f"{NO_OUTPUT} FROM responses "
         f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, rowid DESC LIMIT ?",
         [*params, limit],
     )
     return [
-        ResponseRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9])
+        ResponseRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9], bool(r[10]))
         for r in selected
     ]
 
