@@ -576,3 +576,19 @@ async def test_gemini_text_then_a_signed_call_stays_one_turn(
     signature = assistant["tool_calls"][0]["extra_content"]["google"]["thought_signature"]
     assert signature == rules.signatures["t1"]
     assert rules.refused == []
+
+
+async def test_a_turn_known_to_have_had_no_reasoning_sends_no_field_where_none_is_asked(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    """Qwen takes reasoning back but does not ask for it: a tool turn the store knows came
+    without reasoning goes back without the field, not with an empty one."""
+    bridge = await bridge_for(fake_upstream, aiohttp_client, "qwen")
+    fake_upstream.require_reasoning = False
+    shape = DeepSeek()
+    fake_upstream.script(shape.turn(calls=[Call("n1", "read_file", "{}")]))
+    first = completed(await create(bridge, input=[user("read a")], store=False))
+    fake_upstream.script(shape.turn(text="Alpha."))
+    history = [user("read a"), *first["output"], output_of("n1", "alpha")]
+    completed(await create(bridge, input=history, store=False))
+    assert "reasoning_content" not in replayed(fake_upstream.requests[-1], "n1")
