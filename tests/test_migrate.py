@@ -634,6 +634,56 @@ async def test_cli_migrate_creates_a_private_database(tmp_path: Path) -> None:
     await write_and_check_side_files(db)
 
 
+def older_database(path: Path) -> Path:
+    """A database of release 0.6.0/0.7.0: the migrations up to 6."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with connect(path) as connection:
+        connection.execute("PRAGMA journal_mode = wal")
+        migrate(connection, load_migrations()[:6])
+    time.sleep(0.05)
+    return path
+
+
+# Commands that only read open the file read-only: SQLite may leave its -wal and -shm files
+# beside it (empty), the file itself is what must not change.
+
+
+def test_cli_serve_with_migrate_never_refuses_an_older_database(tmp_path: Path) -> None:
+    db = older_database(tmp_path / "store" / "bridge.db")
+    config = write_config(tmp_path, db)
+    config.write_text(config.read_text().replace("[store]\n", '[store]\nmigrate = "never"\n'))
+    before = fingerprint(db)[:2]
+    args = ["serve", "--config", str(config), "--port", str(free_port())]
+    result = run_bridge(*args)
+    assert result.returncode == EXIT_STORE, result.stderr
+    assert "schema version 6" in result.stderr
+    assert "run `responses-bridge migrate`" in result.stderr
+    assert fingerprint(db)[:2] == before
+    checked = run_bridge("check-config", "--config", str(config))
+    assert checked.returncode == EXIT_STORE
+    assert "run `responses-bridge migrate`" in checked.stderr
+    assert fingerprint(db)[:2] == before
+
+
+def test_check_config_says_what_serve_will_do_to_the_schema(tmp_path: Path) -> None:
+    db = older_database(tmp_path / "store" / "bridge.db")
+    config = write_config(tmp_path, db)
+    before = fingerprint(db)[:2]
+    checked = run_bridge("check-config", "--config", str(config))
+    assert checked.returncode == EXIT_OK, checked.stderr
+    first = checked.stdout.splitlines()[0]
+    assert f"schema version 6; `serve` migrates it to {LATEST} at start" in first
+    assert fingerprint(db)[:2] == before
+    with connect(db) as connection:
+        migrate(connection)
+    with_migration(db, LATEST + 1, LATEST + 1)
+    before = fingerprint(db)[:2]
+    newer = run_bridge("check-config", "--config", str(config))
+    assert newer.returncode == EXIT_STORE
+    assert_names_newer(newer.stderr, LATEST + 1, LATEST)
+    assert fingerprint(db)[:2] == before
+
+
 def test_cli_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
     db = newer_database(tmp_path / "store" / "bridge.db", "wal")
     config = write_config(tmp_path, db)

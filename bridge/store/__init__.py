@@ -340,9 +340,10 @@ class Store:
     async def write_problem(self) -> str | None:
         """Why the database cannot take writes now (None: it can), for /readyz. Answers
         within about PROBE_SECONDS, whatever the writer is waiting for."""
-        await self.health.check_schema()  # a newer release may have migrated it meanwhile
-        problem = self.health.schema_problem or await self.probe_write()
-        return problem or self.health.last_write_error
+        # The schema read again (a newer release may have migrated it meanwhile) while the
+        # write is tried: together, so that /readyz answers within about PROBE_SECONDS.
+        _, problem = await asyncio.gather(self.health.check_schema(), self.probe_write())
+        return self.health.schema_problem or problem or self.health.last_write_error
 
     async def probe_write(self) -> str | None:
         """Whether a write could start now (None: it could), tried on a connection of its
