@@ -367,7 +367,10 @@ class Store:
 
     async def read_schema(self) -> SchemaState:
         """The file's schema version as it is now (the health task reads it)."""
-        return await self._read_raw(schema_state, self._migrations)
+        try:
+            return await self._read_raw(schema_state, self._migrations)
+        except (sqlite3.Error, ValueError) as exc:
+            raise _store_error(str(self.path), exc) from exc
 
     # -- writes (in the writer's thread) ------------------------------------------------
 
