@@ -20,11 +20,14 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from bridge.app import create_app
 from bridge.cli import EXIT_OK, EXIT_STORE
+from bridge.config import parse_config
 from bridge.migrate import (
     MigrationError,
     SchemaState,
@@ -987,3 +990,28 @@ def test_upgrade_from_version_1_keeps_the_reasoning_rows(tmp_path: Path) -> None
             "SELECT reasoning, details FROM reasoning_by_call WHERE call_id = 'call_old'"
         ).fetchone()
     assert row == ("kept", None)
+
+
+async def test_a_later_release_migrating_under_a_running_bridge_is_noticed_on_a_store_error(
+    tmp_path: Path, aiohttp_client: Any, state_directory: Path
+) -> None:
+    """A later release contracts what this one reads while it runs: the request that hits
+    the change gets a 503 in the error shape (never a 500), and from then on the bridge
+    names both versions, without waiting for its periodic check or a /readyz."""
+    client = await aiohttp_client(create_app(parse_config("", "test-config.toml")))
+    database = state_directory / "bridge.db"
+    assert (await client.get("/v1/responses/resp_1")).status == 404
+    with connect(database) as connection:
+        connection.execute("ALTER TABLE responses RENAME TO responses_v8")
+    with_migration(database, LATEST + 1, LATEST + 1)
+    hit = await client.get("/v1/responses/resp_1")
+    assert hit.status == 503
+    assert (await hit.json())["error"]["type"] == "server_error"
+    for _ in range(50):  # the health task reads the schema at once (bounded wait)
+        after = await client.get("/v1/responses/resp_1")
+        message = (await after.json())["error"]["message"]
+        if "newer" in message:
+            break
+        await asyncio.sleep(0.05)
+    assert after.status == 503
+    assert_names_newer(message, LATEST + 1, LATEST)

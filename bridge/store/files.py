@@ -169,7 +169,7 @@ def open_for(path: Path, opening: Opening) -> SchemaState:
     label = str(path)
     if not path.exists() or path.stat().st_size == 0:
         if not opening.migrates:
-            if not path.exists():
+            if not path.exists() and not opening.serves:
                 raise DatabaseMissing(f"{path}: no such database")
             latest = load_migrations()[-1].version
             raise SchemaTooOld(label, SchemaState(0, latest))
