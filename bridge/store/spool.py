@@ -16,6 +16,7 @@ Entries the database refuses for what they hold are set aside in `rejected/`, ne
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import itertools
@@ -194,6 +195,9 @@ class Spool:
         # The entries on disk as last seen (this process's, and those a scan found), by
         # file name: their response id and size.
         self._files: dict[str, tuple[str, int]] = {}
+        # How many of those belong to each response.
+        self._ids: collections.Counter[str] = collections.Counter()
+        self._bytes = 0
         # Files of a spool format this bridge does not know (a newer bridge's): left alone.
         self._foreign: set[str] = set()
         self._sequence = itertools.count()
@@ -205,11 +209,17 @@ class Spool:
 
     @property
     def size(self) -> int:
-        return sum(size for _, size in self._files.values())
+        """Bytes of the entries known here."""
+        return self._bytes
 
     def holds(self, response_id: str) -> bool:
         """Whether something of this response waits here."""
-        return any(rid == response_id for rid, _ in self._files.values())
+        return self._ids[response_id] > 0
+
+    def _known(self, files: dict[str, tuple[str, int]]) -> None:
+        self._files = files
+        self._ids = collections.Counter(rid for rid, _ in files.values())
+        self._bytes = sum(size for _, size in files.values())
 
     async def open(self) -> None:
         """Create the directory (private) and learn what earlier runs left in it."""
@@ -237,6 +247,8 @@ class Spool:
                 log.error("response %s could not be spooled: %s", entry_id(entry), exc)
                 return False
             self._files[name] = (entry_id(entry), len(data))
+            self._ids[entry_id(entry)] += 1
+            self._bytes += len(data)
         return True
 
     async def scan(self) -> None:
@@ -257,7 +269,7 @@ class Spool:
                 elif found == "damaged":
                     log.error("spool entry %s cannot be read; moved to %s/", name, REJECTED)
                     await asyncio.to_thread(_move_aside, self.directory, name)
-            self._files = files
+            self._known(files)
 
     @contextlib.asynccontextmanager
     async def claim(self) -> AsyncIterator[bool]:
@@ -281,13 +293,21 @@ class Spool:
         """An entry is in the database now."""
         async with self._lock:
             await asyncio.to_thread(_unlink, self.directory / name)
-            self._files.pop(name, None)
+            self._forget(name)
 
     async def set_aside(self, name: str) -> None:
         """An entry the database refuses: moved to rejected/ for a person to look at."""
         async with self._lock:
             await asyncio.to_thread(_move_aside, self.directory, name)
-            self._files.pop(name, None)
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        known = self._files.pop(name, None)
+        if known is not None:
+            self._bytes -= known[1]
+            self._ids[known[0]] -= 1
+            if self._ids[known[0]] <= 0:
+                del self._ids[known[0]]
 
 
 def _write_durably(directory: Path, name: str, data: bytes) -> None:
