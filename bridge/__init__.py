@@ -1,3 +1,4 @@
 """responses-bridge: the OpenAI Responses API over Chat Completions providers."""
 
-__version__ = "0.1.0"
+# The next release's number until it is made (CHANGELOG.md, "Unreleased").
+__version__ = "0.8.0.dev0"

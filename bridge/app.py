@@ -43,8 +43,8 @@ from bridge.handlers import (
 )
 from bridge.metrics import METRICS, PREFIX, Metrics, count_requests, metrics_endpoint
 from bridge.sse_transport import create_response
-from bridge.store import StoreError
-from bridge.store.backends import StoreBackend, open_store
+from bridge.store import StoreError, StoreUnavailable
+from bridge.store.backends import StoreBackend, open_store, serving
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 from bridge.ws_transport import SOCKETS, OpenSockets, responses_socket
@@ -55,11 +55,25 @@ PRUNE_INTERVAL = 3600.0
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    """The database, migrated at startup, pruned in the background, closed last."""
+    """The database, migrated at startup (as `[store] migrate` allows), pruned in the
+    background, closed last."""
     config = app[CONFIG]
-    store = await open_store(config, os.environ, path=app[STORE_PATH])
+    store = await open_store(config, os.environ, opening=serving(config), path=app[STORE_PATH])
     app[STORE] = store
-    log.info("database %s (schema version %d)", store.path, store.schema_version)
+    schema = store.health.schema
+    log.info(
+        "database %s (%s; this release knows up to %d)",
+        store.path,
+        schema.describe(),
+        schema.latest,
+    )
+    if store.health.spool is not None and store.health.pending:
+        log.warning(
+            "%d entries wait in the spool %s from an earlier run; written when the database "
+            "takes them",
+            store.health.pending,
+            store.health.spool.directory,
+        )
     app[BACKGROUND] = BackgroundRuns(store, app[TURNS], config.server.max_background)
     app[BACKGROUND].recover()
     pruner = asyncio.create_task(_prune_periodically(store, config))
@@ -77,6 +91,8 @@ async def _prune_periodically(store: StoreBackend, config: Config) -> None:
             deleted = await store.prune(
                 max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
             )
+        except StoreUnavailable as exc:
+            log.warning("pruning the store skipped: %s", exc)
         except (sqlite3.Error, StoreError):
             log.exception("pruning the store failed")
         else:

@@ -121,7 +121,8 @@ class BackgroundRuns:
 
     async def reap(self) -> list[str]:
         """Running responses no bridge runs any more: marked failed now (never this
-        process's own runs)."""
+        process's own runs), after the reap of this process's start has decided."""
+        await self._recovered.wait()
         return await self._store.fail_interrupted(INTERRUPTED, keep=set(self._runs))
 
     async def _recover(self) -> None:

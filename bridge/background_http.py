@@ -140,12 +140,18 @@ async def get_response(request: web.Request) -> web.StreamResponse:
         stored = await store.get_response(response_id, client)
         if stored is None:
             raise response_not_found(response_id)
-        if _running(stored) and await _reaped(request, response_id):
+        if _running(stored):
+            # Left by a bridge that is gone? Whichever reap decides (this one, or the one
+            # a restart runs), what it decided is read back and served.
+            await _reap(request)
             stored = await store.get_response(response_id, client) or stored
         return web.Response(body=stored, content_type="application/json")
     found = await store.response_events(response_id, client)
     if found is None:
         raise response_not_found(response_id)
+    if _running(found[0]):
+        await _reap(request)
+        found = await store.response_events(response_id, client) or found
     if _running(found[0]):
         # Another bridge runs it (PostgreSQL): its events are stored when it ends.
         return await stream_frames(request, _after_it_ends(request, response_id, after))
@@ -157,9 +163,9 @@ def _running(stored: bytes) -> bool:
     return orjson.loads(stored).get("status") in RUNNING
 
 
-async def _reaped(request: web.Request, response_id: str) -> bool:
-    """Whether a response stored as running was left by a bridge that is gone (now failed)."""
-    return response_id in await request.app[BACKGROUND].reap()
+async def _reap(request: web.Request) -> None:
+    """Mark failed the responses stored as running that no bridge runs any more."""
+    await request.app[BACKGROUND].reap()
 
 
 async def _after_it_ends(
@@ -181,7 +187,7 @@ async def _after_it_ends(
             return
         checks += 1
         if checks % REAP_EVERY == 0:
-            await _reaped(request, response_id)
+            await _reap(request)
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -205,7 +211,8 @@ async def cancel_response(request: web.Request) -> web.Response:
         while _running(stored) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
             stored = await store.get_response(response_id, client) or stored
-        if _running(stored) and await _reaped(request, response_id):
+        if _running(stored):
+            await _reap(request)
             stored = await store.get_response(response_id, client) or stored
     if not orjson.loads(stored).get("background"):
         raise ApiError.invalid(

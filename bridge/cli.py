@@ -30,7 +30,13 @@ from bridge.logs import configure_logging
 from bridge.migrate import MigrationError
 from bridge.probe import probe_all
 from bridge.store import StoreError, postgres
-from bridge.store.backends import database_label, run_postgres_migrate, uses_postgres
+from bridge.store.backends import (
+    database_label,
+    database_state,
+    run_postgres_migrate,
+    schema_versions,
+    uses_postgres,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -76,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="responses-bridge",
         description="Serve the OpenAI Responses API over a Chat Completions provider.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__} ({schema_versions()})"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP service")
@@ -159,10 +167,11 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
             print(f"responses-bridge: warning: {exc}", file=sys.stderr)
     if unset and strict:
         return EXIT_CONFIG
-    if uses_postgres(config):
-        state = "PostgreSQL"
+    if uses_postgres(config) and any("password_env" in warning for warning in unset):
+        state, refused = "PostgreSQL; not checked: no password here", False
     else:
-        state = "exists" if store_path(config, os.environ).exists() else "not created yet"
+        # Read without changing it: check-config never creates or migrates a database.
+        state, refused = database_state(config, os.environ)
     print(f"# {path}: ok; the database is {database_label(config, os.environ)} ({state})")
     if probe:
         results = asyncio.run(probe_all(config, os.environ))
@@ -170,6 +179,9 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
             print(f"probe {result.line()}")
         return EXIT_OK if all(result.ok for result in results) else EXIT_PROBE
     sys.stdout.write(effective_toml(config))
+    if refused:
+        print(f"responses-bridge: database: {state}", file=sys.stderr)
+        return EXIT_STORE
     return EXIT_OK
 
 
@@ -255,9 +267,15 @@ def _main(argv: Sequence[str] | None) -> int:
             case "migrate":
                 config = load_config(config_path(args))
                 if uses_postgres(config):
+                    if args.backup:
+                        raise UsageError(
+                            "migrate: --backup is for SQLite; back PostgreSQL up with pg_dump "
+                            "(docs/upgrading.md)"
+                        )
                     return run_postgres_migrate(config, os.environ, check=args.check)
+                backup = Path(args.backup).expanduser() if args.backup else None
                 return sessions_cli.run_migrate(
-                    config, store_path(config, os.environ), check=args.check
+                    config, store_path(config, os.environ), check=args.check, backup=backup
                 )
             case "sessions":
                 config = load_config(config_path(args))

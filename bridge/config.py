@@ -10,7 +10,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -73,9 +73,17 @@ class StoreConfig(_Strict):
     synchronous: Literal["full", "normal"] = "full"
     max_age_days: float = 30.0
     max_size_mb: float = 1024.0
-    # How long a turn's write keeps trying while another process holds the database
-    # locked; past it the turn's final event says store: false.
+    # How long a turn's write keeps trying while the database is locked or away; past it
+    # the turn is kept in the spool until the database takes it.
     write_timeout: float = 10.0
+    # Whether `serve` brings an older database schema up to date at start ("auto"), or
+    # refuses to start until `responses-bridge migrate` has ("never"). Other commands never
+    # migrate.
+    migrate: Literal["auto", "never"] = "auto"
+    # Where turns the database could not take wait for it (absolute, or relative to the
+    # state directory), and the most they may take; 0 keeps no spool.
+    spool_dir: str = "spool"
+    spool_max_mb: Annotated[float, msgspec.Meta(ge=0)] = 256.0
 
 
 class UpstreamConfig(_Strict):
@@ -459,6 +467,14 @@ def state_directory(environ: Mapping[str, str]) -> Path:
 def store_path(config: Config, environ: Mapping[str, str]) -> Path:
     """The database file: absolute as configured, or relative to the state directory."""
     path = Path(config.store.path).expanduser()
+    return path if path.is_absolute() else state_directory(environ) / path
+
+
+def spool_path(config: Config, environ: Mapping[str, str]) -> Path | None:
+    """The spool directory (bridge.store.spool), like store_path; None when it is off."""
+    if config.store.spool_max_mb <= 0:
+        return None
+    path = Path(config.store.spool_dir).expanduser()
     return path if path.is_absolute() else state_directory(environ) / path
 
 

@@ -332,6 +332,7 @@ def turn_recorder(
         try:
             prepared = await preparing
             digests = prepared.digests
+            response.store_pending = msgspec.UNSET  # not part of what is stored
             turn = record_turn(
                 req,
                 response,
@@ -343,7 +344,11 @@ def turn_recorder(
                 encoded=prepared.encoded,
                 item_digests=digests.digests if digests is not None else None,
             )
-            await store.save_turn_shielded(turn, base=prepared.base)
+            # What the database could not take yet waits in the spool; the final object
+            # lists it.
+            response.store_pending = (
+                await store.save_turn_shielded(turn, base=prepared.base) or msgspec.UNSET
+            )
         except (StoreCorrupt, StoreError) as exc:
             log.warning("response %s not stored: %s", response.id, exc)
             return False

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from bridge import __version__
 from bridge.app_keys import CLIENT, CONFIG, STORE, TURNS
 from bridge.errors import ApiError
 from bridge.store import ItemNotFound
@@ -25,20 +26,30 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
     )
 
 
+def _schema(request: web.Request) -> dict[str, int]:
+    """The database's schema version as last read, and the newest this release knows."""
+    schema = request.app[STORE].health.schema
+    return {"database": schema.version, "bridge": schema.latest}
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: the process is alive and answering."""
-    return json_response({"status": "ok"})
+    """GET /healthz: the process is alive and answering (asks the database nothing)."""
+    return json_response({"status": "ok", "version": __version__, "schema": _schema(request)})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """GET /readyz: config loaded and the database writable; 503 otherwise or when stopping."""
-    problems = await request.app[STORE].write_problem()
+    """GET /readyz: config loaded, the database writable and its schema usable; 503
+    otherwise or when stopping. Also how many writes wait in the spool."""
+    store = request.app[STORE]
+    problems = await store.write_problem()
     if request.app[TURNS].draining:
         problems = problems or "shutting down"
     body = {
         "status": "unavailable" if problems else "ready",
         "config": request.app[CONFIG].source,
         "database": problems or "ok",
+        "schema": _schema(request),
+        "spooled": store.health.pending,
     }
     return json_response(body, status=503 if problems else 200)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 from bridge.config import Config, store_path
 from bridge.store import ResponseRow, StoreError, open_and_migrate
 from bridge.store.backends import StoreBackend, open_store, uses_postgres
-from bridge.store.files import check_database
+from bridge.store.files import Opening, check_database
 
 EXIT_OK = 0
 EXIT_STORE = 4  # bridge.cli.EXIT_STORE: the database is damaged, newer, or cannot be opened
@@ -29,8 +30,15 @@ def add_commands(commands: Any, config_help: str, config_option: Callable[..., N
     migrate.add_argument(
         "--check",
         action="store_true",
-        help="change nothing: report the schema version and check every page and index "
-        "(exit 4 if the database is damaged or newer than this version)",
+        help="change nothing: report the schema version, what migrating would do, and check "
+        "every page and index (exit 4 if the database is damaged or newer than this "
+        "version can use)",
+    )
+    migrate.add_argument(
+        "--backup",
+        metavar="PATH",
+        help="SQLite: first write a consistent copy of the database to PATH (safe while a "
+        "bridge runs on it)",
     )
 
     sessions = commands.add_parser("sessions", help="inspect and manage stored responses")
@@ -68,17 +76,43 @@ def missing_database(path: Path) -> StoreError:
     )
 
 
-def run_migrate(config: Config, path: Path, *, check: bool = False) -> int:
+def run_migrate(
+    config: Config, path: Path, *, check: bool = False, backup: Path | None = None
+) -> int:
     if check:
         if not path.exists():
             raise missing_database(path)
         return _check(path)
     try:
+        if backup is not None:
+            if not path.exists():
+                raise missing_database(path)
+            _backup(path, backup)
+            print(f"{path}: copied to {backup}")
         version = open_and_migrate(path)
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"{path}: {exc}") from exc
     print(f"{path}: schema version {version}")
     return EXIT_OK
+
+
+def _backup(path: Path, copy: Path) -> None:
+    """A consistent copy through SQLite's backup API (other processes may go on writing);
+    an existing file at `copy` is not overwritten."""
+    if copy.exists():
+        raise StoreError(f"{copy}: already exists; choose another backup path")
+    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
 
 
 def _check(path: Path) -> int:
@@ -87,19 +121,14 @@ def _check(path: Path) -> int:
         report = check_database(path)
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"{path}: {exc}") from exc
-    if report.version > report.latest:
-        print(
-            f"{path}: schema version {report.version} is newer than this responses-bridge "
-            f"knows (up to {report.latest})",
-            file=sys.stderr,
-        )
+    state = report.state
+    if state.newer and not state.usable:
+        print(f"{path}: {state.too_new()}", file=sys.stderr)
         return EXIT_STORE
     if report.problem is not None:
         print(f"{path}: the database is corrupt: {report.problem}", file=sys.stderr)
         return EXIT_STORE
-    pending = report.latest - report.version
-    state = "up to date" if not pending else f"{pending} migration(s) to apply with `migrate`"
-    print(f"{path}: schema version {report.version} ({state}); integrity ok")
+    print(f"{path}: schema version {state.version} ({report.plan}); integrity ok")
     return EXIT_OK
 
 
@@ -114,9 +143,11 @@ def run_sessions(args: argparse.Namespace, config: Config, environ: Mapping[str,
 async def _run_sessions(
     args: argparse.Namespace, config: Config, environ: Mapping[str, str]
 ) -> int:
-    # Only the commands that write wait for the integrity check (and refuse a damaged file).
+    # Only the commands that write wait for the integrity check (and refuse a damaged file);
+    # the others open the database read-only. None migrates (SchemaTooOld says to).
     writes = args.action in ("delete", "prune")
-    store = await open_store(config, environ, check=writes)
+    opening = Opening.WRITE if writes else Opening.READ
+    store = await open_store(config, environ, opening=opening, check=writes)
     print(f"# database: {store.path} (schema version {store.schema_version})", file=sys.stderr)
     try:
         match args.action:

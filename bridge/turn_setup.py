@@ -7,12 +7,13 @@ both set their turns up here and run them with bridge.engine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 from multidict import CIMultiDictProxy
@@ -47,6 +48,7 @@ from bridge.wire.responses import ResponsesRequest, input_items
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _REQUEST_DECODER = msgspec.json.Decoder(ResponsesRequest)
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
@@ -382,6 +384,23 @@ class PreparedTurn:
     messages: list[bytes] | None = None
 
 
+def store_errors_as_503(setup: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A store that cannot be used while a turn is set up (away, or its schema migrated
+    by a newer release) is a 503 in the error shape, on every transport."""
+
+    @functools.wraps(setup)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await setup(*args, **kwargs)
+        except StoreError as exc:
+            raise ApiError.server(
+                f"The bridge's database is unavailable: {exc}", status=503
+            ) from None
+
+    return guarded
+
+
+@store_errors_as_503
 async def setup_turn(
     req: ResponsesRequest,
     items: list[Any],
@@ -408,6 +427,7 @@ async def setup_turn(
     if model is None:
         raise unknown_model(config, req.model)
     refuse_unsupported(req)
+    store.health.check_usable()  # every turn is recorded: none starts on an unusable schema
     provider = config.providers[model.provider]
     upstream = upstreams.get(model.provider)
     if upstream is None:

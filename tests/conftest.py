@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,22 @@ def postgres_cluster() -> Iterator[Cluster]:
 def postgres_url(postgres_cluster: Cluster) -> str:
     """A new empty database on the test cluster (its URL, no password in it)."""
     return postgres_cluster.create_database()
+
+
+# How long a bridge may take to say ready again once its database works (its health task
+# tries every second).
+READY_AGAIN_SECONDS = 5.0
+
+
+async def ready_again(get: Callable[[str], Any], seconds: float = READY_AGAIN_SECONDS) -> float:
+    """Poll /readyz through `get` (a TestClient's or a session's, taking a path or a URL)
+    until it answers 200, with no other request meanwhile; the seconds it took."""
+    started = time.monotonic()
+    body: Any = None
+    while time.monotonic() - started < seconds:
+        async with get("/readyz") as response:
+            body = await response.json()
+            if response.status == 200:
+                return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz not ready {seconds}s after the fault ended: {body}")

@@ -31,6 +31,7 @@ class BridgeProcess:
         env: dict[str, str | None] | None = None,
         log: Path | None = None,
         log_level: str | None = "warning",
+        cwd: Path = REPO,
     ) -> None:
         self.config = config
         self.port = port
@@ -41,6 +42,9 @@ class BridgeProcess:
         # stdout and stderr go to this file when set, else nowhere.
         self.log = log
         self.log_level = log_level
+        # Where it runs: `python -m bridge` imports the bridge found there first (an earlier
+        # release's source, for the upgrade tests).
+        self.cwd = cwd
 
     async def spawn(self) -> asyncio.subprocess.Process:
         """Start the process without waiting for it to serve."""
@@ -54,7 +58,7 @@ class BridgeProcess:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *args,
-                cwd=REPO,
+                cwd=self.cwd,
                 env=env,
                 stdout=output or asyncio.subprocess.DEVNULL,
                 stderr=output or asyncio.subprocess.DEVNULL,

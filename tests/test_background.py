@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -365,3 +367,34 @@ async def test_an_orphan_is_reaped_and_the_runs_of_this_bridge_are_not(
     stored = json.loads(await store.get_response(running.id) or b"{}")
     assert stored["status"] == "queued"
     await sdk.responses.cancel(running.id)
+
+
+async def test_reads_right_after_a_restart_serve_what_the_restart_decided(
+    fake_upstream: FakeUpstream, aiohttp_client: Any, state_directory: Path
+) -> None:
+    """Background responses a stopped bridge left queued are marked failed by the restart;
+    a GET that arrives while that is being written serves the failure, never "queued"
+    (the restart's reap and the GET's own raced: 19 of 20 GETs said queued)."""
+    from bridge.records import record_turn
+    from bridge.scope import Scope
+    from bridge.store import Store
+    from bridge.wire.events import ResponseObject
+    from bridge.wire.responses import ResponsesRequest
+
+    left = [f"resp_{number:032x}" for number in range(1, 21)]
+    store = await Store.open(state_directory / "bridge.db", check=False)
+    request = ResponsesRequest(model=MODEL, input="left behind", background=True)
+    for response_id in left:
+        queued = ResponseObject(
+            id=response_id,
+            created_at=int(time.time()),
+            model=MODEL,
+            status="queued",
+            background=True,
+        )
+        await store.save_turn(record_turn(request, queued, Scope()))
+    await store.close()
+    restarted = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
+    answers = await asyncio.gather(*(restarted.get(f"/v1/responses/{rid}") for rid in left))
+    statuses = [(await answer.json()).get("status", await answer.text()) for answer in answers]
+    assert statuses == ["failed"] * len(left)

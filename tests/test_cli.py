@@ -21,6 +21,7 @@ import pytest
 from bridge import __version__
 from bridge.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 from bridge.config import parse_config
+from bridge.migrate import load_migrations, migrations_source
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_VAR = "DEEPSEEK_API_KEY"
@@ -100,7 +101,11 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
     result = run_bridge(bridge_env(tmp_path), "--version")
 
     assert result.returncode == EXIT_OK, result.stderr
-    assert result.stdout.strip() == f"responses-bridge {__version__}"
+    latest = load_migrations()[-1].version
+    postgres = load_migrations(migrations_source() / "postgres")[-1].version
+    assert result.stdout.strip() == (
+        f"responses-bridge {__version__} (SQLite schema {latest}, PostgreSQL schema {postgres})"
+    )
 
 
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
@@ -121,7 +126,8 @@ def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
     assert result.returncode == EXIT_OK, result.stderr
     first = result.stdout.splitlines()[0]
     assert first == (
-        f"# config.toml: ok; the database is {tmp_path / 'state' / 'bridge.db'} (not created yet)"
+        f"# config.toml: ok; the database is {tmp_path / 'state' / 'bridge.db'} "
+        "(not created yet; `serve` creates it)"
     )
     # The effective settings, defaults included, are TOML that loads as the same config.
     effective = parse_config(result.stdout, "config.toml")
@@ -262,7 +268,7 @@ def served(tmp_path: Path, serve_port: int) -> Iterator[subprocess.Popen[bytes]]
 
 
 def wait_until_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Poll /healthz until it answers 200 {"status": "ok"}; bounded in steps and time."""
+    """Poll /healthz until it answers 200 {"status": "ok", ...}; bounded in steps and time."""
     url = f"http://127.0.0.1:{port}/healthz"
     deadline = time.monotonic() + STARTUP_TIMEOUT
     for _ in range(int(STARTUP_TIMEOUT / 0.1)):
@@ -273,7 +279,7 @@ def wait_until_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             status, body = None, None
         if status is not None:
-            assert (status, body) == (200, {"status": "ok"})
+            assert (status, body["status"]) == (200, "ok")
             return
         if time.monotonic() > deadline:
             break

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import parse_config
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config, ready_again
 from tests.fake_upstream import DONE, FakeUpstream, Reply, chunk, sse, thinking_text_reply
 from tests.processes import BridgeProcess, free_port
 
@@ -347,7 +347,7 @@ def test_listening_beyond_loopback_without_keys_is_logged(
 # ---- a locked store -------------------------------------------------------------------------
 
 
-async def test_a_locked_store_keeps_readyz_quick_and_says_what_was_not_kept(
+async def test_a_locked_store_keeps_readyz_quick_and_says_what_is_pending(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, state_directory: Path
 ) -> None:
     config = bridge_config(fake_upstream.url, store="write_timeout = 1.5")
@@ -379,8 +379,12 @@ async def test_a_locked_store_keeps_readyz_quick_and_says_what_was_not_kept(
         blocker.close()
     for final in finals:
         assert_ends(final)
-        assert final["response"]["store"] is False  # it could not be kept, and says so
+        # Not in the database yet, and it says so: waiting in the spool.
+        assert final["response"]["store_pending"] == ["response", "input_items"]
     assert ended < 5  # together, after write_timeout, not one after another
+    await ready_again(client.get)
+    for final in finals:
+        assert (await client.get(f"/v1/responses/{final['response']['id']}")).status == 200
 
 
 def test_accept_errors_are_logged_at_most_every_interval() -> None:

@@ -20,18 +20,29 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
+from bridge.app import create_app
 from bridge.cli import EXIT_OK, EXIT_STORE
-from bridge.migrate import MigrationError, load_migrations, migrate, migrations_source
+from bridge.config import parse_config
+from bridge.migrate import (
+    MigrationError,
+    SchemaState,
+    load_migrations,
+    migrate,
+    migrations_source,
+    plan,
+)
 from bridge.records import ReasoningRecord, StoredContent, TurnRecord
-from bridge.store import Store, open_and_migrate
+from bridge.store import SchemaTooNew, Store, open_and_migrate
 from bridge.store.files import prepare_database_file
+from tests.processes import BridgeProcess
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60.0  # seconds for a command that should exit by itself
-SERVE_EXIT_TIMEOUT = 20.0  # seconds for `serve` to give up on a database it refuses
 BUILD_TIMEOUT = 300.0  # seconds for `pip wheel` of the project
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -112,9 +123,10 @@ EXPECTED_COLUMNS = {
         (0, "version", "INTEGER", 0, None, 1),
         (1, "name", "TEXT", 1, None, 0),
         (2, "applied_at", "INTEGER", 1, None, 0),
+        (3, "compatible_from", "INTEGER", 0, None, 0),
     ],
 }
-LATEST = 6  # the number of files in migrations/
+LATEST = 7  # the number of files in migrations/
 # Per table: index name -> (unique, origin, partial, indexed columns in order).
 EXPECTED_INDEXES = {
     "blobs": {
@@ -269,6 +281,7 @@ def test_blank_database_gets_exactly_the_initial_schema(tmp_path: Path) -> None:
         (4, "output_item_index"),
         (5, "background_events"),
         (6, "conversations"),
+        (7, "schema_compatibility"),
     ]
     assert abs(rows[0][2] - time.time()) < 60  # applied_at: unix seconds, now
 
@@ -624,6 +637,56 @@ async def test_cli_migrate_creates_a_private_database(tmp_path: Path) -> None:
     await write_and_check_side_files(db)
 
 
+def older_database(path: Path) -> Path:
+    """A database of release 0.6.0/0.7.0: the migrations up to 6."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with connect(path) as connection:
+        connection.execute("PRAGMA journal_mode = wal")
+        migrate(connection, load_migrations()[:6])
+    time.sleep(0.05)
+    return path
+
+
+# Commands that only read open the file read-only: SQLite may leave its -wal and -shm files
+# beside it (empty), the file itself is what must not change.
+
+
+def test_cli_serve_with_migrate_never_refuses_an_older_database(tmp_path: Path) -> None:
+    db = older_database(tmp_path / "store" / "bridge.db")
+    config = write_config(tmp_path, db)
+    config.write_text(config.read_text().replace("[store]\n", '[store]\nmigrate = "never"\n'))
+    before = fingerprint(db)[:2]
+    args = ["serve", "--config", str(config), "--port", str(free_port())]
+    result = run_bridge(*args)
+    assert result.returncode == EXIT_STORE, result.stderr
+    assert "schema version 6" in result.stderr
+    assert "run `responses-bridge migrate`" in result.stderr
+    assert fingerprint(db)[:2] == before
+    checked = run_bridge("check-config", "--config", str(config))
+    assert checked.returncode == EXIT_STORE
+    assert "run `responses-bridge migrate`" in checked.stderr
+    assert fingerprint(db)[:2] == before
+
+
+def test_check_config_says_what_serve_will_do_to_the_schema(tmp_path: Path) -> None:
+    db = older_database(tmp_path / "store" / "bridge.db")
+    config = write_config(tmp_path, db)
+    before = fingerprint(db)[:2]
+    checked = run_bridge("check-config", "--config", str(config))
+    assert checked.returncode == EXIT_OK, checked.stderr
+    first = checked.stdout.splitlines()[0]
+    assert f"schema version 6; `serve` migrates it to {LATEST} at start" in first
+    assert fingerprint(db)[:2] == before
+    with connect(db) as connection:
+        migrate(connection)
+    with_migration(db, LATEST + 1, LATEST + 1)
+    before = fingerprint(db)[:2]
+    newer = run_bridge("check-config", "--config", str(config))
+    assert newer.returncode == EXIT_STORE
+    assert_names_newer(newer.stderr, LATEST + 1, LATEST)
+    assert fingerprint(db)[:2] == before
+
+
 def test_cli_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
     db = newer_database(tmp_path / "store" / "bridge.db", "wal")
     config = write_config(tmp_path, db)
@@ -638,33 +701,115 @@ def test_cli_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
     assert fingerprint(db) == before
 
 
-def test_cli_serve_refuses_a_newer_database(tmp_path: Path) -> None:
+async def test_cli_serve_reports_a_newer_database_and_leaves_it_alone(tmp_path: Path) -> None:
+    """A bridge that finds a schema it cannot use serves on: /readyz names both versions,
+    requests that need the store get a 503 in the error shape, nothing is written."""
     db = newer_database(tmp_path / "store" / "bridge.db", "wal")
     config = write_config(tmp_path, db)
     before = fingerprint(db)
-    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(free_port())]
-    log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", *args],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+    bridge = BridgeProcess(config, free_port(), log=tmp_path / "serve.log", log_level="info")
     try:
-        returncode = process.wait(timeout=SERVE_EXIT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve still running after {SERVE_EXIT_TIMEOUT}s: {log.read_text()}")
+        await bridge.start()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{bridge.url}/readyz") as ready:
+                assert ready.status == 503
+                problem = (await ready.json())["database"]
+            assert_names_newer(problem, 99, latest_version())
+            async with session.get(f"{bridge.url}/healthz") as health:
+                assert (await health.json())["schema"] == {
+                    "database": 99,
+                    "bridge": latest_version(),
+                }
+            for method, path, body in (
+                ("POST", "/v1/responses", {"model": "local-model", "input": "hi"}),
+                ("GET", "/v1/responses/resp_1", None),
+                ("POST", "/v1/conversations", {}),
+            ):
+                async with session.request(method, f"{bridge.url}{path}", json=body) as answer:
+                    assert answer.status == 503, await answer.text()
+                    error = (await answer.json())["error"]
+                    assert error["type"] == "server_error"
+                    assert_names_newer(error["message"], 99, latest_version())
+            async with session.get(f"{bridge.url}/v1/models") as models:
+                assert models.status == 200  # what needs no store still works
+        assert await bridge.terminate() == EXIT_OK
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=RUN_TIMEOUT)
+        await bridge.stop()
+    assert fingerprint(db) == before, (tmp_path / "serve.log").read_text()
 
-    errors = log.read_text()
-    assert returncode == EXIT_STORE, errors
-    assert "responses-bridge: database: " in errors
-    assert_names_newer(errors, 99, latest_version())
-    assert fingerprint(db) == before
+
+def with_migration(database: Path, version: int, compatible_from: int | None) -> None:
+    """A later release's migration recorded in the database (its own bookkeeping)."""
+    with connect(database) as connection:
+        connection.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at, compatible_from) "
+            "VALUES (?, 'later', 0, ?)",
+            (version, compatible_from),
+        )
+
+
+@pytest.mark.parametrize(
+    ("later", "usable"),
+    [
+        ([(8, 7)], True),  # expand only: this release keeps working
+        ([(8, 7), (9, 7)], True),
+        ([(8, 7), (9, 8)], False),  # 9 needs code that knows 8
+        ([(8, None)], False),  # recorded without compatibility: needs code that knows it
+        ([(8, 8)], False),
+    ],
+)
+async def test_a_newer_database_is_used_when_its_migrations_say_so(
+    tmp_path: Path, later: list[tuple[int, int | None]], usable: bool
+) -> None:
+    db = tmp_path / "bridge.db"
+    with connect(db) as connection:
+        migrate(connection)
+    for version, compatible_from in later:
+        with_migration(db, version, compatible_from)
+    store = await Store.open(db, check=False)
+    try:
+        assert store.health.schema.usable is usable
+        assert store.schema_version == later[-1][0]
+        if usable:
+            assert await store.write_problem() is None
+            assert await store.list_responses() == []
+        else:
+            assert_names_newer(await store.write_problem() or "", later[-1][0], LATEST)
+            with pytest.raises(SchemaTooNew):
+                await store.list_responses()
+    finally:
+        await store.close()
+    with connect(db) as connection:  # and never migrated back or changed
+        assert [row[0] for row in migration_rows(connection)][-len(later) :] == [
+            version for version, _ in later
+        ]
+
+
+def test_compatible_from_comes_from_the_file(tmp_path: Path) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "0001_first.sql").write_text(WIDGETS)
+    (directory / "0002_expand.sql").write_text(
+        "-- compatible_from: 1\nALTER TABLE widgets ADD COLUMN colour TEXT;\n"
+    )
+    (directory / "0003_contract.sql").write_text("ALTER TABLE widgets DROP COLUMN colour;\n")
+    loaded = load_migrations(directory)
+    assert [m.compatible_from for m in loaded] == [1, 1, 3]
+    assert "keep working" in plan(SchemaState(1, 2), loaded[:2])
+    told = plan(SchemaState(1, 3), loaded)
+    assert "stop the bridges of schema 1" in told and "0003_contract" in told
+    (directory / "0004_wrong.sql").write_text("-- compatible_from: 9\nSELECT 1;\n")
+    with pytest.raises(MigrationError, match="after its own version"):
+        load_migrations(directory)
+
+
+def test_the_shipped_compatibility_migrations_keep_the_previous_release_working() -> None:
+    """0007 and its PostgreSQL twin only add a column: bridges of the schema before keep
+    working (the rolling upgrade of docs/upgrading.md depends on it)."""
+    sqlite_7 = load_migrations()[6]
+    assert (sqlite_7.version, sqlite_7.compatible_from) == (7, 6)
+    postgres_2 = load_migrations(migrations_source() / "postgres")[1]
+    assert (postgres_2.version, postgres_2.compatible_from) == (2, 1)
 
 
 # The installed package
@@ -845,3 +990,28 @@ def test_upgrade_from_version_1_keeps_the_reasoning_rows(tmp_path: Path) -> None
             "SELECT reasoning, details FROM reasoning_by_call WHERE call_id = 'call_old'"
         ).fetchone()
     assert row == ("kept", None)
+
+
+async def test_a_later_release_migrating_under_a_running_bridge_is_noticed_on_a_store_error(
+    tmp_path: Path, aiohttp_client: Any, state_directory: Path
+) -> None:
+    """A later release contracts what this one reads while it runs: the request that hits
+    the change gets a 503 in the error shape (never a 500), and from then on the bridge
+    names both versions, without waiting for its periodic check or a /readyz."""
+    client = await aiohttp_client(create_app(parse_config("", "test-config.toml")))
+    database = state_directory / "bridge.db"
+    assert (await client.get("/v1/responses/resp_1")).status == 404
+    with connect(database) as connection:
+        connection.execute("ALTER TABLE responses RENAME TO responses_v8")
+    with_migration(database, LATEST + 1, LATEST + 1)
+    hit = await client.get("/v1/responses/resp_1")
+    assert hit.status == 503
+    assert (await hit.json())["error"]["type"] == "server_error"
+    for _ in range(50):  # the health task reads the schema at once (bounded wait)
+        after = await client.get("/v1/responses/resp_1")
+        message = (await after.json())["error"]["message"]
+        if "newer" in message:
+            break
+        await asyncio.sleep(0.05)
+    assert after.status == 503
+    assert_names_newer(message, LATEST + 1, LATEST)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -478,6 +479,25 @@ def test_commands_that_read_never_create_a_database(tmp_path: Path) -> None:
         assert f"no database at {database}" in result.stderr
         assert "STATE_DIRECTORY" in result.stderr
         assert not database.exists() and not database.parent.exists()
+
+
+def test_commands_that_only_read_open_the_database_read_only(stored: Stored) -> None:
+    """On a file the bridge may not write (immutable: root ignores modes), list, show and
+    export work; delete needs to write and says it cannot."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    flag = subprocess.run([chattr, "+i", str(stored.database)], capture_output=True, check=False)
+    if flag.returncode:
+        pytest.skip("this filesystem does not support immutable files")
+    try:
+        for action in (("list",), ("show", RESP_A), ("export", RESP_A)):
+            result = run_sessions(stored.config, *action)
+            assert result.returncode == 0, (action, result.stderr)
+        refused = run_sessions(stored.config, "delete", RESP_A)
+        assert refused.returncode == EXIT_STORE, refused.stderr
+    finally:
+        subprocess.run([chattr, "-i", str(stored.database)], check=True)
 
 
 # export

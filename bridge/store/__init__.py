@@ -8,7 +8,10 @@ comes from the config (FULL by default: a commit is on disk before response.comp
 sent).
 
 A background check reads every page soon after start; corruption it (or any statement)
-finds stops all writes and shows on /readyz.
+finds stops all writes and shows on /readyz. A turn the file cannot take (locked past
+write_timeout, a full disk) waits in the spool until it can (bridge.store.health).
+Statements that fail raise StoreUnavailable (StoreRejected for a refused row), never
+sqlite3's own errors.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from bridge.migrate import MigrationError
+from bridge.migrate import Migration, MigrationError, SchemaState, load_migrations, schema_state
 from bridge.records import TurnRecord
 from bridge.store import conversations, reads, retention, writes
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
@@ -30,9 +33,16 @@ from bridge.store.database import Connection, Work, transaction
 from bridge.store.files import (
     DatabaseMissing,
     IntegrityCheck,
+    Opening,
+    SchemaTooNew,
+    SchemaTooOld,
     StoreError,
+    StoreRejected,
+    StoreUnavailable,
     open_and_migrate,
+    open_for,
 )
+from bridge.store.health import StoreHealth
 from bridge.store.reads import (
     Chain,
     ChainNotFound,
@@ -42,6 +52,7 @@ from bridge.store.reads import (
     ResponseRow,
 )
 from bridge.store.replays import ReplayCache
+from bridge.store.spool import Spool
 from bridge.translate.reasoning import Reasoning
 
 log = logging.getLogger(__name__)
@@ -72,11 +83,16 @@ __all__ = [
     "DatabaseMissing",
     "ItemNotFound",
     "ItemsPage",
+    "Opening",
     "ReasoningQuery",
     "ResponseRow",
+    "SchemaTooNew",
+    "SchemaTooOld",
     "Store",
     "StoreCorrupt",
     "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
     "open_and_migrate",
 ]
 
@@ -115,6 +131,13 @@ def _insert_group(db: sqlite3.Connection, group: list[Queued]) -> list[sqlite3.E
     return results
 
 
+def _store_error(label: str, exc: sqlite3.Error | ValueError) -> StoreError:
+    """sqlite3's error as the store's own: a refused row, or the database unusable now."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+        return StoreRejected(f"{label}: {exc}")
+    return StoreUnavailable(f"{label}: {exc}")
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
@@ -135,6 +158,10 @@ class Store:
         probe: Connection,
         path: Path,
         write_timeout: float = 10.0,
+        *,
+        schema: SchemaState | None = None,
+        spool: Spool | None = None,
+        read_only: bool = False,
     ) -> None:
         self._writer = writer
         self._probe = probe
@@ -149,14 +176,16 @@ class Store:
         for reader in readers:
             self._readers.put_nowait(reader)
         self.path = path
-        # The schema version the file has (set by open).
-        self.schema_version = 0
+        self.read_only = read_only
+        self._migrations: list[Migration] = load_migrations()
+        latest = self._migrations[-1].version
+        # Whether the file takes writes and its schema is usable, kept current in the
+        # background; the spool of the turns it could not take.
+        self.health = StoreHealth(self, str(path), schema or SchemaState(latest, latest), spool)
         # Turn writes run as tasks of their own, so a client that disconnects (which
         # cancels its handler) cannot lose a turn it was about to be told about; close()
         # waits for them.
-        self._pending: set[asyncio.Task[None]] = set()
-        # The error of the last turn write, until a write succeeds again (for /readyz).
-        self.last_write_error: str | None = None
+        self._pending: set[asyncio.Task[list[str]]] = set()
         # What is wrong with the file, once found; nothing is written after that.
         self.corruption: str | None = None
         self._check: asyncio.Task[None] | None = None
@@ -176,45 +205,58 @@ class Store:
         *,
         check: bool = True,
         write_timeout: float = 10.0,
+        opening: Opening = Opening.SERVE_MIGRATING,
+        spool: Spool | None = None,
     ) -> Store:
-        """Open (creating and migrating as needed); StoreError names the file if it fails.
+        """Open as `opening` says (creating and migrating only for SERVE_MIGRATING);
+        StoreError names the file if it fails.
 
         With `check`, every page is read in the background (see check_integrity).
         """
         try:
-            version = await asyncio.to_thread(open_and_migrate, path)
+            schema = await asyncio.to_thread(open_for, path, opening)
         except (MigrationError, sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: {exc}") from exc
+        read_only = opening.read_only
+        writer_pragmas = [
+            f"synchronous = {_synchronous(synchronous)}",
+            "foreign_keys = ON",
+            # After a checkpoint the WAL file is cut back to this size instead of staying
+            # at its largest.
+            f"journal_size_limit = {WAL_SIZE_LIMIT}",
+            "wal_autocheckpoint = 0",
+            f"busy_timeout = {WRITER_BUSY_MS}",
+        ]
+        if not read_only:
+            writer_pragmas.insert(0, "journal_mode = WAL")
         connections: list[Connection] = []
         try:
             connections.append(
-                await Connection.open(
-                    path,
-                    "writer",
-                    "journal_mode = WAL",
-                    f"synchronous = {_synchronous(synchronous)}",
-                    "foreign_keys = ON",
-                    # After a checkpoint the WAL file is cut back to this size instead of
-                    # staying at its largest.
-                    f"journal_size_limit = {WAL_SIZE_LIMIT}",
-                    "wal_autocheckpoint = 0",
-                    f"busy_timeout = {WRITER_BUSY_MS}",
-                )
+                await Connection.open(path, "writer", *writer_pragmas, read_only=read_only)
             )
             connections.append(
                 await Connection.open(
-                    path, "checkpointer", f"synchronous = {_synchronous(synchronous)}"
+                    path,
+                    "checkpointer",
+                    f"synchronous = {_synchronous(synchronous)}",
+                    read_only=read_only,
                 )
             )
-            connections.append(await Connection.open(path, "probe", "busy_timeout = 250"))
+            connections.append(
+                await Connection.open(path, "probe", "busy_timeout = 250", read_only=read_only)
+            )
             for number in range(READERS):
                 connections.append(
-                    await Connection.open(path, f"reader{number}", "query_only = ON")
+                    await Connection.open(
+                        path, f"reader{number}", "query_only = ON", read_only=read_only
+                    )
                 )
         except BaseException:
             for connection in connections:
                 await connection.close()
             raise
+        if spool is not None and not read_only:
+            await spool.open()
         store = cls(
             connections[0],
             connections[3:],
@@ -222,15 +264,31 @@ class Store:
             connections[2],
             path,
             write_timeout=write_timeout,
+            schema=schema,
+            spool=None if read_only else spool,
+            read_only=read_only,
         )
-        store.schema_version = version
         if check:
             store._check = asyncio.create_task(store.check_integrity())
         else:
             store._checked.set()
+        if opening.serves:
+            store.health.start()
+            if not schema.usable:
+                log.error("%s: %s", path, store.health.schema_problem)
         return store
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version the file has (as last read)."""
+        return self.health.schema.version
+
+    @property
+    def last_write_error(self) -> str | None:
+        return self.health.last_write_error
+
     async def close(self) -> None:
+        await self.health.close()
         if self._check is not None:
             self._check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -242,7 +300,7 @@ class Store:
         if self._checkpointing is not None:
             await asyncio.gather(self._checkpointing, return_exceptions=True)
         with contextlib.suppress(sqlite3.Error):
-            if self.corruption is None:
+            if self.corruption is None and not self.read_only and self.health.schema.usable:
                 await self._writer.run(_checkpoint, "TRUNCATE")
         await self._checkpointer.close()
         await self._probe.close()
@@ -280,8 +338,16 @@ class Store:
         self.corruption = f"database corrupt: {problem}"
 
     async def write_problem(self) -> str | None:
-        """Why the database cannot take writes now (None: it can). Answers within about
-        PROBE_SECONDS, whatever the writer is waiting for."""
+        """Why the database cannot take writes now (None: it can), for /readyz. Answers
+        within about PROBE_SECONDS, whatever the writer is waiting for."""
+        # The schema read again (a newer release may have migrated it meanwhile) while the
+        # write is tried: together, so that /readyz answers within about PROBE_SECONDS.
+        _, problem = await asyncio.gather(self.health.check_schema(), self.probe_write())
+        return self.health.schema_problem or problem or self.health.last_write_error
+
+    async def probe_write(self) -> str | None:
+        """Whether a write could start now (None: it could), tried on a connection of its
+        own."""
         if self.corruption is not None:
             return self.corruption
         if self._write_started is not None:
@@ -297,11 +363,28 @@ class Store:
             return "the database did not answer within a second"
         except (sqlite3.Error, ValueError) as exc:
             return f"not writable: {exc}"
-        return self.last_write_error
+        return None
+
+    async def read_schema(self) -> SchemaState:
+        """The file's schema version as it is now (the health task reads it)."""
+        try:
+            return await self._read_raw(schema_state, self._migrations)
+        except (sqlite3.Error, ValueError) as exc:
+            raise _store_error(str(self.path), exc) from exc
 
     # -- writes (in the writer's thread) ------------------------------------------------
 
     async def _write(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """_write_raw for everything but turns: StoreUnavailable (or StoreRejected) when it
+        fails, SchemaTooNew at once when the schema is not usable."""
+        self.health.check_usable()
+        try:
+            return await self._write_raw(work, *args, **kwargs)
+        except (sqlite3.Error, ValueError) as exc:
+            self.health.noticed()
+            raise _store_error(str(self.path), exc) from exc
+
+    async def _write_raw(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`work(connection, ...)` in the writer's thread, once the file is known sound."""
         await self._checked.wait()
         if self.corruption is not None:
@@ -335,20 +418,22 @@ class Store:
         except sqlite3.Error as exc:
             log.warning("checkpoint of %s failed: %s", self.path, exc)
 
-    async def save_turn_shielded(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
-        """save_turn, finished even if the caller is cancelled meanwhile."""
-        task = asyncio.create_task(self._save_noting_errors(record, base))
+    async def save_turn_shielded(self, record: TurnRecord, *, base: Any = FIND_BASE) -> list[str]:
+        """The turn written, or kept in the spool when the file cannot take it (returns what
+        is pending then); finished even if the caller is cancelled meanwhile."""
+        task = asyncio.create_task(
+            self.health.keep_turn(record, lambda: self.write_turn(record, base=base))
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
-    async def _save_noting_errors(self, record: TurnRecord, base: Any) -> None:
+    async def write_turn(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
+        """save_turn, its failure as StoreUnavailable or StoreRejected."""
         try:
             await self.save_turn(record, base=base)
-        except sqlite3.Error as exc:
-            self.last_write_error = f"the last write failed: {exc}"
-            raise
-        self.last_write_error = None
+        except (sqlite3.Error, ValueError) as exc:
+            raise _store_error(str(self.path), exc) from exc
 
     async def save_turn(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
         """Write one turn, only the input items new since its base (the caller's find_base
@@ -380,13 +465,14 @@ class Store:
             deadline = time.monotonic() + self._write_timeout
             while True:
                 try:
-                    results = list(await self._write(_insert_group, group))
+                    self.health.check_usable()
+                    results = list(await self._write_raw(_insert_group, group))
                 except sqlite3.OperationalError as exc:
                     if _is_busy(exc) and time.monotonic() < deadline:
                         await asyncio.sleep(BUSY_RETRY)
                         continue
                     results = [exc] * len(group)
-                except (sqlite3.Error, ValueError) as exc:
+                except (sqlite3.Error, ValueError, StoreError) as exc:
                     results = [exc] * len(group)
                 break
             for (_, _, future), error in zip(group, results, strict=True):
@@ -402,13 +488,20 @@ class Store:
 
         True if it existed. Its items go at once unless later responses share them.
         """
+        await self.health.settle(response_id)
         deleted = await self._write(_mark_deleted, response_id, client)
         if deleted:
             await retention.collect_tombstones(self._write)
         return deleted
 
-    async def save_events(self, response_id: str, frames: bytes) -> None:
-        """Keep a background response's events (their SSE frames, in order)."""
+    async def save_events(self, response_id: str, frames: bytes) -> list[str]:
+        """Keep a background response's events (their SSE frames, in order); in the spool
+        when the file cannot take them (returns what is pending then)."""
+        return await self.health.keep_events(
+            response_id, frames, lambda: self.write_events(response_id, frames)
+        )
+
+    async def write_events(self, response_id: str, frames: bytes) -> None:
         await self._write(_in_transaction(writes.save_events), response_id, frames)
 
     # One process per SQLite file runs background responses: nothing to claim or tell.
@@ -537,6 +630,16 @@ class Store:
     # -- reads (in the readers' threads) ----------------------------------------------
 
     async def _read(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`work(connection, ...)` on a reader: StoreUnavailable when it fails, SchemaTooNew
+        at once when the schema is not usable."""
+        self.health.check_usable()
+        try:
+            return await self._read_raw(work, *args, **kwargs)
+        except (sqlite3.Error, ValueError) as exc:
+            self.health.noticed()
+            raise _store_error(str(self.path), exc) from exc
+
+    async def _read_raw(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         reader = await self._readers.get()
         try:
             return await reader.run(work, *args, **kwargs)
@@ -550,12 +653,14 @@ class Store:
     async def get_response(self, response_id: str, client: str | None = None) -> bytes | None:
         """The stored response object JSON, as it was served (None: not this client's, or
         not stored)."""
+        await self.health.settle(response_id)
         return await self._read(reads.response_json, response_id, client)
 
     async def response_events(
         self, response_id: str, client: str | None = None
     ) -> tuple[bytes, bytes | None] | None:
         """A stored response and its events' frames, if they were kept."""
+        await self.health.settle(response_id)
         return await self._read(reads.response_events, response_id, client)
 
     async def find_items(self, item_ids: Sequence[str], client: str | None) -> dict[str, bytes]:
@@ -573,6 +678,7 @@ class Store:
         after: str | None = None,
     ) -> ItemsPage | None:
         """One page of a stored response's input items; ItemNotFound for an unknown after."""
+        await self.health.settle(response_id)
         return await self._read(
             reads.input_page,
             response_id,
@@ -585,6 +691,7 @@ class Store:
     async def chain(self, response_id: str, client: str | None = None) -> Chain:
         """The items of a previous_response_id chain, oldest first; ChainNotFound if a link
         is missing."""
+        await self.health.settle(response_id)
         return await self._read(reads.chain, response_id, client)
 
     async def find_base(self, client: str, digests: Sequence[bytes]) -> tuple[str, int] | None:
@@ -603,6 +710,7 @@ class Store:
         )
 
     async def export(self, response_id: str) -> dict[str, Any] | None:
+        await self.health.settle(response_id)
         return await self._read(reads.export, response_id)
 
 

@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.config import Config, store_path
-from bridge.migrate import MigrationError
+from bridge.config import Config, spool_path, store_path
+from bridge.migrate import MigrationError, SchemaState, plan
 from bridge.store import Store, postgres
+from bridge.store.files import Opening, StoreError, inspect_schema
+from bridge.store.postgres import postgres_migrations
+from bridge.store.spool import Spool
 
 if TYPE_CHECKING:
     from bridge.store.postgres_store import PostgresStore
@@ -28,6 +31,8 @@ else:
 
 EXIT_OK = 0
 EXIT_STORE = 4
+# How long check-config waits for PostgreSQL to answer.
+STATE_SECONDS = 3.0
 
 
 def uses_postgres(config: Config) -> bool:
@@ -41,24 +46,88 @@ def database_label(config: Config, environ: Mapping[str, str]) -> str:
     return str(store_path(config, environ))
 
 
+def serving(config: Config) -> Opening:
+    """How `serve` opens the store: migrating an older schema unless `[store] migrate` is
+    "never"."""
+    return Opening.SERVE_MIGRATING if config.store.migrate == "auto" else Opening.SERVE
+
+
 async def open_store(
     config: Config,
     environ: Mapping[str, str],
     *,
+    opening: Opening,
     path: Path | None = None,
     check: bool = True,
 ) -> StoreBackend:
-    """The configured store, migrated; `path` overrides the SQLite file (tests)."""
+    """The configured store, opened as `opening` says (only `serve` migrates, and only with
+    `[store] migrate = "auto"`); `path` overrides the SQLite file (tests)."""
+    directory = spool_path(config, environ)
+    spool = None
+    if directory is not None and opening.serves:
+        spool = Spool(directory, int(config.store.spool_max_mb * 1024 * 1024))
     if config.store.url is not None:
         from bridge.store.postgres_store import PostgresStore
 
-        return await PostgresStore.open(config, environ, write_timeout=config.store.write_timeout)
+        return await PostgresStore.open(
+            config,
+            environ,
+            write_timeout=config.store.write_timeout,
+            opening=opening,
+            spool=spool,
+        )
     return await Store.open(
         path or store_path(config, environ),
         config.store.synchronous,
         check=check,
         write_timeout=config.store.write_timeout,
+        opening=opening,
+        spool=spool,
     )
+
+
+def schema_versions() -> str:
+    """The schema versions this release knows, as `--version` and /healthz name them."""
+    from bridge.migrate import load_migrations
+
+    return (
+        f"SQLite schema {load_migrations()[-1].version}, "
+        f"PostgreSQL schema {postgres_migrations()[-1].version}"
+    )
+
+
+def database_state(config: Config, environ: Mapping[str, str]) -> tuple[str, bool]:
+    """What `serve` would find in the configured database, without changing it: a phrase
+    for check-config, and whether `serve` would refuse it (exit 4)."""
+    try:
+        state = asyncio.run(_read_state(config, environ))
+    except (StoreError, ConnectionError, OSError) as exc:
+        return f"not checked: {exc}", False
+    except TimeoutError:
+        return f"not checked: no answer within {STATE_SECONDS:g}s", False
+    if state is None:
+        return "not created yet; `serve` creates it", config.store.migrate == "never"
+    if state.older:
+        if config.store.migrate == "never":
+            return f"{state.describe()}: {state.too_old()}", True
+        return (
+            f"{state.describe()}; `serve` migrates it to {state.latest} at start "
+            '([store] migrate = "auto")',
+            False,
+        )
+    if not state.usable:
+        return state.too_new(), True
+    return state.describe(), False
+
+
+async def _read_state(config: Config, environ: Mapping[str, str]) -> SchemaState | None:
+    if config.store.url is None:
+        path = store_path(config, environ)
+        if not path.exists():
+            return None
+        return await asyncio.to_thread(inspect_schema, path)
+    async with asyncio.timeout(STATE_SECONDS):
+        return await postgres.read_state(config, environ)
 
 
 def run_postgres_migrate(config: Config, environ: Mapping[str, str], *, check: bool) -> int:
@@ -75,12 +144,8 @@ async def _postgres_migrate(config: Config, environ: Mapping[str, str], *, check
         return EXIT_STORE
     try:
         if check:
-            current, latest = await postgres.check(connection)
-            pending = latest - current
-            state = (
-                "up to date" if not pending else f"{pending} migration(s) to apply with `migrate`"
-            )
-            print(f"{label}: schema version {current} ({state})")
+            state = await postgres.check(connection)
+            print(f"{label}: schema version {state.version} ({plan(state, postgres_migrations())})")
             return EXIT_OK
         version = await postgres.migrate(connection)
         print(f"{label}: schema version {version}")

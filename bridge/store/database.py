@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from bridge.store.files import BUSY_TIMEOUT_MS
+from bridge.store.files import BUSY_TIMEOUT_MS, read_only_uri
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -32,11 +32,17 @@ class Connection:
         self._connection = connection
 
     @classmethod
-    async def open(cls, path: Path, name: str, *pragmas: str) -> Connection:
+    async def open(
+        cls, path: Path, name: str, *pragmas: str, read_only: bool = False
+    ) -> Connection:
+        """A connection in a thread of its own (`read_only`: one that cannot write)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bridge-db-{name}")
 
         def connect() -> sqlite3.Connection:
-            connection = sqlite3.connect(path, isolation_level=None)
+            if read_only:
+                connection = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None)
+            else:
+                connection = sqlite3.connect(path, isolation_level=None)
             try:
                 for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", *pragmas):
                     connection.execute(f"PRAGMA {pragma}")

@@ -1,8 +1,12 @@
-"""The database file: created private, migrated, checked for corruption; nothing async here."""
+"""The database file: created private, migrated, checked for corruption; nothing async here.
+
+Also the store's exceptions, which say nothing of the backend (SQLite or PostgreSQL).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import sqlite3
 import time
@@ -11,10 +15,12 @@ from pathlib import Path
 
 from bridge.migrate import (
     MigrationError,
-    applied_version,
+    SchemaState,
     check_not_newer,
     load_migrations,
     migrate,
+    plan,
+    schema_state,
 )
 
 # How long a statement waits for another process's lock before it fails.
@@ -27,6 +33,59 @@ class StoreError(Exception):
 
 class DatabaseMissing(StoreError):
     """A command that only reads was pointed at a database that does not exist."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used now (unreachable, locked, full, a statement failed); the
+    request fails with 503, the bridge goes on, a turn's write goes to the spool."""
+
+
+class StoreRejected(StoreError):
+    """The database refused a write for what it holds (a constraint): trying it again will
+    not help."""
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The database was migrated by a newer release in a way this code cannot use."""
+
+    def __init__(self, label: str, state: SchemaState) -> None:
+        super().__init__(f"{label}: {state.too_new()}")
+        self.state = state
+
+
+class SchemaTooOld(StoreUnavailable):
+    """The database needs `responses-bridge migrate` before this code can use it."""
+
+    def __init__(self, label: str, state: SchemaState) -> None:
+        super().__init__(f"{label}: {state.too_old()}")
+        self.state = state
+
+
+class Opening(enum.Enum):
+    """What opening the store may do to the database's schema, and what it accepts."""
+
+    # `serve` with `[store] migrate = "auto"`: an older schema is migrated; a newer one it
+    # cannot use is reported (/readyz, 503s) while the bridge serves what needs no store.
+    SERVE_MIGRATING = "serve-migrating"
+    # `serve` with `migrate = "never"`: an older schema is refused (run `migrate`).
+    SERVE = "serve"
+    # A command that changes rows (`sessions delete|prune`): never migrates; an older or
+    # unusable newer schema is refused.
+    WRITE = "write"
+    # A command that only reads (`sessions list|show|export`): the same, read-only.
+    READ = "read"
+
+    @property
+    def migrates(self) -> bool:
+        return self is Opening.SERVE_MIGRATING
+
+    @property
+    def serves(self) -> bool:
+        return self in (Opening.SERVE_MIGRATING, Opening.SERVE)
+
+    @property
+    def read_only(self) -> bool:
+        return self is Opening.READ
 
 
 def prepare_database_file(path: Path) -> None:
@@ -43,7 +102,7 @@ def open_and_migrate(path: Path) -> int:
     """Create the file if needed and bring its schema up to date; returns the version.
 
     A database newer than this code is refused before anything, even the journal mode,
-    is written to it.
+    is written to it (unless its newer migrations are compatible: then it is left as it is).
     """
     migrations = load_migrations()
     prepare_database_file(path)
@@ -85,9 +144,48 @@ def read_only(path: Path) -> sqlite3.Connection:
     """A connection that cannot write (and never creates the file)."""
     if not path.exists():
         raise DatabaseMissing(f"{path}: no such database")
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection = sqlite3.connect(read_only_uri(path), uri=True)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return connection
+
+
+def read_only_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+def inspect_schema(path: Path) -> SchemaState:
+    """The file's schema against this code's migrations, read without writing anything."""
+    connection = read_only(path)
+    try:
+        return schema_state(connection, load_migrations())
+    finally:
+        connection.close()
+
+
+def open_for(path: Path, opening: Opening) -> SchemaState:
+    """The file's schema once it is ready to be opened as `opening` says: migrated (only
+    SERVE_MIGRATING does), or refused with SchemaTooOld or SchemaTooNew. A serving bridge
+    gets a newer schema it cannot use back as it is (it reports it and waits)."""
+    label = str(path)
+    if not path.exists() or path.stat().st_size == 0:
+        if not opening.migrates:
+            if not path.exists() and not opening.serves:
+                raise DatabaseMissing(f"{path}: no such database")
+            latest = load_migrations()[-1].version
+            raise SchemaTooOld(label, SchemaState(0, latest))
+        latest = open_and_migrate(path)
+        return SchemaState(latest, latest)
+    if opening.serves:
+        prepare_database_file(path)  # a file the bridge cannot write is refused at start
+    state = inspect_schema(path)
+    if state.older:
+        if not opening.migrates:
+            raise SchemaTooOld(label, state)
+        open_and_migrate(path)
+        return inspect_schema(path)
+    if not state.usable and not opening.serves:
+        raise SchemaTooNew(label, state)
+    return state
 
 
 class IntegrityCheck:
@@ -135,22 +233,23 @@ def integrity_problem(path: Path, *, full: bool = False) -> str | None:
 class DatabaseReport:
     """What `responses-bridge migrate --check` tells about a database, without changing it."""
 
-    version: int
-    latest: int
+    state: SchemaState
+    plan: str  # what `migrate` would do (bridge.migrate.plan)
     problem: str | None
 
 
 def check_database(path: Path) -> DatabaseReport:
-    """The schema version, the newest this code knows, and any corruption found."""
+    """The schema version against this code's, what migrating would do, and any corruption
+    found."""
     migrations = load_migrations()
     connection = read_only(path)
     try:
-        version = applied_version(connection)
+        state = schema_state(connection, migrations)
     except sqlite3.DatabaseError as exc:
-        return DatabaseReport(0, migrations[-1].version, str(exc))
+        return DatabaseReport(SchemaState(0, migrations[-1].version), "", str(exc))
     finally:
         connection.close()
-    return DatabaseReport(version, migrations[-1].version, integrity_problem(path, full=True))
+    return DatabaseReport(state, plan(state, migrations), integrity_problem(path, full=True))
 
 
 __all__ = [
@@ -159,10 +258,18 @@ __all__ = [
     "DatabaseReport",
     "IntegrityCheck",
     "MigrationError",
+    "Opening",
+    "SchemaTooNew",
+    "SchemaTooOld",
     "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
     "check_database",
+    "inspect_schema",
     "integrity_problem",
     "open_and_migrate",
+    "open_for",
     "prepare_database_file",
     "read_only",
+    "read_only_uri",
 ]

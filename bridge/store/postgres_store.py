@@ -3,8 +3,9 @@ for several bridges sharing one database.
 
 A pool of asyncpg connections; each turn written in a transaction of its own. When the
 database goes away (a restart, a failover), reads fail with StoreUnavailable and turn writes
-are tried again until `[store] write_timeout`, so a turn that ends while the database restarts
-is still recorded when it returns; /readyz says what is wrong meanwhile.
+are tried again until `[store] write_timeout`, then kept in the spool until it returns
+(bridge.store.health); /readyz says what is wrong meanwhile, and ready again as soon as the
+database answers.
 
 Background responses (bridge.background) are claimed by the process that runs them with a
 session-level advisory lock on a connection of their own: a response stored as running
@@ -24,13 +25,23 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bridge.config import Config
+from bridge.migrate import MigrationError, SchemaState
 from bridge.records import TurnRecord
 from bridge.store import postgres
 from bridge.store import postgres_queries as q
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
-from bridge.store.files import StoreError
+from bridge.store.files import (
+    Opening,
+    SchemaTooNew,
+    SchemaTooOld,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
+)
+from bridge.store.health import StoreHealth
 from bridge.store.reads import Chain, ItemsPage, ReasoningQuery, ResponseRow
 from bridge.store.replays import ReplayCache
+from bridge.store.spool import Spool
 from bridge.translate.reasoning import Reasoning
 
 log = logging.getLogger(__name__)
@@ -55,24 +66,40 @@ _TRANSIENT = (
     asyncpg.TooManyConnectionsError,
     TimeoutError,
 )
+# What the database refuses for the rows themselves: writing them again will not help.
+_REJECTED = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+
+__all__ = ["PostgresStore", "StoreUnavailable"]
 
 
-class StoreUnavailable(StoreError):
-    """The database cannot be reached (or refused the statement); the request fails, the
-    bridge goes on."""
+def _store_error(label: str, exc: BaseException) -> StoreError:
+    if isinstance(exc, _REJECTED):
+        return StoreRejected(f"{label}: {exc}")
+    return StoreUnavailable(f"{label}: {exc}")
 
 
 class PostgresStore:
     """Async access to a PostgreSQL database; create with `await PostgresStore.open(...)`."""
 
-    def __init__(self, pool: asyncpg.Pool, label: str, version: int, write_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        label: str,
+        schema: SchemaState,
+        write_timeout: float,
+        *,
+        spool: Spool | None = None,
+        read_only: bool = False,
+    ) -> None:
         self._pool = pool
         self.path = label
-        self.schema_version = version
+        self.read_only = read_only
         self._write_timeout = write_timeout
         self.replays = ReplayCache()
-        self.last_write_error: str | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        # Whether the database takes writes and its schema is usable, kept current in the
+        # background; the spool of the turns it could not take.
+        self.health = StoreHealth(self, label, schema, spool)
+        self._pending: set[asyncio.Task[list[str]]] = set()
         # The session connection: this bridge's run locks, and the cancels it hears.
         self._runs: asyncpg.Connection | None = None
         self._runs_lock = asyncio.Lock()
@@ -85,9 +112,16 @@ class PostgresStore:
 
     @classmethod
     async def open(
-        cls, config: Config, environ: Mapping[str, str], *, write_timeout: float = 10.0
+        cls,
+        config: Config,
+        environ: Mapping[str, str],
+        *,
+        write_timeout: float = 10.0,
+        opening: Opening = Opening.SERVE_MIGRATING,
+        spool: Spool | None = None,
     ) -> PostgresStore:
-        """Connect, migrate (under the migration lock), and open the pool."""
+        """Connect, migrate as `opening` allows (under the migration lock), and open the
+        pool (read-only transactions for Opening.READ)."""
         url = config.store.url
         assert url is not None
         label = postgres.display_url(url)
@@ -97,9 +131,12 @@ class PostgresStore:
         except ConnectionError as exc:
             raise StoreError(str(exc)) from exc
         try:
-            version = await postgres.migrate(connection)
+            schema = await _prepare(connection, label, opening)
+        except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{label}: {exc}") from exc
         finally:
             await connection.close()
+        settings = {"default_transaction_read_only": "on"} if opening.read_only else None
         try:
             pool = await asyncpg.create_pool(
                 url,
@@ -107,19 +144,37 @@ class PostgresStore:
                 min_size=1,
                 max_size=POOL_SIZE,
                 timeout=postgres.CONNECT_SECONDS,
+                server_settings=settings,
             )
         except (*_TRANSIENT, asyncpg.PostgresError) as exc:
             raise StoreError(f"{label}: cannot connect: {exc}") from exc
-        store = cls(pool, label, version, write_timeout)
+        if spool is not None and not opening.read_only:
+            await spool.open()
+        else:
+            spool = None
+        store = cls(pool, label, schema, write_timeout, spool=spool, read_only=opening.read_only)
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(url, password=secret, timeout=postgres.CONNECT_SECONDS)
 
         store._connect = connect
+        if opening.serves:
+            store.health.start()
+            if not schema.usable:
+                log.error("%s: %s", label, store.health.schema_problem)
         return store
+
+    @property
+    def schema_version(self) -> int:
+        return self.health.schema.version
+
+    @property
+    def last_write_error(self) -> str | None:
+        return self.health.last_write_error
 
     async def close(self) -> None:
         self._closing = True
+        await self.health.close()
         if self._keeper is not None:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
@@ -133,51 +188,75 @@ class PostgresStore:
     # -- running statements -------------------------------------------------------
 
     async def _read(self, work: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        self.health.check_usable()
         try:
             async with self._pool.acquire() as connection:
                 return await work(connection, *args, **kwargs)
         except (*_TRANSIENT, asyncpg.PostgresError) as exc:
-            raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            self.health.noticed()
+            raise _store_error(self.path, exc) from exc
 
     async def _write(self, work: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """`work` in a transaction, tried again while the database is unreachable, up to
         write_timeout."""
+        self.health.check_usable()
         deadline = time.monotonic() + self._write_timeout
         while True:
             try:
                 async with self._pool.acquire() as connection, connection.transaction():
-                    result = await work(connection, *args, **kwargs)
+                    return await work(connection, *args, **kwargs)
             except _TRANSIENT as exc:
                 if time.monotonic() < deadline:
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
-                self.last_write_error = f"the last write failed: {exc}"
+                self.health.failed(f"the last write failed: {exc}")
                 raise StoreUnavailable(f"{self.path}: {exc}") from exc
             except asyncpg.PostgresError as exc:
-                self.last_write_error = f"the last write failed: {exc}"
-                raise StoreUnavailable(f"{self.path}: {exc}") from exc
-            self.last_write_error = None
-            return result
+                self.health.noticed()
+                raise _store_error(self.path, exc) from exc
 
     async def write_problem(self) -> str | None:
         """Why the database cannot take writes now (None: it can), within about a second."""
+        # The schema read again (a newer release may have migrated it meanwhile) while the
+        # write is tried: together, so that /readyz answers within about PROBE_SECONDS.
+        _, problem = await asyncio.gather(self.health.check_schema(), self.probe_write())
+        return self.health.schema_problem or problem or self.health.last_write_error
+
+    async def probe_write(self) -> str | None:
+        """Whether the database answers and takes writes (not a standby)."""
         try:
             async with asyncio.timeout(PROBE_SECONDS):
                 async with self._pool.acquire() as connection:
-                    await connection.execute("SELECT 1")
+                    standby = await connection.fetchval("SELECT pg_is_in_recovery()")
         except TimeoutError:
             return f"{self.path} did not answer within a second"
         except (*_TRANSIENT, asyncpg.PostgresError) as exc:
             return f"{self.path} is unreachable: {exc}"
-        return self.last_write_error
+        return f"{self.path} is a standby (read-only)" if standby else None
+
+    async def read_schema(self) -> SchemaState:
+        """The database's schema version as it is now (the health task reads it)."""
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                async with self._pool.acquire() as connection:
+                    return await postgres.schema_state(connection)
+        except (*_TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
     # -- turns --------------------------------------------------------------------
 
-    async def save_turn_shielded(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
-        task = asyncio.create_task(self.save_turn(record, base=base))
+    async def save_turn_shielded(self, record: TurnRecord, *, base: Any = FIND_BASE) -> list[str]:
+        """The turn written, or kept in the spool when the database cannot take it (returns
+        what is pending then); finished even if the caller is cancelled meanwhile."""
+        task = asyncio.create_task(
+            self.health.keep_turn(record, lambda: self.save_turn(record, base=base))
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
+
+    async def write_turn(self, record: TurnRecord) -> None:
+        await self.save_turn(record)
 
     async def save_turn(self, record: TurnRecord, *, base: Any = FIND_BASE) -> None:
         content = record.content
@@ -188,6 +267,7 @@ class PostgresStore:
         await self._write(q.insert_turn, record, base)
 
     async def delete_response(self, response_id: str, *, client: str | None = None) -> bool:
+        await self.health.settle(response_id)
         deleted = await self._write(
             q.mark_deleted, response_id, client=client, stored_only=client is not None
         )
@@ -229,7 +309,12 @@ class PostgresStore:
         await self._write(q.delete_orphans, cutoff)
         return deleted
 
-    async def save_events(self, response_id: str, frames: bytes) -> None:
+    async def save_events(self, response_id: str, frames: bytes) -> list[str]:
+        return await self.health.keep_events(
+            response_id, frames, lambda: self.write_events(response_id, frames)
+        )
+
+    async def write_events(self, response_id: str, frames: bytes) -> None:
         await self._write(q.save_events, response_id, frames)
 
     # -- background runs across processes -------------------------------------------
@@ -329,11 +414,13 @@ class PostgresStore:
     # -- reads --------------------------------------------------------------------
 
     async def get_response(self, response_id: str, client: str | None = None) -> bytes | None:
+        await self.health.settle(response_id)
         return await self._read(q.response_json, response_id, client)
 
     async def response_events(
         self, response_id: str, client: str | None = None
     ) -> tuple[bytes, bytes | None] | None:
+        await self.health.settle(response_id)
         return await self._read(q.response_events, response_id, client)
 
     async def find_items(self, item_ids: Sequence[str], client: str | None) -> dict[str, bytes]:
@@ -348,11 +435,13 @@ class PostgresStore:
         descending: bool = True,
         after: str | None = None,
     ) -> ItemsPage | None:
+        await self.health.settle(response_id)
         return await self._read(
             q.input_page, response_id, client, limit=limit, descending=descending, after=after
         )
 
     async def chain(self, response_id: str, client: str | None = None) -> Chain:
+        await self.health.settle(response_id)
         return await self._read(q.chain, response_id, client)
 
     async def find_base(self, client: str, digests: Sequence[bytes]) -> tuple[str, int] | None:
@@ -371,6 +460,7 @@ class PostgresStore:
         )
 
     async def export(self, response_id: str) -> dict[str, Any] | None:
+        await self.health.settle(response_id)
         return await self._read(q.export, response_id)
 
     # -- conversations ------------------------------------------------------------
@@ -430,3 +520,21 @@ class PostgresStore:
 
 async def _notify(connection: asyncpg.Connection, response_id: str) -> None:
     await connection.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, response_id)
+
+
+async def _prepare(connection: asyncpg.Connection, label: str, opening: Opening) -> SchemaState:
+    """The database's schema once it may be opened as `opening` says: migrated (only
+    SERVE_MIGRATING does), or refused with SchemaTooOld or SchemaTooNew; a serving bridge
+    gets a newer schema it cannot use back as it is (it reports it and waits)."""
+    state = await postgres.schema_state(connection)
+    if state.older:
+        if not opening.migrates:
+            raise SchemaTooOld(label, state)
+        try:
+            await postgres.migrate(connection)
+        except MigrationError as exc:
+            raise StoreError(f"{label}: {exc}") from exc
+        return await postgres.schema_state(connection)
+    if not state.usable and not opening.serves:
+        raise SchemaTooNew(label, state)
+    return state

@@ -134,6 +134,9 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     completed_at: int | None = None
     # The Conversations API conversation the turn belongs to, as {"id": ...}.
     conversation: dict[str, str] | None = None
+    # responses-bridge's own, only when the database could not take the turn: what of it
+    # waits in the bridge's spool, written when the database answers (bridge.store.health).
+    store_pending: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 # ---- stream events ------------------------------------------------------------------
