@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BENCH, PYTHON, bridge_config, free_port, process, wait_until_up
+from processes import BENCH, PYTHON, bridge_config, free_port, process, wait_until_up
 
 TARGET_GROWTH_MB = 8.0
 SAMPLE_EVERY = 1000

@@ -1,0 +1,82 @@
+"""Starting the benchmarks' servers as processes on loopback, and stopping every one of them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PYTHON = sys.executable
+# The models bench/fake_upstream.py tells apart, and the one the older benchmarks ask for.
+BRIDGE_MODELS = ("bench", "fast", "paced")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds:g}s")
+
+
+def wait_until_up(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {seconds:g}s")
+
+
+@contextmanager
+def process(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process for the length of the block, terminated (then killed) when it ends."""
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bridge_config(directory: Path, upstream: str) -> Path:
+    """A bridge config with persistence on, the models of bench/fake_upstream.py and "bench"."""
+    config = directory / "bench.toml"
+    models = "".join(f'[models."{name}"]\nprovider = "bench"\n' for name in BRIDGE_MODELS)
+    config.write_text(
+        '[server]\nlog_level = "warning"\n'
+        f'[store]\npath = "{directory / "bench.db"}"\n'
+        f'[providers.bench]\nbase_url = "{upstream}/v1"\n' + models
+    )
+    return config

@@ -1,0 +1,143 @@
+"""What bench/run.py measures: the upstream directly, the bridge, and the peers beside it.
+
+Each target is a process on loopback in front of the same fake upstream: the bridge (this
+checkout, and any --baseline commit exported with `git archive`), codex-relay (pip-installed
+into bench/.peers at a pinned version), the minimal pass-through of bench/passthrough.py,
+and LiteLLM when `litellm` is on PATH.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from processes import (
+    BENCH,
+    PYTHON,
+    REPO,
+    bridge_config,
+    free_port,
+    process,
+    wait_for_port,
+    wait_until_up,
+)
+
+PEERS = BENCH / ".peers"
+# The release the issue's figures were measured with; change it to compare another.
+RELAY_VERSION = "0.5.8"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server the load client talks to, and the process whose CPU and memory count."""
+
+    name: str
+    url: str
+    kind: str  # "chat": the upstream itself; "responses": a Responses server
+    pid: int | None
+    version: str
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+def checkout_version() -> str:
+    """This checkout's commit, marked when bridge/ has changes not committed."""
+    changed = git("status", "--porcelain", "--", "bridge")
+    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if changed else "")
+
+
+def export_commit(ref: str, directory: Path) -> Path:
+    """The repository at `ref`, as files (no git metadata), to run as a baseline."""
+    target = directory / f"baseline-{git('rev-parse', '--short', ref)}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True, timeout=60)
+    return target
+
+
+def start_bridge(
+    stack: ExitStack, upstream: str, scratch: Path, name: str, source: Path, version: str
+) -> Target:
+    """`python -m bridge serve` from `source`, persistence on (SQLite, synchronous=full)."""
+    state = scratch / name.replace("@", "-")
+    state.mkdir()
+    port = free_port()
+    args = [PYTHON, "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
+    bridge = stack.enter_context(
+        process([*args, "--port", str(port)], {"PYTHONPATH": str(source)}, cwd=source)
+    )
+    wait_until_up(f"http://127.0.0.1:{port}/healthz")
+    return Target(name, f"http://127.0.0.1:{port}/v1", "responses", bridge.pid, version)
+
+
+def codex_relay() -> Path:
+    """codex-relay's binary: on PATH, else the pinned release installed into bench/.peers."""
+    if found := shutil.which("codex-relay"):
+        return Path(found)
+    binary = PEERS / "bin" / "codex-relay"
+    if not binary.exists():
+        subprocess.run([PYTHON, "-m", "venv", str(PEERS)], check=True, timeout=300)
+        pip = [str(PEERS / "bin" / "pip"), "install", "-q", f"codex-relay=={RELAY_VERSION}"]
+        subprocess.run(pip, check=True, timeout=600)
+    return binary
+
+
+def start_relay(stack: ExitStack, upstream: str) -> Target:
+    binary = codex_relay()
+    version = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    port = free_port()
+    env = {
+        "CODEX_RELAY_UPSTREAM": f"{upstream}/v1",
+        "CODEX_RELAY_PORT": str(port),
+        "CODEX_RELAY_API_KEY": "bench",
+    }
+    relay = stack.enter_context(process([str(binary)], env))
+    wait_for_port(port)
+    return Target("codex-relay", f"http://127.0.0.1:{port}/v1", "responses", relay.pid, version)
+
+
+def start_passthrough(stack: ExitStack, upstream: str) -> Target:
+    port = free_port()
+    args = [PYTHON, str(BENCH / "passthrough.py"), str(port), f"{upstream}/v1"]
+    proc = stack.enter_context(process(args))
+    wait_for_port(port)
+    url = f"http://127.0.0.1:{port}/v1"
+    return Target("pass-through", url, "responses", proc.pid, "bench/passthrough.py")
+
+
+def start_litellm(stack: ExitStack, upstream: str, binary: str) -> Target:
+    port = free_port()
+    args = [binary, "--model", "openai/bench", "--api_base", f"{upstream}/v1"]
+    proc = stack.enter_context(process([*args, "--port", str(port)], {"OPENAI_API_KEY": "bench"}))
+    wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", 120)
+    return Target("litellm", f"http://127.0.0.1:{port}/v1", "responses", proc.pid, "on PATH")
+
+
+def start_targets(
+    stack: ExitStack, upstream: str, scratch: Path, peers: bool, baselines: list[str]
+) -> list[Target]:
+    """Every target, each stopped when `stack` closes; the upstream itself first."""
+    found = [Target("direct", f"{upstream}/v1", "chat", None, "-")]
+    found.append(start_bridge(stack, upstream, scratch, "bridge", REPO, checkout_version()))
+    for ref in baselines:
+        source = export_commit(ref, scratch)
+        version = git("rev-parse", "--short", ref)
+        found.append(start_bridge(stack, upstream, scratch, f"bridge@{ref}", source, version))
+    if peers:
+        found.append(start_relay(stack, upstream))
+        found.append(start_passthrough(stack, upstream))
+        if litellm := shutil.which("litellm"):
+            found.append(start_litellm(stack, upstream, litellm))
+    return found
