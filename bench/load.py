@@ -48,6 +48,14 @@ WARM_UP_TOKENS = 4
 
 
 @dataclass(frozen=True)
+class Ask:
+    """A request's encoded body and the answer's length in tokens."""
+
+    body: bytes
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Plan:
     """One load run."""
 
@@ -71,14 +79,6 @@ class Plan:
         else:
             asked["input"] = question
         return Ask(body=orjson.dumps(asked), tokens=tokens)
-
-
-@dataclass(frozen=True)
-class Ask:
-    """A request's encoded body and the answer's length in tokens."""
-
-    body: bytes
-    tokens: int
 
 
 @dataclass

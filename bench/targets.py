@@ -1,9 +1,9 @@
 """What bench/run.py measures: the upstream directly, the bridge, and the peers beside it.
 
 Each target is a process on loopback in front of the same fake upstream: the bridge (this
-checkout, and any --baseline commit exported with `git archive`), codex-relay (pip-installed
-into bench/.peers at a pinned version), the minimal pass-through of bench/passthrough.py,
-and LiteLLM when `litellm` is on PATH.
+checkout, and any --baseline commit, installed from `git archive` into a venv of its own
+under bench/.peers), codex-relay (pip-installed into bench/.peers at a pinned version), the
+minimal pass-through of bench/passthrough.py, and LiteLLM when `litellm` is on PATH.
 """
 
 from __future__ import annotations
@@ -54,28 +54,43 @@ def checkout_version() -> str:
     return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if changed else "")
 
 
-def export_commit(ref: str, directory: Path) -> Path:
-    """The repository at `ref`, as files (no git metadata), to run as a baseline."""
-    target = directory / f"baseline-{git('rev-parse', '--short', ref)}"
-    target.mkdir()
+def bridge_at(ref: str, scratch: Path) -> Path:
+    """A Python with the bridge of commit `ref` installed (with that commit's dependencies).
+
+    Kept in bench/.peers/bridge-<commit>, so only the first run with a commit installs it.
+    """
+    commit = git("rev-parse", "--short", ref)
+    venv = PEERS / f"bridge-{commit}"
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    source = scratch / f"source-{commit}"
+    source.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
     ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True, timeout=60)
-    return target
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True, timeout=60)
+    subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(source)], check=True, timeout=900
+    )
+    return python
 
 
 def start_bridge(
-    stack: ExitStack, upstream: str, scratch: Path, name: str, source: Path, version: str
+    stack: ExitStack, upstream: str, scratch: Path, name: str, python: Path, version: str
 ) -> Target:
-    """`python -m bridge serve` from `source`, persistence on (SQLite, synchronous=full)."""
+    """`python -m bridge serve`, persistence on (SQLite, synchronous=full).
+
+    It runs in its state directory, so `python -m` imports the bridge installed in `python`'s
+    environment; for this checkout (no `python` of its own) it runs in the checkout instead.
+    """
     state = scratch / name.replace("@", "-")
     state.mkdir()
     port = free_port()
-    args = [PYTHON, "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
-    bridge = stack.enter_context(
-        process([*args, "--port", str(port)], {"PYTHONPATH": str(source)}, cwd=source)
-    )
+    args = [str(python), "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
+    cwd = REPO if python == Path(PYTHON) else state
+    bridge = stack.enter_context(process([*args, "--port", str(port)], cwd=cwd))
     wait_until_up(f"http://127.0.0.1:{port}/healthz")
     return Target(name, f"http://127.0.0.1:{port}/v1", "responses", bridge.pid, version)
 
@@ -130,11 +145,12 @@ def start_targets(
 ) -> list[Target]:
     """Every target, each stopped when `stack` closes; the upstream itself first."""
     found = [Target("direct", f"{upstream}/v1", "chat", None, "-")]
-    found.append(start_bridge(stack, upstream, scratch, "bridge", REPO, checkout_version()))
+    here = Path(PYTHON)
+    found.append(start_bridge(stack, upstream, scratch, "bridge", here, checkout_version()))
     for ref in baselines:
-        source = export_commit(ref, scratch)
+        python = bridge_at(ref, scratch)
         version = git("rev-parse", "--short", ref)
-        found.append(start_bridge(stack, upstream, scratch, f"bridge@{ref}", source, version))
+        found.append(start_bridge(stack, upstream, scratch, f"bridge@{ref}", python, version))
     if peers:
         found.append(start_relay(stack, upstream))
         found.append(start_passthrough(stack, upstream))
