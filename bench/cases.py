@@ -78,7 +78,8 @@ class Run:
 
     The *_busy and client_cpu figures are shares of the window: busy is running plus waiting
     for a CPU (summed over threads, so a multi-threaded target may pass 100 %), cpu running
-    only. A load client busy far beyond its CPU share was starved by the machine.
+    only. A load client busy far beyond its CPU share was starved by the machine. *_wait_ms:
+    the mean wait for a CPU each time the process woke, which every latency through it holds.
     """
 
     case: str
@@ -99,6 +100,8 @@ class Run:
     upstream_busy: float
     client_busy: float
     client_cpu: float
+    client_wait_ms: float
+    target_wait_ms: float
 
     @property
     def tokens_per_s(self) -> float:
@@ -147,6 +150,11 @@ def measure(case: Case, target: Target, upstream_pid: int, rep: int) -> Run:
     return read_run(json.loads(done.stdout), case, target, upstream_pid, rep)
 
 
+def wait_per_run_ms(usage: dict[str, float]) -> float:
+    """The mean wait for a CPU per wake-up, from a proc_stats.Usage as load.py printed it."""
+    return usage["waited"] / usage["runs"] * 1000 if usage["runs"] else 0.0
+
+
 def read_run(result: dict[str, Any], case: Case, target: Target, upstream: int, rep: int) -> Run:
     elapsed = result["elapsed"]
     requests = result["requests"]
@@ -174,4 +182,6 @@ def read_run(result: dict[str, Any], case: Case, target: Target, upstream: int, 
         upstream_busy=watched[str(upstream)]["busy"] / elapsed,
         client_busy=result["client"]["busy"] / elapsed,
         client_cpu=result["client"]["cpu"] / elapsed,
+        client_wait_ms=wait_per_run_ms(result["client"]),
+        target_wait_ms=wait_per_run_ms(mine) if mine else math.nan,
     )

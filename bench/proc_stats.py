@@ -21,21 +21,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def busy_seconds(pid: int) -> float:
-    """Time the process's threads ran plus the time they waited, runnable, for a CPU (s).
+def schedstat(pid: int) -> tuple[float, float, int]:
+    """Seconds the process's threads ran, seconds they waited runnable for a CPU, and runs.
 
-    An event loop busy for nearly the whole of a window could not have gone faster: on a
-    shared machine the wait counts too, because another process held the core. Threads that
-    ended within the window are not counted (their schedstat is gone with them).
+    From /proc/PID/task/*/schedstat (the scheduler's own accounting, in ns). Threads that
+    ended are not counted: their schedstat is gone with them.
     """
-    total_ns = 0
+    ran_ns = waited_ns = runs = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            running_ns, waiting_ns, _slices = (task / "schedstat").read_text().split()
+            fields = (task / "schedstat").read_text().split()
         except FileNotFoundError:  # the thread ended since the listing
             continue
-        total_ns += int(running_ns) + int(waiting_ns)
-    return total_ns / 1e9
+        ran_ns += int(fields[0])
+        waited_ns += int(fields[1])
+        runs += int(fields[2])
+    return ran_ns / 1e9, waited_ns / 1e9, runs
 
 
 def _status_kib(pid: int, field: str) -> float:
@@ -62,14 +63,31 @@ def reset_peak_rss(pid: int) -> None:
 
 @dataclass(frozen=True)
 class Usage:
-    """A process's CPU and busy time at one moment."""
+    """A process's CPU time, busy time and scheduler waits at one moment (seconds)."""
 
     cpu: float
+    # Running plus waiting, runnable, for a CPU. An event loop busy for nearly a whole window
+    # could not have gone faster: on a shared machine the wait counts too, because another
+    # process held the core.
     busy: float
+    waited: float
+    runs: int
 
     @classmethod
     def of(cls, pid: int) -> Usage:
-        return cls(cpu=cpu_seconds(pid), busy=busy_seconds(pid))
+        ran, waited, runs = schedstat(pid)
+        return cls(cpu=cpu_seconds(pid), busy=ran + waited, waited=waited, runs=runs)
 
     def since(self, earlier: Usage) -> Usage:
-        return Usage(cpu=self.cpu - earlier.cpu, busy=self.busy - earlier.busy)
+        return Usage(
+            cpu=self.cpu - earlier.cpu,
+            busy=self.busy - earlier.busy,
+            waited=self.waited - earlier.waited,
+            runs=self.runs - earlier.runs,
+        )
+
+    @property
+    def wait_per_run_ms(self) -> float:
+        """How long, on average, the process waited for a CPU each time it woke: the
+        machine's share of every latency measured through it."""
+        return self.waited / self.runs * 1000 if self.runs else 0.0

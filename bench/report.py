@@ -28,6 +28,7 @@ class Conditions:
     cores: int
     load_before: str
     load_after: str
+    rep_loads: list[str]
     targets: list[tuple[str, str]]  # name, version
     settings: str
     command: str
@@ -176,13 +177,26 @@ def cell(row: Row, target: str, runs: list[Run]) -> str:
     return text + (f" ({left_out} of {len(pairs)} left out: bounded)" if left_out else "")
 
 
+def scheduling_note(runs: list[Run]) -> str:
+    """How long the load client waited for a CPU per wake-up: the floor under any latency."""
+    waits = [r.client_wait_ms for r in runs if r.case.startswith("paced")]
+    if not waits:
+        return ""
+    return (
+        f"In the paced runs the load client waited {statistics.median(waits):.3f} ms "
+        f"(median; {min(waits):.3f}-{max(waits):.3f}) for a CPU each time it woke (the "
+        "scheduler's own accounting): every latency here holds that much of the machine, "
+        "and smaller differences between targets are within its noise."
+    )
+
+
 def run_table(runs: list[Run]) -> list[str]:
     """Every run, as measured."""
     lines = [
         "| case | target | rep | requests (failed) | tokens/s | req/s | first delta p50 / p99 "
         "| token latency p50 / p99 | CPU us/token | CPU ms/request | peak RSS | busy: target "
-        "/ upstream / client | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "/ upstream / client | wait per wake-up: target / client (ms) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def number(value: float, fmt: str) -> str:
@@ -197,7 +211,8 @@ def run_table(runs: list[Run]) -> list[str]:
             f"| {number(r.latency_p50, '.2f')} / {number(r.latency_p99, '.2f')} "
             f"| {number(r.cpu_per_token_us, '.1f')} | {number(r.cpu_per_request_ms, '.2f')} "
             f"| {number(r.peak_rss, '.1f')} | {number(r.target_busy, '.0%')} / "
-            f"{r.upstream_busy:.0%} / {r.client_busy:.0%} (CPU {r.client_cpu:.0%}) | {note} |"
+            f"{r.upstream_busy:.0%} / {r.client_busy:.0%} (CPU {r.client_cpu:.0%}) "
+            f"| {number(r.target_wait_ms, '.3f')} / {r.client_wait_ms:.3f} | {note} |"
         )
     return lines
 
@@ -217,8 +232,8 @@ def write_results(
         "",
         f"Run {c.started} for {c.minutes:.0f} minutes on {c.machine}: `{c.command}`. {c.settings}",
         "",
-        f"Load averages (1, 5, 15 min) before the run: {c.load_before}; after: {c.load_after}"
-        f" ({c.cores} cores).",
+        f"Load averages (1, 5, 15 min) before the run: {c.load_before}; at the start of each "
+        f"repetition: {'; '.join(c.rep_loads)}; after: {c.load_after} ({c.cores} cores).",
     ]
     if c.loaded:
         lines += [
@@ -226,6 +241,8 @@ def write_results(
             "during the run, so the processes measured waited for a CPU as well as ran. "
             "Compare targets within this run; take absolute figures as upper bounds.",
         ]
+    if note := scheduling_note(runs):
+        lines += ["", note]
     lines += [
         "",
         "Measured: " + "; ".join(f"{name} ({version})" for name, version in c.targets) + ".",

@@ -3,6 +3,7 @@
     python bench/run.py [--peers] [--baseline REF] [--reps 3] [--seconds 5]
         [--levels 16,64] [--rate 75] [--first-token-delay 0.05] [--paced-streams 64]
         [--paced-tokens 200] [--cases paced-64,json-16] [--no-store] [--raw runs.json]
+        [--quiet-below 1.0 [--quiet-wait 600]]
 
 Starts, as separate processes on loopback, the fake Chat Completions upstream
 (bench/fake_upstream.py: paced like a real provider, or fast), the bridge with persistence on,
@@ -65,10 +66,32 @@ def persistence() -> dict[str, dict[str, float]]:
     return result
 
 
-def play(cases: list[Case], targets: list[Target], upstream_pid: int, reps: int) -> list[Run]:
-    """Every case against every target, `reps` times, rotating the targets' order."""
+def wait_for_quiet(below: float | None, longest: float) -> str:
+    """Wait (at most `longest` s) for the 1-minute load average to drop below `below`."""
+    deadline = time.monotonic() + longest
+    while below is not None and float(load_average().split()[0]) >= below:
+        if time.monotonic() >= deadline:
+            print(f"the load average stayed at or above {below:g}; going on", flush=True)
+            break
+        time.sleep(5)
+    return load_average()
+
+
+def play(
+    cases: list[Case],
+    targets: list[Target],
+    upstream_pid: int,
+    reps: int,
+    quiet: tuple[float | None, float],
+) -> tuple[list[Run], list[str]]:
+    """Every case against every target, `reps` times, rotating the targets' order.
+
+    Returns the runs and the load averages each repetition started at.
+    """
     runs: list[Run] = []
+    loads: list[str] = []
     for rep in range(1, reps + 1):
+        loads.append(wait_for_quiet(*quiet))
         for case in cases:
             shift = (rep - 1) % len(targets)
             for target in targets[shift:] + targets[:shift]:
@@ -82,7 +105,7 @@ def play(cases: list[Case], targets: list[Target], upstream_pid: int, reps: int)
                     f"CPU/token {run.cpu_per_token_us:6.1f} us {note or ''}",
                     flush=True,
                 )
-    return runs
+    return runs, loads
 
 
 def main() -> int:
@@ -99,6 +122,12 @@ def main() -> int:
     parser.add_argument("--cases", help="only these cases (comma-separated names)")
     parser.add_argument("--no-store", action="store_true", help="skip bench/store_bench.py")
     parser.add_argument("--raw", type=Path, help="also write every run as JSON here")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        help="before each repetition, wait for the 1-minute load average to drop below this",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=600, help="... for at most (s)")
     args = parser.parse_args()
     cases = standard_cases(
         args.rate,
@@ -119,7 +148,8 @@ def main() -> int:
         wait_until_up(f"{upstream}/v1/models")
         targets = start_targets(stack, upstream, Path(scratch), args.peers, args.baseline)
         idle_rss = {t.name: rss_mib(t.pid) for t in targets if t.pid is not None}
-        runs = play(cases, targets, upstream_proc.pid, args.reps)
+        quiet = (args.quiet_below, args.quiet_wait)
+        runs, rep_loads = play(cases, targets, upstream_proc.pid, args.reps, quiet)
     load_after = load_average()
     minutes = (time.time() - started) / 60
     conditions = Conditions(
@@ -129,6 +159,7 @@ def main() -> int:
         cores=os.cpu_count() or 1,
         load_before=load_before,
         load_after=load_after,
+        rep_loads=rep_loads,
         targets=[(t.name, t.version) for t in targets],
         settings=(
             f"Paced upstream: {args.rate:g} tokens/s per stream, one token per write, the "
