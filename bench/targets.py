@@ -49,9 +49,12 @@ def git(*args: str) -> str:
 
 
 def checkout_version() -> str:
-    """This checkout's commit, marked when bridge/ has changes not committed."""
-    changed = git("status", "--porcelain", "--", "bridge")
-    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if changed else "")
+    """This checkout's commit, the last that changed bridge/, and whether it has changes."""
+    head = git("rev-parse", "--short", "HEAD")
+    last = git("log", "-1", "--format=%h", "--", "bridge", "migrations", "setup.cfg")
+    changed = git("status", "--porcelain", "--", "bridge", "migrations", "setup.cfg")
+    described = head if last == head else f"{head}; bridge/ as of {last}"
+    return described + (", with uncommitted changes" if changed else "")
 
 
 def bridge_at(ref: str, scratch: Path) -> Path:
