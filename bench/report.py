@@ -2,17 +2,18 @@
 
 The summary gives, per measure and target, the median over the repetitions and their range
 [lowest, highest]. "Added" figures subtract the upstream read directly, repetition by
-repetition, and are left out where either run was limited by the load client or the
-upstream rather than by the target (cases.Run.saturation): there the difference would
-measure the client.
+repetition, and are left out where either run was bounded by the load client or the
+upstream rather than by the target (cases.Run.limit): there the difference would measure
+the client.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cases import Case, Run
@@ -35,9 +36,44 @@ class Conditions:
 
     @property
     def loaded(self) -> bool:
-        """The 1-minute load average was at least half the cores, before or after."""
-        worst = max(float(self.load_before.split()[0]), float(self.load_after.split()[0]))
-        return worst >= self.cores / 2
+        """The 1-minute load average was at least half the cores at some reading."""
+        readings = [self.load_before, *self.rep_loads, self.load_after]
+        return max(float(reading.split()[0]) for reading in readings) >= self.cores / 2
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Everything a run of bench/run.py found, as RESULTS.md is written from it."""
+
+    conditions: Conditions
+    cases: list[Case]
+    runs: list[Run]
+    idle_rss: dict[str, float]
+    persistence: dict[str, dict[str, float]]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Measured:
+        """What save() wrote, so the results can be written again without measuring."""
+        raw = json.loads(path.read_text())
+        conditions = raw["conditions"]
+        conditions["targets"] = [tuple(pair) for pair in conditions["targets"]]
+        return cls(
+            conditions=Conditions(**conditions),
+            cases=[Case(**case) for case in raw["cases"]],
+            runs=[Run(**run) for run in raw["runs"]],
+            idle_rss=raw["idle_rss"],
+            persistence=raw["persistence"],
+        )
+
+    def write(self, directory: Path) -> None:
+        """RESULTS.md and throughput.svg in `directory`."""
+        write_results(directory / "RESULTS.md", self)
+        # Not the upstream read directly: the load client bounds it (see RESULTS.md).
+        targets = [name for name, _ in self.conditions.targets if name != "direct"]
+        write_plot(directory / "throughput.svg", self.cases, self.runs, targets)
 
 
 @dataclass(frozen=True)
@@ -151,11 +187,11 @@ def bound(runs: list[Run], prefix: str = "") -> str:
     for run in runs:
         if found := run.limit():
             shares.setdefault(found[0], []).append(found[1])
-    return "; ".join(
-        f"{prefix}{who} busy "
-        + (f"{min(s):.0%}" if min(s) == max(s) else f"{min(s):.0%}-{max(s):.0%}")
-        for who, s in shares.items()
-    )
+    texts = []
+    for who, busy in shares.items():
+        low, high = f"{min(busy):.0%}", f"{max(busy):.0%}"
+        texts.append(f"{prefix}{who} busy {low}" + ("" if low == high else f"-{high}"))
+    return "; ".join(texts)
 
 
 def cell(row: Row, target: str, runs: list[Run]) -> str:
@@ -217,16 +253,9 @@ def run_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def write_results(
-    path: Path,
-    conditions: Conditions,
-    cases: list[Case],
-    runs: list[Run],
-    idle_rss: dict[str, float],
-    persistence: dict[str, dict[str, float]],
-) -> None:
-    targets = [name for name, _ in conditions.targets]
-    c = conditions
+def write_results(path: Path, measured: Measured) -> None:
+    c, cases, runs = measured.conditions, measured.cases, measured.runs
+    targets = [name for name, _ in c.targets]
     lines = [
         "# Benchmark results (bench/run.py)",
         "",
@@ -259,7 +288,9 @@ def write_results(
     ]
     for row in summary_rows(cases):
         lines.append(f"| {row.label} | " + " | ".join(cell(row, t, runs) for t in targets) + " |")
-    idle = " | ".join("-" if t == "direct" else f"{idle_rss.get(t, math.nan):.1f}" for t in targets)
+    idle = " | ".join(
+        "-" if t == "direct" else f"{measured.idle_rss.get(t, math.nan):.1f}" for t in targets
+    )
     lines += [f"| idle RSS after start (MiB) | {idle} |", "", "## Cases", ""]
     for case in cases:
         shape = "streamed" if case.stream else "stream: false"
@@ -269,9 +300,9 @@ def write_results(
             f"answers, {case.model} upstream, {shape}."
         )
     lines += ["", "## Every run", "", *run_table(runs), ""]
-    if persistence:
+    if measured.persistence:
         lines += ["## Persistence (bench/store_bench.py, in-process)", ""]
-        for store, measures in persistence.items():
+        for store, measures in measured.persistence.items():
             lines += [f"- {store}: {name}: {value:.3f}" for name, value in measures.items()]
         lines.append("")
     lines += ["![tokens/s against concurrency, fast upstream](throughput.svg)", ""]

@@ -2,15 +2,16 @@
 
     python bench/run.py [--peers] [--baseline REF] [--reps 3] [--seconds 5]
         [--levels 16,64] [--rate 75] [--first-token-delay 0.05] [--paced-streams 64]
-        [--paced-tokens 200] [--cases paced-64,json-16] [--no-store] [--raw runs.json]
-        [--quiet-below 1.0 [--quiet-wait 600]]
+        [--paced-tokens 200] [--cases paced-64,json-16] [--no-store] [--raw RESULTS.json]
+        [--quiet-below 1.0 [--quiet-wait 600]] [--report-from RESULTS.json]
 
 Starts, as separate processes on loopback, the fake Chat Completions upstream
 (bench/fake_upstream.py: paced like a real provider, or fast), the bridge with persistence on,
 and with --peers codex-relay (pip-installed into bench/.peers), the minimal pass-through of
 bench/passthrough.py and LiteLLM (when `litellm` is on PATH). Then, --reps times, every case
 (cases.py) against every target, the targets in a different order each repetition, each run
-by its own load client (load.py). Writes bench/RESULTS.md and bench/throughput.svg.
+by its own load client (load.py). Writes bench/RESULTS.md, bench/throughput.svg and
+bench/RESULTS.json (everything measured: `--report-from` writes the other two from it).
 Everything it starts ends with it; every run is bounded by --seconds and a timeout.
 """
 
@@ -25,13 +26,12 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
 from pathlib import Path
 
 from cases import Case, Run, measure, standard_cases
 from proc_stats import rss_mib
 from processes import BENCH, PYTHON, REPO, free_port, process, wait_until_up
-from report import Conditions, write_plot, write_results
+from report import Conditions, Measured
 from targets import Target, start_targets
 
 
@@ -108,7 +108,7 @@ def play(
     return runs, loads
 
 
-def main() -> int:
+def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", action="store_true", help="also codex-relay, pass-through")
     parser.add_argument("--baseline", action="append", default=[], help="a commit to compare")
@@ -121,21 +121,28 @@ def main() -> int:
     parser.add_argument("--paced-tokens", type=int, default=200, help="tokens per paced answer")
     parser.add_argument("--cases", help="only these cases (comma-separated names)")
     parser.add_argument("--no-store", action="store_true", help="skip bench/store_bench.py")
-    parser.add_argument("--raw", type=Path, help="also write every run as JSON here")
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=BENCH / "RESULTS.json",
+        help="where everything measured is kept as JSON (default: bench/RESULTS.json)",
+    )
+    parser.add_argument(
+        "--report-from", type=Path, help="measure nothing: write the results from a --raw file"
+    )
     parser.add_argument(
         "--quiet-below",
         type=float,
         help="before each repetition, wait for the 1-minute load average to drop below this",
     )
     parser.add_argument("--quiet-wait", type=float, default=600, help="... for at most (s)")
-    args = parser.parse_args()
-    cases = standard_cases(
-        args.rate,
-        args.paced_streams,
-        args.paced_tokens,
-        [int(n) for n in args.levels.split(",")],
-        args.seconds,
-    )
+    return parser.parse_args()
+
+
+def measure_all(args: argparse.Namespace) -> Measured:
+    """Start the upstream and the targets, play every case, and note the conditions."""
+    levels = [int(n) for n in args.levels.split(",")]
+    cases = standard_cases(args.rate, args.paced_streams, args.paced_tokens, levels, args.seconds)
     if args.cases:
         cases = [case for case in cases if case.name in args.cases.split(",")]
     started, load_before = time.time(), load_average()
@@ -150,15 +157,13 @@ def main() -> int:
         idle_rss = {t.name: rss_mib(t.pid) for t in targets if t.pid is not None}
         quiet = (args.quiet_below, args.quiet_wait)
         runs, rep_loads = play(cases, targets, upstream_proc.pid, args.reps, quiet)
-    load_after = load_average()
-    minutes = (time.time() - started) / 60
     conditions = Conditions(
         started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        minutes=minutes,
+        minutes=(time.time() - started) / 60,
         machine=machine(),
         cores=os.cpu_count() or 1,
         load_before=load_before,
-        load_after=load_after,
+        load_after=load_average(),
         rep_loads=rep_loads,
         targets=[(t.name, t.version) for t in targets],
         settings=(
@@ -168,11 +173,18 @@ def main() -> int:
         ),
         command="python bench/run.py " + " ".join(sys.argv[1:]),
     )
-    if args.raw:
-        args.raw.write_text(json.dumps([asdict(run) for run in runs], indent=1))
     store = {} if args.no_store else persistence()
-    write_results(BENCH / "RESULTS.md", conditions, cases, runs, idle_rss, store)
-    write_plot(BENCH / "throughput.svg", cases, runs, [t.name for t in targets])
+    return Measured(conditions, cases, runs, idle_rss, store)
+
+
+def main() -> int:
+    args = options()
+    if args.report_from:
+        measured = Measured.load(args.report_from)
+    else:
+        measured = measure_all(args)
+        measured.save(args.raw)
+    measured.write(BENCH)
     print(f"wrote {BENCH / 'RESULTS.md'} and {BENCH / 'throughput.svg'}")
     return 0
 
