@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,9 @@ def measure_all(args: argparse.Namespace) -> Measured:
 
 
 def main() -> int:
+    # A terminated run unwinds like an interrupted one, so every process it started is
+    # stopped (Python's default for SIGTERM ends at once, leaving them running).
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     args = options()
     if args.report_from:
         measured = Measured.load(args.report_from)
