@@ -49,16 +49,20 @@ def wait_until_up(url: str, seconds: float = 30.0) -> None:
 
 @contextmanager
 def process(
-    args: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+    args: list[str], env: dict[str, str] | None = None, cwd: Path = REPO, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A process for the length of the block, terminated (then killed) when it ends."""
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """A process for the length of the block, terminated (then killed) when it ends.
+
+    Its standard error goes to `log` when one is given (to say why it did not start).
+    """
+    with log.open("wb") if log else open(os.devnull, "wb") as errors:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
     try:
         yield proc
     finally:

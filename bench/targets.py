@@ -93,8 +93,12 @@ def start_bridge(
     port = free_port()
     args = [str(python), "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
     cwd = REPO if python == Path(PYTHON) else state
-    bridge = stack.enter_context(process([*args, "--port", str(port)], cwd=cwd))
-    wait_until_up(f"http://127.0.0.1:{port}/healthz")
+    log = state / "bridge.log"
+    bridge = stack.enter_context(process([*args, "--port", str(port)], cwd=cwd, log=log))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz")
+    except RuntimeError as failed:
+        raise RuntimeError(f"{name} did not start: {log.read_text()[-2000:]}") from failed
     return Target(name, f"http://127.0.0.1:{port}/v1", "responses", bridge.pid, version)
 
 
