@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from bridge.app_keys import CLIENT, CLIENT_KEYS, CONFIG, REQUEST_LOG
+from bridge import browsers
+from bridge.app_keys import ALLOWED_ORIGIN, CLIENT, CLIENT_KEYS, CONFIG, REQUEST_LOG
 from bridge.errors import ApiError
 from bridge.request_log import RequestLog
 from bridge.scope import ANONYMOUS, client_identity
@@ -128,13 +129,21 @@ def check_client_key(request: web.Request) -> str:
 
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authentication, the one JSON error shape for every failure, and one log line."""
+    """What browsers may send, authentication, the one JSON error shape for every failure,
+    and one log line."""
     started = time.perf_counter()
     entry = request[REQUEST_LOG] = RequestLog(
         f"req_{secrets.token_hex(12)}", client_request_id(request)
     )
     status = 500
     try:
+        origin = browsers.check_request(request)
+        if origin is not None:
+            request[ALLOWED_ORIGIN] = origin
+            if browsers.is_preflight(request):
+                status = 204
+                return browsers.preflight(request, origin)
+        browsers.check_body_type(request)
         request[CLIENT] = check_client_key(request)
         response = await handler(request)
         status = response.status
@@ -189,7 +198,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response names its request id (streams included)."""
+    """on_response_prepare: every response names its request id (streams included), and
+    an allowed web page may read it."""
     entry = request.get(REQUEST_LOG)
     if entry is not None:
         response.headers["x-request-id"] = entry.request_id
+    origin = request.get(ALLOWED_ORIGIN)
+    if origin is not None:
+        browsers.allow_origin(response, origin)

@@ -21,6 +21,7 @@ from bridge.app_keys import (
     CONFIG,
     HTTP_SESSION,
     MISSING_KEYS,
+    LISTEN_HOST,
     STORE,
     STORE_PATH,
     TURNS,
@@ -158,12 +159,14 @@ def create_app(
     store_file: Path | None = None,
     client_keys: tuple[str, ...] = (),
     missing_keys: frozenset[str] = frozenset(),
+    listen_host: str | None = None,
 ) -> web.Application:
     """The bridge application for a validated config, the providers' API keys and the
     keys clients must present (none: no client authentication). The providers in
     `missing_keys` have no key here: their models answer with an error saying so.
 
-    The database is `store_file`, else the config's [store] path.
+    The database is `store_file`, else the config's [store] path; `listen_host` is the
+    address served on when not the config's (`serve --host`).
     """
     app = web.Application(
         client_max_size=config.server.max_request_bytes,
@@ -174,6 +177,7 @@ def create_app(
     app[API_KEYS] = dict(api_keys or {})
     app[CLIENT_KEYS] = client_keys
     app[MISSING_KEYS] = missing_keys
+    app[LISTEN_HOST] = config.server.host if listen_host is None else listen_host
     app.on_response_prepare.append(add_request_id)
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()

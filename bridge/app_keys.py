@@ -25,9 +25,13 @@ TURNS = web.AppKey("turns", TurnsInFlight)
 STORE_PATH = web.AppKey("store_path", Path)
 BACKGROUND = web.AppKey("background", BackgroundRuns)
 
+# The address the bridge listens on (the Host check allows it: bridge.browsers).
+LISTEN_HOST = web.AppKey("listen_host", str)
 # Client keys the bridge accepts (empty: no client authentication).
 CLIENT_KEYS = web.AppKey("client_keys", tuple[str, ...])
 # Per request: who the client is, for scoping stored conversations (bridge.scope).
 CLIENT = web.RequestKey("client", str)
+# Per request: the Origin of an allowed web page, answered with CORS headers.
+ALLOWED_ORIGIN = web.RequestKey("allowed_origin", str)
 # Per request: what its access log line says (bridge.access.RequestLog).
 REQUEST_LOG = web.RequestKey("request_log", RequestLog)

@@ -17,6 +17,7 @@ from bridge.config import (
     Config,
     ConfigError,
     check_exposure,
+    deprecations,
     is_loopback,
     load_config,
     resolve_client_keys,
@@ -159,6 +160,8 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
     unset = unset_api_keys(config, os.environ)
     for warning in unset:
         print(f"responses-bridge: warning: {config.source}: key {warning}", file=sys.stderr)
+    for note in deprecations(config):
+        print(f"responses-bridge: warning: {config.source}: {note}", file=sys.stderr)
     if config.store.url is not None:
         try:
             postgres.password(config, os.environ)
@@ -226,7 +229,15 @@ def _serve(args: argparse.Namespace) -> int:
             variables,
             ", ".join(demo_models(config)),
         )
-    app = create_app(config, api_keys, client_keys=client_keys, missing_keys=missing_keys)
+    for note in deprecations(config):
+        log.warning("%s: %s", config.source, note)
+    app = create_app(
+        config,
+        api_keys,
+        client_keys=client_keys,
+        missing_keys=missing_keys,
+        listen_host=host,
+    )
     try:
         asyncio.run(
             serve(app, host, port, config.server.drain_seconds, config.server.header_timeout)

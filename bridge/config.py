@@ -59,6 +59,14 @@ class ServerConfig(_Strict):
     reasoning_events: Literal["openai", "specification"] = "openai"
     # Background responses (`background: true`) running at once; more are refused (429).
     max_background: int = 64
+    # Web pages (their Origin, scheme://host[:port]) allowed to use the bridge, over HTTP and
+    # WebSocket. A request with any other Origin is refused: by default no web page can use
+    # the bridge. Command-line tools, the SDKs and Codex send no Origin.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    # Host names clients may address the bridge by, besides localhost, loopback IPs and the
+    # address it listens on (e.g. a reverse proxy's public name; "*": any). Other Host headers
+    # are refused, so a DNS-rebinding web page cannot reach it under a name of its own.
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
 
 
 class StoreConfig(_Strict):
@@ -119,9 +127,8 @@ class WebSocketConfig(_Strict):
     cache_bytes: int = 64 * 1024 * 1024
     # Seconds between pings; a peer that does not answer within half of that is dropped.
     ping_interval: float = 30.0
-    # Origin headers accepted on an upgrade. Browsers send one and apply no same-origin
-    # rule to WebSockets, so by default any upgrade with an Origin is refused: a web page
-    # cannot use the bridge. Codex and the SDKs send none.
+    # Deprecated: [server] allowed_origins covers the upgrade and every HTTP endpoint; the
+    # origins listed here are added to it (check-config and serve say so).
     allowed_origins: list[str] = msgspec.field(default_factory=list)
 
 
@@ -314,6 +321,7 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
     config.models = models
     config.source = source
     _check(config)
+    _check_browsers(config)
     return config
 
 
@@ -372,6 +380,51 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: key `debug.max_part_bytes`: must be positive")
     if config.server.max_background <= 0:
         raise ConfigError(f"{src}: key `server.max_background`: must be positive")
+
+
+def _origin(value: str, key: str, source: str) -> str:
+    """An allowed origin as browsers send it: scheme://host[:port], lower case."""
+    origin = value.strip().rstrip("/").lower()
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise ConfigError(
+            f"{source}: key `{key}`: {value!r} is not an origin (scheme://host[:port], "
+            "e.g. https://app.example)"
+        )
+    return origin
+
+
+def _check_browsers(config: Config) -> None:
+    """Origins in the form browsers send them, the deprecated [websocket] allowed_origins
+    added to [server]'s; host names in lower case."""
+    src = config.source
+    origins = [_origin(o, "server.allowed_origins", src) for o in config.server.allowed_origins]
+    origins += [
+        _origin(o, "websocket.allowed_origins", src) for o in config.websocket.allowed_origins
+    ]
+    config.server.allowed_origins = list(dict.fromkeys(origins))
+    hosts = []
+    for host in config.server.allowed_hosts:
+        name = host.strip().lower().rstrip(".")
+        if not name or "/" in name or " " in name:
+            raise ConfigError(
+                f"{src}: key `server.allowed_hosts`: {host!r} is not a host name (e.g. "
+                'bridge.example.com, or "*" for any)'
+            )
+        hosts.append(name)
+    config.server.allowed_hosts = hosts
+
+
+def deprecations(config: Config) -> list[str]:
+    """What to tell the user about deprecated keys in their config."""
+    found = []
+    if config.websocket.allowed_origins:
+        found.append(
+            "key `websocket.allowed_origins` is deprecated: [server] allowed_origins now covers "
+            "the WebSocket upgrade and every HTTP endpoint; its origins are used as if listed "
+            "there (move them)"
+        )
+    return found
 
 
 def _check_store_url(config: Config) -> None:

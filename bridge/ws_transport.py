@@ -152,15 +152,8 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
         )
     if app[TURNS].draining:
         raise SHUTTING_DOWN
-    origin = request.headers.get("Origin")
-    if origin is not None and origin not in settings.allowed_origins:
-        raise ApiError(
-            403,
-            f"WebSocket connections from web pages are refused (Origin {origin!r}); "
-            "allow the origin in [websocket] allowed_origins",
-            type="invalid_request_error",
-            code="origin_not_allowed",
-        )
+    # A web page's Origin was checked with every request's (bridge.browsers): browsers
+    # apply no same-origin rule to WebSockets.
     sockets = app[SOCKETS]
     if sockets.full:
         log.warning("refused a WebSocket: %d are open ([websocket] max_connections)", len(sockets))

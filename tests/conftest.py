@@ -62,9 +62,10 @@ def bridge_config(
     upstream: str = "",
     model: str = "",
     provider: str = "",
+    extra: str = "",
 ) -> Config:
     """A config for the bridge in front of a fake upstream at `upstream_url`; the keyword
-    arguments are TOML lines added to those tables."""
+    arguments are TOML lines added to those tables (`extra`: whole tables at the end)."""
     return parse_config(
         f"""
 [server]
@@ -86,6 +87,7 @@ base_url = "{upstream_url}/v1"
 provider = "fake"
 upstream_model = "fake-thinker"
 {model}
+{extra}
 """,
         "test-config.toml",
     )

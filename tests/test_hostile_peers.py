@@ -111,7 +111,7 @@ async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
     body = json.dumps({"model": MODEL, "input": "talk", "stream": True}).encode()
     await loop.sock_sendall(
         sock,
-        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
     )
     try:
@@ -322,7 +322,7 @@ async def test_a_slow_body_is_refused(
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(
-            b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n{"
         )
         await writer.drain()

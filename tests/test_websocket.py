@@ -324,8 +324,9 @@ async def test_an_oversize_message_closes_the_socket_with_1009(
 async def test_client_keys_and_origins_are_checked_before_the_upgrade(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.allowed_origins = ["https://allowed.example"]
+    config = bridge_config(
+        fake_upstream.url, server='allowed_origins = ["https://allowed.example"]'
+    )
     client = await aiohttp_client(create_app(config, client_keys=("sekrit",)))
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/v1/responses")
@@ -573,7 +574,7 @@ async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
     try:
         await loop.sock_sendall(
             sock,
-            b"GET /v1/responses HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             b"Sec-WebSocket-Version: 13\r\n\r\n",
         )
