@@ -106,9 +106,20 @@ def bearer_token(request: web.Request) -> str:
 
 def check_client_key(request: web.Request) -> str:
     """Refuse a request without one of the configured client keys (when there are any);
-    returns who the client is (bridge.scope.client_identity of its key, or anonymous)."""
+    returns who the client is, the one identity every read and write of the request uses
+    (bridge.scope.client_identity of its key, or anonymous).
+
+    Without client keys, a bridge with a provider that forwards the client's own key
+    (forward_client_key) tells its users apart by that key: each one's responses,
+    conversations and background runs are its own, whatever endpoint reads them.
+    """
     keys = request.app[CLIENT_KEYS]
-    if not keys or request.path in OPEN_PATHS:
+    if request.path in OPEN_PATHS:
+        return ANONYMOUS
+    if not keys:
+        providers = request.app[CONFIG].providers.values()
+        if any(provider.forward_client_key for provider in providers):
+            return client_identity(bearer_token(request))
         return ANONYMOUS
     token = bearer_token(request)
     offered = token.encode("utf-8", "surrogateescape")

@@ -18,7 +18,6 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bridge.access import bearer_token
 from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.config import Config
 from bridge.conversation import plan_turn, resolve_item_references
@@ -26,7 +25,6 @@ from bridge.engine import run_turn
 from bridge.errors import ApiError
 from bridge.handlers import json_response
 from bridge.records import item_id_of, normalize_input_item
-from bridge.scope import client_identity
 from bridge.sse_transport import read_body
 from bridge.store import ChainNotFound
 from bridge.store.backends import StoreBackend
@@ -162,7 +160,6 @@ async def _summarise(
         store=app[STORE],
         upstreams=app[UPSTREAMS],
         client=client,
-        forwarded_client=client_identity(bearer_token(request)),
         headers=request.headers,
         log_label=f"{label} (compaction)",
     )

@@ -14,7 +14,6 @@ import zlib
 import aiohttp
 from aiohttp import web
 
-from bridge.access import bearer_token
 from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.background_http import DONE, SSE_HEADERS, stream_frames
 from bridge.debug_turns import begin_trace
@@ -23,7 +22,6 @@ from bridge.errors import ApiError
 from bridge.handlers import json_response
 from bridge.metrics import METRICS, observe_turn
 from bridge.relay import encode_frames
-from bridge.scope import client_identity
 from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
 from bridge.wire.events import ResponseEvent
 
@@ -68,7 +66,6 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         store=app[STORE],
         upstreams=app[UPSTREAMS],
         client=request[CLIENT],
-        forwarded_client=client_identity(bearer_token(request)),
         headers=request.headers,
         log_label=entry.request_id,
     )

@@ -409,7 +409,6 @@ async def setup_turn(
     store: StoreBackend,
     upstreams: dict[str, UpstreamClient],
     client: str,
-    forwarded_client: str,
     headers: CIMultiDictProxy[str],
     log_label: str,
     prefix: Prefix | None = None,
@@ -418,10 +417,10 @@ async def setup_turn(
 ) -> PreparedTurn:
     """Plan a parsed request into a turn (ApiError for a request that cannot be served).
 
-    `client` is who the client key says the client is; `forwarded_client` the identity of
-    its own bearer token, which names the client for a provider that forwards it. A
-    WebSocket passes the `prefix` it kept of the conversation, if any, and asks to
-    `keep_messages`; `generate` False makes a turn that answers without the upstream.
+    `client` is who the client is (bridge.access.check_client_key), for every read and
+    write of the turn. A WebSocket passes the `prefix` it kept of the conversation, if any,
+    and asks to `keep_messages`; `generate` False makes a turn that answers without the
+    upstream.
     """
     model = config.models.get(req.model)
     if model is None:
@@ -432,14 +431,11 @@ async def setup_turn(
     upstream = upstreams.get(model.provider)
     if upstream is None:
         raise keyless_model(config, req.model)
-    caller = client
-    if not client and provider.forward_client_key:
-        client = forwarded_client
     items = await resolve_item_references(store, items, client)
     conversation_id = conversation_of(req)
     history = None
     if conversation_id is not None:
-        history = await conversation_history(store, conversation_id, caller)
+        history = await conversation_history(store, conversation_id, client)
         # One id per item, the same in the response's input_items and in the conversation.
         items = [
             {**item, "id": item_id_of(item)}
@@ -487,7 +483,7 @@ async def setup_turn(
         translator.response.conversation = {"id": conversation_id}
     record = turn_recorder(store, req, items, translator.response, planned, headers)
     if conversation_id is not None:
-        record = _appending(record, store, conversation_id, caller, items, translator.response)
+        record = _appending(record, store, conversation_id, client, items, translator.response)
     shorten = None
     if req.truncation == "auto" and generate:
         earlier: Sequence[bytes] = ()

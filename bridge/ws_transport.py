@@ -26,7 +26,6 @@ import msgspec
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bridge.access import bearer_token
 from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
 from bridge.conversation import Prefix
 from bridge.debug_turns import begin_trace
@@ -34,7 +33,6 @@ from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
 from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.metrics import observe_turn
-from bridge.scope import client_identity
 from bridge.socket_state import SocketConversations, conversation_after
 from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
 from bridge.wire.events import (
@@ -302,7 +300,6 @@ class _Socket:
                 store=app[STORE],
                 upstreams=app[UPSTREAMS],
                 client=request[CLIENT],
-                forwarded_client=client_identity(bearer_token(request)),
                 headers=request.headers,
                 log_label=label,
                 prefix=prefix,

@@ -60,8 +60,8 @@ def bridge_config(
     server: str = "",
     store: str = "",
     upstream: str = "",
-    model: str = "",
     provider: str = "",
+    model: str = "",
     extra: str = "",
 ) -> Config:
     """A config for the bridge in front of a fake upstream at `upstream_url`; the keyword
