@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
-import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -44,8 +44,8 @@ from bridge.handlers import (
 )
 from bridge.metrics import METRICS, PREFIX, Metrics, count_requests, metrics_endpoint
 from bridge.sse_transport import create_response
-from bridge.store import StoreError, StoreUnavailable
-from bridge.store.backends import StoreBackend, open_store, serving
+from bridge.store import StoreUnavailable
+from bridge.store.backends import open_store, serving
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 from bridge.ws_transport import SOCKETS, OpenSockets, responses_socket
@@ -77,7 +77,16 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         )
     app[BACKGROUND] = BackgroundRuns(store, app[TURNS], config.server.max_background)
     app[BACKGROUND].recover()
-    pruner = asyncio.create_task(_prune_periodically(store, config))
+    pruner = asyncio.create_task(
+        prune_periodically(
+            functools.partial(
+                store.prune,
+                max_age_days=config.store.max_age_days,
+                max_size_mb=config.store.max_size_mb,
+            ),
+            PRUNE_INTERVAL,
+        )
+    )
     try:
         yield
     finally:
@@ -86,20 +95,20 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-async def _prune_periodically(store: StoreBackend, config: Config) -> None:
+async def prune_periodically(prune: Callable[[], Awaitable[int]], interval: float) -> None:
+    """Prune now and every `interval` seconds; a failure is logged and the next prune
+    comes as planned (the task ends only when cancelled)."""
     while True:
         try:
-            deleted = await store.prune(
-                max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
-            )
+            deleted = await prune()
         except StoreUnavailable as exc:
             log.warning("pruning the store skipped: %s", exc)
-        except (sqlite3.Error, StoreError):
+        except Exception:  # the task's boundary: it must outlive any one failure
             log.exception("pruning the store failed")
         else:
             if deleted:
                 log.info("pruned %d stored responses", deleted)
-        await asyncio.sleep(PRUNE_INTERVAL)
+        await asyncio.sleep(interval)
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

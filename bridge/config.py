@@ -26,22 +26,34 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Config tables reject keys they do not know, so typos fail loudly."""
 
 
+# Every number in the config has its range here, checked as the file is parsed (the error
+# names the key and the bound): a value past it would hang or crash the bridge later.
+DAY = 86_400.0
+GIB = 1024**3
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=DAY)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+# Things at a time (requests, connections, runs).
+Count = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+# A size in bytes of one message, body or buffer.
+Size = Annotated[int, msgspec.Meta(ge=1024, le=GIB)]
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = 8787
+    port: Port = 8787
     # Codex bodies reach several MB with images; 64 MiB leaves room for base64 images.
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: Size = 64 * 1024 * 1024
     # Seconds of silence (upstream thinking, a slow store write) after which a heartbeat
     # event is sent; Codex's idle timer counts only events.
-    heartbeat_interval: float = 10.0
+    heartbeat_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     # A client must send its request headers within header_timeout and its body within
     # body_timeout (seconds) once they have started; a write to a client that has stopped
     # reading may wait client_stall_timeout, then its turn ends (recorded as failed).
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    client_stall_timeout: float = 60.0
+    header_timeout: Seconds = 10.0
+    body_timeout: Seconds = 60.0
+    client_stall_timeout: Seconds = 60.0
     # On shutdown, how long open responses may go on before they are ended as failed.
-    drain_seconds: float = 30.0
+    drain_seconds: Annotated[float, msgspec.Meta(ge=0, le=DAY)] = 30.0
     # debug | info | warning | error; `serve --log-level` overrides it.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "text" (a timestamp first, left out when stderr is systemd's journal) or "json" (one
@@ -58,7 +70,7 @@ class ServerConfig(_Strict):
     # and Codex use) or "specification" (the Open Responses names, response.reasoning.*).
     reasoning_events: Literal["openai", "specification"] = "openai"
     # Background responses (`background: true`) running at once; more are refused (429).
-    max_background: int = 64
+    max_background: Count = 64
     # Web pages (their Origin, scheme://host[:port]) allowed to use the bridge, over HTTP and
     # WebSocket. A request with any other Origin is refused: by default no web page can use
     # the bridge. Command-line tools, the SDKs and Codex send no Origin.
@@ -79,11 +91,11 @@ class StoreConfig(_Strict):
     # "full": every turn is on disk before response.completed is sent; "normal": survives
     # a crash of the bridge but may lose the last turns on power loss (faster on slow disks).
     synchronous: Literal["full", "normal"] = "full"
-    max_age_days: float = 30.0
-    max_size_mb: float = 1024.0
+    max_age_days: Annotated[float, msgspec.Meta(gt=0, le=36_500)] = 30.0
+    max_size_mb: Annotated[float, msgspec.Meta(gt=0, le=1e9)] = 1024.0
     # How long a turn's write keeps trying while the database is locked or away; past it
     # the turn is kept in the spool until the database takes it.
-    write_timeout: float = 10.0
+    write_timeout: Seconds = 10.0
     # Whether `serve` brings an older database schema up to date at start ("auto"), or
     # refuses to start until `responses-bridge migrate` has ("never"). Other commands never
     # migrate.
@@ -91,25 +103,25 @@ class StoreConfig(_Strict):
     # Where turns the database could not take wait for it (absolute, or relative to the
     # state directory), and the most they may take; 0 keeps no spool.
     spool_dir: str = "spool"
-    spool_max_mb: Annotated[float, msgspec.Meta(ge=0)] = 256.0
+    spool_max_mb: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 256.0
 
 
 class UpstreamConfig(_Strict):
-    connect_timeout: float = 10.0
+    connect_timeout: Seconds = 10.0
     # Longest silence tolerated between two upstream reads (including the wait for the
     # first byte); there is no total timeout because a stream may last many minutes.
-    idle_timeout: float = 300.0
+    idle_timeout: Seconds = 300.0
     # Requests in flight to one provider at a time (each provider has its own share).
-    max_connections: int = 100
+    max_connections: Count = 100
     # Attempts after the first, only while nothing of the answer has reached the client,
     # and only for connection errors, 502/503/504 and 429.
-    max_retries: int = 2
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
     # Longest wait before a retry; a longer Retry-After is passed on to the client instead.
-    max_retry_wait: float = 10.0
+    max_retry_wait: Seconds = 10.0
     # The largest answer a provider that ignores `stream: true` may send (one JSON body),
     # and the largest single event of a stream; past them the turn fails with a clear error.
-    max_answer_bytes: int = 32 * 1024 * 1024
-    max_event_bytes: int = 16 * 1024 * 1024
+    max_answer_bytes: Size = 32 * 1024 * 1024
+    max_event_bytes: Size = 16 * 1024 * 1024
 
 
 class WebSocketConfig(_Strict):
@@ -117,16 +129,16 @@ class WebSocketConfig(_Strict):
 
     enabled: bool = True
     # Sockets open at a time; an upgrade past it is refused (clients fall back to HTTP).
-    max_connections: int = 32
+    max_connections: Count = 32
     # The largest message a client may send: Codex's first turn on a socket carries the
     # whole conversation, images included.
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: Size = 64 * 1024 * 1024
     # Per socket: how much of its conversations (translated, encoded) is kept so that a
     # turn sends only what is new; the least recently used conversations go first, and a
     # turn that names one no longer kept is asked to send everything again.
-    cache_bytes: int = 64 * 1024 * 1024
+    cache_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * GIB)] = 64 * 1024 * 1024
     # Seconds between pings; a peer that does not answer within half of that is dropped.
-    ping_interval: float = 30.0
+    ping_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     # Deprecated: [server] allowed_origins covers the upgrade and every HTTP endpoint; the
     # origins listed here are added to it (check-config and serve say so).
     allowed_origins: list[str] = msgspec.field(default_factory=list)
@@ -191,7 +203,7 @@ class ModelConfig(_Strict):
     provider: str
     upstream_model: str | None = None
     # Tokens the model takes in; Codex plans compaction with it (see `codex-config`).
-    context_window: int = 128_000
+    context_window: Annotated[int, msgspec.Meta(ge=1024, le=1_000_000_000)] = 128_000
     # Reasoning is always sent as reasoning text; it is also mirrored as a reasoning summary
     # (which Codex shows the user) when the request asks for one ("auto"), always, or never.
     reasoning_summary: Literal["auto", "always", "never"] = "auto"
@@ -206,9 +218,9 @@ class DebugConfig(_Strict):
 
     # The last N turns kept in memory whole: the client's request, the upstream request,
     # the raw upstream stream, the events sent (secrets redacted when shown). 0: none.
-    keep_turns: int = 0
+    keep_turns: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     # Bytes kept of each of those four parts of a turn; beyond it the part is cut.
-    max_part_bytes: int = 1024 * 1024
+    max_part_bytes: Annotated[int, msgspec.Meta(ge=1, le=GIB)] = 1024 * 1024
 
 
 class Config(_Strict):
@@ -339,10 +351,6 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f'{src}: key `{_table_key("models", name)}.input_modalities`: must include "text"'
             )
-        if model.context_window < 1024:
-            raise ConfigError(
-                f"{src}: key `{_table_key('models', name)}.context_window`: must be at least 1024"
-            )
     for name, provider in config.providers.items():
         if not provider.base_url and provider.profile != "demo":
             raise ConfigError(
@@ -356,30 +364,7 @@ def _check(config: Config) -> None:
                 f"{src}: key `{_table_key('providers', name)}.base_url`: "
                 "must start with http:// or https://"
             )
-    if not 0 < config.server.port < 65536:
-        raise ConfigError(f"{src}: key `server.port`: must be between 1 and 65535")
     _check_store_url(config)
-    for key in ("max_age_days", "max_size_mb"):
-        if getattr(config.store, key) <= 0:
-            raise ConfigError(f"{src}: key `store.{key}`: must be positive")
-    if config.server.drain_seconds < 0:
-        raise ConfigError(f"{src}: key `server.drain_seconds`: must not be negative")
-    if config.server.heartbeat_interval <= 0:
-        raise ConfigError(f"{src}: key `server.heartbeat_interval`: must be positive")
-    if not 0 <= config.upstream.max_retries <= 10:
-        raise ConfigError(f"{src}: key `upstream.max_retries`: must be between 0 and 10")
-    for key in ("connect_timeout", "idle_timeout", "max_retry_wait"):
-        if getattr(config.upstream, key) <= 0:
-            raise ConfigError(f"{src}: key `upstream.{key}`: must be positive")
-    for key in ("max_connections", "max_message_bytes", "cache_bytes", "ping_interval"):
-        if getattr(config.websocket, key) <= 0:
-            raise ConfigError(f"{src}: key `websocket.{key}`: must be positive")
-    if not 0 <= config.debug.keep_turns <= 1000:
-        raise ConfigError(f"{src}: key `debug.keep_turns`: must be between 0 and 1000")
-    if config.debug.max_part_bytes <= 0:
-        raise ConfigError(f"{src}: key `debug.max_part_bytes`: must be positive")
-    if config.server.max_background <= 0:
-        raise ConfigError(f"{src}: key `server.max_background`: must be positive")
 
 
 def _origin(value: str, key: str, source: str) -> str:

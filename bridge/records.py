@@ -254,6 +254,16 @@ def stored_content(
     )
 
 
+# The largest count stored: the upstream's usage figures are any JSON integer, the
+# database's columns 64-bit (and JSON readers exact only to 2**53).
+MAX_COUNT = 2**53 - 1
+
+
+def bounded_count(value: int) -> int:
+    """An upstream's count as the store can hold it: within 0..MAX_COUNT."""
+    return min(max(value, 0), MAX_COUNT)
+
+
 def build_turn_record(
     response: ResponseObject,
     scope: Scope,
@@ -273,8 +283,8 @@ def build_turn_record(
         previous_response_id=response.previous_response_id,
         session_id=session_id,
         thread_id=thread_id,
-        input_tokens=usage.input_tokens if usage else 0,
-        output_tokens=usage.output_tokens if usage else 0,
+        input_tokens=bounded_count(usage.input_tokens) if usage else 0,
+        output_tokens=bounded_count(usage.output_tokens) if usage else 0,
         client=scope.client,
         scope=scope.conversation,
         content=content,

@@ -428,3 +428,78 @@ def test_the_effective_config_reads_back_as_the_same_config() -> None:
     assert again == config
     assert again.debug.keep_turns == 7
     assert 'odd "name" ü.x' in again.models
+
+
+# Every number has a declared range, and a value past it is refused before anything runs
+
+
+def numeric_fields() -> list[
+    tuple[tuple[str, ...], msgspec.inspect.IntType | msgspec.inspect.FloatType]
+]:
+    """(TOML path, type) of every int and float key, in every table (a provider `p`, a
+    model `m`)."""
+    found = []
+
+    def walk(kind: msgspec.inspect.Type, path: tuple[str, ...]) -> None:
+        if isinstance(kind, msgspec.inspect.StructType):
+            for field in kind.fields:
+                walk(field.type, (*path, field.name))
+        elif isinstance(kind, msgspec.inspect.DictType):
+            walk(kind.value_type, (*path, "m" if path == ("models",) else "p"))
+        elif isinstance(kind, msgspec.inspect.UnionType):
+            for member in kind.types:
+                walk(member, path)
+        elif isinstance(kind, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+            found.append((path, kind))
+
+    walk(msgspec.inspect.type_info(Config), ())
+    return found
+
+
+def out_of_range(kind: msgspec.inspect.IntType | msgspec.inspect.FloatType) -> list[object]:
+    low = kind.ge - 1 if kind.ge is not None else kind.gt
+    high = kind.le + 1 if kind.le is not None else kind.lt
+    values: list[object] = [low, high]
+    if isinstance(kind, msgspec.inspect.FloatType):
+        values += [float("nan"), float("inf")]
+    return values
+
+
+def config_with(path: tuple[str, ...], value: object) -> str:
+    """A valid config (one provider, one model) with `value` at `path`."""
+    tables: dict[tuple[str, ...], dict[str, object]] = {
+        ("providers", "p"): {"base_url": '"http://127.0.0.1:9/v1"'},
+        ("models", "m"): {"provider": '"p"'},
+    }
+    shown = repr(value) if not isinstance(value, float) else str(value).replace("e+", "e")
+    tables.setdefault(path[:-1], {})[path[-1]] = shown
+    return "".join(
+        f"[{'.'.join(table)}]\n" + "".join(f"{key} = {text}\n" for key, text in keys.items())
+        for table, keys in tables.items()
+    )
+
+
+def test_every_numeric_key_declares_both_bounds() -> None:
+    fields = numeric_fields()
+    assert len(fields) >= 25
+    for path, kind in fields:
+        assert kind.ge is not None or kind.gt is not None, path
+        assert kind.le is not None or kind.lt is not None, path
+
+
+def test_every_numeric_key_refuses_out_of_range_values_with_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`upstream.max_connections = 0` passed check-config (then every POST hung), -1
+    crashed serve: one of eight keys without a range check."""
+    from bridge.cli import EXIT_CONFIG, main
+
+    path = tmp_path / "bridge.toml"
+    path.write_text(config_with(("server", "port"), 8787))
+    assert main(["check-config", "--config", str(path)]) == 0
+    for key, kind in numeric_fields():
+        for value in out_of_range(kind):
+            path.write_text(config_with(key, value))
+            assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG, (key, value)
+            name = ".".join(f'"{part}"' if part == "m" else part for part in key)
+            assert f"key `{name}`" in capsys.readouterr().err, (key, value)

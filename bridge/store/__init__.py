@@ -32,6 +32,8 @@ from bridge.store.conversations import ConversationPage, ConversationRow, Item
 from bridge.store.database import Connection, Work, transaction
 from bridge.store.files import (
     DatabaseMissing,
+    DatabaseMoved,
+    FileIdentity,
     IntegrityCheck,
     Opening,
     SchemaTooNew,
@@ -39,6 +41,8 @@ from bridge.store.files import (
     StoreError,
     StoreRejected,
     StoreUnavailable,
+    file_identity,
+    file_problem,
     open_and_migrate,
     open_for,
 )
@@ -107,10 +111,15 @@ def _is_corruption(exc: BaseException) -> bool:
     )
 
 
-def _insert_group(db: sqlite3.Connection, group: list[Queued]) -> list[sqlite3.Error | None]:
+# What a turn's statements may raise besides sqlite3.Error: a value SQLite cannot bind (an
+# integer past 64 bits raises OverflowError, text with lone surrogates UnicodeEncodeError).
+_BIND_ERRORS = (OverflowError, ValueError)
+
+
+def _insert_group(db: sqlite3.Connection, group: list[Queued]) -> list[Exception | None]:
     """One transaction for the group; each turn in a savepoint of its own, so a turn that
     fails is rolled back alone. Returns each turn's error (None: written)."""
-    results: list[sqlite3.Error | None] = []
+    results: list[Exception | None] = []
     with transaction(db):
         for record, base, _ in group:
             if len(group) == 1:
@@ -120,7 +129,7 @@ def _insert_group(db: sqlite3.Connection, group: list[Queued]) -> list[sqlite3.E
             db.execute("SAVEPOINT turn")
             try:
                 writes.insert_turn(db, record, base)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, *_BIND_ERRORS) as exc:
                 if not db.in_transaction or _is_corruption(exc):
                     raise  # the whole transaction is gone
                 db.execute("ROLLBACK TO turn")
@@ -142,9 +151,11 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _probe_write(db: sqlite3.Connection) -> None:
+def _probe_write(db: sqlite3.Connection, path: Path, identity: FileIdentity) -> str | None:
+    """Whether a write could begin; what happened to the file, if it is not there."""
     db.execute("BEGIN IMMEDIATE")
     db.execute("ROLLBACK")
+    return file_problem(path, identity)
 
 
 class Store:
@@ -162,6 +173,7 @@ class Store:
         schema: SchemaState | None = None,
         spool: Spool | None = None,
         read_only: bool = False,
+        identity: FileIdentity = (0, 0),
     ) -> None:
         self._writer = writer
         self._probe = probe
@@ -188,6 +200,10 @@ class Store:
         self._pending: set[asyncio.Task[list[str]]] = set()
         # What is wrong with the file, once found; nothing is written after that.
         self.corruption: str | None = None
+        # The file opened, and what happened to it once it is no longer at `path` (deleted
+        # or replaced while running); nothing is written to it after that either.
+        self._identity = identity
+        self.moved: str | None = None
         self._check: asyncio.Task[None] | None = None
         # Writes wait for the first integrity check: nothing goes on top of a damaged file.
         self._checked = asyncio.Event()
@@ -215,6 +231,7 @@ class Store:
         """
         try:
             schema = await asyncio.to_thread(open_for, path, opening)
+            identity = await asyncio.to_thread(file_identity, path)
         except (MigrationError, sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: {exc}") from exc
         read_only = opening.read_only
@@ -267,6 +284,7 @@ class Store:
             schema=schema,
             spool=None if read_only else spool,
             read_only=read_only,
+            identity=identity,
         )
         if check:
             store._check = asyncio.create_task(store.check_integrity())
@@ -350,6 +368,8 @@ class Store:
         own."""
         if self.corruption is not None:
             return self.corruption
+        if self.moved is not None:
+            return self.moved
         if self._write_started is not None:
             waited = time.monotonic() - self._write_started
             if waited > PROBE_SECONDS:
@@ -358,12 +378,24 @@ class Store:
             return None  # being checked; writes wait for it
         try:
             async with asyncio.timeout(PROBE_SECONDS):
-                await self._probe.run(_probe_write)
+                moved = await self._probe.run(_probe_write, self.path, self._identity)
         except TimeoutError:
             return "the database did not answer within a second"
         except (sqlite3.Error, ValueError) as exc:
             return f"not writable: {exc}"
-        return None
+        if moved is not None:
+            self._moved(moved)
+        return self.moved
+
+    def _moved(self, problem: str) -> None:
+        if self.moved is None:
+            log.error(
+                "%s. Nothing more is written to it (turns wait in the spool, or say store: "
+                "false without one; other writes fail); restart the bridge to open the "
+                "database at that path again.",
+                problem,
+            )
+        self.moved = problem
 
     async def read_schema(self) -> SchemaState:
         """The file's schema version as it is now (the health task reads it)."""
@@ -389,9 +421,24 @@ class Store:
         await self._checked.wait()
         if self.corruption is not None:
             raise StoreCorrupt(self.corruption)
+        if self.moved is not None:
+            raise DatabaseMoved(self.moved)
+        path, identity = self.path, self._identity
+
+        def where_opened(db: sqlite3.Connection) -> T:
+            # Checked in the writer's thread, with the write: a file deleted or replaced
+            # since would lose it.
+            moved = file_problem(path, identity)
+            if moved is not None:
+                raise DatabaseMoved(moved)
+            return work(db, *args, **kwargs)
+
         self._write_started = self._write_started or time.monotonic()
         try:
-            return await self._writer.run(work, *args, **kwargs)
+            return await self._writer.run(where_opened)
+        except DatabaseMoved as exc:
+            self._moved(str(exc))
+            raise
         except sqlite3.DatabaseError as exc:
             if _is_corruption(exc):
                 self._corrupted(str(exc))
@@ -458,30 +505,46 @@ class Store:
         """Write queued turns in transactions of up to MAX_GROUP turns until none is left.
 
         While another process holds the database locked, the group is tried again until
-        write_timeout has passed (the turns' clients get heartbeats meanwhile)."""
-        while self._queued:
-            group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
-            results: list[Exception | None]
-            deadline = time.monotonic() + self._write_timeout
-            while True:
-                try:
-                    self.health.check_usable()
-                    results = list(await self._write_raw(_insert_group, group))
-                except sqlite3.OperationalError as exc:
-                    if _is_busy(exc) and time.monotonic() < deadline:
-                        await asyncio.sleep(BUSY_RETRY)
+        write_timeout has passed (the turns' clients get heartbeats meanwhile). Every turn
+        taken gets its answer whatever happens here: one the database did not take (or that
+        a bug kept from it) fails with its error, a StoreRejected for anything but SQLite's
+        and the store's own, and its response says so."""
+        group: list[Queued] = []
+        try:
+            while self._queued:
+                group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
+                results = await self._write_group(group)
+                for (_, _, future), error in zip(group, results, strict=True):
+                    if future.done():
                         continue
-                    results = [exc] * len(group)
-                except (sqlite3.Error, ValueError, StoreError) as exc:
-                    results = [exc] * len(group)
-                break
-            for (_, _, future), error in zip(group, results, strict=True):
-                if future.done():
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(_as_store_error(error, self.path))
+                group = []
+        finally:
+            # Only a cancellation (the store closing) leaves turns here: none waits forever.
+            for _, _, future in [*group, *self._queued]:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"{self.path}: the store was closed"))
+            self._queued = []
+
+    async def _write_group(self, group: list[Queued]) -> list[Exception | None]:
+        """Each turn's error (None: written), tried again while the database is locked."""
+        deadline = time.monotonic() + self._write_timeout
+        while True:
+            try:
+                self.health.check_usable()
+                return list(await self._write_raw(_insert_group, group))
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    await asyncio.sleep(BUSY_RETRY)
                     continue
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+                return [exc] * len(group)
+            except Exception as exc:  # the committer's boundary: see _commit_queued
+                if not isinstance(exc, sqlite3.Error | ValueError | StoreError):
+                    log.exception("writing %d turns failed inside the bridge", len(group))
+                return [exc] * len(group)
 
     async def delete_response(self, response_id: str, *, client: str | None = None) -> bool:
         """Delete a stored response (any of the client's; None: any response, for the CLI).
@@ -712,6 +775,15 @@ class Store:
     async def export(self, response_id: str) -> dict[str, Any] | None:
         await self.health.settle(response_id)
         return await self._read(reads.export, response_id)
+
+
+def _as_store_error(error: Exception, path: Path) -> Exception:
+    """A turn's write error as callers take it: SQLite's and the store's own as they are,
+    anything else (a value the database cannot hold, a bug) as a StoreRejected: trying
+    it again would fail the same way."""
+    if isinstance(error, sqlite3.Error | ValueError | StoreError):
+        return error
+    return StoreRejected(f"{path}: the turn could not be written: {type(error).__name__}: {error}")
 
 
 def _checkpoint(db: sqlite3.Connection, mode: str) -> None:

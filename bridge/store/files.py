@@ -45,6 +45,35 @@ class StoreRejected(StoreError):
     not help."""
 
 
+class DatabaseMoved(StoreUnavailable):
+    """The file at the database's path is gone or another one: nothing more is written to
+    the file this process opened (it would be lost at the next start); turns wait in the
+    spool for a restart to open the file at that path again."""
+
+
+# A file as the filesystem knows it (device, inode): another file at the same path differs.
+FileIdentity = tuple[int, int]
+
+
+def file_identity(path: Path) -> FileIdentity:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def file_problem(path: Path, identity: FileIdentity) -> str | None:
+    """What happened to the database file opened as `identity`, if it is no longer at
+    `path` (deleted, or replaced by another file); None while it is."""
+    try:
+        current = file_identity(path)
+    except FileNotFoundError:
+        return f"the database file {path} was deleted while the bridge was running"
+    except OSError:
+        return None  # not knowable here; SQLite reports what it cannot do
+    if current != identity:
+        return f"the database file {path} was replaced by another file while the bridge was running"
+    return None
+
+
 class SchemaTooNew(StoreUnavailable):
     """The database was migrated by a newer release in a way this code cannot use."""
 
@@ -255,7 +284,9 @@ def check_database(path: Path) -> DatabaseReport:
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "DatabaseMissing",
+    "DatabaseMoved",
     "DatabaseReport",
+    "FileIdentity",
     "IntegrityCheck",
     "MigrationError",
     "Opening",
@@ -265,6 +296,8 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "check_database",
+    "file_identity",
+    "file_problem",
     "inspect_schema",
     "integrity_problem",
     "open_and_migrate",

@@ -59,7 +59,9 @@ async def insert_turn(db: Connection, record: TurnRecord, base: tuple[str, int] 
     base_count = None
     checked = base_to_check(record, base)
     if checked is not None:
-        base_count = await db.fetchval("SELECT input_count FROM responses WHERE id = $1", checked)
+        base_count = await db.fetchval(
+            "SELECT input_count FROM responses WHERE id = $1 AND NOT deleted", checked
+        )
     rows = turn_rows(record, base, base_count)
     content = record.content
     if content is not None and content.tools is not None:
@@ -346,7 +348,7 @@ async def find_base(
         start = max(0, end - (BASE_WINDOW if end == len(digests) else 500))
         row = await db.fetchrow(
             "SELECT id, input_count FROM responses WHERE input_hash = ANY($1::bytea[]) "
-            "AND client = $2 ORDER BY input_count DESC LIMIT 1",
+            "AND client = $2 AND NOT deleted ORDER BY input_count DESC LIMIT 1",
             list(digests[start:end]),
             client,
         )

@@ -466,7 +466,8 @@ def find_base(
         row = one(
             db,
             "SELECT id, input_count FROM responses "
-            f"WHERE input_hash IN ({marks}) AND client = ? ORDER BY input_count DESC LIMIT 1",
+            f"WHERE input_hash IN ({marks}) AND client = ? AND NOT deleted "
+            "ORDER BY input_count DESC LIMIT 1",
             [*batch, client],
         )
         if row is not None:

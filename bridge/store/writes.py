@@ -104,7 +104,7 @@ def insert_turn(db: sqlite3.Connection, record: TurnRecord, base: tuple[str, int
     base_count = None
     checked = base_to_check(record, base)
     if checked is not None:
-        row = one(db, "SELECT input_count FROM responses WHERE id = ?", (checked,))
+        row = one(db, "SELECT input_count FROM responses WHERE id = ? AND NOT deleted", (checked,))
         base_count = None if row is None else int(row[0])
     rows = turn_rows(record, base, base_count)
     content = record.content
