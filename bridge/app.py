@@ -75,7 +75,14 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
             store.health.pending,
             store.health.spool.directory,
         )
-    app[BACKGROUND] = BackgroundRuns(store, app[TURNS], config.server.max_background)
+    directory = app[STORE_PATH].parent
+    app[BACKGROUND] = BackgroundRuns(
+        store,
+        app[TURNS],
+        config.server.max_background,
+        directory=directory if directory.is_dir() else None,
+        keep_alive=config.server.heartbeat_interval,
+    )
     app[BACKGROUND].recover()
     pruner = asyncio.create_task(
         prune_periodically(

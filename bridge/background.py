@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 
 from bridge.engine import run_turn
 from bridge.errors import ApiError
+from bridge.event_log import EventLog
 from bridge.store.backends import StoreBackend
 from bridge.turn_setup import PreparedTurn
 from bridge.turns import TurnsInFlight
@@ -30,13 +32,17 @@ from bridge.wire.events import ResponseEvent, ResponseObject
 log = logging.getLogger(__name__)
 
 _ENCODER = msgspec.json.Encoder()
-# How long a follower waits for the next event before it checks that the run is alive.
-FOLLOW_POLL = 30.0
 # How long a shutdown waits for runs to store their events.
 CLOSE_SECONDS = 10.0
 INTERRUPTED = (
     "responses-bridge stopped while this background response was running; send the request again"
 )
+# A follower's stream gets this SSE comment after a silence (background turns send no
+# heartbeat events: each would carry the whole output so far, into the stored log too).
+KEEP_ALIVE = b": keep-alive\n\n"
+# The most a run's events may take before its final ones (one upstream read each, so a
+# provider trickling characters makes many); past it the run ends failed.
+MAX_LOG_BYTES = 256 * 1024 * 1024
 
 
 def frame(event: ResponseEvent) -> bytes:
@@ -44,22 +50,21 @@ def frame(event: ResponseEvent) -> bytes:
     return event.frame_prefix + _ENCODER.encode(event) + b"\n\n"
 
 
-def split_frames(frames: bytes) -> list[bytes]:
-    """Stored frames, one per event (a frame's JSON never holds a blank line)."""
-    return [part + b"\n\n" for part in frames.split(b"\n\n") if part]
-
-
 class BackgroundRun:
     """One background turn: its task, its events so far, and whether it has ended."""
 
-    def __init__(self, prepared: PreparedTurn, client: str) -> None:
+    def __init__(self, prepared: PreparedTurn, client: str, events: EventLog) -> None:
         self.prepared = prepared
         self.client = client
-        self.frames: list[bytes] = []
+        self.events = events
         self.ended = False
         self.cancel_requested = False
+        # Why the run was stopped by the bridge (its log is full), if it was.
+        self.stopped: ApiError | None = None
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # Followers reading the log; the last one out of an ended run closes it.
+        self._readers = 0
 
     @property
     def response(self) -> ResponseObject:
@@ -67,37 +72,74 @@ class BackgroundRun:
         return self.prepared.turn.translator.as_streamed()
 
     async def sink(self, events: list[ResponseEvent]) -> None:
-        self.frames.extend(frame(event) for event in events)
+        await self.events.append([frame(event) for event in events])
         self._wake()
+        if (
+            self.events.size > MAX_LOG_BYTES
+            and self.stopped is None
+            and not self.prepared.turn.translator.ended
+            and self.task is not None
+        ):
+            self.stopped = ApiError.server(
+                f"the response's events passed {MAX_LOG_BYTES // (1024 * 1024)} MiB (the "
+                "provider sent its answer in very many small pieces); it was ended there"
+            )
+            self.task.cancel()
 
     def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def follow(self, after: int) -> AsyncIterator[bytes]:
-        """The frames of the events numbered above `after`, as they come, to the end."""
+    async def follow(self, after: int, idle: float) -> AsyncIterator[bytes]:
+        """The frames of the events numbered above `after`, as they come, to the end; a
+        KEEP_ALIVE comment after `idle` seconds without one."""
         position = max(0, after + 1)
-        while True:
-            if position < len(self.frames):
-                chunk = b"".join(self.frames[position:])
-                position = len(self.frames)
-                yield chunk
-                continue
-            if self.ended:
-                return
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FOLLOW_POLL):
-                    await changed.wait()
+        self._readers += 1
+        try:
+            while True:
+                if position < len(self.events):
+                    chunk, position = await self.events.read(position)
+                    yield chunk
+                    continue
+                if self.ended:
+                    return
+                changed = self._changed
+                try:
+                    async with asyncio.timeout(idle):
+                        await changed.wait()
+                except TimeoutError:
+                    yield KEEP_ALIVE
+        finally:
+            self._readers -= 1
+            if self.ended and not self._readers:
+                await self.events.close()
+
+    async def end(self) -> None:
+        """The run has ended: wake its followers; the log goes with the last of them."""
+        self.ended = True
+        self._wake()
+        if not self._readers:
+            await self.events.close()
 
 
 class BackgroundRuns:
     """The background turns of this process, by response id, until their events are stored."""
 
-    def __init__(self, store: StoreBackend, turns: TurnsInFlight, limit: int) -> None:
+    def __init__(
+        self,
+        store: StoreBackend,
+        turns: TurnsInFlight,
+        limit: int,
+        *,
+        directory: Path | None = None,
+        keep_alive: float = 10.0,
+    ) -> None:
         self._store = store
         self._turns = turns
         self._limit = limit
+        # Where the runs' event logs go while they run (None: the system's temporary files).
+        self._directory = directory
+        self.keep_alive = keep_alive
         self._runs: dict[str, BackgroundRun] = {}
         # Set once the responses a stopped process left running are marked failed (new
         # ones must not be taken for them).
@@ -167,17 +209,19 @@ class BackgroundRuns:
         response_id = translator.response.id
         translator.response.status = "queued"
         # Known here and claimed before its row exists: no reaper may take it for orphaned.
-        run = BackgroundRun(prepared, client)
+        run = BackgroundRun(prepared, client, await EventLog.create(self._directory))
         self._runs[response_id] = run
         try:
             await self._store.claim_run(response_id)
             stored = await prepared.turn.record()
         except BaseException:
             self._runs.pop(response_id, None)
+            await run.end()
             await self._store.release_run(response_id)
             raise
         if not stored:
             self._runs.pop(response_id, None)
+            await run.end()
             await self._store.release_run(response_id)
             raise ApiError.server(
                 "the background response could not be stored (see the bridge's log); "
@@ -196,27 +240,30 @@ class BackgroundRuns:
                 await run_turn(turn, run.sink, self._turns)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if not run.cancel_requested or task is None:
+                if not (run.cancel_requested or run.stopped) or task is None:
                     raise
                 task.uncancel()
-                translator.mark_cancelled()
+                if run.stopped is not None:
+                    translator.mark_failed(run.stopped)
+                    log.warning("background response %s: %s", response_id, run.stopped)
+                else:
+                    translator.mark_cancelled()
+                    log.info("background response %s cancelled", response_id)
                 await asyncio.shield(turn.record())
                 await run.sink(translator.failed())
-                log.info("background response %s cancelled", response_id)
-            await asyncio.shield(self._store_events(response_id, run.frames))
+            await asyncio.shield(self._store_events(response_id, run.events))
         except asyncio.CancelledError:
             log.warning("background response %s stopped with the bridge", response_id)
         except Exception:  # the task's boundary: its end is logged, never lost silently
             log.exception("background response %s broke off", response_id)
         finally:
-            run.ended = True
-            run._wake()
             self._runs.pop(response_id, None)
+            await asyncio.shield(run.end())
             await asyncio.shield(self._store.release_run(response_id))
 
-    async def _store_events(self, response_id: str, frames: list[bytes]) -> None:
+    async def _store_events(self, response_id: str, events: EventLog) -> None:
         try:
-            await self._store.save_events(response_id, b"".join(frames))
+            await self._store.save_events(response_id, await events.compressed())
         except Exception:
             log.exception("the events of background response %s were not stored", response_id)
 

@@ -16,8 +16,9 @@ import orjson
 from aiohttp import web
 
 from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, STORE
-from bridge.background import split_frames
+from bridge.background import KEEP_ALIVE
 from bridge.errors import ApiError
+from bridge.event_log import stored_frames
 from bridge.handlers import json_response, response_id_of, response_not_found
 from bridge.relay import encode_frames
 from bridge.translate.replay import replay_events
@@ -95,14 +96,16 @@ def _starting_after(value: str | None) -> int:
     return number
 
 
-def _stored_frames(
+async def _stored_events(
     response: bytes, frames: bytes | None, after: int, reasoning_events: str
-) -> list[bytes]:
+) -> AsyncIterator[bytes]:
     """The events of a stored response after `after`; a response stored without its
     events (not a background one) is told as the events that would have streamed it
     (bridge.translate.replay)."""
     if frames is not None:
-        return split_frames(frames)[after + 1 :]
+        async for chunk in stored_frames(frames, after):
+            yield chunk
+        return
     try:
         stored = _RESPONSE.decode(response)
     except msgspec.ValidationError:
@@ -110,16 +113,13 @@ def _stored_frames(
         status = orjson.loads(response).get("status")
         kind = _TERMINAL.get(status, "response.in_progress")
         if after >= 0:
-            return []
+            return
         data = b'{"type":"%s","sequence_number":0,"response":%s}' % (kind.encode(), response)
-        return [b"event: %s\ndata: %s\n\n" % (kind.encode(), data)]
+        yield b"event: %s\ndata: %s\n\n" % (kind.encode(), data)
+        return
     events = replay_events(stored, reasoning_events)[after + 1 :]
-    return [encode_frames(events)] if events else []
-
-
-async def _from_list(frames: list[bytes]) -> AsyncIterator[bytes]:
-    if frames:
-        yield b"".join(frames)
+    if events:
+        yield encode_frames(events)
 
 
 async def get_response(request: web.Request) -> web.StreamResponse:
@@ -130,10 +130,11 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     client = request[CLIENT]
     stream = _query_flag(request.query.get("stream"), "stream")
     after = _starting_after(request.query.get("starting_after"))
-    run = request.app[BACKGROUND].get(response_id, client)
+    runs = request.app[BACKGROUND]
+    run = runs.get(response_id, client)
     if run is not None:
         if stream:
-            return await stream_frames(request, run.follow(after))
+            return await stream_frames(request, run.follow(after, runs.keep_alive))
         return json_response(run.response)
     store = request.app[STORE]
     if not stream:
@@ -156,7 +157,7 @@ async def get_response(request: web.Request) -> web.StreamResponse:
         # Another bridge runs it (PostgreSQL): its events are stored when it ends.
         return await stream_frames(request, _after_it_ends(request, response_id, after))
     reasoning_events = request.app[CONFIG].server.reasoning_events
-    return await stream_frames(request, _from_list(_stored_frames(*found, after, reasoning_events)))
+    return await stream_frames(request, _stored_events(*found, after, reasoning_events))
 
 
 def _running(stored: bytes) -> bool:
@@ -175,6 +176,7 @@ async def _after_it_ends(
     store = request.app[STORE]
     client = request[CLIENT]
     deadline = time.monotonic() + FOLLOW_ELSEWHERE_SECONDS
+    keep_alive_every = max(1, round(request.app[BACKGROUND].keep_alive / POLL_SECONDS))
     checks = 0
     while time.monotonic() < deadline:
         found = await store.response_events(response_id, client)
@@ -182,12 +184,14 @@ async def _after_it_ends(
             return
         if not _running(found[0]):
             reasoning_events = request.app[CONFIG].server.reasoning_events
-            for chunk in _stored_frames(*found, after, reasoning_events):
+            async for chunk in _stored_events(*found, after, reasoning_events):
                 yield chunk
             return
         checks += 1
         if checks % REAP_EVERY == 0:
             await _reap(request)
+        if checks % keep_alive_every == 0:
+            yield KEEP_ALIVE
         await asyncio.sleep(POLL_SECONDS)
 
 

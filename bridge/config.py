@@ -118,8 +118,10 @@ class UpstreamConfig(_Strict):
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
     # Longest wait before a retry; a longer Retry-After is passed on to the client instead.
     max_retry_wait: Seconds = 10.0
-    # The largest answer a provider that ignores `stream: true` may send (one JSON body),
-    # and the largest single event of a stream; past them the turn fails with a clear error.
+    # The largest answer a provider may send: a stream's text, reasoning and tool calls
+    # together, or the one JSON body of a provider that ignores `stream: true`; and the
+    # largest single event of a stream. Past them the upstream request is closed and the
+    # turn fails with a clear error.
     max_answer_bytes: Size = 32 * 1024 * 1024
     max_event_bytes: Size = 16 * 1024 * 1024
 

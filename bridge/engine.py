@@ -133,7 +133,8 @@ class Turn:
     body: UpstreamBody
     translator: StreamTranslator
     record: Recorder
-    heartbeat_interval: float
+    # Seconds of silence before a heartbeat event; None: none are sent.
+    heartbeat_interval: float | None
     # The client's own Authorization header, for providers with forward_client_key.
     authorization: str | None = None
     # False: answered at once with an empty completed response, the upstream never asked
@@ -152,10 +153,11 @@ async def run_turn(turn: Turn, sink: EventSink, turns: TurnsInFlight) -> ApiErro
     """Run a turn to its end; returns the error it failed with (None: completed or
     incomplete). ClientGone and cancellation (the client disconnected) propagate."""
     translator = turn.translator
-    emitter = Emitter(sink, translator, turn.heartbeat_interval, turn.trace)
+    emitter = Emitter(sink, translator, turn.heartbeat_interval or 0.0, turn.trace)
     try:
         await emitter.send(translator.start)
-        emitter.start_beats()
+        if turn.heartbeat_interval is not None:
+            emitter.start_beats()
         try:
             return await turns.run(_attempts(turn, emitter), lambda: emitter.ended)
         except TurnAborted:

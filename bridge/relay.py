@@ -22,7 +22,7 @@ from bridge.errors import UPSTREAM_REFUSED, ApiError
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import UpstreamClient, connection_error, read_bounded
-from bridge.wire.chat import CHUNK_DECODER, COMPLETION_DECODER
+from bridge.wire.chat import CHUNK_DECODER, COMPLETION_DECODER, ChatChunk
 from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,13 @@ async def _relay(
 ) -> ApiError | None:
     """An upstream's SSE bytes, as they arrive, through the translator."""
     parser = SSEParser(max_event_bytes=upstream.max_event_bytes)
+    budget = AnswerBudget(upstream.max_answer_bytes)
     done = False
     try:
         async for data in stream:
             if tap is not None:
                 tap(data)
-            done, error = await _forward(parser.feed(data), translator, send)
+            done, error = await _forward(parser.feed(data), translator, send, budget)
             if error is not None:
                 return error
             if done:
@@ -123,7 +124,7 @@ async def _relay(
     if not done:
         # A last event without its blank line, then a stream with no [DONE]: fine when a
         # finish_reason came (a known provider quirk); failed otherwise.
-        done, error = await _forward(parser.finish(), translator, send)
+        done, error = await _forward(parser.finish(), translator, send, budget)
         if error is not None:
             return error
         if not done and not translator.quirks.missing_done:
@@ -181,8 +182,42 @@ async def _whole_answer(
     return failure[0] if failure else None
 
 
+class AnswerBudget:
+    """What is left of `[upstream] max_answer_bytes` for a streamed answer: its text,
+    reasoning and tool calls (what the bridge keeps of it), counted in characters."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, chunk: ChatChunk) -> None:
+        """Count a chunk's answer; ApiError once the answer is past the limit."""
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta is None:
+                continue
+            for text in (delta.content, delta.refusal, delta.reasoning_content, delta.reasoning):
+                if text:
+                    self.used += len(text)
+            for call in delta.tool_calls or ():
+                if call.function is not None:
+                    self.used += len(call.function.name or "") + len(call.function.arguments or "")
+            for details in delta.reasoning_details or ():
+                self.used += sum(len(v) for v in details.values() if isinstance(v, str))
+        if self.used > self.limit:
+            raise ApiError.server(
+                f"the provider's answer passed {self.limit} bytes ([upstream] "
+                "max_answer_bytes) and was cut off there: the bridge closed the stream"
+            )
+
+
 async def _forward(
-    events: list[SSEEvent], translator: StreamTranslator, send: Send
+    events: list[SSEEvent],
+    translator: StreamTranslator,
+    send: Send,
+    budget: AnswerBudget | None = None,
 ) -> tuple[bool, ApiError | None]:
     """Translate one upstream read and send what it produced; whether [DONE] came, and
     the error that ended the stream."""
@@ -193,7 +228,7 @@ async def _forward(
 
         def produce() -> list[ResponseEvent]:
             nonlocal start, done, error
-            produced, done, error, start = _translate(events, translator, start)
+            produced, done, error, start = _translate(events, translator, start, budget)
             return produced
 
         await send(produce)
@@ -201,7 +236,10 @@ async def _forward(
 
 
 def _translate(
-    events: list[SSEEvent], translator: StreamTranslator, start: int
+    events: list[SSEEvent],
+    translator: StreamTranslator,
+    start: int,
+    budget: AnswerBudget | None = None,
 ) -> tuple[list[ResponseEvent], bool, ApiError | None, int]:
     """Responses events for upstream events from `start` on; whether [DONE] came; the error
     that ended it; where to go on from.
@@ -221,7 +259,10 @@ def _translate(
             done = True
             break
         try:
-            translator.add(CHUNK_DECODER.decode(data))
+            chunk = CHUNK_DECODER.decode(data)
+            if budget is not None:
+                budget.spend(chunk)
+            translator.add(chunk)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             error = malformed(str(exc))
             break

@@ -79,7 +79,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         entry.outcome = "background"
         if not req.stream:
             return json_response(run.response)
-        return await stream_frames(request, run.follow(-1))
+        return await stream_frames(request, run.follow(-1, app[BACKGROUND].keep_alive))
     if not req.stream:
         return await _respond_whole(request, prepared)
     return await _respond_stream(request, prepared)

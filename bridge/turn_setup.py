@@ -496,7 +496,9 @@ async def setup_turn(
         body=body,
         translator=translator,
         record=record,
-        heartbeat_interval=config.server.heartbeat_interval,
+        # A background turn's followers get keep-alive comments instead (bridge.background):
+        # a heartbeat carries the whole output so far, and would be stored with the events.
+        heartbeat_interval=None if req.background else config.server.heartbeat_interval,
         authorization=headers.get("Authorization") if provider.forward_client_key else None,
         generate=generate,
         shorten=shorten,

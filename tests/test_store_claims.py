@@ -23,8 +23,8 @@ from bridge.records import record_turn
 from bridge.scope import Scope
 from bridge.store import StoreError
 from bridge.store.backends import open_store
-from bridge.store.files import Opening
 from bridge.store.database import transaction
+from bridge.store.files import Opening
 from bridge.store.writes import mark_deleted, remove_tombstone
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest
