@@ -17,6 +17,7 @@ from bridge.access import add_request_id, request_middleware
 from bridge.app_keys import (
     API_KEYS,
     BACKGROUND,
+    BODIES,
     CLIENT_KEYS,
     CONFIG,
     HTTP_SESSION,
@@ -29,6 +30,7 @@ from bridge.app_keys import (
 )
 from bridge.background import BackgroundRuns
 from bridge.background_http import cancel_response, get_response
+from bridge.bodies import BodyBudget
 from bridge.compaction import compact_response
 from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
@@ -197,6 +199,7 @@ def create_app(
     app.on_response_prepare.append(add_request_id)
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()
+    app[BODIES] = BodyBudget(config.server.max_request_bytes_in_flight)
     app[SOCKETS] = OpenSockets(config.websocket.max_connections)
     app[METRICS].read_on_scrape(lambda: _gauges(app))
     app.cleanup_ctx.append(_store)

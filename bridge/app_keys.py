@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.background import BackgroundRuns
+from bridge.bodies import BodyBudget, Share
 from bridge.config import Config
 from bridge.request_log import RequestLog
 from bridge.store.backends import StoreBackend
@@ -24,6 +25,8 @@ STORE: web.AppKey[StoreBackend] = web.AppKey("store")
 TURNS = web.AppKey("turns", TurnsInFlight)
 STORE_PATH = web.AppKey("store_path", Path)
 BACKGROUND = web.AppKey("background", BackgroundRuns)
+# The request bodies held by the requests being answered (bridge.bodies).
+BODIES = web.AppKey("bodies", BodyBudget)
 
 # The address the bridge listens on (the Host check allows it: bridge.browsers).
 LISTEN_HOST = web.AppKey("listen_host", str)
@@ -31,6 +34,8 @@ LISTEN_HOST = web.AppKey("listen_host", str)
 CLIENT_KEYS = web.AppKey("client_keys", tuple[str, ...])
 # Per request: who the client is, for scoping stored conversations (bridge.scope).
 CLIENT = web.RequestKey("client", str)
+# Per request: its share of the body budget (bridge.bodies).
+BODY_SHARE = web.RequestKey("body_share", Share)
 # Per request: the Origin of an allowed web page, answered with CORS headers.
 ALLOWED_ORIGIN = web.RequestKey("allowed_origin", str)
 # Per request: what its access log line says (bridge.access.RequestLog).

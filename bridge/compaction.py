@@ -18,14 +18,14 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.app_keys import BODIES, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.bodies import Share, read_body
 from bridge.config import Config
 from bridge.conversation import plan_turn, resolve_item_references
 from bridge.engine import run_turn
 from bridge.errors import ApiError
 from bridge.handlers import json_response
 from bridge.records import item_id_of, normalize_input_item
-from bridge.sse_transport import read_body
 from bridge.store import ChainNotFound
 from bridge.store.backends import StoreBackend
 from bridge.translate.compaction import (
@@ -59,9 +59,16 @@ async def _discard(events: list[Any]) -> None:
 
 async def compact_response(request: web.Request) -> web.Response:
     """POST /v1/responses/compact {model, input?, previous_response_id?, instructions?}."""
+    with request.app[BODIES].share() as share:
+        return await _compact(request, share)
+
+
+async def _compact(request: web.Request, share: Share) -> web.Response:
     app = request.app
     config = app[CONFIG]
-    body = await read_body(request, config.server.body_timeout)
+    body = await read_body(
+        request, share, seconds=config.server.body_timeout, limit=config.server.max_request_bytes
+    )
     req, items = parse_request(_with_model_checked(body))
     entry = request[REQUEST_LOG]
     entry.model = req.model

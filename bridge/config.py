@@ -43,6 +43,12 @@ class ServerConfig(_Strict):
     port: Port = 8787
     # Codex bodies reach several MB with images; 64 MiB leaves room for base64 images.
     max_request_bytes: Size = 64 * 1024 * 1024
+    # The bodies of all requests being answered at once, in bytes (a WebSocket turn's
+    # message counts as one); past it a request is refused (503, try again) before its body
+    # is read. Each byte of a body costs a few more once decoded.
+    max_request_bytes_in_flight: Annotated[int, msgspec.Meta(ge=1024, le=64 * GIB)] = (
+        256 * 1024 * 1024
+    )
     # Seconds of silence (upstream thinking, a slow store write) after which a heartbeat
     # event is sent; Codex's idle timer counts only events.
     heartbeat_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
@@ -366,6 +372,13 @@ def _check(config: Config) -> None:
                 f"{src}: key `{_table_key('providers', name)}.base_url`: "
                 "must start with http:// or https://"
             )
+    server = config.server
+    if server.max_request_bytes_in_flight < server.max_request_bytes:
+        raise ConfigError(
+            f"{src}: key `server.max_request_bytes_in_flight`: must be at least "
+            f"`server.max_request_bytes` ({server.max_request_bytes}), or no body of the "
+            "largest size could be taken"
+        )
     _check_store_url(config)
 
 

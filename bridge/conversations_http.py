@@ -7,12 +7,14 @@ items before the request's input, and its turn's input and output are appended t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from bridge.app_keys import CLIENT, STORE
+from bridge.app_keys import BODIES, BODY_SHARE, CLIENT, CONFIG, STORE
+from bridge.bodies import read_body
 from bridge.errors import ApiError, duplicate_item
 from bridge.handlers import json_response, list_params, list_response
 from bridge.lone_surrogates import replace_lone_surrogates
@@ -21,6 +23,7 @@ from bridge.store import ItemNotFound
 from bridge.store.conversations import ConversationRow, Item
 from bridge.translate.ids import new_id
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Items one request may add (OpenAI's limit).
 MAX_ITEMS = 20
 MAX_METADATA_KEYS = 16
@@ -52,7 +55,15 @@ def item_not_found(item_id: str) -> ApiError:
 
 
 async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
-    data = await request.read()
+    """The body as a JSON object, read as every body is (bridge.bodies): within the body
+    timeout, the size limit and the process's budget (held until the request ends)."""
+    settings = request.app[CONFIG].server
+    data = await read_body(
+        request,
+        request[BODY_SHARE],
+        seconds=settings.body_timeout,
+        limit=settings.max_request_bytes,
+    )
     if not data.strip():
         if required:
             raise ApiError.invalid("The request needs a JSON body", code="invalid_json")
@@ -233,13 +244,24 @@ async def delete_item(request: web.Request) -> web.Response:
     return json_response(conversation_object(row))
 
 
+def _holding_body(handler: Handler) -> Handler:
+    """`handler` with a share of the body budget for its request (see _json_body)."""
+
+    async def with_share(request: web.Request) -> web.StreamResponse:
+        with request.app[BODIES].share() as share:
+            request[BODY_SHARE] = share
+            return await handler(request)
+
+    return with_share
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
-    router.add_post("/v1/conversations", create_conversation)
+    router.add_post("/v1/conversations", _holding_body(create_conversation))
     router.add_get("/v1/conversations/{conversation_id}", get_conversation)
-    router.add_post("/v1/conversations/{conversation_id}", update_conversation)
+    router.add_post("/v1/conversations/{conversation_id}", _holding_body(update_conversation))
     router.add_delete("/v1/conversations/{conversation_id}", delete_conversation)
     router.add_get("/v1/conversations/{conversation_id}/items", list_items)
-    router.add_post("/v1/conversations/{conversation_id}/items", add_items)
+    router.add_post("/v1/conversations/{conversation_id}/items", _holding_body(add_items))
     router.add_get("/v1/conversations/{conversation_id}/items/{item_id}", get_item)
     router.add_delete("/v1/conversations/{conversation_id}/items/{item_id}", delete_item)

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 
-import aiohttp
 from aiohttp import web
 
-from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.app_keys import (
+    BACKGROUND,
+    BODIES,
+    CLIENT,
+    CONFIG,
+    REQUEST_LOG,
+    STORE,
+    TURNS,
+    UPSTREAMS,
+)
 from bridge.background_http import DONE, SSE_HEADERS, stream_frames
+from bridge.bodies import Share, read_body
 from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, EventSink, run_turn
-from bridge.errors import ApiError
 from bridge.handlers import json_response
 from bridge.metrics import METRICS, observe_turn
 from bridge.relay import encode_frames
@@ -28,35 +35,25 @@ from bridge.wire.events import ResponseEvent
 log = logging.getLogger(__name__)
 
 
-async def read_body(request: web.Request, seconds: float) -> bytes:
-    """The request body, within `seconds` (a client that trickles it is refused)."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await request.read()
-    except TimeoutError:
-        raise ApiError(
-            408,
-            f"The request body did not arrive within {seconds:g} seconds",
-            code="request_timeout",
-        ) from None
-    except (
-        web.RequestPayloadError,
-        aiohttp.http_exceptions.ContentEncodingError,
-        zlib.error,
-    ) as exc:
-        raise ApiError.invalid(
-            f"The body could not be decoded as its Content-Encoding says: {exc}",
-            code="invalid_encoding",
-        ) from None
-
-
 async def create_response(request: web.Request) -> web.StreamResponse:
     """POST /v1/responses: translate, relay, and stream (or return) the response."""
     app = request.app
-    config = app[CONFIG]
     if app[TURNS].draining:
         raise SHUTTING_DOWN
-    body = await read_body(request, config.server.body_timeout)
+    # The body's share of the process's budget is held until the response has ended.
+    with app[BODIES].share() as share:
+        return await _create(request, share)
+
+
+async def _create(request: web.Request, share: Share) -> web.StreamResponse:
+    app = request.app
+    config = app[CONFIG]
+    body = await read_body(
+        request,
+        share,
+        seconds=config.server.body_timeout,
+        limit=config.server.max_request_bytes,
+    )
     req, items = await parse_request_off_loop(body)
     entry = request[REQUEST_LOG]
     prepared = await setup_turn(

@@ -26,7 +26,8 @@ import msgspec
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bridge.app_keys import CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.app_keys import BODIES, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.bodies import Share
 from bridge.conversation import Prefix
 from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
@@ -280,10 +281,20 @@ class _Socket:
         started = time.perf_counter()
         self._turns += 1
         label = f"{self._label}#{self._turns}"
+        # The message's share of the process's body budget, held to the end of its turn.
+        with app[BODIES].share() as share:
+            await self._turn_in_share(data, generate, share, label, started)
+
+    async def _turn_in_share(
+        self, data: bytes, generate: bool, share: Share, label: str, started: float
+    ) -> None:
+        request = self._request
+        app = request.app
         previous: str | None = None
         try:
             if app[TURNS].draining:
                 raise SHUTTING_DOWN
+            share.hold(len(data))
             req, items = await parse_request_off_loop(data)
             previous = req.previous_response_id
             if req.background:

@@ -6,15 +6,18 @@ cost is measured by bench/large_inputs.py.)"""
 from __future__ import annotations
 
 import asyncio
+import io
+import socket
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from bridge import background
 from bridge.app import create_app
@@ -23,6 +26,7 @@ from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
+ServerFactory = Callable[..., Awaitable[TestServer]]
 TIMEOUT = 20.0
 
 
@@ -104,3 +108,88 @@ async def test_a_background_run_whose_events_outgrow_the_log_ends_failed(
     await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), TIMEOUT)
     stored = await client.get(f"/v1/responses/{events[0]['response']['id']}")
     assert (await stored.json())["status"] == "failed"
+
+
+async def _start_post(port: int, path: str, declared: int) -> socket.socket:
+    """A POST whose headers promise `declared` bytes of JSON body, and only a part sent."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(
+        sock,
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n{" % (path.encode(), declared),
+    )
+    return sock
+
+
+async def test_request_bodies_in_flight_share_one_budget(
+    fake_upstream: FakeUpstream, aiohttp_server: ServerFactory
+) -> None:
+    """Twelve 63 MB bodies at once peaked at 1.2 GB: nothing bounded the bodies in flight."""
+    config = bridge_config(
+        fake_upstream.url,
+        server="max_request_bytes = 1048576\nmax_request_bytes_in_flight = 2097152",
+    )
+    server = await aiohttp_server(create_app(config))
+    url = str(server.make_url("/v1/responses"))
+    half = {"model": MODEL, "input": "x" * 500_000}
+    held = [await _start_post(server.port, "/v1/responses", 900_000) for _ in range(2)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            conversations = str(server.make_url("/v1/conversations"))
+            items = {"items": [{"role": "user", "content": "y" * 500_000}]}
+            for _ in range(50):  # until the bridge has taken both requests' headers
+                async with session.post(conversations, json=items) as refused:
+                    if refused.status == 503:
+                        break
+                await asyncio.sleep(0.05)
+            async with session.post(url, json=half) as refused:
+                assert refused.status == 503
+                error = (await refused.json())["error"]
+                assert refused.headers["Retry-After"] == "1"
+            assert error["code"] == "server_is_overloaded"
+            assert "max_request_bytes_in_flight" in error["message"]
+            for sock in held:
+                sock.close()
+            fake_upstream.script(thinking_text_reply([], ["room again"]))
+            for _ in range(50):  # until the bridge has seen them go
+                async with session.post(url, json=half) as answered:
+                    if answered.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            assert answered.status == 200
+    finally:
+        for sock in held:
+            sock.close()
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_a_conversation_body_is_read_within_the_timeout_and_the_size_limit(
+    fake_upstream: FakeUpstream, aiohttp_server: ServerFactory
+) -> None:
+    """The Conversations endpoints read bodies without a timeout: a client trickling one
+    held its request open for ever."""
+    config = bridge_config(
+        fake_upstream.url, server="body_timeout = 0.3\nmax_request_bytes = 1048576"
+    )
+    server = await aiohttp_server(create_app(config))
+    loop = asyncio.get_running_loop()
+    for path in ("/v1/conversations", "/v1/conversations/conv_x/items"):
+        sock = await _start_post(server.port, path, 1000)
+        try:
+            answer = await asyncio.wait_for(loop.sock_recv(sock, 4096), TIMEOUT)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+    async with aiohttp.ClientSession() as session:
+        too_big = await session.post(
+            str(server.make_url("/v1/conversations")),
+            data=io.BytesIO(
+                orjson.dumps({"items": [{"role": "user", "content": "z" * 1_100_000}]})
+            ),
+            headers={"Content-Type": "application/json"},
+        )
+    assert too_big.status == 413
+    assert (await too_big.json())["error"]["code"] == "request_too_large"
