@@ -36,6 +36,7 @@ from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
 from bridge.debug_turns import add_routes as add_debug_routes
 from bridge.demo import DemoUpstream
+from bridge.fair_share import distinct_keys
 from bridge.handlers import (
     delete_response,
     get_model,
@@ -82,6 +83,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         store,
         app[TURNS],
         config.server.max_background,
+        clients=distinct_keys(app[CLIENT_KEYS]),
         directory=directory if directory.is_dir() else None,
         keep_alive=config.server.heartbeat_interval,
     )
@@ -200,7 +202,7 @@ def create_app(
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()
     app[BODIES] = BodyBudget(config.server.max_request_bytes_in_flight)
-    app[SOCKETS] = OpenSockets(config.websocket.max_connections)
+    app[SOCKETS] = OpenSockets(config.websocket.max_connections, distinct_keys(client_keys))
     app[METRICS].read_on_scrape(lambda: _gauges(app))
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_http_session)

@@ -24,6 +24,7 @@ import msgspec
 from bridge.engine import run_turn
 from bridge.errors import ApiError
 from bridge.event_log import EventLog
+from bridge.fair_share import fair_share
 from bridge.store.backends import StoreBackend
 from bridge.turn_setup import PreparedTurn
 from bridge.turns import TurnsInFlight
@@ -131,12 +132,15 @@ class BackgroundRuns:
         turns: TurnsInFlight,
         limit: int,
         *,
+        clients: int = 1,
         directory: Path | None = None,
         keep_alive: float = 10.0,
     ) -> None:
         self._store = store
         self._turns = turns
         self._limit = limit
+        # Each of the `clients` client keys may run its fair share of `limit`.
+        self._share = fair_share(limit, clients)
         # Where the runs' event logs go while they run (None: the system's temporary files).
         self._directory = directory
         self.keep_alive = keep_alive
@@ -201,6 +205,16 @@ class BackgroundRuns:
                 429,
                 f"{len(self._runs)} background responses are running, the most this bridge "
                 "runs at once ([server] max_background); try again when one has ended",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
+        own = sum(run.client == client for run in self._runs.values())
+        if own >= self._share:
+            raise ApiError(
+                429,
+                f"This client key has {own} background responses running, its share of the "
+                f"{self._limit} the bridge runs at once ([server] max_background, shared by "
+                "its client keys); try again when one has ended",
                 type="rate_limit_error",
                 code="rate_limit_exceeded",
             )

@@ -131,19 +131,37 @@ class TurnTrace:
 
 
 class TurnRing:
-    """The last `size` turns (none when 0)."""
+    """The last `size` turns (none when 0), shared fairly between clients: when it is
+    full, the client keeping the most turns loses its oldest, so a client that sends many
+    cannot push out the few of another."""
 
     def __init__(self, size: int, part_bytes: int) -> None:
-        self._turns: collections.deque[TurnTrace] = collections.deque(maxlen=max(size, 1))
+        self._turns: collections.deque[TurnTrace] = collections.deque()
+        self._size = size
         self.enabled = size > 0
         self._part_bytes = part_bytes
+        self._kept: collections.Counter[str] = collections.Counter()
 
     def begin(self, **fields: Any) -> TurnTrace | None:
         if not self.enabled:
             return None
         trace = TurnTrace(limit=self._part_bytes, **fields)
         self._turns.append(trace)
+        self._kept[trace.client] += 1
+        if len(self._turns) > self._size:
+            self._evict()
         return trace
+
+    def _evict(self) -> None:
+        """The oldest turn of the client that keeps the most."""
+        most = max(self._kept.values())
+        for trace in self._turns:
+            if self._kept[trace.client] == most:
+                self._turns.remove(trace)
+                self._kept[trace.client] -= 1
+                if not self._kept[trace.client]:
+                    del self._kept[trace.client]
+                return
 
     def visible(self, client: str | None) -> list[TurnTrace]:
         """Newest first; only `client`'s when given."""

@@ -32,6 +32,7 @@ from bridge.conversation import Prefix
 from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
 from bridge.errors import ApiError
+from bridge.fair_share import fair_share
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.metrics import observe_turn
 from bridge.socket_state import SocketConversations, conversation_after
@@ -77,11 +78,13 @@ def _read_envelope(data: bytes) -> tuple[_Envelope, bytes]:
 
 
 class OpenSockets:
-    """The sockets open now: bounded in number, closed together on shutdown."""
+    """The sockets open now, by client: bounded in number (each client key to its fair
+    share), closed together on shutdown."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, clients: int = 1) -> None:
         self.limit = limit
-        self._sockets: set[web.WebSocketResponse] = set()
+        self.share = fair_share(limit, clients)
+        self._sockets: dict[web.WebSocketResponse, str] = {}
         # What each open socket keeps of its conversations (for GET /metrics).
         self.conversations: weakref.WeakSet[SocketConversations] = weakref.WeakSet()
 
@@ -92,11 +95,14 @@ class OpenSockets:
     def full(self) -> bool:
         return len(self._sockets) >= self.limit
 
-    def add(self, ws: web.WebSocketResponse) -> None:
-        self._sockets.add(ws)
+    def held_by(self, client: str) -> int:
+        return sum(owner == client for owner in self._sockets.values())
+
+    def add(self, ws: web.WebSocketResponse, client: str) -> None:
+        self._sockets[ws] = client
 
     def discard(self, ws: web.WebSocketResponse) -> None:
-        self._sockets.discard(ws)
+        self._sockets.pop(ws, None)
 
     async def close_all(self) -> None:
         """Close every socket with 1001 (going away); their turns have been drained."""
@@ -154,6 +160,7 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
     # A web page's Origin was checked with every request's (bridge.browsers): browsers
     # apply no same-origin rule to WebSockets.
     sockets = app[SOCKETS]
+    client = request[CLIENT]
     if sockets.full:
         log.warning("refused a WebSocket: %d are open ([websocket] max_connections)", len(sockets))
         raise ApiError(
@@ -163,10 +170,19 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
             type="server_error",
             code="websocket_connection_limit_reached",
         )
+    if sockets.held_by(client) >= sockets.share:
+        raise ApiError(
+            426,
+            f"This client key has {sockets.share} WebSocket connections open, its share of "
+            f"the bridge's {sockets.limit} ([websocket] max_connections, shared by its client "
+            "keys); use POST /v1/responses, or close another",
+            type="server_error",
+            code="websocket_connection_limit_reached",
+        )
     await ws.prepare(request)
     entry = request[REQUEST_LOG]
     entry.upgraded = True
-    sockets.add(ws)
+    sockets.add(ws, client)
     try:
         await _Socket(request, ws).serve()
     finally:

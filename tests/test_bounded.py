@@ -193,3 +193,55 @@ async def test_a_conversation_body_is_read_within_the_timeout_and_the_size_limit
         )
     assert too_big.status == 413
     assert (await too_big.json())["error"]["code"] == "request_too_large"
+
+
+KEY_A = {"Authorization": "Bearer key-a"}
+KEY_B = {"Authorization": "Bearer key-b"}
+
+
+async def test_each_client_key_gets_its_share_of_background_runs_and_sockets(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    """One key could fill max_background and every WebSocket slot: the others got 429 and
+    426 until it was done."""
+    config = bridge_config(
+        fake_upstream.url,
+        server="max_background = 2",
+        extra="[websocket]\nmax_connections = 2",
+    )
+    client = await aiohttp_client(create_app(config, client_keys=("key-a", "key-b")))
+    slow = thinking_text_reply([], ["late"])
+    slow.delay_before = 30.0  # running until cancelled
+    fake_upstream.responder = lambda body: slow
+    body = {"model": MODEL, "input": "x", "background": True}
+    first = await (await client.post("/v1/responses", json=body, headers=KEY_A)).json()
+    second = await client.post("/v1/responses", json=body, headers=KEY_A)
+    assert second.status == 429
+    assert "share" in (await second.json())["error"]["message"]
+    other = await client.post("/v1/responses", json=body, headers=KEY_B)
+    assert other.status == 200, await other.text()
+    for started, headers in ((first, KEY_A), (await other.json(), KEY_B)):
+        await client.post(f"/v1/responses/{started['id']}/cancel", headers=headers)
+
+    async with client.ws_connect("/v1/responses", headers=KEY_A):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/v1/responses", headers=KEY_A)
+        assert refused.value.status == 426
+        async with client.ws_connect("/v1/responses", headers=KEY_B):
+            pass
+
+
+async def test_a_client_key_cannot_push_the_others_turns_out_of_the_trace_ring(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    config = bridge_config(fake_upstream.url, extra="[debug]\nkeep_turns = 4")
+    client = await aiohttp_client(create_app(config, client_keys=("key-a", "key-b")))
+    fake_upstream.responder = lambda body: thinking_text_reply([], ["ok"])
+    body = {"model": MODEL, "input": "x"}
+    mine = await (await client.post("/v1/responses", json=body, headers=KEY_B)).json()
+    for _ in range(6):
+        await (await client.post("/v1/responses", json=body, headers=KEY_A)).read()
+    kept_b = (await (await client.get("/debug/turns", headers=KEY_B)).json())["data"]
+    assert [turn["id"] for turn in kept_b] == [mine["id"]]
+    kept_a = (await (await client.get("/debug/turns", headers=KEY_A)).json())["data"]
+    assert len(kept_a) == 3
