@@ -16,7 +16,6 @@ response.failed, as over SSE.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -401,9 +400,21 @@ class _Socket:
                 raise ClientGone(f"went away ({exc})") from None
 
     async def _send_error(self, error: ApiError) -> None:
-        async with self._send_lock:
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
+        """An error event, sent like events are: a client that takes none for
+        client_stall_timeout seconds has stopped reading, and its socket is closed (a client
+        flooding bad messages and reading nothing kept its slot for ever)."""
+        stall = self._config.server.client_stall_timeout
+        try:
+            async with asyncio.timeout(stall), self._send_lock:
                 await self._ws.send_frame(error_event(error), WSMsgType.TEXT)
+        except TimeoutError:
+            log.info(
+                "WebSocket %s: the client stopped reading (a write waited %gs)", self._label, stall
+            )
+            if self._request.transport is not None:
+                self._request.transport.abort()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client went away
 
     def _log(
         self,

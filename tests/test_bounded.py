@@ -6,6 +6,7 @@ cost is measured by bench/large_inputs.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
 import sqlite3
@@ -245,3 +246,64 @@ async def test_a_client_key_cannot_push_the_others_turns_out_of_the_trace_ring(
     assert [turn["id"] for turn in kept_b] == [mine["id"]]
     kept_a = (await (await client.get("/debug/turns", headers=KEY_A)).json())["data"]
     assert len(kept_a) == 3
+
+
+def _client_text_frame(payload: bytes) -> bytes:
+    """One masked client text frame (a zero mask)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x81, 0x80 | length])
+    elif length < 65536:
+        header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big")
+    return header + b"\x00\x00\x00\x00" + payload
+
+
+async def test_a_socket_that_floods_invalid_messages_and_never_reads_is_reclaimed(
+    fake_upstream: FakeUpstream, aiohttp_server: ServerFactory
+) -> None:
+    """Error replies outside a turn had no write timeout: the bridge waited for ever to
+    send one, and the socket's slot stayed taken."""
+    config = bridge_config(
+        fake_upstream.url,
+        server="client_stall_timeout = 0.3",
+        extra="[websocket]\nmax_connections = 1",
+    )
+    server = await aiohttp_server(create_app(config))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", server.port))
+    await loop.sock_sendall(
+        sock,
+        b"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
+    )
+    assert (await asyncio.wait_for(loop.sock_recv(sock, 1024), TIMEOUT)).startswith(b"HTTP/1.1 101")
+    # Each reply names the unknown event type: 30 KB of error back per message.
+    flood = _client_text_frame(orjson.dumps({"type": "x" * 30_000}))
+
+    async def send_forever() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(2000):
+                await loop.sock_sendall(sock, flood)
+
+    sender = asyncio.create_task(send_forever())
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.ws_connect(server.make_url("/v1/responses")):
+                        break
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 426
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the flooding socket kept its slot")
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        sock.close()
