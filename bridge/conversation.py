@@ -16,6 +16,7 @@ from multidict import CIMultiDictProxy
 
 from bridge.config import ProviderConfig
 from bridge.errors import ApiError
+from bridge.log_lines import some
 from bridge.providers import PROFILES, Profile, shape_body
 from bridge.records import record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
@@ -184,6 +185,7 @@ async def plan_turn(
             plan = translate()
     except RequestError as exc:
         raise ApiError(400, exc.message, param=exc.param, code="invalid_value") from None
+    _log_skipped(plan)
     if plan.omitted_images:
         log.info(
             "left %d image(s) out of the request for %s, which takes text only",
@@ -206,6 +208,24 @@ async def plan_turn(
         max_tokens_param=provider.max_tokens_param,
     )
     return PlannedTurn(plan, scope, by_context, prefix, context_base)
+
+
+def _log_skipped(plan: ChatRequestPlan) -> None:
+    """One line for each kind of item left out of the request, however many (a request
+    of 100,000 such items wrote 100,000 lines)."""
+    if plan.skipped_outputs:
+        log.warning(
+            "skipped %d stored tool output(s) whose call_id answers no call (Chat Completions "
+            "takes none): %s",
+            len(plan.skipped_outputs),
+            some(plan.skipped_outputs),
+        )
+    if plan.foreign_compactions:
+        log.warning(
+            "skipped %d compaction item(s) that responses-bridge did not make (their content "
+            "cannot be read)",
+            plan.foreign_compactions,
+        )
 
 
 def _context_keys(

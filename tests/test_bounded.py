@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import socket
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -307,3 +308,37 @@ async def test_a_socket_that_floods_invalid_messages_and_never_reads_is_reclaime
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
         sock.close()
+
+
+async def test_one_request_writes_one_warning_per_kind_of_item_it_leaves_out(
+    bridge: TestClient, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One WARNING line per item left out (a stored tool output answering no call, a
+    compaction item from elsewhere): a request of 100,000 of them wrote 100,000 lines."""
+    conversation = await (await bridge.post("/v1/conversations", json={})).json()
+    for batch in range(3):
+        orphans = [
+            {"type": "function_call_output", "call_id": f"call_{batch}_{n}", "output": "x"}
+            for n in range(20)
+        ]
+        added = await bridge.post(
+            f"/v1/conversations/{conversation['id']}/items", json={"items": orphans}
+        )
+        assert added.status == 200, await added.text()
+    foreign = [{"type": "compaction", "encrypted_content": f"gAAAA{n}"} for n in range(500)]
+    fake_upstream.script(thinking_text_reply([], ["ok"]))
+    with caplog.at_level(logging.WARNING):
+        response = await bridge.post(
+            "/v1/responses",
+            json={
+                "model": MODEL,
+                "conversation": conversation["id"],
+                "input": [*foreign, {"role": "user", "content": "hi"}],
+            },
+        )
+        assert response.status == 200, await response.text()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings[:3]
+    assert "60 stored tool output(s)" in warnings[0]
+    assert "call_0_0, call_0_1, call_0_2, call_0_3, call_0_4 and 55 more" in warnings[0]
+    assert "500 compaction item(s)" in warnings[1]

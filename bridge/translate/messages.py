@@ -186,6 +186,10 @@ class MessageBuilder:
         self.images = images
         # Images left out because the model takes text only.
         self.omitted_images = 0
+        # What was left out of replayed history, logged once per request: the call ids of
+        # stored tool outputs that answer no call, and compaction items made elsewhere.
+        self.skipped_outputs: list[str] = []
+        self.foreign_compactions = 0
         self.messages: list[ChatMessage] = []
         self.reasoning: list[Reasoning] = list(continuation.reasoning) if continuation else []
         # The assistant message that further tool calls of the same turn join.
@@ -353,7 +357,7 @@ class MessageBuilder:
                     "custom_tool_call earlier in the conversation",
                     f"{param}.call_id",
                 )
-            log.warning("skipping stored tool output for unknown call_id %s", item.call_id)
+            self.skipped_outputs.append(item.call_id)
             return
         self.open_turn = None
         self.continued = None
@@ -377,7 +381,7 @@ class MessageBuilder:
         stands; one from elsewhere (OpenAI's own) cannot be read and is left out."""
         carried = decode_compaction(item.encrypted_content)
         if carried is None:
-            log.warning("skipping a compaction item that responses-bridge did not make")
+            self.foreign_compactions += 1
             return
         self._flush_tool_images()
         self.open_turn = None

@@ -42,6 +42,9 @@ class ChatRequestPlan:
     context_start: int = 0
     # Images replaced by a note because the model takes text only.
     omitted_images: int = 0
+    # What was left out of replayed history (logged once per request: bridge.conversation).
+    skipped_outputs: list[str] = field(default_factory=list)
+    foreign_compactions: int = 0
     # What built the messages; it goes on with the response's output (bridge.socket_state).
     builder: MessageBuilder | None = None
     # What the answer must be, when the provider cannot be held to the requested format.
@@ -176,6 +179,8 @@ def translate_request(
         reasoning_gaps=reasoning_gaps(messages, needs),
         context_start=1 if instructions else 0,
         omitted_images=built.omitted_images,
+        skipped_outputs=built.skipped_outputs,
+        foreign_compactions=built.foreign_compactions,
         builder=built,
         output_check=output.check,
     )
