@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -18,7 +19,7 @@ import msgspec
 
 from bridge.body import UpstreamBody
 from bridge.demo import DemoUpstream
-from bridge.errors import UPSTREAM_REFUSED, ApiError
+from bridge.errors import UPSTREAM_REFUSED, ApiError, redact
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import UpstreamClient, connection_error, read_bounded
@@ -74,23 +75,30 @@ async def pump(
     authorization: str | None = None,
     tap: Tap | None = None,
 ) -> ApiError | None:
-    """Stream one upstream request through the translator; the error it ended with.
-    `tap` sees the upstream's bytes as they arrive (turn tracing)."""
+    """Stream one upstream request through the translator; the error it ended with (its
+    message safe to show: no key in it). `tap` sees the upstream's bytes as they arrive
+    (turn tracing)."""
     try:
         if isinstance(upstream, DemoUpstream):
             async with contextlib.aclosing(upstream.answer(body)) as answer:
                 return await _relay(answer, upstream, translator, send, tap)
         async with upstream.stream(body, authorization) as response:
             if response.content_type == "application/json":
-                return await _whole_answer(response, upstream, translator, send, tap)
-            if response.content_type in HTML_TYPES:
-                return not_an_event_stream(response.content_type, upstream.display_url)
-            error = await _relay(response.content.iter_any(), upstream, translator, send, tap)
-            if error is None and not response.content.at_eof():
-                await _drain(response)
-            return error
+                error = await _whole_answer(response, upstream, translator, send, tap)
+            elif response.content_type in HTML_TYPES:
+                error = not_an_event_stream(response.content_type, upstream.display_url)
+            else:
+                error = await _relay(response.content.iter_any(), upstream, translator, send, tap)
+                if error is None and not response.content.at_eof():
+                    await _drain(response)
     except ApiError as exc:
-        return exc
+        return exc  # an HTTP error: its message is made safe where it is read
+    if error is None:
+        return None
+    # An error inside an HTTP 200 stream or answer is the provider's text too: a provider
+    # that echoes the key it was given ("bad key Bearer sk-...") must not pass it on.
+    forwarded = [authorization.partition(" ")[2]] if authorization else []
+    return dataclasses.replace(error, message=upstream.redact(redact(error.message, forwarded)))
 
 
 async def _relay(
