@@ -19,6 +19,7 @@ from bridge.app_keys import (
     BACKGROUND,
     BODIES,
     CLIENT_KEYS,
+    COLLECTOR,
     CONFIG,
     HTTP_SESSION,
     LISTEN_HOST,
@@ -31,6 +32,7 @@ from bridge.app_keys import (
 from bridge.background import BackgroundRuns
 from bridge.background_http import cancel_response, get_response
 from bridge.bodies import BodyBudget
+from bridge.collector import CollectorPause
 from bridge.compaction import compact_response
 from bridge.config import Config, store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
@@ -202,6 +204,7 @@ def create_app(
     app[STORE_PATH] = store_file or store_path(config, os.environ)
     app[TURNS] = TurnsInFlight()
     app[BODIES] = BodyBudget(config.server.max_request_bytes_in_flight)
+    app[COLLECTOR] = CollectorPause()
     app[SOCKETS] = OpenSockets(config.websocket.max_connections, distinct_keys(client_keys))
     app[METRICS].read_on_scrape(lambda: _gauges(app))
     app.cleanup_ctx.append(_store)

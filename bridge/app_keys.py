@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bridge.background import BackgroundRuns
 from bridge.bodies import BodyBudget, Share
+from bridge.collector import CollectorPause
 from bridge.config import Config
 from bridge.request_log import RequestLog
 from bridge.store.backends import StoreBackend
@@ -27,6 +28,8 @@ STORE_PATH = web.AppKey("store_path", Path)
 BACKGROUND = web.AppKey("background", BackgroundRuns)
 # The request bodies held by the requests being answered (bridge.bodies).
 BODIES = web.AppKey("bodies", BodyBudget)
+# Garbage collection paused while very large requests are served (bridge.collector).
+COLLECTOR = web.AppKey("collector", CollectorPause)
 
 # The address the bridge listens on (the Host check allows it: bridge.browsers).
 LISTEN_HOST = web.AppKey("listen_host", str)

@@ -73,7 +73,8 @@ class BackgroundRun:
         return self.prepared.turn.translator.as_streamed()
 
     async def sink(self, events: list[ResponseEvent]) -> None:
-        await self.events.append([frame(event) for event in events])
+        for event in events:
+            await self.events.append(frame(event))
         self._wake()
         if (
             self.events.size > MAX_LOG_BYTES

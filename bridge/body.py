@@ -32,6 +32,30 @@ class UpstreamBody:
     def of(cls, data: bytes) -> UpstreamBody:
         return cls((data,))
 
+    @classmethod
+    def in_runs(cls, pieces: Sequence[bytes]) -> UpstreamBody:
+        """The pieces with each run of small ones joined into one of about WRITE_BYTES:
+        the same body in a few hundred pieces instead of millions (what a thread does for a
+        very long conversation, so that writing it is a few steps on the event loop)."""
+        runs: list[bytes] = []
+        run: list[bytes] = []
+        run_bytes = 0
+        for piece in pieces:
+            if len(piece) >= WRITE_BYTES:
+                if run:
+                    runs.append(b"".join(run))
+                    run, run_bytes = [], 0
+                runs.append(piece)
+                continue
+            run.append(piece)
+            run_bytes += len(piece)
+            if run_bytes >= WRITE_BYTES:
+                runs.append(b"".join(run))
+                run, run_bytes = [], 0
+        if run:
+            runs.append(b"".join(run))
+        return cls(runs)
+
     def as_bytes(self) -> bytes:
         """The whole body in one buffer (a copy: for logs and tests)."""
         return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)

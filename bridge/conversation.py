@@ -38,13 +38,10 @@ TRANSLATE_IN_THREAD = 20_000
 MISSES_SHOWN = 5
 
 
-async def resolve_item_references(store: StoreBackend, items: list[Any], client: str) -> list[Any]:
-    """The input with each `item_reference` replaced by the item it names (from the client's
-    stored responses); ApiError 400 naming the first one not found."""
-    # An item_reference: so typed, or (the specification's type may be null or left out)
-    # an item with an id and neither a type nor a role. Inline: this runs on the loop for
-    # every item of every request.
-    wanted = [
+def _references(items: list[Any]) -> list[tuple[int, Any]]:
+    """(index, id) of each item_reference in the input: so typed, or (the specification's
+    type may be null or left out) an item with an id and neither a type nor a role."""
+    return [
         (index, item["id"])
         for index, item in enumerate(items)
         if isinstance(item, dict)
@@ -53,6 +50,15 @@ async def resolve_item_references(store: StoreBackend, items: list[Any], client:
             or (item.get("type") is None and "role" not in item and "id" in item)
         )
     ]
+
+
+async def resolve_item_references(store: StoreBackend, items: list[Any], client: str) -> list[Any]:
+    """The input with each `item_reference` replaced by the item it names (from the client's
+    stored responses); ApiError 400 naming the first one not found."""
+    if len(items) > TRANSLATE_IN_THREAD:
+        wanted = await asyncio.to_thread(_references, items)
+    else:
+        wanted = _references(items)
     if not wanted:
         return items
     for index, item_id in wanted:
@@ -135,10 +141,12 @@ async def plan_turn(
     images: bool = True,
     prefix: Prefix | None = None,
     stored: StoredHistory | None = None,
+    large: bool = False,
 ) -> PlannedTurn:
     """The upstream request for `req`: its stored chain first (or the `prefix` a WebSocket
     kept of it, or the `stored` conversation it names), reasoning filled in from its own
-    scope, and shaped for the provider's profile."""
+    scope, and shaped for the provider's profile. A `large` request (its body is) is
+    translated and shaped in a thread."""
     profile = PROFILES[provider.profile]
     conversation = session_scope(headers)
     by_context = conversation is None
@@ -179,7 +187,8 @@ async def plan_turn(
     )
     try:
         # A very long conversation takes seconds to translate: off the loop then.
-        if len(items) + len(history) > TRANSLATE_IN_THREAD:
+        # (A tool costs about what an item does: 100,000 tools held the loop for 4 s.)
+        if large or len(items) + len(history) + len(req.tools or ()) > TRANSLATE_IN_THREAD:
             plan = await asyncio.to_thread(translate)
         else:
             plan = translate()
@@ -199,7 +208,8 @@ async def plan_turn(
         context_base = prefix.context_head if replaced else prefix.context
     if plan.reasoning_gaps:
         await recover_reasoning(store, scope, plan, by_context, context_base, profile)
-    shape_body(
+    shape = functools.partial(
+        shape_body,
         plan.body,
         profile,
         req.reasoning.effort if req.reasoning else None,
@@ -207,6 +217,10 @@ async def plan_turn(
         drop_params=provider.drop_params,
         max_tokens_param=provider.max_tokens_param,
     )
+    if large or len(plan.messages) > TRANSLATE_IN_THREAD:
+        await asyncio.to_thread(shape)
+    else:
+        shape()
     return PlannedTurn(plan, scope, by_context, prefix, context_base)
 
 
@@ -309,6 +323,8 @@ def turn_recorder(
     response: ResponseObject,
     planned: PlannedTurn,
     headers: CIMultiDictProxy[str],
+    *,
+    large: bool = False,
 ) -> Callable[[], Awaitable[bool]]:
     """The write that records the finished turn; a storage failure is logged, not raised.
 
@@ -353,7 +369,8 @@ def turn_recorder(
             prepared = await preparing
             digests = prepared.digests
             response.store_pending = msgspec.UNSET  # not part of what is stored
-            turn = record_turn(
+            make = functools.partial(
+                record_turn,
                 req,
                 response,
                 planned.scope,
@@ -364,6 +381,9 @@ def turn_recorder(
                 encoded=prepared.encoded,
                 item_digests=digests.digests if digests is not None else None,
             )
+            # A large request takes a while to encode: off the loop then.
+            many = len(items) + len(req.tools or ()) > TRANSLATE_IN_THREAD // 10
+            turn = await asyncio.to_thread(make) if large or many else make()
             # What the database could not take yet waits in the spool; the final object
             # lists it.
             response.store_pending = (

@@ -51,14 +51,24 @@ class EventLog:
     def __len__(self) -> int:
         return len(self._starts)
 
-    async def append(self, frames: list[bytes]) -> None:
-        """Add frames at the end; written out once WRITE_BYTES have gathered."""
-        for data in frames:
+    async def append(self, data: bytes) -> None:
+        """Add a frame at the end; small ones are written out once WRITE_BYTES have
+        gathered, a large one at once and without a copy (a final event carries the whole
+        answer)."""
+        if len(data) < WRITE_BYTES:
             self._starts.append(self.size)
             self.size += len(data)
             self._pending += data
-        if len(self._pending) >= WRITE_BYTES:
-            await self.flush()
+            if len(self._pending) >= WRITE_BYTES:
+                await self.flush()
+            return
+        await self.flush()
+        async with self._writing:
+            await asyncio.to_thread(os.pwrite, self._file.fileno(), data, self._written)
+            # Known to readers only now, whole on disk.
+            self._starts.append(self.size)
+            self.size += len(data)
+            self._written += len(data)
 
     async def flush(self) -> None:
         async with self._writing:

@@ -16,6 +16,7 @@ from bridge.app_keys import (
     BACKGROUND,
     BODIES,
     CLIENT,
+    COLLECTOR,
     CONFIG,
     REQUEST_LOG,
     STORE,
@@ -27,9 +28,10 @@ from bridge.bodies import Share, read_body
 from bridge.debug_turns import begin_trace
 from bridge.engine import SHUTTING_DOWN, ClientGone, EventSink, run_turn
 from bridge.handlers import json_response
+from bridge.letting_go import let_go
 from bridge.metrics import METRICS, observe_turn
 from bridge.relay import encode_frames
-from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
+from bridge.turn_setup import DECODE_IN_THREAD, PreparedTurn, parse_request_off_loop, setup_turn
 from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,19 @@ async def _create(request: web.Request, share: Share) -> web.StreamResponse:
         seconds=config.server.body_timeout,
         limit=config.server.max_request_bytes,
     )
+    with app[COLLECTOR].during(len(body)):
+        return await _answer(request, body)
+
+
+async def _answer(request: web.Request, body: bytes) -> web.StreamResponse:
+    app = request.app
+    config = app[CONFIG]
     req, items = await parse_request_off_loop(body)
     entry = request[REQUEST_LOG]
     prepared = await setup_turn(
         req,
         items,
+        large=len(body) >= DECODE_IN_THREAD,
         config=config,
         store=app[STORE],
         upstreams=app[UPSTREAMS],
@@ -78,8 +88,19 @@ async def _create(request: web.Request, share: Share) -> web.StreamResponse:
             return json_response(run.response)
         return await stream_frames(request, run.follow(-1, app[BACKGROUND].keep_alive))
     if not req.stream:
-        return await _respond_whole(request, prepared)
-    return await _respond_stream(request, prepared)
+        response: web.StreamResponse = await _respond_whole(request, prepared)
+    else:
+        response = await _respond_stream(request, prepared)
+    # The turn is over and recorded: what a very large input left is freed in steps.
+    plan = prepared.planned.plan
+    await let_go(
+        items,
+        req.input if isinstance(req.input, list) else [],
+        plan.messages,
+        plan.body.get("tools") or [],
+        plan.tool_map,
+    )
+    return response
 
 
 def _note_end(request: web.Request, prepared: PreparedTurn) -> None:

@@ -30,6 +30,7 @@ from bridge.conversation import (
 )
 from bridge.engine import Recorder, Shorten, Turn
 from bridge.errors import ApiError, duplicate_item
+from bridge.letting_go import empty_in_steps
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.providers import PROFILES
 from bridge.records import conversation_items, item_id_of, repeated_id
@@ -96,6 +97,8 @@ def _parse_large(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return parse_request(body)  # the same error, worded as for any body
     fields = msgspec.structs.asdict(raw)
+    if items is not None and isinstance(raw.input, list):
+        empty_in_steps(raw.input)  # the items' raw JSON, no longer needed
     fields["input"] = raw.input if items is None else items
     request = ResponsesRequest(**fields)
     return request, input_items(request)
@@ -112,17 +115,33 @@ async def parse_request_off_loop(body: bytes) -> tuple[ResponsesRequest, list[An
 _ENCODER = msgspec.json.Encoder()
 # Upstream bodies with more messages than this are encoded in a thread, message by message.
 ENCODE_IN_THREAD = 5000
+# Tool lists longer than this are echoed and encoded in a thread, tool by tool (100,000
+# tools held the loop 1.3 s).
+ECHO_IN_THREAD = 2000
 
 
-def encode_messages(messages: Sequence[ChatMessage]) -> list[bytes]:
-    """Each message as JSON, one by one (in a thread, the loop gets in between)."""
+def encode_messages(messages: Sequence[Any]) -> list[bytes]:
+    """Each message (or tool) as JSON, one by one (in a thread, the loop gets in between)."""
     # A comprehension, not map(): the interpreter may switch threads between its steps.
     return [_ENCODER.encode(message) for message in messages]
 
 
+def _many_tools(body: dict[str, Any]) -> bool:
+    tools = body.get("tools")
+    return isinstance(tools, list) and len(tools) >= ECHO_IN_THREAD
+
+
 def _split_body(body: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The body's JSON before and after its messages."""
-    rest = _ENCODER.encode({**body, "messages": []})
+    """The body's JSON before and after its messages; a long tool list encoded tool by tool
+    (in one step, 250,000 tools held the interpreter half a second)."""
+    if not _many_tools(body):
+        rest = _ENCODER.encode({**body, "messages": []})
+    else:
+        before, _, after = _ENCODER.encode({**body, "messages": [], "tools": []}).partition(
+            b'"tools":[]'
+        )
+        tools = b",".join(encode_messages(body["tools"]))
+        rest = b"".join((before, b'"tools":[', tools, b"]", after))
     head, _, tail = rest.partition(b'"messages":[]')
     return head, tail
 
@@ -141,32 +160,41 @@ async def encode_upstream_body(
     prefix: Prefix | None = None,
     replaces_last: bool = False,
     keep_messages: bool = False,
+    large: bool = False,
 ) -> EncodedBody:
     """The upstream request body as JSON; a very long conversation off the loop.
 
     With a `prefix` (a WebSocket's conversation) its encoded messages go between the
     instructions (`messages[:context_start]`) and the body's own messages, its last one
     left out when `replaces_last`. `keep_messages` keeps each of the body's own messages
-    encoded, for the conversation's next turn.
+    encoded, for the conversation's next turn. A `large` request's is always encoded in a
+    thread.
     """
     messages: list[ChatMessage] = body["messages"]
-    if prefix is None and not keep_messages:
-        if len(messages) < ENCODE_IN_THREAD:
-            return EncodedBody(UpstreamBody.of(_ENCODER.encode(body)))
-        head, tail = _split_body(body)
-        encoded = await asyncio.to_thread(encode_messages, messages)
-        return EncodedBody(UpstreamBody(join_messages(head, encoded, tail)))
-    head, tail = _split_body(body)
-    if len(messages) < ENCODE_IN_THREAD:
-        encoded = encode_messages(messages)
-    else:
-        encoded = await asyncio.to_thread(encode_messages, messages)
     earlier: Sequence[bytes] = ()
     if prefix is not None:
         earlier = prefix.pieces[:-1] if replaces_last else prefix.pieces
+    large = large or len(messages) + len(earlier) >= ENCODE_IN_THREAD or _many_tools(body)
+    if prefix is None and not keep_messages and not large:
+        return EncodedBody(UpstreamBody.of(_ENCODER.encode(body)))
+    assemble = functools.partial(_assemble, body, context_start, earlier, keep=keep_messages)
+    if not large:
+        return assemble()
+    return await asyncio.to_thread(assemble)
+
+
+def _assemble(
+    body: dict[str, Any], context_start: int, earlier: Sequence[bytes], *, keep: bool
+) -> EncodedBody:
+    """The body from its encoded messages, `earlier` going after the instructions; a long
+    one in a few large pieces (CPU-bound: in a thread for a long conversation)."""
+    head, tail = _split_body(body)
+    encoded = encode_messages(body["messages"])
     own = encoded[context_start:]
     pieces = join_messages(head, [*encoded[:context_start], *earlier, *own], tail)
-    return EncodedBody(UpstreamBody(pieces), own)
+    if len(pieces) < ENCODE_IN_THREAD:
+        return EncodedBody(UpstreamBody(pieces), own if keep else None)
+    return EncodedBody(UpstreamBody.in_runs(pieces), own if keep else None)
 
 
 def unknown_model(config: Config, name: str) -> ApiError:
@@ -194,8 +222,17 @@ def keyless_model(config: Config, name: str) -> ApiError:
     )
 
 
-def response_template(req: ResponsesRequest) -> ResponseObject:
-    """The response object as it starts: the request's settings echoed, no output yet."""
+async def echo_tools_off_loop(tools: list[msgspec.Raw], large: bool) -> list[msgspec.Raw]:
+    """echo_tools; in a thread for a long list (or a large request), so other streams go on
+    meanwhile."""
+    if not large and len(tools) < ECHO_IN_THREAD:
+        return echo_tools(tools)
+    return await asyncio.to_thread(echo_tools, tools)
+
+
+def response_template(req: ResponsesRequest, tools: list[msgspec.Raw]) -> ResponseObject:
+    """The response object as it starts: the request's settings echoed (its `tools` as
+    echo_tools gives them), no output yet."""
     return ResponseObject(
         id=new_id("resp"),
         created_at=int(time.time()),
@@ -213,7 +250,7 @@ def response_template(req: ResponsesRequest) -> ResponseObject:
         max_output_tokens=req.max_output_tokens,
         max_tool_calls=req.max_tool_calls,
         tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
-        tools=echo_tools(req.tools or []),
+        tools=tools,
         previous_response_id=req.previous_response_id,
         reasoning=msgspec.to_builtins(req.reasoning) if req.reasoning else None,
         text=echo_text(msgspec.to_builtins(req.text) if req.text is not None else None),
@@ -414,13 +451,15 @@ async def setup_turn(
     prefix: Prefix | None = None,
     generate: bool = True,
     keep_messages: bool = False,
+    large: bool = False,
 ) -> PreparedTurn:
     """Plan a parsed request into a turn (ApiError for a request that cannot be served).
 
     `client` is who the client is (bridge.access.check_client_key), for every read and
     write of the turn. A WebSocket passes the `prefix` it kept of the conversation, if any,
     and asks to `keep_messages`; `generate` False makes a turn that answers without the
-    upstream.
+    upstream. A `large` request (a body of DECODE_IN_THREAD bytes or more) does its
+    CPU-bound steps in threads, so other streams go on meanwhile.
     """
     model = config.models.get(req.model)
     if model is None:
@@ -457,6 +496,7 @@ async def setup_turn(
         images=config.takes_images(req.model),
         prefix=prefix,
         stored=history,
+        large=large,
     )
     plan = planned.plan
     encoded = await encode_upstream_body(
@@ -465,12 +505,13 @@ async def setup_turn(
         prefix=prefix,
         replaces_last=plan.builder is not None and plan.builder.replaces_last,
         keep_messages=keep_messages,
+        large=large,
     )
     body = encoded.body
     if config.server.log_bodies and log.isEnabledFor(logging.DEBUG):
         log.debug("upstream request for %s: %s", log_label, body.as_bytes().decode())
     translator = StreamTranslator(
-        response_template(req),
+        response_template(req, await echo_tools_off_loop(req.tools or [], large)),
         plan.tool_map,
         include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
         reasoning_summary=_wants_summary(req, model.reasoning_summary),
@@ -481,7 +522,7 @@ async def setup_turn(
     )
     if conversation_id is not None:
         translator.response.conversation = {"id": conversation_id}
-    record = turn_recorder(store, req, items, translator.response, planned, headers)
+    record = turn_recorder(store, req, items, translator.response, planned, headers, large=large)
     if conversation_id is not None:
         record = _appending(record, store, conversation_id, client, items, translator.response)
     shorten = None

@@ -25,7 +25,16 @@ import msgspec
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bridge.app_keys import BODIES, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.app_keys import (
+    BODIES,
+    CLIENT,
+    COLLECTOR,
+    CONFIG,
+    REQUEST_LOG,
+    STORE,
+    TURNS,
+    UPSTREAMS,
+)
 from bridge.bodies import Share
 from bridge.conversation import Prefix
 from bridge.debug_turns import begin_trace
@@ -35,7 +44,7 @@ from bridge.fair_share import fair_share
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.metrics import observe_turn
 from bridge.socket_state import SocketConversations, conversation_after
-from bridge.turn_setup import PreparedTurn, parse_request_off_loop, setup_turn
+from bridge.turn_setup import DECODE_IN_THREAD, PreparedTurn, parse_request_off_loop, setup_turn
 from bridge.wire.events import (
     ResponseCompleted,
     ResponseEvent,
@@ -297,7 +306,7 @@ class _Socket:
         self._turns += 1
         label = f"{self._label}#{self._turns}"
         # The message's share of the process's body budget, held to the end of its turn.
-        with app[BODIES].share() as share:
+        with app[BODIES].share() as share, app[COLLECTOR].during(len(data)):
             await self._turn_in_share(data, generate, share, label, started)
 
     async def _turn_in_share(
@@ -331,6 +340,7 @@ class _Socket:
                 prefix=prefix,
                 generate=generate,
                 keep_messages=True,
+                large=len(data) >= DECODE_IN_THREAD,
             )
         except ApiError as exc:
             self._log(label, started, exc.status, outcome=exc.code or "error")

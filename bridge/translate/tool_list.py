@@ -90,6 +90,9 @@ def _custom_as_function(tool: CustomTool, upstream_name: str) -> dict[str, Any]:
 # turn of a conversation (Codex: some thirty tools, 0.15 ms to translate each time).
 _TOOLS_CACHE: OrderedDict[bytes, tuple[list[dict[str, Any]], ToolMap]] = OrderedDict()
 TOOLS_CACHE_SIZE = 64
+# Longer lists are not kept: one of 250,000 tools kept a million objects alive (and in
+# every full garbage collection) after its request.
+TOOLS_CACHE_MAX_BYTES = 1024 * 1024
 _TOOLS_LOCK = threading.Lock()
 
 
@@ -105,6 +108,8 @@ def translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]],
             _TOOLS_CACHE.move_to_end(key)
             return cached
     translated = _translate_tools(raw_tools)
+    if len(key) > TOOLS_CACHE_MAX_BYTES:
+        return translated
     with _TOOLS_LOCK:
         _TOOLS_CACHE[key] = translated
         if len(_TOOLS_CACHE) > TOOLS_CACHE_SIZE:
@@ -203,6 +208,8 @@ def echo_tools(raw_tools: list[msgspec.Raw]) -> list[msgspec.Raw]:
             if missing:
                 raw = msgspec.Raw(_RAW_ENCODER.encode({**tool, **missing}))
         echoed.append(raw)
+    if len(key) > TOOLS_CACHE_MAX_BYTES:
+        return echoed
     with _TOOLS_LOCK:
         _ECHO_CACHE[key] = echoed
         if len(_ECHO_CACHE) > TOOLS_CACHE_SIZE:

@@ -61,3 +61,8 @@ class ToolMap:
 
     def __len__(self) -> int:
         return len(self._by_upstream)
+
+    def clear(self) -> None:
+        """Forget every tool: a finished turn's map (its translator holds it in a reference
+        cycle, freed only by a garbage collection) may hold hundreds of thousands."""
+        self._by_upstream.clear()
