@@ -82,6 +82,11 @@ def too_large(limit: int) -> ApiError:
 async def read_body(request: web.Request, share: Share, *, seconds: float, limit: int) -> bytes:
     """The request body (decoded as its Content-Encoding says), within `seconds` and
     `limit` bytes, held in `share` as it arrives: 408, 413 or 503 otherwise."""
+    if request.content.at_eof():
+        # Read already (aiohttp keeps what request.read() took), or empty.
+        data = await request.read()
+        share.hold(len(data))
+        return data
     declared = request.content_length
     if declared is not None:
         if declared > limit:

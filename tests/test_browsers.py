@@ -117,20 +117,24 @@ async def test_an_allowed_page_gets_its_preflight_and_can_read_the_answer(
     assert other.status == 403
 
 
-async def test_the_websocket_only_origins_still_work_and_are_called_deprecated(
-    fake_upstream: FakeUpstream,
-    aiohttp_client: ClientFactory,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+OLD_ORIGINS = '[websocket]\nallowed_origins = ["https://old.example"]\n'
+
+
+def test_the_websocket_only_origins_are_called_deprecated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = '[websocket]\nallowed_origins = ["https://old.example"]\n'
     path = tmp_path / "bridge.toml"
-    path.write_text(old + '[providers.fake]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    path.write_text(OLD_ORIGINS + '[providers.fake]\nbase_url = "http://127.0.0.1:9/v1"\n')
     assert main(["check-config", "--config", str(path)]) == 0
     err = capsys.readouterr().err
     assert "websocket.allowed_origins` is deprecated" in err
     assert "[server] allowed_origins" in err
-    client = await aiohttp_client(create_app(bridge_config(fake_upstream.url, extra=old)))
+
+
+async def test_the_websocket_only_origins_still_work_over_http_too(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(bridge_config(fake_upstream.url, extra=OLD_ORIGINS)))
     models = await client.get("/v1/models", headers={"Origin": "https://old.example"})
     assert models.status == 200
 

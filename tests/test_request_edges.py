@@ -102,6 +102,7 @@ async def test_half_an_emoji_on_a_websocket_and_in_conversation_items(
     created = await bridge.post(
         "/v1/conversations",
         data=b'{"items": [{"type": "message", "role": "user", "content": "cut \\ud83d"}]}',
+        headers={"Content-Type": "application/json"},
     )
     assert created.status == 200, await created.text()
     conversation = (await created.json())["id"]
