@@ -69,7 +69,7 @@ class RateLimited(logging.Filter):
 async def serve(
     app: web.Application, host: str, port: int, drain_seconds: float, header_timeout: float
 ) -> None:
-    """Serve `app` until SIGTERM or SIGINT, then stop gracefully."""
+    """Serve `app` until SIGTERM, SIGINT or SIGHUP, then stop gracefully."""
     notifier = Notifier(os.environ)
     raise_file_limit()
     logging.getLogger("asyncio").addFilter(RateLimited(ACCEPT_ERRORS))
@@ -95,7 +95,13 @@ async def serve(
         notifier.notify("READY=1", f"STATUS=listening on {shown}:{bound}")
         if notifier.watchdog_seconds:
             watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_seconds))
-        await _wait_for_signal()
+        received = await _wait_for_signal()
+        if received == signal.SIGHUP:
+            # A closing terminal, or a reload asked for: the config is read only at start.
+            log.info(
+                "SIGHUP: stopping as for SIGTERM (the config is read at start: restart the "
+                "bridge to use a changed one)"
+            )
         log.info("stopping: open responses get up to %gs", drain_seconds)
         notifier.notify("STOPPING=1", "STATUS=draining open responses")
     finally:
@@ -115,15 +121,26 @@ def _bound_port(runner: web.AppRunner, asked: int) -> int:
     return asked
 
 
-async def _wait_for_signal() -> None:
+# The signals that stop the bridge, each the same way: drain, then exit 0. SIGHUP (a closing
+# terminal) used to kill it at once, cutting its streams.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+async def _wait_for_signal() -> signal.Signals:
+    """The first stop signal received."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def stop(signum: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(signum)
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
     try:
-        await stop.wait()
+        return await received
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
 
 

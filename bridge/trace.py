@@ -10,8 +10,11 @@ its GET /debug/turns and printed for a person (or as JSON).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -78,14 +81,35 @@ def run(args: argparse.Namespace, config: Config) -> int:
             file=sys.stderr,
         )
         return EXIT_UNREACHABLE
-    if args.json:
-        json.dump(payload, sys.stdout, indent=2, ensure_ascii=False)
-        print()
-    elif args.id:
-        print_turn(payload)
-    else:
-        print_list(payload["data"])
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        if args.json:
+            json.dump(payload, sys.stdout, indent=2, ensure_ascii=False)
+            print()
+        elif args.id:
+            print_turn(payload)
+        else:
+            print_list(payload["data"])
+    text = shown.getvalue()
+    sys.stdout.write(for_terminal(text) if sys.stdout.isatty() else text)
     return EXIT_OK
+
+
+# What a terminal would act on rather than show: C0 and C1 control characters but line
+# breaks and tabs (escape sequences begin with ESC, \x1b), and the bidirectional overrides.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def for_terminal(text: str) -> str:
+    """`text` with what a terminal would act on escaped (\\x1b, \\u202e): a turn shows
+    upstream bytes as they came, and a provider's (or a client's) escape sequences must not
+    rewrite the screen of whoever reads it."""
+    return _CONTROLS.sub(lambda found: _escaped(found.group()), text)
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def print_list(turns: list[dict[str, Any]]) -> None:
