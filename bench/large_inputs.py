@@ -114,6 +114,8 @@ WORDS = [
 ]
 TIMEOUT = aiohttp.ClientTimeout(total=600)
 POLL_SECONDS = 0.02
+# How long the endless upstream is let run against a bridge that does not stop it.
+ENDLESS_SECONDS = 30.0
 
 # -- the fake upstream (its own process) -----------------------------------------------
 
@@ -250,8 +252,12 @@ async def background(url: str, database: Path) -> str:
 async def endless(url: str) -> str:
     started = time.monotonic()
     body = orjson.dumps({"model": "bench", "input": "go"})
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-        _, data = await post(session, url, body)
+    timeout = aiohttp.ClientTimeout(total=ENDLESS_SECONDS)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            _, data = await post(session, url, body)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return f"no answer after {time.monotonic() - started:.0f}s ({type(exc).__name__})"
     error = orjson.loads(data).get("error") or {}
     return f"ended in {time.monotonic() - started:.1f}s: {error.get('message', '')[:60]}"
 
