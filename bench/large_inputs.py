@@ -37,7 +37,8 @@ import orjson
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PYTHON, REPO, free_port, peak_rss_mib, wait_until_up
+from proc_stats import peak_rss_mib
+from processes import PYTHON, REPO, free_port, wait_until_up
 
 MIB = 1024 * 1024
 WORDS = [
