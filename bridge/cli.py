@@ -27,6 +27,7 @@ from bridge.config import (
 from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
+from bridge.exit_codes import Exit
 from bridge.logs import configure_logging
 from bridge.migrate import MigrationError
 from bridge.probe import probe_all
@@ -38,17 +39,6 @@ from bridge.store.backends import (
     schema_versions,
     uses_postgres,
 )
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's own code for a bad command line
-EXIT_CONFIG = 3
-EXIT_STORE = 4  # the database cannot be opened or migrated
-# 5: `sessions show|export|delete` named an unknown response (bridge.sessions_cli)
-EXIT_LISTEN = 6  # serve cannot listen on its address
-# 7: codex-config could not read the installed Codex's model catalog, or could not merge
-#    into Codex's config.toml (bridge.codex_config)
-# 8: trace could not reach the running bridge (bridge.trace)
-EXIT_PROBE = 9  # check-config --probe: a provider could not be used
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -169,7 +159,7 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
             unset.append(str(exc).split(": key ", 1)[-1])
             print(f"responses-bridge: warning: {exc}", file=sys.stderr)
     if unset and strict:
-        return EXIT_CONFIG
+        return Exit.CONFIG
     if uses_postgres(config) and any("password_env" in warning for warning in unset):
         state, refused = "PostgreSQL; not checked: no password here", False
     else:
@@ -180,12 +170,12 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
         results = asyncio.run(probe_all(config, os.environ))
         for result in results:
             print(f"probe {result.line()}")
-        return EXIT_OK if all(result.ok for result in results) else EXIT_PROBE
+        return Exit.OK if all(result.ok for result in results) else Exit.PROBE
     sys.stdout.write(effective_toml(config))
     if refused:
         print(f"responses-bridge: database: {state}", file=sys.stderr)
-        return EXIT_STORE
-    return EXIT_OK
+        return Exit.STORE
+    return Exit.OK
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -244,8 +234,8 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         print(f"responses-bridge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return EXIT_LISTEN
-    return EXIT_OK
+        return Exit.LISTEN
+    return Exit.OK
 
 
 def exposure_warning(config: Config, host: str, client_keys: tuple[str, ...]) -> str | None:
@@ -266,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`sessions export ID | head`): it has what it wanted. Point
         # stdout at /dev/null so that Python's flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return Exit.OK
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -314,10 +304,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 return _serve(args)
     except UsageError as exc:
         print(f"responses-bridge {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     except ConfigError as exc:
         print(f"responses-bridge: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return Exit.CONFIG
     except (StoreError, MigrationError, sqlite3.Error) as exc:
         print(f"responses-bridge: database: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        return Exit.STORE

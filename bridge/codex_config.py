@@ -27,6 +27,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from bridge.config import Config
 from bridge.demo import demo_mode, demo_models
+from bridge.exit_codes import Exit
 
 PROVIDER_ID = "responses-bridge"
 CLIENT_KEY_ENV = "RESPONSES_BRIDGE_API_KEY"
@@ -296,11 +297,11 @@ def run(
         )
     if chosen is None:
         print("responses-bridge: the config has no [models] to offer Codex", file=sys.stderr)
-        return 3
+        return Exit.CONFIG
     if chosen not in config.models:
         known = ", ".join(config.models)
         print(f"responses-bridge: unknown model {chosen!r} (configured: {known})", file=sys.stderr)
-        return 3
+        return Exit.CONFIG
     executable = find_codex(codex)
     written: Path | None = None
     if executable is None:
@@ -317,19 +318,19 @@ def run(
             catalog = bridge_catalog(config, template_model(codex_catalog(executable)))
         except CodexConfigError as exc:
             print(f"responses-bridge: {exc}", file=sys.stderr)
-            return 7
+            return Exit.CODEX
         write_catalog(catalog, catalog_path)
         written = catalog_path
         print(f"responses-bridge: wrote the model catalog to {catalog_path}", file=sys.stderr)
     if write is None:
         sys.stdout.write(provider_snippet(config, chosen, written))
-        return 0
+        return Exit.OK
     try:
         write_codex_config(config, write, chosen, written)
     except CodexConfigError as exc:
         print(f"responses-bridge: {write}: {exc}", file=sys.stderr)
-        return 7
+        return Exit.CODEX
     except OSError as exc:
         print(f"responses-bridge: cannot write {write}: {exc.strerror}", file=sys.stderr)
-        return 7
-    return 0
+        return Exit.CODEX
+    return Exit.OK

@@ -23,6 +23,7 @@ from typing import Any
 
 from bridge.config import Config, load_config, state_directory, store_path
 from bridge.demo import demo_mode, keyed_providers
+from bridge.exit_codes import Exit
 from bridge.store.backends import database_label, uses_postgres
 
 UNIT_NAME = "responses-bridge.service"
@@ -33,8 +34,6 @@ SYSTEM_STATE = "/var/lib/responses-bridge"
 # database that is damaged or newer than this release (bridge.cli).
 NO_RESTART_CODES = "2 3 4"
 VERIFY_SECONDS = 30.0
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 def add_commands(commands: Any, config_option: Callable[..., None]) -> None:
@@ -288,7 +287,7 @@ def uninstall(args: argparse.Namespace) -> int:
     sudo = "sudo " if args.system and os.geteuid() != 0 else ""
     if not target.exists():
         print(f"responses-bridge: there is no unit at {target}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     enabled = sorted(target.parent.glob(f"*.wants/{UNIT_NAME}"))
     if enabled:
         print(
@@ -296,17 +295,17 @@ def uninstall(args: argparse.Namespace) -> int:
             f"  {sudo}{systemctl} disable --now responses-bridge\nthen this command again",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return Exit.FAILED
     try:
         target.unlink()
     except OSError as exc:
         hint = " (run it with sudo)" if args.system else ""
         print(f"responses-bridge: cannot remove {target}: {exc.strerror}{hint}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     print(f"removed {target}")
     print("The config, the API keys' file and the database are left as they are. Now run:")
     print(f"  {sudo}{systemctl} daemon-reload")
-    return EXIT_OK
+    return Exit.OK
 
 
 def run(args: argparse.Namespace, config_file: str | None) -> int:
@@ -332,7 +331,7 @@ def run(args: argparse.Namespace, config_file: str | None) -> int:
         database = database_label(config, {"STATE_DIRECTORY": str(state)})
     if args.output == "-":
         sys.stdout.write(text)
-        return EXIT_OK
+        return Exit.OK
     if args.output:
         target = Path(args.output)
     for warning in warnings_for(config, env_file, system=args.system, paths=paths):
@@ -343,7 +342,7 @@ def run(args: argparse.Namespace, config_file: str | None) -> int:
     except OSError as exc:
         hint = " (run it with sudo, or pass --output)" if args.system else ""
         print(f"responses-bridge: cannot write {target}: {exc.strerror}{hint}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     print(f"wrote {target}")
     print(f"  runs:     {shlex.join(command)} serve --config {config_path}")
     print(f"  database: {database}")
@@ -354,7 +353,7 @@ def run(args: argparse.Namespace, config_file: str | None) -> int:
         print("  systemd-analyze verify: ok")
     else:
         print(f"responses-bridge: systemd-analyze verify {target}:\n{checked[1]}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     systemctl = "systemctl" if args.system else "systemctl --user"
     sudo = "sudo " if args.system and os.geteuid() != 0 else ""
     print("\nNothing was enabled or started. To do so:")
@@ -362,4 +361,4 @@ def run(args: argparse.Namespace, config_file: str | None) -> int:
     print(f"  {sudo}{systemctl} enable --now responses-bridge")
     journal = "journalctl -u" if args.system else "journalctl --user -u"
     print(f"  {journal} responses-bridge -f      # its log")
-    return EXIT_OK
+    return Exit.OK

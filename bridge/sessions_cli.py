@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Config, store_path
+from bridge.exit_codes import Exit
 from bridge.store import ResponseRow, StoreError, open_and_migrate
 from bridge.store.backends import StoreBackend, open_store, uses_postgres
 from bridge.store.files import Opening, check_database
-
-EXIT_OK = 0
-EXIT_STORE = 4  # bridge.cli.EXIT_STORE: the database is damaged, newer, or cannot be opened
-EXIT_NOT_FOUND = 5
 
 
 def add_commands(commands: Any, config_help: str, config_option: Callable[..., None]) -> None:
@@ -93,7 +90,7 @@ def run_migrate(
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"{path}: {exc}") from exc
     print(f"{path}: schema version {version}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _backup(path: Path, copy: Path) -> None:
@@ -124,12 +121,12 @@ def _check(path: Path) -> int:
     state = report.state
     if state.newer and not state.usable:
         print(f"{path}: {state.too_new()}", file=sys.stderr)
-        return EXIT_STORE
+        return Exit.STORE
     if report.problem is not None:
         print(f"{path}: the database is corrupt: {report.problem}", file=sys.stderr)
-        return EXIT_STORE
+        return Exit.STORE
     print(f"{path}: schema version {state.version} ({report.plan}); integrity ok")
-    return EXIT_OK
+    return Exit.OK
 
 
 def run_sessions(args: argparse.Namespace, config: Config, environ: Mapping[str, str]) -> int:
@@ -187,7 +184,7 @@ async def _list(store: StoreBackend, args: argparse.Namespace) -> int:
     print(f"{'time':<19}  {'id':<37}  {'model':<20} {'status':<10} {'tokens in+out':>13}  session")
     for row in rows:
         print(_row_line(row))
-    return EXIT_OK
+    return Exit.OK
 
 
 async def _show(store: StoreBackend, response_id: str, *, full: bool = False) -> int:
@@ -212,7 +209,7 @@ async def _show(store: StoreBackend, response_id: str, *, full: bool = False) ->
         print(f"error      {response['error'].get('code')}: {response['error'].get('message')}")
     if not stored["stored"]:
         print("\n(store: false: only this summary and the reasoning index are kept)")
-        return EXIT_OK
+        return Exit.OK
     if response.get("instructions"):
         print("\n== instructions")
         print(_indented(str(response["instructions"]), limit))
@@ -222,7 +219,7 @@ async def _show(store: StoreBackend, response_id: str, *, full: bool = False) ->
     print("\n== output")
     for item in response.get("output", []):
         print(_describe(item, limit))
-    return EXIT_OK
+    return Exit.OK
 
 
 # Characters of one text shown without --full.
@@ -288,14 +285,14 @@ async def _export(store: StoreBackend, response_id: str) -> int:
         return _not_found(response_id)
     json.dump(stored, sys.stdout, ensure_ascii=False, indent=2)
     print()
-    return EXIT_OK
+    return Exit.OK
 
 
 async def _delete(store: StoreBackend, response_id: str) -> int:
     if not await store.delete_response(response_id):
         return _not_found(response_id)
     print(f"deleted {response_id}")
-    return EXIT_OK
+    return Exit.OK
 
 
 async def _prune(store: StoreBackend, config: Config) -> int:
@@ -303,9 +300,9 @@ async def _prune(store: StoreBackend, config: Config) -> int:
         max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
     )
     print(f"pruned {deleted} responses")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _not_found(response_id: str) -> int:
     print(f"responses-bridge: no stored response {response_id}", file=sys.stderr)
-    return EXIT_NOT_FOUND
+    return Exit.NOT_FOUND

@@ -25,9 +25,8 @@ from urllib.parse import quote
 
 from bridge.codex_config import CLIENT_KEY_ENV
 from bridge.config import Config
+from bridge.exit_codes import Exit
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 8
 TIMEOUT = 10.0
 # Straight to the bridge: proxy variables are for the outside world.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         except (ValueError, KeyError, TypeError):
             message = exc.reason
         print(f"responses-bridge: {base}{path}: {exc.code}: {message}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return Exit.UNREACHABLE
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         print(
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             "--url names another address)",
             file=sys.stderr,
         )
-        return EXIT_UNREACHABLE
+        return Exit.UNREACHABLE
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown):
         if args.json:
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             print_list(payload["data"])
     text = shown.getvalue()
     sys.stdout.write(for_terminal(text) if sys.stdout.isatty() else text)
-    return EXIT_OK
+    return Exit.OK
 
 
 # What a terminal would act on rather than show: C0 and C1 control characters but line

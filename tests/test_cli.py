@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from bridge import __version__
-from bridge.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 from bridge.config import parse_config
+from bridge.exit_codes import Exit
 from bridge.migrate import load_migrations, migrations_source
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def get_json(url: str) -> tuple[int, Any]:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = run_bridge(bridge_env(tmp_path), "--help")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert "serve" in result.stdout
     assert "check-config" in result.stdout
 
@@ -100,7 +100,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 def test_version_prints_the_package_version(tmp_path: Path) -> None:
     result = run_bridge(bridge_env(tmp_path), "--version")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     latest = load_migrations()[-1].version
     postgres = load_migrations(migrations_source() / "postgres")[-1].version
     assert result.stdout.strip() == (
@@ -111,7 +111,7 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run_bridge(bridge_env(tmp_path))
 
-    assert result.returncode == EXIT_USAGE
+    assert result.returncode == Exit.USAGE
     assert "usage:" in result.stderr
 
 
@@ -123,7 +123,7 @@ def test_check_config_accepts_the_shipped_config(tmp_path: Path) -> None:
 
     result = run_bridge(env, "check-config", "--config", "config.toml")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     first = result.stdout.splitlines()[0]
     assert first == (
         f"# config.toml: ok; the database is {tmp_path / 'state' / 'bridge.db'} "
@@ -145,7 +145,7 @@ def test_check_config_masks_secrets_in_extra_body(tmp_path: Path) -> None:
         ),
     )
     result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(path))
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert "hunter2" not in result.stdout
     assert 'extra_body = {api_token = "********", top_k = 5}' in result.stdout
 
@@ -157,13 +157,13 @@ def test_check_config_warns_about_an_unset_key_variable(tmp_path: Path, value: s
 
     result = run_bridge(env, "check-config", "--config", "config.toml")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert "warning" in result.stderr and KEY_VAR in result.stderr
     assert "config.toml" in result.stderr and "`serve` will refuse" in result.stderr
     assert result.stdout.startswith("# config.toml: ok")
 
     strict = run_bridge(env, "check-config", "--strict", "--config", "config.toml")
-    assert strict.returncode == EXIT_CONFIG
+    assert strict.returncode == Exit.CONFIG
     assert KEY_VAR in strict.stderr and strict.stdout == ""
 
 
@@ -174,7 +174,7 @@ def test_a_provider_no_model_uses_needs_no_key_to_serve(tmp_path: Path) -> None:
         f'api_key_env = "{KEY_VAR}"\n',
     )
     checked = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(config))
-    assert checked.returncode == EXIT_OK
+    assert checked.returncode == Exit.OK
     assert "no model uses this provider" in checked.stderr
     port = free_port()
     process = subprocess.Popen(
@@ -198,7 +198,7 @@ def test_check_config_names_an_unknown_key_and_the_file(tmp_path: Path) -> None:
 
     result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(path))
 
-    assert result.returncode == EXIT_CONFIG
+    assert result.returncode == Exit.CONFIG
     assert result.stderr.strip() == f"responses-bridge: {path}: unknown key `server.prot`"
     assert result.stdout == ""
 
@@ -208,7 +208,7 @@ def test_check_config_names_a_missing_file(tmp_path: Path) -> None:
 
     result = run_bridge(bridge_env(tmp_path), "check-config", "--config", str(missing))
 
-    assert result.returncode == EXIT_CONFIG
+    assert result.returncode == Exit.CONFIG
     assert str(missing) in result.stderr
 
 
@@ -218,7 +218,7 @@ def test_check_config_names_a_missing_file(tmp_path: Path) -> None:
 def test_missing_config_option_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
     result = run_bridge(bridge_env(tmp_path, RESPONSES_BRIDGE_CONFIG=None), *command)
 
-    assert result.returncode == EXIT_USAGE
+    assert result.returncode == Exit.USAGE
     assert "--config" in result.stderr and "RESPONSES_BRIDGE_CONFIG" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -226,13 +226,13 @@ def test_missing_config_option_is_a_usage_error(tmp_path: Path, command: list[st
 def test_the_config_comes_after_the_action_or_from_the_environment(tmp_path: Path) -> None:
     path = write_config(tmp_path, LOCAL_CONFIG)
     env = bridge_env(tmp_path)
-    assert run_bridge(env, "migrate", "--config", str(path)).returncode == EXIT_OK
+    assert run_bridge(env, "migrate", "--config", str(path)).returncode == Exit.OK
     after = run_bridge(env, "sessions", "list", "--config", str(path))
     before = run_bridge(env, "sessions", "--config", str(path), "list")
-    assert after.returncode == before.returncode == EXIT_OK, after.stderr
+    assert after.returncode == before.returncode == Exit.OK, after.stderr
     assert after.stdout == before.stdout
     from_env = run_bridge(bridge_env(tmp_path, RESPONSES_BRIDGE_CONFIG=str(path)), "check-config")
-    assert from_env.returncode == EXIT_OK
+    assert from_env.returncode == Exit.OK
     assert from_env.stdout.startswith(f"# {path}: ok")
 
 
@@ -302,7 +302,7 @@ def test_serve_answers_healthz_and_lists_models(
 def test_serve_stops_cleanly_on_sigterm(served: subprocess.Popen[bytes], serve_port: int) -> None:
     served.send_signal(signal.SIGTERM)
 
-    assert served.wait(timeout=SHUTDOWN_TIMEOUT) == EXIT_OK
+    assert served.wait(timeout=SHUTDOWN_TIMEOUT) == Exit.OK
     with pytest.raises(urllib.error.URLError):
         get_json(f"http://127.0.0.1:{serve_port}/healthz")
 
@@ -316,7 +316,7 @@ def test_serve_without_the_key_variable_exits_with_config_error(tmp_path: Path) 
 
     result = run_bridge(bridge_env(tmp_path), *args)
 
-    assert result.returncode == EXIT_CONFIG
+    assert result.returncode == Exit.CONFIG
     assert KEY_VAR in result.stderr
     assert str(config) in result.stderr
     assert time.monotonic() - started < 10.0
@@ -325,7 +325,7 @@ def test_serve_without_the_key_variable_exits_with_config_error(tmp_path: Path) 
 def test_serve_refuses_an_impossible_port_without_a_traceback(tmp_path: Path) -> None:
     config = write_config(tmp_path, LOCAL_CONFIG)
     result = run_bridge(bridge_env(tmp_path), "serve", "--config", str(config), "--port", "99999")
-    assert result.returncode == EXIT_USAGE
+    assert result.returncode == Exit.USAGE
     assert "99999" in result.stderr and "0 to 65535" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -492,7 +492,8 @@ def test_every_numeric_key_refuses_out_of_range_values_with_exit_3(
 ) -> None:
     """`upstream.max_connections = 0` passed check-config (then every POST hung), -1
     crashed serve: one of eight keys without a range check."""
-    from bridge.cli import EXIT_CONFIG, main
+    from bridge.cli import main
+    from bridge.exit_codes import Exit
 
     path = tmp_path / "bridge.toml"
     path.write_text(config_with(("server", "port"), 8787))
@@ -500,6 +501,6 @@ def test_every_numeric_key_refuses_out_of_range_values_with_exit_3(
     for key, kind in numeric_fields():
         for value in out_of_range(kind):
             path.write_text(config_with(key, value))
-            assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG, (key, value)
+            assert main(["check-config", "--config", str(path)]) == Exit.CONFIG, (key, value)
             name = ".".join(f'"{part}"' if part == "m" else part for part in key)
             assert f"key `{name}`" in capsys.readouterr().err, (key, value)

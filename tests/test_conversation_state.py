@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.app_keys import STORE
+from bridge.exit_codes import Exit
 from bridge.migrate import load_migrations
 from bridge.records import record_turn
 from bridge.scope import Scope
-from bridge.sessions_cli import EXIT_OK, EXIT_STORE
 from bridge.store import Store
 from bridge.wire.events import MessageOutput, OutputTextPart, ResponseObject
 from bridge.wire.responses import ResponsesRequest
@@ -483,7 +483,7 @@ async def test_migrate_check_reports_a_sound_database(tmp_path: Path) -> None:
     database = await filled_database(tmp_path)
     before = hashlib.sha256(database.read_bytes()).hexdigest()
     result = run_migrate_check(tmp_path, database)
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     latest = load_migrations()[-1].version
     assert result.stdout == f"{database}: schema version {latest} (up to date); integrity ok\n"
     assert hashlib.sha256(database.read_bytes()).hexdigest() == before
@@ -495,7 +495,7 @@ async def test_a_corrupt_page_is_reported_and_never_written_on(
     database = await filled_database(tmp_path)
     corrupt_a_table(database)
     result = run_migrate_check(tmp_path, database)
-    assert result.returncode == EXIT_STORE
+    assert result.returncode == Exit.STORE
     assert "corrupt" in result.stderr
     before = hashlib.sha256(database.read_bytes()).hexdigest()
 

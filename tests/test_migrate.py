@@ -26,8 +26,8 @@ import aiohttp
 import pytest
 
 from bridge.app import create_app
-from bridge.cli import EXIT_OK, EXIT_STORE
 from bridge.config import parse_config
+from bridge.exit_codes import Exit
 from bridge.migrate import (
     MigrationError,
     SchemaState,
@@ -628,7 +628,7 @@ async def test_cli_migrate_creates_a_private_database(tmp_path: Path) -> None:
 
     result = await asyncio.to_thread(run_bridge, "migrate", "--config", str(config))
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stdout.strip() == f"{db}: schema version {latest_version()}"
     assert mode(db.parent) == 0o700
     assert mode(db) == 0o600
@@ -658,12 +658,12 @@ def test_cli_serve_with_migrate_never_refuses_an_older_database(tmp_path: Path) 
     before = fingerprint(db)[:2]
     args = ["serve", "--config", str(config), "--port", str(free_port())]
     result = run_bridge(*args)
-    assert result.returncode == EXIT_STORE, result.stderr
+    assert result.returncode == Exit.STORE, result.stderr
     assert "schema version 6" in result.stderr
     assert "run `responses-bridge migrate`" in result.stderr
     assert fingerprint(db)[:2] == before
     checked = run_bridge("check-config", "--config", str(config))
-    assert checked.returncode == EXIT_STORE
+    assert checked.returncode == Exit.STORE
     assert "run `responses-bridge migrate`" in checked.stderr
     assert fingerprint(db)[:2] == before
 
@@ -673,7 +673,7 @@ def test_check_config_says_what_serve_will_do_to_the_schema(tmp_path: Path) -> N
     config = write_config(tmp_path, db)
     before = fingerprint(db)[:2]
     checked = run_bridge("check-config", "--config", str(config))
-    assert checked.returncode == EXIT_OK, checked.stderr
+    assert checked.returncode == Exit.OK, checked.stderr
     first = checked.stdout.splitlines()[0]
     assert f"schema version 6; `serve` migrates it to {LATEST} at start" in first
     assert fingerprint(db)[:2] == before
@@ -682,7 +682,7 @@ def test_check_config_says_what_serve_will_do_to_the_schema(tmp_path: Path) -> N
     with_migration(db, LATEST + 1, LATEST + 1)
     before = fingerprint(db)[:2]
     newer = run_bridge("check-config", "--config", str(config))
-    assert newer.returncode == EXIT_STORE
+    assert newer.returncode == Exit.STORE
     assert_names_newer(newer.stderr, LATEST + 1, LATEST)
     assert fingerprint(db)[:2] == before
 
@@ -694,7 +694,7 @@ def test_cli_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
 
     result = run_bridge("migrate", "--config", str(config))
 
-    assert result.returncode == EXIT_STORE
+    assert result.returncode == Exit.STORE
     assert result.stdout == ""
     assert result.stderr.startswith("responses-bridge: database: ")
     assert_names_newer(result.stderr, 99, latest_version())
@@ -732,7 +732,7 @@ async def test_cli_serve_reports_a_newer_database_and_leaves_it_alone(tmp_path: 
                     assert_names_newer(error["message"], 99, latest_version())
             async with session.get(f"{bridge.url}/v1/models") as models:
                 assert models.status == 200  # what needs no store still works
-        assert await bridge.terminate() == EXIT_OK
+        assert await bridge.terminate() == Exit.OK
     finally:
         await bridge.stop()
     assert fingerprint(db) == before, (tmp_path / "serve.log").read_text()
@@ -926,7 +926,7 @@ def test_the_installed_command_migrates(installed: Path, tmp_path: Path) -> None
 
     result = run_installed(installed, elsewhere, "-m", "bridge", "migrate", "--config", str(config))
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     count = len(list((REPO / "migrations").glob("*.sql")))
     assert result.stdout.strip() == f"{db}: schema version {count}"
 

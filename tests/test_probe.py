@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
-from bridge.cli import EXIT_OK, EXIT_PROBE
+from bridge.exit_codes import Exit
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -79,7 +79,7 @@ async def test_probe_reports_each_provider(
         + '[providers.demo]\nprofile = "demo"\n[models.demo]\nprovider = "demo"\n'
     )
     code, out = await check_config(config, THINKER_KEY="sk-think", REFUSING_KEY="sk-wrong")
-    assert code == EXIT_PROBE, out
+    assert code == Exit.PROBE, out
     lines = {line.split(" ", 2)[1]: line for line in out.splitlines() if line.startswith("probe ")}
     assert "model think-1): ok" in lines["thinker"]
     assert "streams reasoning (reasoning_content)" in lines["thinker"]
@@ -107,6 +107,6 @@ async def test_probe_passes_when_every_provider_answers(
     config = tmp_path / "config.toml"
     config.write_text(provider("thinker", thinker.url, "think-1"))
     code, out = await check_config(config)
-    assert code == EXIT_OK, out
+    assert code == Exit.OK, out
     assert out.splitlines()[0].startswith(f"# {config}: ok")
     assert "[server]" not in out  # the probe's report replaces the effective settings

@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from bridge.exit_codes import Exit
 from bridge.records import normalize_input_item, record_turn
 from bridge.scope import Scope
-from bridge.sessions_cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_STORE
 from bridge.store import ReasoningQuery, Store
 from bridge.translate.reasoning import Reasoning, turn_fingerprint
 from bridge.wire.events import (
@@ -311,7 +311,7 @@ HEADER = ["time", "id", "model", "status", "tokens", "in+out", "session"]
 
 
 def listed(result: subprocess.CompletedProcess[str]) -> list[list[str]]:
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stderr == ""
     header, *lines = result.stdout.splitlines()
     assert header.split() == HEADER
@@ -385,7 +385,7 @@ def test_list_session_and_thread_combine(stored: Stored) -> None:
 def test_show_prints_the_response_and_its_items(stored: Stored) -> None:
     result = run_sessions(stored.config, "show", RESP_A)
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
         f"response   {RESP_A}",
@@ -417,7 +417,7 @@ def test_show_prints_the_response_and_its_items(stored: Stored) -> None:
 def test_show_a_failed_response_names_the_error(stored: Stored) -> None:
     result = run_sessions(stored.config, "show", RESP_E)
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     lines = result.stdout.splitlines()
     assert lines[3:] == [
         "status     failed",
@@ -435,7 +435,7 @@ def test_show_a_failed_response_names_the_error(stored: Stored) -> None:
 def test_show_a_call_without_namespace_has_no_prefix(stored: Stored) -> None:
     result = run_sessions(stored.config, "show", RESP_D)
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stdout.splitlines()[-4:] == [
         "reasoning:",
         "    The log is long.",
@@ -475,7 +475,7 @@ def test_commands_that_read_never_create_a_database(tmp_path: Path) -> None:
             timeout=RUN_TIMEOUT,
             check=False,
         )
-        assert result.returncode == EXIT_STORE, (args, result.stderr)
+        assert result.returncode == Exit.STORE, (args, result.stderr)
         assert f"no database at {database}" in result.stderr
         assert "STATE_DIRECTORY" in result.stderr
         assert not database.exists() and not database.parent.exists()
@@ -495,7 +495,7 @@ def test_commands_that_only_read_open_the_database_read_only(stored: Stored) -> 
             result = run_sessions(stored.config, *action)
             assert result.returncode == 0, (action, result.stderr)
         refused = run_sessions(stored.config, "delete", RESP_A)
-        assert refused.returncode == EXIT_STORE, refused.stderr
+        assert refused.returncode == Exit.STORE, refused.stderr
     finally:
         subprocess.run([chattr, "-i", str(stored.database)], check=True)
 
@@ -508,7 +508,7 @@ def test_export_round_trips_request_items_and_response(stored: Stored) -> None:
 
     result = run_sessions(stored.config, "export", RESP_A)
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     exported = json.loads(result.stdout)
     assert sorted(exported) == [
         "input_items",
@@ -555,7 +555,7 @@ def test_export_round_trips_request_items_and_response(stored: Stored) -> None:
 def test_a_store_false_response_keeps_no_content(stored: Stored) -> None:
     result = run_sessions(stored.config, "export", RESP_C)
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     exported = json.loads(result.stdout)
     assert exported["stored"] is False
     assert "request" not in exported and "input_items" not in exported
@@ -584,10 +584,10 @@ def test_delete_removes_the_response_and_its_reasoning(stored: Stored, response_
 
     result = run_sessions(stored.config, "delete", response_id)
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stdout == f"deleted {response_id}\n"
     shown = run_sessions(stored.config, "show", response_id)
-    assert shown.returncode == EXIT_NOT_FOUND
+    assert shown.returncode == Exit.NOT_FOUND
     assert shown.stdout == ""
     assert shown.stderr == f"responses-bridge: no stored response {response_id}\n"
     del before[response_id]
@@ -620,7 +620,7 @@ def test_reasoning_rows_are_indexed_per_response(stored: Stored) -> None:
 def test_unknown_id_exits_5(stored: Stored, action: str) -> None:
     result = run_sessions(stored.config, action, MISSING)
 
-    assert result.returncode == EXIT_NOT_FOUND == 5
+    assert result.returncode == Exit.NOT_FOUND == 5
     assert result.stdout == ""
     assert result.stderr == f"responses-bridge: no stored response {MISSING}\n"
     assert stored_ids(stored.database) == [RESP_C, RESP_A, RESP_B, RESP_D, RESP_E]
@@ -646,7 +646,7 @@ def test_prune_deletes_what_is_older_than_max_age_days(
 
     result = run_sessions(config, "prune")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stdout == f"pruned {5 - len(kept)} responses\n"
     assert stored_ids(stored.database) == kept
     assert reasoning_rows(stored.database) == {
@@ -662,7 +662,7 @@ def test_prune_twice_deletes_nothing_the_second_time(stored: Stored, tmp_path: P
     second = run_sessions(config, "prune")
 
     assert first.stdout == "pruned 2 responses\n"
-    assert second.returncode == EXIT_OK, second.stderr
+    assert second.returncode == Exit.OK, second.stderr
     assert second.stdout == "pruned 0 responses\n"
 
 
@@ -711,7 +711,7 @@ def test_prune_deletes_the_oldest_until_under_max_size_mb(
 
     result = run_sessions(config, "prune")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stdout == f"pruned {LARGE_TURNS - 2} responses\n"
     assert stored_ids(database) == oldest_first[:-3:-1]  # the two newest
     assert data_bytes(database) <= 0.35 * 1024 * 1024
@@ -726,7 +726,7 @@ def test_prune_with_a_tiny_max_size_keeps_the_newest(
 
     result = run_sessions(config, "prune")
 
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     assert result.stdout == f"pruned {LARGE_TURNS - 1} responses\n"
     assert stored_ids(database) == [oldest_first[-1]]
 

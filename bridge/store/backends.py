@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.config import Config, spool_path, store_path
+from bridge.exit_codes import Exit
 from bridge.migrate import MigrationError, SchemaState, plan
 from bridge.store import Store, postgres
 from bridge.store.files import Opening, StoreError, inspect_schema
@@ -29,8 +30,6 @@ else:
     # PostgreSQL's modules (and asyncpg) load only for a config that uses it.
     StoreBackend = Store
 
-EXIT_OK = 0
-EXIT_STORE = 4
 # How long check-config waits for PostgreSQL to answer.
 STATE_SECONDS = 3.0
 
@@ -141,17 +140,17 @@ async def _postgres_migrate(config: Config, environ: Mapping[str, str], *, check
         connection = await postgres.connect(config, environ)
     except ConnectionError as exc:
         print(f"responses-bridge: database: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        return Exit.STORE
     try:
         if check:
             state = await postgres.check(connection)
             print(f"{label}: schema version {state.version} ({plan(state, postgres_migrations())})")
-            return EXIT_OK
+            return Exit.OK
         version = await postgres.migrate(connection)
         print(f"{label}: schema version {version}")
-        return EXIT_OK
+        return Exit.OK
     except MigrationError as exc:
         print(f"responses-bridge: database: {label}: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        return Exit.STORE
     finally:
         await connection.close()
