@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from bridge import browsers
+from bridge.access_log import ACCESS_LOG, printable
 from bridge.app_keys import ALLOWED_ORIGIN, CLIENT, CLIENT_KEYS, CONFIG, REQUEST_LOG
 from bridge.errors import ApiError
 from bridge.request_log import RequestLog
@@ -21,7 +22,6 @@ from bridge.scope import ANONYMOUS, client_identity
 from bridge.store.files import StoreError
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("bridge.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,13 +48,6 @@ def error_response(error: ApiError) -> web.Response:
         content_type="application/json",
         headers=headers,
     )
-
-
-def printable(text: str) -> str:
-    """`text` with control characters escaped: a %0A in a path cannot forge a log line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def client_request_id(request: web.Request) -> str | None:
@@ -190,22 +183,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             ApiError.server("The bridge failed unexpectedly; see its log.", status=500)
         )
     finally:
-        access_log.info(
-            "%s %s %s %.1fms model=%s provider=%s tokens=%d+%d response=%s outcome=%s request=%s "
-            "client_request=%s",
-            request.method,
-            printable(request.path),
-            status,
-            (time.perf_counter() - started) * 1000,
-            entry.model,
-            entry.provider,
-            entry.input_tokens,
-            entry.output_tokens,
-            entry.response_id,
-            entry.outcome or "-",
-            entry.request_id,
-            entry.client_request_id or "-",
-        )
+        entry.status = status
+        ACCESS_LOG.log(request, None, time.perf_counter() - started)
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -23,6 +23,7 @@ from bridge.app_keys import (
     CONFIG,
     HTTP_SESSION,
     LISTEN_HOST,
+    METRICS,
     MISSING_KEYS,
     STORE,
     STORE_PATH,
@@ -47,13 +48,15 @@ from bridge.handlers import (
     list_models,
     readyz,
 )
-from bridge.metrics import METRICS, PREFIX, Metrics, count_requests, metrics_endpoint
+from bridge.metrics import PREFIX, Metrics
+from bridge.metrics_http import count_requests, metrics_endpoint
+from bridge.open_sockets import SOCKETS, OpenSockets
 from bridge.sse_transport import create_response
 from bridge.store import StoreUnavailable
 from bridge.store.backends import open_store, serving
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
-from bridge.ws_transport import SOCKETS, OpenSockets, responses_socket
+from bridge.ws_transport import responses_socket
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +86,9 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     directory = app[STORE_PATH].parent
     app[BACKGROUND] = BackgroundRuns(
         store,
-        app[TURNS],
         config.server.max_background,
         clients=distinct_keys(app[CLIENT_KEYS]),
         directory=directory if directory.is_dir() else None,
-        keep_alive=config.server.heartbeat_interval,
     )
     app[BACKGROUND].recover()
     pruner = asyncio.create_task(

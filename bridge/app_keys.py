@@ -11,8 +11,10 @@ from bridge.background import BackgroundRuns
 from bridge.bodies import BodyBudget, Share
 from bridge.collector import CollectorPause
 from bridge.config import Config
+from bridge.metrics import Metrics
 from bridge.request_log import RequestLog
 from bridge.store.backends import StoreBackend
+from bridge.turn_trace import TurnRing
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
 
@@ -30,6 +32,9 @@ BACKGROUND = web.AppKey("background", BackgroundRuns)
 BODIES = web.AppKey("bodies", BodyBudget)
 # Garbage collection paused while very large requests are served (bridge.collector).
 COLLECTOR = web.AppKey("collector", CollectorPause)
+# The last turns kept whole for GET /debug/turns ([debug] keep_turns).
+DEBUG_TURNS = web.AppKey("debug_turns", TurnRing)
+METRICS = web.AppKey("metrics", Metrics)
 
 # The address the bridge listens on (the Host check allows it: bridge.browsers).
 LISTEN_HOST = web.AppKey("listen_host", str)

@@ -1,9 +1,10 @@
 """Background responses: turns that run detached from the request that created them.
 
 `background: true` answers at once (queued); the turn runs as a task of its own, through
-the same engine as any other. Its events are kept in order, each as its SSE frame, so that
-any number of clients can follow it from any point (`GET /v1/responses/{id}?stream=true
-&starting_after=N`, the creating request itself when it asked to stream), and are stored
+the same stages as any other (bridge.turn). Its events are kept in order, each as its SSE
+frame, so that any number of clients can follow it from any point (`GET
+/v1/responses/{id}?stream=true&starting_after=N`, the creating request itself when it asked
+to stream), and are stored
 with the response once it ends. `POST /v1/responses/{id}/cancel` cancels the task: the
 upstream request is closed and the response ends cancelled.
 
@@ -19,44 +20,32 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
-
-from bridge.engine import run_turn
 from bridge.errors import ApiError
 from bridge.event_log import EventLog
 from bridge.fair_share import fair_share
+from bridge.sse import encode_frames
 from bridge.store.backends import StoreBackend
-from bridge.turn_setup import PreparedTurn
-from bridge.turns import TurnsInFlight
+from bridge.turn import Turn
 from bridge.wire.events import ResponseEvent, ResponseObject
 
 log = logging.getLogger(__name__)
 
-_ENCODER = msgspec.json.Encoder()
 # How long a shutdown waits for runs to store their events.
 CLOSE_SECONDS = 10.0
 INTERRUPTED = (
     "responses-bridge stopped while this background response was running; send the request again"
 )
-# A follower's stream gets this SSE comment after a silence (background turns send no
-# heartbeat events: each would carry the whole output so far, into the stored log too).
-KEEP_ALIVE = b": keep-alive\n\n"
 # The most a run's events may take before its final ones (one upstream read each, so a
 # provider trickling characters makes many); past it the run ends failed.
 MAX_LOG_BYTES = 256 * 1024 * 1024
 
 
-def frame(event: ResponseEvent) -> bytes:
-    """One event as its SSE frame."""
-    return event.frame_prefix + _ENCODER.encode(event) + b"\n\n"
-
-
 class BackgroundRun:
     """One background turn: its task, its events so far, and whether it has ended."""
 
-    def __init__(self, prepared: PreparedTurn, client: str, events: EventLog) -> None:
-        self.prepared = prepared
-        self.client = client
+    def __init__(self, turn: Turn, events: EventLog) -> None:
+        self.turn = turn
+        self.client = turn.context.client
         self.events = events
         self.ended = False
         self.cancel_requested = False
@@ -70,16 +59,16 @@ class BackgroundRun:
     @property
     def response(self) -> ResponseObject:
         """The response as its events have built it so far."""
-        return self.prepared.turn.translator.as_streamed()
+        return self.turn.translator.as_streamed()
 
     async def sink(self, events: list[ResponseEvent]) -> None:
         for event in events:
-            await self.events.append(frame(event))
+            await self.events.append(encode_frames((event,)))
         self._wake()
         if (
             self.events.size > MAX_LOG_BYTES
             and self.stopped is None
-            and not self.prepared.turn.translator.ended
+            and not self.turn.translator.ended
             and self.task is not None
         ):
             self.stopped = ApiError.server(
@@ -92,9 +81,10 @@ class BackgroundRun:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def follow(self, after: int, idle: float) -> AsyncIterator[bytes]:
-        """The frames of the events numbered above `after`, as they come, to the end; a
-        KEEP_ALIVE comment after `idle` seconds without one."""
+    async def follow(self, after: int) -> AsyncIterator[bytes]:
+        """The frames of the events numbered above `after`, as they come, to the end (a
+        background turn sends no heartbeat events, each of which would carry the whole
+        output so far into the stored log: the stream's own pings keep followers awake)."""
         position = max(0, after + 1)
         self._readers += 1
         try:
@@ -105,12 +95,7 @@ class BackgroundRun:
                     continue
                 if self.ended:
                     return
-                changed = self._changed
-                try:
-                    async with asyncio.timeout(idle):
-                        await changed.wait()
-                except TimeoutError:
-                    yield KEEP_ALIVE
+                await self._changed.wait()
         finally:
             self._readers -= 1
             if self.ended and not self._readers:
@@ -130,21 +115,17 @@ class BackgroundRuns:
     def __init__(
         self,
         store: StoreBackend,
-        turns: TurnsInFlight,
         limit: int,
         *,
         clients: int = 1,
         directory: Path | None = None,
-        keep_alive: float = 10.0,
     ) -> None:
         self._store = store
-        self._turns = turns
         self._limit = limit
         # Each of the `clients` client keys may run its fair share of `limit`.
         self._share = fair_share(limit, clients)
         # Where the runs' event logs go while they run (None: the system's temporary files).
         self._directory = directory
-        self.keep_alive = keep_alive
         self._runs: dict[str, BackgroundRun] = {}
         # Set once the responses a stopped process left running are marked failed (new
         # ones must not be taken for them).
@@ -199,8 +180,9 @@ class BackgroundRuns:
         run = self._runs.get(response_id)
         return run if run is not None and run.client == client else None
 
-    async def start(self, prepared: PreparedTurn, client: str) -> BackgroundRun:
+    async def start(self, turn: Turn) -> BackgroundRun:
         """Record the queued response, then run its turn detached."""
+        client = turn.context.client
         if len(self._runs) >= self._limit:
             raise ApiError(
                 429,
@@ -220,15 +202,15 @@ class BackgroundRuns:
                 code="rate_limit_exceeded",
             )
         await self._recovered.wait()
-        translator = prepared.turn.translator
+        translator = turn.translator
         response_id = translator.response.id
         translator.response.status = "queued"
         # Known here and claimed before its row exists: no reaper may take it for orphaned.
-        run = BackgroundRun(prepared, client, await EventLog.create(self._directory))
+        run = BackgroundRun(turn, await EventLog.create(self._directory))
         self._runs[response_id] = run
         try:
             await self._store.claim_run(response_id)
-            stored = await prepared.turn.record()
+            stored = await turn.record()
         except BaseException:
             self._runs.pop(response_id, None)
             await run.end()
@@ -247,12 +229,12 @@ class BackgroundRuns:
         return run
 
     async def _run(self, run: BackgroundRun) -> None:
-        turn = run.prepared.turn
+        turn = run.turn
         translator = turn.translator
         response_id = translator.response.id
         try:
             try:
-                await run_turn(turn, run.sink, self._turns)
+                await turn.run(run.sink)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not (run.cancel_requested or run.stopped) or task is None:
@@ -309,4 +291,4 @@ class BackgroundRuns:
 
 
 def translator_ended(run: BackgroundRun) -> bool:
-    return run.prepared.turn.translator.ended
+    return run.turn.translator.ended

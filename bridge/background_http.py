@@ -16,25 +16,13 @@ import orjson
 from aiohttp import web
 
 from bridge.app_keys import BACKGROUND, CLIENT, CONFIG, STORE
-from bridge.background import KEEP_ALIVE
 from bridge.errors import ApiError
 from bridge.event_log import stored_frames
 from bridge.handlers import json_response, response_id_of, response_not_found
-from bridge.relay import encode_frames
+from bridge.sse import encode_frames
+from bridge.sse_transport import stream_frames
 from bridge.translate.replay import replay_events
 from bridge.wire.events import ResponseObject
-
-# The sentinel the Open Responses specification ends a stream with (OpenAI's own streams
-# end with it too; every SDK and Codex skip it).
-DONE = b"data: [DONE]\n\n"
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "Connection": "keep-alive",
-    # Proxies (nginx) must not hold events back.
-    "X-Accel-Buffering": "no",
-}
 
 RUNNING = ("queued", "in_progress")
 # A response run by another bridge: how often its row is read, how long it is followed.
@@ -50,28 +38,6 @@ _TERMINAL = {
     "failed": "response.failed",
     "cancelled": "response.failed",
 }
-
-
-async def stream_frames(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:
-    """Encoded events as a stream (a background response's, followed from some event on).
-    The response goes on whatever this client does; one that stops reading for the stall
-    timeout is cut off."""
-    stall = request.app[CONFIG].server.client_stall_timeout
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    try:
-        async for chunk in frames:
-            async with asyncio.timeout(stall):
-                await response.write(chunk)
-        await response.write(DONE)
-        await response.write_eof()
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-    except (ConnectionResetError, RuntimeError):
-        pass  # the client went away; nothing of the response depends on it
-    return response
 
 
 def _query_flag(value: str | None, name: str) -> bool:
@@ -134,7 +100,7 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     run = runs.get(response_id, client)
     if run is not None:
         if stream:
-            return await stream_frames(request, run.follow(after, runs.keep_alive))
+            return await stream_frames(request, run.follow(after))
         return json_response(run.response)
     store = request.app[STORE]
     if not stream:
@@ -176,7 +142,6 @@ async def _after_it_ends(
     store = request.app[STORE]
     client = request[CLIENT]
     deadline = time.monotonic() + FOLLOW_ELSEWHERE_SECONDS
-    keep_alive_every = max(1, round(request.app[BACKGROUND].keep_alive / POLL_SECONDS))
     checks = 0
     while time.monotonic() < deadline:
         found = await store.response_events(response_id, client)
@@ -190,8 +155,6 @@ async def _after_it_ends(
         checks += 1
         if checks % REAP_EVERY == 0:
             await _reap(request)
-        if checks % keep_alive_every == 0:
-            yield KEEP_ALIVE
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -203,7 +166,7 @@ async def cancel_response(request: web.Request) -> web.Response:
     runs = request.app[BACKGROUND]
     run = await runs.cancel(response_id, client)
     if run is not None:
-        return json_response(run.prepared.turn.translator.response)
+        return json_response(run.turn.response)
     store = request.app[STORE]
     stored = await store.get_response(response_id, client)
     if stored is None:

@@ -10,6 +10,7 @@ stored: the compacted window is the client's, to start a new chain from.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -18,14 +19,16 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bridge.app_keys import BODIES, CLIENT, CONFIG, REQUEST_LOG, STORE, TURNS, UPSTREAMS
+from bridge.app_keys import BODIES, CLIENT, CONFIG, REQUEST_LOG, STORE
 from bridge.bodies import Share, read_body
 from bridge.config import Config
 from bridge.conversation import plan_turn, resolve_item_references
-from bridge.engine import run_turn
+from bridge.emitter import discard
 from bridge.errors import ApiError
 from bridge.handlers import json_response
 from bridge.records import item_id_of, normalize_input_item
+from bridge.request_parsing import parse_request
+from bridge.request_rules import unknown_model
 from bridge.store import ChainNotFound
 from bridge.store.backends import StoreBackend
 from bridge.translate.compaction import (
@@ -37,7 +40,8 @@ from bridge.translate.compaction import (
 )
 from bridge.translate.ids import new_id
 from bridge.translate.reasoning import Reasoning
-from bridge.turn_setup import parse_request, setup_turn, unknown_model
+from bridge.turn import Turn
+from bridge.turn_context import turn_context
 from bridge.wire.events import MessageOutput, Usage
 from bridge.wire.responses import ResponsesRequest
 
@@ -51,10 +55,6 @@ class _CompactBody(msgspec.Struct, kw_only=True):
 
 
 _COMPACT_BODY = msgspec.json.Decoder(_CompactBody)
-
-
-async def _discard(events: list[Any]) -> None:
-    """The summarising turn streams to nobody."""
 
 
 async def compact_response(request: web.Request) -> web.Response:
@@ -158,22 +158,19 @@ async def _summarise(
     request: web.Request, req: ResponsesRequest, window: Window, client: str, label: str
 ) -> tuple[str, Usage]:
     """The model's summary of what goes, and what it cost; the turn's error otherwise."""
-    app = request.app
     summary_req = _summary_request(req, window)
-    prepared = await setup_turn(
-        summary_req,
-        list(summary_req.input or ()),
-        config=app[CONFIG],
-        store=app[STORE],
-        upstreams=app[UPSTREAMS],
+    # The summarising turn is the compaction's own: not traced or counted as a response.
+    context = dataclasses.replace(
+        turn_context(request, label=f"{label} (compaction)", transport="compaction"),
         client=client,
-        headers=request.headers,
-        log_label=f"{label} (compaction)",
+        ring=None,
+        metrics=None,
     )
-    error = await run_turn(prepared.turn, _discard, app[TURNS])
+    turn = await Turn.plan(context, summary_req, list(summary_req.input or ()))
+    error = await turn.run(discard)
     if error is not None:
         raise error
-    response = prepared.turn.translator.response
+    response = turn.response
     text = "".join(
         part.text
         for item in response.output

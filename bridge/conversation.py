@@ -1,13 +1,13 @@
-"""A turn's place in the store: its scope, its chain, recovered reasoning, and the write
-that records it when it ends."""
+"""A turn's place in its conversation: its scope, its chain (or the conversation it names,
+or what a WebSocket kept), the reasoning recovered for its replayed turns, and the upstream
+request planned from all of it."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,24 +18,21 @@ from bridge.config import ProviderConfig
 from bridge.errors import ApiError
 from bridge.log_lines import some
 from bridge.providers import PROFILES, Profile, shape_body
-from bridge.records import record_turn
-from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, Scope, header, session_scope
+from bridge.scope import Scope, session_scope
 from bridge.store import ChainNotFound, ReasoningQuery, StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
-from bridge.translate.context import ContextDigest, ItemDigests
+from bridge.translate.context import ContextDigest
 from bridge.translate.errors import RequestError
 from bridge.translate.messages import Continuation, ReasoningGap
 from bridge.translate.request import ChatRequestPlan, translate_request
 from bridge.wire.chat import ChatMessage
-from bridge.wire.events import ResponseObject
-from bridge.wire.responses import ResponsesRequest, encode_items
+from bridge.wire.responses import ResponsesRequest
 
 log = logging.getLogger(__name__)
 
 # Conversations longer than this (items) are translated in a thread.
 TRANSLATE_IN_THREAD = 20_000
-# Call ids a log line names when reasoning for replayed turns is missing.
-MISSES_SHOWN = 5
+_ITEM = msgspec.json.Decoder(Any)
 
 
 def _references(items: list[Any]) -> list[tuple[int, Any]]:
@@ -112,6 +109,22 @@ class StoredHistory:
 
     items: list[Any]
     scope: str
+
+
+async def conversation_history(
+    store: StoreBackend, conversation_id: str, client: str
+) -> StoredHistory:
+    """The items of the conversation a request names (404 when it is not the client's)."""
+    found = await store.conversation_items(conversation_id, client)
+    if found is None:
+        raise ApiError(
+            404,
+            f"Conversation with id '{conversation_id}' not found.",
+            param="conversation",
+            code="not_found",
+        )
+    items = [_ITEM.decode(body) for body in found]
+    return StoredHistory(items, f"c:{conversation_id}")
 
 
 @dataclass(slots=True)
@@ -290,114 +303,9 @@ async def recover_reasoning(
         elif gap.call_ids:
             missed.extend(gap.call_ids)
     if missed and profile.wants_reasoning_back:
-        shown = ", ".join(missed[:MISSES_SHOWN])
-        more = f" and {len(missed) - MISSES_SHOWN} more" if len(missed) > MISSES_SHOWN else ""
         log.warning(
             "no reasoning found in the request or the store for the replayed tool calls "
-            "%s%s; %s may refuse the request or answer worse",
-            shown,
-            more,
+            "%s; %s may refuse the request or answer worse",
+            some(missed),
             profile.name,
         )
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """What the record needs, computed while the upstream answers."""
-
-    context: ContextDigest | None = None
-    encoded: list[bytes | None] | None = None
-    digests: ItemDigests | None = None
-    base: tuple[str, int] | None = None
-
-
-def _encode_and_digest(items: list[Any]) -> tuple[list[bytes | None], ItemDigests]:
-    encoded = encode_items(items)
-    return list(encoded), ItemDigests().extend(encoded)
-
-
-def turn_recorder(
-    store: StoreBackend,
-    req: ResponsesRequest,
-    items: list[Any],
-    response: ResponseObject,
-    planned: PlannedTurn,
-    headers: CIMultiDictProxy[str],
-    *,
-    large: bool = False,
-) -> Callable[[], Awaitable[bool]]:
-    """The write that records the finished turn; a storage failure is logged, not raised.
-
-    What it needs from the input (digests, and the earlier response a replay extends) is
-    found at once, while the upstream answers: from the store's replay cache when the client
-    replays a conversation it knows, else in a thread and on a read connection.
-    """
-    session_id = header(headers, SESSION_HEADERS)
-    thread_id = header(headers, THREAD_HEADERS)
-    plan = planned.plan
-    client, conversation = planned.scope.client, planned.scope.conversation
-    stored = req.store is not False
-
-    async def prepare() -> _Prepared:
-        prepared = _Prepared()
-        if planned.by_context:
-            messages = plan.messages[plan.context_start :]
-            base = planned.context_base
-            digest = base.copy() if base is not None else ContextDigest()
-            prepared.context = await asyncio.to_thread(digest.extend, messages)
-        if not stored:
-            return prepared
-        known = store.replays.match(client, conversation, items)
-        if known is not None:
-            prepared.encoded, prepared.digests, prepared.base = (
-                known.encoded,
-                known.digests,
-                known.base,
-            )
-            return prepared
-        encoded, digests = await asyncio.to_thread(_encode_and_digest, items)
-        prepared.encoded, prepared.digests = encoded, digests
-        if len(items) > 1:
-            prepared.base = await store.find_base(client, digests.digests)
-        return prepared
-
-    preparing = asyncio.ensure_future(prepare())
-
-    async def record() -> bool:
-        """True once the turn is stored; False (logged) when it could not be."""
-        try:
-            prepared = await preparing
-            digests = prepared.digests
-            response.store_pending = msgspec.UNSET  # not part of what is stored
-            make = functools.partial(
-                record_turn,
-                req,
-                response,
-                planned.scope,
-                session_id=session_id,
-                thread_id=thread_id,
-                context=prepared.context,
-                items=items,
-                encoded=prepared.encoded,
-                item_digests=digests.digests if digests is not None else None,
-            )
-            # A large request takes a while to encode: off the loop then.
-            many = len(items) + len(req.tools or ()) > TRANSLATE_IN_THREAD // 10
-            turn = await asyncio.to_thread(make) if large or many else make()
-            # What the database could not take yet waits in the spool; the final object
-            # lists it.
-            response.store_pending = (
-                await store.save_turn_shielded(turn, base=prepared.base) or msgspec.UNSET
-            )
-        except (StoreCorrupt, StoreError) as exc:
-            log.warning("response %s not stored: %s", response.id, exc)
-            return False
-        except sqlite3.Error:
-            # The answer still reaches the client; its final event says store: false.
-            log.exception("could not store response %s", response.id)
-            return False
-        if digests is not None:
-            store.replays.remember(client, conversation, response.id, items, digests)
-        return True
-
-    return record

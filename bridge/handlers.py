@@ -12,8 +12,8 @@ from aiohttp import web
 from bridge import __version__
 from bridge.app_keys import CLIENT, CONFIG, STORE, TURNS
 from bridge.errors import ApiError
+from bridge.request_rules import unknown_model
 from bridge.store import ItemNotFound
-from bridge.turn_setup import unknown_model
 
 log = logging.getLogger(__name__)
 

@@ -1,31 +1,23 @@
-"""GET /metrics: what the bridge does, in Prometheus' text format (prometheus_client).
+"""What the bridge does, counted for GET /metrics (bridge.metrics_http) with prometheus_client.
 
 Each application has a registry of its own (never the library's global one). Counters and
-histograms are fed where things happen: the request middleware, the turn engine (through a
-TurnObserver on each turn) and the store's writes; gauges (open sockets, cached bytes,
-background runs, turns in flight) are read when the metrics are asked for. The endpoint
-answers as GET /debug/turns does: loopback clients, or clients with a client key.
+histograms are fed where things happen: the request middleware, each turn (through its
+TurnObserver) and the store's writes; gauges (open sockets, cached bytes, background runs,
+turns in flight) are read when the metrics are asked for.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from bridge.debug_turns import may_look
 from bridge.errors import ApiError
 from bridge.wire.events import ResponseObject
-
-if TYPE_CHECKING:
-    from bridge.turn_setup import PreparedTurn
 
 PREFIX = "responses_bridge"
 # Seconds: from a fast local model's first byte to a thinking model's minutes.
@@ -178,43 +170,3 @@ class TurnObserver:
         ):
             if count:
                 metrics.tokens.labels(*labels, kind).inc(count)
-
-
-METRICS = web.AppKey("metrics", Metrics)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CLIENT_CLOSED = 499
-
-
-def observe_turn(request: web.Request, prepared: PreparedTurn, transport: str) -> None:
-    """Measure the prepared turn from here on."""
-    prepared.turn.observer = request.app[METRICS].observe(
-        prepared.request.model, prepared.model.provider, transport
-    )
-
-
-@web.middleware
-async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request counted by its route (not its path: ids would make endless series)."""
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].requests.labels(route, request.method, str(status)).inc()
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """GET /metrics: the Prometheus text format."""
-    may_look(request)
-    return web.Response(
-        body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )

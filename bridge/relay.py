@@ -39,16 +39,6 @@ DRAIN_SECONDS = 1.0
 _ENCODER = msgspec.json.Encoder()
 
 
-def encode_frames(events: list[ResponseEvent]) -> bytes:
-    """Events as SSE frames (`event:` and `data:` lines), ready for one write."""
-    buffer = bytearray()
-    for event in events:
-        buffer += event.frame_prefix
-        _ENCODER.encode_into(event, buffer, -1)
-        buffer += b"\n\n"
-    return bytes(buffer)
-
-
 # A web page where the stream should be: a captive portal, a proxy's login page, or a
 # base_url that names a web site rather than the API.
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})

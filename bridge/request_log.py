@@ -22,3 +22,5 @@ class RequestLog:
     output_tokens: int = 0
     # A WebSocket: the line is written when it closes (its turns have lines of their own).
     upgraded: bool = False
+    # How it ended, as the line says it (499: the client left before the end).
+    status: int = 500

@@ -21,7 +21,8 @@ from bridge.providers import PROFILES, shape_messages
 from bridge.records import recorded_scope
 from bridge.translate.context import ContextDigest
 from bridge.translate.errors import RequestError
-from bridge.turn_setup import PreparedTurn, encode_messages
+from bridge.turn import Turn
+from bridge.upstream_body import encode_messages
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ MAX_RESPONSES = 16
 CONTINUABLE = frozenset({"completed", "incomplete"})
 
 
-def conversation_after(prepared: PreparedTurn, profile: str) -> Prefix | None:
+def conversation_after(turn: Turn, profile: str) -> Prefix | None:
     """The conversation up to the end of the turn's response (None if it cannot go on:
     the turn failed, or was not set up to keep its messages).
 
@@ -40,10 +41,10 @@ def conversation_after(prepared: PreparedTurn, profile: str) -> Prefix | None:
     so the next turn's upstream body is the one a full replay would give. CPU-bound, in
     proportion to the turn's own messages.
     """
-    response = prepared.turn.translator.response
-    plan = prepared.planned.plan
+    response = turn.response
+    plan = turn.planned.plan
     builder = plan.builder
-    if response.status not in CONTINUABLE or builder is None or prepared.messages is None:
+    if response.status not in CONTINUABLE or builder is None or turn.messages is None:
         return None
     builder.mark()
     try:
@@ -55,17 +56,15 @@ def conversation_after(prepared: PreparedTurn, profile: str) -> Prefix | None:
     fresh = builder.messages[changed:]
     shape_messages(fresh, PROFILES[profile])
     start = plan.context_start
-    prefix = prepared.planned.prefix
+    prefix = turn.planned.prefix
     earlier: tuple[bytes, ...] = ()
     if prefix is not None:
         earlier = prefix.pieces[:-1] if builder.replaces_last else prefix.pieces
-    pieces = extend_pieces(
-        earlier, [*prepared.messages[: changed - start], *encode_messages(fresh)]
-    )
+    pieces = extend_pieces(earlier, [*turn.messages[: changed - start], *encode_messages(fresh)])
     context = context_head = None
-    if prepared.planned.by_context:
+    if turn.planned.by_context:
         own = builder.messages[start:]
-        base = prepared.planned.context_base
+        base = turn.planned.context_base
         if prefix is not None and not own:
             context, context_head = prefix.context, prefix.context_head
         else:
@@ -77,8 +76,8 @@ def conversation_after(prepared: PreparedTurn, profile: str) -> Prefix | None:
         response_id=response.id,
         pieces=pieces,
         continuation=builder.continuation(len(pieces)),
-        scope=recorded_scope(prepared.request, response, prepared.planned.scope),
-        shaped_for=(prepared.request.model, profile),
+        scope=recorded_scope(turn.request, response, turn.planned.scope),
+        shaped_for=(turn.request.model, profile),
         context=context,
         context_head=context_head,
         root=prefix.root if prefix is not None else response.id,

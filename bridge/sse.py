@@ -1,10 +1,31 @@
-"""Incremental Server-Sent Events parser over an upstream byte stream."""
+"""Server-sent events by hand: the incremental parser of an upstream's byte stream, and the
+one encoder of the bridge's own events."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
-__all__ = ["SSEEvent", "SSEParser", "SSEProtocolError"]
+from bridge.wire.events import ResponseEvent
+
+__all__ = ["DONE", "SSEEvent", "SSEParser", "SSEProtocolError", "encode_frames"]
+
+# The sentinel the Open Responses specification ends a stream with (OpenAI's own streams
+# end with it too; every SDK and Codex skip it).
+DONE = b"data: [DONE]\n\n"
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_frames(events: Iterable[ResponseEvent]) -> bytes:
+    """Events as SSE frames (`event:` and `data:` lines), ready for one write."""
+    buffer = bytearray()
+    for event in events:
+        buffer += event.frame_prefix
+        _ENCODER.encode_into(event, buffer, -1)
+        buffer += b"\n\n"
+    return bytes(buffer)
+
 
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D

@@ -1,37 +1,32 @@
-"""POST /v1/responses: a turn answered as server-sent events, or as one JSON response.
+"""POST /v1/responses: a turn answered as server-sent events, or as one JSON response; and
+any other stream of events the bridge serves (a background response followed, a stored one
+read as a stream).
 
-A thin transport over the turn engine (bridge.engine): once the SSE response is prepared,
-nothing raises out of the handler (an error becomes response.failed inside the stream,
-never a second HTTP response written into the body), and the body always ends cleanly.
+Streams are aiohttp-sse's EventSourceResponse (its headers, its pings in the silences, a
+clean end); events are written as the bridge encodes them (bridge.sse), a whole upstream
+read's worth per write. Once a stream is prepared nothing raises out of the handler: an
+error becomes response.failed inside it, never a second HTTP response written into the
+body, and the body always ends cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
-from bridge.app_keys import (
-    BACKGROUND,
-    BODIES,
-    CLIENT,
-    COLLECTOR,
-    CONFIG,
-    REQUEST_LOG,
-    STORE,
-    TURNS,
-    UPSTREAMS,
-)
-from bridge.background_http import DONE, SSE_HEADERS, stream_frames
+from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
-from bridge.debug_turns import begin_trace
-from bridge.engine import SHUTTING_DOWN, ClientGone, EventSink, run_turn
+from bridge.emitter import ClientGone, EventSink, discard
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
-from bridge.metrics import METRICS, observe_turn
-from bridge.relay import encode_frames
-from bridge.turn_setup import DECODE_IN_THREAD, PreparedTurn, parse_request_off_loop, setup_turn
+from bridge.request_parsing import DECODE_IN_THREAD, parse_request_off_loop
+from bridge.sse import DONE, encode_frames
+from bridge.turn import SHUTTING_DOWN, Turn
+from bridge.turn_context import turn_context
 from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
@@ -48,51 +43,42 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 
 async def _create(request: web.Request, share: Share) -> web.StreamResponse:
-    app = request.app
-    config = app[CONFIG]
+    config = request.app[CONFIG]
     body = await read_body(
         request,
         share,
         seconds=config.server.body_timeout,
         limit=config.server.max_request_bytes,
     )
-    with app[COLLECTOR].during(len(body)):
+    with request.app[COLLECTOR].during(len(body)):
         return await _answer(request, body)
 
 
 async def _answer(request: web.Request, body: bytes) -> web.StreamResponse:
     app = request.app
-    config = app[CONFIG]
     req, items = await parse_request_off_loop(body)
     entry = request[REQUEST_LOG]
-    prepared = await setup_turn(
-        req,
-        items,
-        large=len(body) >= DECODE_IN_THREAD,
-        config=config,
-        store=app[STORE],
-        upstreams=app[UPSTREAMS],
-        client=request[CLIENT],
-        headers=request.headers,
-        log_label=entry.request_id,
+    context = turn_context(
+        request,
+        label=entry.request_id,
+        transport="background" if req.background else "http",
     )
-    entry.model, entry.provider = req.model, prepared.model.provider
-    entry.response_id = prepared.turn.translator.response.id
-    begin_trace(request, prepared, "http", body)
-    observe_turn(request, prepared, "background" if req.background else "http")
+    turn = await Turn.plan(context, req, items, raw=body, large=len(body) >= DECODE_IN_THREAD)
+    entry.model, entry.provider = req.model, turn.model.provider
+    entry.response_id = turn.response.id
     if req.background:
-        run = await app[BACKGROUND].start(prepared, request[CLIENT])
+        run = await app[BACKGROUND].start(turn)
         app[METRICS].background_started.inc()
         entry.outcome = "background"
         if not req.stream:
             return json_response(run.response)
-        return await stream_frames(request, run.follow(-1, app[BACKGROUND].keep_alive))
+        return await stream_frames(request, run.follow(-1))
     if not req.stream:
-        response: web.StreamResponse = await _respond_whole(request, prepared)
+        response: web.StreamResponse = await _respond_whole(request, turn)
     else:
-        response = await _respond_stream(request, prepared)
+        response = await _respond_stream(request, turn)
     # The turn is over and recorded: what a very large input left is freed in steps.
-    plan = prepared.planned.plan
+    plan = turn.planned.plan
     await let_go(
         items,
         req.input if isinstance(req.input, list) else [],
@@ -103,10 +89,10 @@ async def _answer(request: web.Request, body: bytes) -> web.StreamResponse:
     return response
 
 
-def _note_end(request: web.Request, prepared: PreparedTurn) -> None:
+def _note_end(request: web.Request, turn: Turn) -> None:
     """How the response ended, for the access log (and the body, if asked)."""
     entry = request[REQUEST_LOG]
-    response = prepared.turn.translator.response
+    response = turn.response
     entry.outcome = response.status
     if response.usage is not None:
         entry.input_tokens = response.usage.input_tokens
@@ -115,21 +101,42 @@ def _note_end(request: web.Request, prepared: PreparedTurn) -> None:
         log.debug("response for %s: %s", entry.request_id, json_response(response).text)
 
 
-async def _discard(events: list[ResponseEvent]) -> None:
-    """The sink of a non-streaming request: only the final response object matters."""
-
-
-async def _respond_whole(request: web.Request, prepared: PreparedTurn) -> web.Response:
-    error = await run_turn(prepared.turn, _discard, request.app[TURNS])
-    _note_end(request, prepared)
+async def _respond_whole(request: web.Request, turn: Turn) -> web.Response:
+    error = await turn.run(discard)
+    _note_end(request, turn)
     if error is not None:
         raise error
-    return json_response(prepared.turn.translator.response)
+    return json_response(turn.response)
 
 
-def sse_sink(request: web.Request, response: web.StreamResponse, stall_seconds: float) -> EventSink:
+async def open_stream(request: web.Request) -> EventSourceResponse:
+    """An event stream, prepared: its headers sent, aiohttp-sse's pings every heartbeat
+    interval (comments, which clients skip) keeping proxies and followers awake."""
+    config = request.app[CONFIG]
+    response = EventSourceResponse(
+        sep="\n",
+        # POST /v1/responses streams too.
+        allow_all_methods=True,
+        # A client that stops reading is found by the writes (client_stall_timeout).
+        send_timeout=None,
+        ping_interval=config.server.heartbeat_interval,
+    )
+    await response.prepare(request)
+    return response
+
+
+async def close_stream(response: EventSourceResponse) -> None:
+    """The end of a stream: the specification's sentinel, the pings stopped, the body
+    ended."""
+    await response.write(DONE)
+    response.stop_streaming()
+    await response.wait()
+    await response.write_eof()
+
+
+def sse_sink(response: web.StreamResponse, stall_seconds: float) -> EventSink:
     """Writes events as SSE frames; a client that does not take a write within
-    `stall_seconds` (it stopped reading) has its connection aborted."""
+    `stall_seconds` (it stopped reading) has its turn ended."""
 
     async def write(events: list[ResponseEvent]) -> None:
         try:
@@ -147,32 +154,47 @@ def sse_sink(request: web.Request, response: web.StreamResponse, stall_seconds: 
     return write
 
 
-async def _respond_stream(request: web.Request, prepared: PreparedTurn) -> web.StreamResponse:
+async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamResponse:
     config = request.app[CONFIG]
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    translator = prepared.turn.translator
+    response = await open_stream(request)
     try:
-        await run_turn(
-            prepared.turn,
-            sse_sink(request, response, config.server.client_stall_timeout),
-            request.app[TURNS],
-        )
-        _note_end(request, prepared)
-        # The sentinel the Open Responses specification ends a stream with (OpenAI's own
-        # streams end with it too; every SDK and Codex skip it).
-        await response.write(DONE)
-        await response.write_eof()
+        await turn.run(sse_sink(response, config.server.client_stall_timeout))
+        _note_end(request, turn)
+        await close_stream(response)
     except ClientGone as gone:
         # Leaving the turn closed the upstream request.
-        log.info("client of %s %s", translator.response.id, gone.reason)
-        if gone.record and request.transport is not None:
-            request.transport.abort()  # a stalled peer never drains: a clean close would hang
+        log.info("client of %s %s", turn.response.id, gone.reason)
+        _abort(request, response, stalled=gone.record)
     except (ConnectionResetError, RuntimeError):
-        log.info("client disconnected at the end of %s", translator.response.id)
+        log.info("client disconnected at the end of %s", turn.response.id)
+        response.stop_streaming()
     except Exception:  # past prepare(): never a second response written into the stream
-        log.exception("the stream of %s broke off", translator.response.id)
-        if request.transport is not None:
-            request.transport.abort()
+        log.exception("the stream of %s broke off", turn.response.id)
+        _abort(request, response, stalled=True)
+    return response
+
+
+def _abort(request: web.Request, response: EventSourceResponse, *, stalled: bool) -> None:
+    """Stop the stream's pings; a stalled peer never drains, so its connection is aborted
+    rather than closed (a clean close would hang)."""
+    response.stop_streaming()
+    if stalled and request.transport is not None:
+        request.transport.abort()
+
+
+async def stream_frames(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Encoded events as a stream (a background response's, followed from some event on,
+    or a stored response's). The response goes on whatever this client does; one that
+    stops reading for the stall timeout is cut off."""
+    stall = request.app[CONFIG].server.client_stall_timeout
+    response = await open_stream(request)
+    try:
+        async for chunk in frames:
+            async with asyncio.timeout(stall):
+                await response.write(chunk)
+        await close_stream(response)
+    except TimeoutError:
+        _abort(request, response, stalled=True)
+    except (ConnectionResetError, RuntimeError):
+        response.stop_streaming()  # the client went away; nothing of the response needs it
     return response

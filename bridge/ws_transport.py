@@ -1,8 +1,8 @@
 """GET /v1/responses as a WebSocket: the Responses API's WebSocket mode (Codex's
 `supports_websockets`).
 
-A thin transport over the turn engine, like bridge.sse_transport: each `response.create`
-text message runs one turn (bridge.turn_setup, bridge.engine) and each of its events goes
+A thin transport over the turn (bridge.turn), like bridge.sse_transport: each
+`response.create` text message runs one turn and each of its events goes
 back as one text message, the same JSON as an SSE `data:` payload. One turn at a time per
 socket. A turn whose previous_response_id names a response completed on this socket is
 continued from what the socket kept of the conversation (bridge.socket_state), so only its
@@ -18,33 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
-from typing import Any
 
 import msgspec
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
-from bridge.app_keys import (
-    BODIES,
-    CLIENT,
-    COLLECTOR,
-    CONFIG,
-    REQUEST_LOG,
-    STORE,
-    TURNS,
-    UPSTREAMS,
-)
+from bridge.access_log import ACCESS_LOG
+from bridge.app_keys import BODIES, CLIENT, COLLECTOR, CONFIG, REQUEST_LOG, TURNS
 from bridge.bodies import Share
 from bridge.conversation import Prefix
-from bridge.debug_turns import begin_trace
-from bridge.engine import SHUTTING_DOWN, ClientGone, run_turn
+from bridge.emitter import ClientGone
 from bridge.errors import ApiError
-from bridge.fair_share import fair_share
 from bridge.lone_surrogates import replace_lone_surrogates
-from bridge.metrics import observe_turn
+from bridge.open_sockets import SOCKETS
+from bridge.request_log import RequestLog
+from bridge.request_parsing import DECODE_IN_THREAD, parse_request_off_loop
 from bridge.socket_state import SocketConversations, conversation_after
-from bridge.turn_setup import DECODE_IN_THREAD, PreparedTurn, parse_request_off_loop, setup_turn
+from bridge.turn import SHUTTING_DOWN, Turn
+from bridge.turn_context import turn_context
 from bridge.wire.events import (
     ResponseCompleted,
     ResponseEvent,
@@ -53,7 +44,6 @@ from bridge.wire.events import (
 )
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("bridge.access")
 
 FINAL_EVENTS = (ResponseCompleted, ResponseFailed, ResponseIncomplete)
 # Conversations with more messages than this are kept (translated, encoded) in a thread.
@@ -83,50 +73,6 @@ def _read_envelope(data: bytes) -> tuple[_Envelope, bytes]:
         if repaired is None:
             raise
         return _ENVELOPE.decode(repaired), repaired
-
-
-class OpenSockets:
-    """The sockets open now, by client: bounded in number (each client key to its fair
-    share), closed together on shutdown."""
-
-    def __init__(self, limit: int, clients: int = 1) -> None:
-        self.limit = limit
-        self.share = fair_share(limit, clients)
-        self._sockets: dict[web.WebSocketResponse, str] = {}
-        # What each open socket keeps of its conversations (for GET /metrics).
-        self.conversations: weakref.WeakSet[SocketConversations] = weakref.WeakSet()
-
-    def __len__(self) -> int:
-        return len(self._sockets)
-
-    @property
-    def full(self) -> bool:
-        return len(self._sockets) >= self.limit
-
-    def held_by(self, client: str) -> int:
-        return sum(owner == client for owner in self._sockets.values())
-
-    def add(self, ws: web.WebSocketResponse, client: str) -> None:
-        self._sockets[ws] = client
-
-    def discard(self, ws: web.WebSocketResponse) -> None:
-        self._sockets.pop(ws, None)
-
-    async def close_all(self) -> None:
-        """Close every socket with 1001 (going away); their turns have been drained."""
-        sockets = list(self._sockets)
-        if sockets:
-            log.info("closing %d WebSocket connections", len(sockets))
-        await asyncio.gather(
-            *(
-                ws.close(code=WSCloseCode.GOING_AWAY, message=b"responses-bridge is stopping")
-                for ws in sockets
-            ),
-            return_exceptions=True,
-        )
-
-
-SOCKETS = web.AppKey("sockets", OpenSockets)
 
 
 def error_event(error: ApiError) -> bytes:
@@ -328,15 +274,12 @@ class _Socket:
                     "background",
                 )
             prefix = self._kept(req.model, req.previous_response_id)
-            prepared = await setup_turn(
+            context = turn_context(request, label=label, transport="websocket")
+            turn = await Turn.plan(
+                context,
                 req,
                 items,
-                config=self._config,
-                store=app[STORE],
-                upstreams=app[UPSTREAMS],
-                client=request[CLIENT],
-                headers=request.headers,
-                log_label=label,
+                raw=data,
                 prefix=prefix,
                 generate=generate,
                 keep_messages=True,
@@ -360,32 +303,28 @@ class _Socket:
                 )
             )
             return
-        begin_trace(request, prepared, "websocket", data)
-        observe_turn(request, prepared, "websocket")
         try:
-            failed = await run_turn(prepared.turn, self._sink, app[TURNS])
+            failed = await turn.run(self._sink)
         except ClientGone as gone:
-            log.info("client of %s %s", prepared.turn.translator.response.id, gone.reason)
+            log.info("client of %s %s", turn.response.id, gone.reason)
             if gone.record and request.transport is not None:
                 request.transport.abort()  # it stopped reading: a clean close would hang
             return
-        self._log(label, started, 200, prepared, items=len(items), kept=prefix is not None)
+        self._log(label, started, 200, turn, items=len(items), kept=prefix is not None)
         if failed is not None:
             self._conversations.evict(previous)
-        await self._keep(prepared)
+        await self._keep(turn)
 
-    async def _keep(self, prepared: PreparedTurn) -> None:
+    async def _keep(self, turn: Turn) -> None:
         """Keep the conversation up to this response, for a turn that continues it."""
-        profile = self._config.providers[prepared.model.provider].profile
+        profile = self._config.providers[turn.model.provider].profile
         try:
-            if prepared.messages is not None and len(prepared.messages) > KEEP_IN_THREAD:
-                kept = await asyncio.to_thread(conversation_after, prepared, profile)
+            if turn.messages is not None and len(turn.messages) > KEEP_IN_THREAD:
+                kept = await asyncio.to_thread(conversation_after, turn, profile)
             else:
-                kept = conversation_after(prepared, profile)
+                kept = conversation_after(turn, profile)
         except Exception:  # keeping is an optimisation: the client can always resend
-            log.exception(
-                "could not keep the conversation of %s", prepared.turn.translator.response.id
-            )
+            log.exception("could not keep the conversation of %s", turn.response.id)
             return
         if kept is not None:
             self._conversations.add(kept)
@@ -431,7 +370,7 @@ class _Socket:
         label: str,
         started: float,
         status: int,
-        prepared: PreparedTurn | None = None,
+        turn: Turn | None = None,
         outcome: str = "-",
         items: int = 0,
         kept: bool = False,
@@ -439,38 +378,22 @@ class _Socket:
         """One access-log line per turn, as for a POST, with how many input items the turn
         brought and where its earlier conversation came from: `kept` on this socket,
         `stored`, or `-` (the turn carried everything)."""
-        fields: dict[str, Any] = {
-            "model": None,
-            "provider": None,
-            "tokens": "0+0",
-            "response": None,
-        }
-        if prepared is not None:
-            response = prepared.turn.translator.response
-            usage = response.usage
-            fields = {
-                "model": prepared.request.model,
-                "provider": prepared.model.provider,
-                "tokens": f"{usage.input_tokens}+{usage.output_tokens}" if usage else "0+0",
-                "response": response.id,
-            }
-            outcome = response.status
-            previous = prepared.request.previous_response_id
-        else:
-            previous = None
+        entry = RequestLog(label, self._request[REQUEST_LOG].client_request_id, outcome=outcome)
+        previous = None
+        if turn is not None:
+            response = turn.response
+            entry.model, entry.provider = turn.request.model, turn.model.provider
+            entry.response_id, entry.outcome = response.id, response.status
+            if response.usage is not None:
+                entry.input_tokens = response.usage.input_tokens
+                entry.output_tokens = response.usage.output_tokens
+            previous = turn.request.previous_response_id
         source = "kept" if kept else ("stored" if previous else "-")
-        access_log.info(
-            "WS %s %s %.1fms model=%s provider=%s tokens=%s response=%s outcome=%s "
-            "items=%d history=%s request=%s",
+        ACCESS_LOG.line(
+            "WS",
             self._request.path,
             status,
-            (time.perf_counter() - started) * 1000,
-            fields["model"],
-            fields["provider"],
-            fields["tokens"],
-            fields["response"],
-            outcome,
-            items,
-            source,
-            label,
+            time.perf_counter() - started,
+            entry,
+            f" items={items} history={source}",
         )

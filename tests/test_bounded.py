@@ -63,7 +63,7 @@ async def test_a_background_log_keeps_no_heartbeats_and_is_stored_compressed(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, state_directory: Path
 ) -> None:
     """52 MB of reasoning became a 262-367 MB stored log (and 1.3-1.8 GB of memory): every
-    heartbeat carried the whole output so far. Followers now get keep-alive comments."""
+    heartbeat carried the whole output so far. Followers now get the stream's ping comments."""
     config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.05")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["thinking " * 2000] * 40, ["done"])
@@ -72,7 +72,7 @@ async def test_a_background_log_keeps_no_heartbeats_and_is_stored_compressed(
     body = {"model": MODEL, "input": "x", "background": True, "stream": True}
     live = await asyncio.wait_for(client.post("/v1/responses", json=body), TIMEOUT)
     raw = await asyncio.wait_for(live.read(), TIMEOUT)
-    assert b": keep-alive\n\n" in raw  # the silences were filled
+    assert b": ping\n\n" in raw  # the silences were filled
     parser = SSEParser()
     events = [orjson.loads(e.data) for e in parser.feed(raw) if e.data != b"[DONE]"]
     kinds = [event["type"] for event in events]

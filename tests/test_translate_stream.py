@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import ApiError
-from bridge.relay import encode_frames
-from bridge.sse import SSEParser
+from bridge.sse import SSEParser, encode_frames
 from bridge.translate.reasoning import decode_reasoning
 from bridge.translate.stream import StreamTranslator
 from bridge.translate.tools import ToolMap, ToolRef

@@ -1,0 +1,98 @@
+"""A turn's events on their way to the client: numbered and written in order, one lock,
+heartbeats in the silences, nothing after the final event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from bridge.translate.stream import StreamTranslator
+from bridge.turn_trace import TurnTrace
+from bridge.wire.events import ResponseEvent
+
+# Writes events to the client; raises ClientGone when the client cannot take them.
+EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
+
+
+async def discard(events: list[ResponseEvent]) -> None:
+    """The sink of a turn answered as one JSON object (or of one nobody reads): only the
+    final response matters."""
+
+
+class ClientGone(Exception):
+    """The client went away or stopped reading; nothing more can be sent to it."""
+
+    def __init__(self, reason: str, *, record: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # A client that stopped reading (its connection is still open) leaves a turn that
+        # is recorded as failed; one that disconnected leaves none.
+        self.record = record
+
+
+class Emitter:
+    """Numbers and writes a turn's events in order, and fills silences with heartbeats."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        translator: StreamTranslator,
+        interval: float | None,
+        trace: TurnTrace | None = None,
+    ) -> None:
+        self._sink = sink
+        self._trace = trace
+        self._translator = translator
+        self._interval = interval
+        self._lock = asyncio.Lock()
+        self._last_write = time.monotonic()
+        self._beats: asyncio.Task[None] | None = None
+        self.ended = False
+
+    async def send(self, produce: Callable[[], list[ResponseEvent]]) -> None:
+        """Run `produce` (which numbers events) and write what it made, under the lock."""
+        async with self._lock:
+            if self.ended:
+                return
+            events = produce()
+            if events:
+                await self._write(events)
+
+    async def end(self, produce: Callable[[], list[ResponseEvent]]) -> None:
+        """The terminal event: written last, and nothing after it."""
+        async with self._lock:
+            if self.ended:
+                return
+            self.ended = True
+            self._stop_beats()
+            await self._write(produce())
+
+    async def _write(self, events: list[ResponseEvent]) -> None:
+        self._last_write = time.monotonic()
+        if self._trace is not None:
+            self._trace.sent(events)
+        await self._sink(events)
+
+    def start_beats(self) -> None:
+        """Heartbeats from now on (when the turn has an interval)."""
+        if self._interval is not None:
+            self._beats = asyncio.create_task(self._beat(self._interval))
+
+    def _stop_beats(self) -> None:
+        if self._beats is not None and self._beats is not asyncio.current_task():
+            self._beats.cancel()
+
+    async def close(self) -> None:
+        self._stop_beats()
+        if self._beats is not None:
+            with contextlib.suppress(asyncio.CancelledError, ClientGone):
+                await self._beats
+
+    async def _beat(self, interval: float) -> None:
+        # Thinking models may be silent for minutes; clients time out on missing events.
+        while not self.ended:
+            await asyncio.sleep(max(0.0, self._last_write + interval - time.monotonic()))
+            if time.monotonic() - self._last_write >= interval:
+                await self.send(lambda: [self._translator.heartbeat()])
