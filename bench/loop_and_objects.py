@@ -33,7 +33,7 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bridge.app import create_app
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 
 STALL_TARGET = 0.3
 GROWTH_TARGET = 600

@@ -172,7 +172,7 @@ async def sqlite(scratch: Path) -> dict[str, float]:
 async def postgresql(scratch: Path) -> dict[str, float]:
     """The same on a throwaway PostgreSQL server (tests/postgres.py), durable commits on
     (synchronous_commit and fsync as PostgreSQL ships them)."""
-    from bridge.config import parse_config
+    from bridge.config_load import parse_config
     from bridge.store.postgres_store import PostgresStore
     from tests.postgres import PASSWORD, Cluster
 

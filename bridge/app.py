@@ -35,7 +35,8 @@ from bridge.background_http import cancel_response, get_response
 from bridge.bodies import BodyBudget
 from bridge.collector import CollectorPause
 from bridge.compaction import compact_response
-from bridge.config import Config, store_path
+from bridge.config import Config
+from bridge.config_env import store_path
 from bridge.conversations_http import add_routes as add_conversation_routes
 from bridge.debug_turns import add_routes as add_debug_routes
 from bridge.demo import DemoUpstream

@@ -13,17 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__, codex_config, service_install, sessions_cli, trace
-from bridge.config import (
-    Config,
-    ConfigError,
+from bridge.config import Config, ConfigError
+from bridge.config_env import (
     check_exposure,
-    deprecations,
     is_loopback,
-    load_config,
     resolve_client_keys,
     store_path,
     unset_api_keys,
 )
+from bridge.config_load import deprecations, load_config
 from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url

@@ -23,7 +23,8 @@ from bridge.store import ChainNotFound, ReasoningQuery, StoreCorrupt, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.context import ContextDigest
 from bridge.translate.errors import RequestError
-from bridge.translate.messages import Continuation, ReasoningGap
+from bridge.translate.gaps import ReasoningGap
+from bridge.translate.messages import Continuation
 from bridge.translate.request import ChatRequestPlan, translate_request
 from bridge.wire.chat import ChatMessage
 from bridge.wire.responses import ResponsesRequest

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.app_keys import API_KEYS, CLIENT, CLIENT_KEYS, CONFIG, DEBUG_TURNS
-from bridge.config import is_loopback
+from bridge.config_env import is_loopback
 from bridge.errors import ApiError
 from bridge.handlers import json_response
 from bridge.turn_trace import TurnRing

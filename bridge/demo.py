@@ -20,13 +20,8 @@ import aiohttp
 import msgspec
 
 from bridge.body import UpstreamBody
-from bridge.config import (
-    Config,
-    ProviderConfig,
-    UpstreamConfig,
-    resolve_api_keys,
-    used_providers,
-)
+from bridge.config import Config, ProviderConfig, UpstreamConfig
+from bridge.config_env import resolve_api_keys, used_providers
 from bridge.errors import upstream_error
 from bridge.upstream import UpstreamClient
 from bridge.wire.chat import (

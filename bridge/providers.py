@@ -37,7 +37,7 @@ from bridge.translate.dialect import (
     is_signature,
     signature_extra,
 )
-from bridge.translate.messages import ReplayNeeds
+from bridge.translate.gaps import ReplayNeeds
 from bridge.translate.output_format import StructuredOutput
 from bridge.wire.chat import ChatMessage
 

@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Config, load_config, state_directory, store_path
+from bridge.config import Config
+from bridge.config_env import state_directory, store_path
+from bridge.config_load import load_config
 from bridge.demo import demo_mode, keyed_providers
 from bridge.exit_codes import Exit
 from bridge.store.backends import database_label, uses_postgres

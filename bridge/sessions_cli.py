@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Config, store_path
+from bridge.config import Config
+from bridge.config_env import store_path
 from bridge.exit_codes import Exit
 from bridge.store import ResponseRow, StoreError, open_and_migrate
 from bridge.store.backends import StoreBackend, open_store, uses_postgres

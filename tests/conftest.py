@@ -17,7 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
-from bridge.config import Config, parse_config
+from bridge.config import Config
+from bridge.config_load import parse_config
 from bridge.providers import PROFILE_NAMES
 from tests.fake_upstream import FakeUpstream
 from tests.postgres import PASSWORD as PG_PASSWORD

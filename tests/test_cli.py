@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from bridge import __version__
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from bridge.exit_codes import Exit
 from bridge.migrate import load_migrations, migrations_source
 

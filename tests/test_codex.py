@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge import codex_config
 from bridge.app import create_app
-from bridge.config import load_config
+from bridge.config_load import load_config
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 from tests.processes import BridgeProcess, free_port

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.codex_config import bridge_catalog, provider_snippet, template_model
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from tests.conftest import codex_binary
 from tests.processes import REPO
 

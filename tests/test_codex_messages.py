@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from bridge import codex_config
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from tests.processes import REPO, free_port
 
 README = (REPO / "README.md").read_text()

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge import codex_config
 from bridge.app import create_app
-from bridge.config import load_config
+from bridge.config_load import load_config
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.processes import BridgeProcess, free_port

@@ -19,12 +19,9 @@ from bridge.config import (
     StoreConfig,
     UpstreamConfig,
     WebSocketConfig,
-    load_config,
-    parse_config,
-    resolve_api_keys,
-    store_path,
-    unset_api_keys,
 )
+from bridge.config_env import resolve_api_keys, store_path, unset_api_keys
+from bridge.config_load import load_config, parse_config
 from bridge.effective_config import effective_toml
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"

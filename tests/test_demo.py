@@ -16,7 +16,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bridge.app import create_app
-from bridge.config import ConfigError, parse_config
+from bridge.config import ConfigError
+from bridge.config_load import parse_config
 from bridge.demo import LABEL, DemoRequest, demo_mode, script, serving_keys
 from bridge.errors import ApiError
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall

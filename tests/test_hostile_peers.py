@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from tests.conftest import MODEL, assert_ends, bridge_config, ready_again
 from tests.fake_upstream import DONE, FakeUpstream, Reply, chunk, sse, thinking_text_reply
 from tests.processes import BridgeProcess, free_port

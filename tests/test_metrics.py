@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import create_app
-from bridge.config import resolve_client_keys
+from bridge.config_env import resolve_client_keys
 from tests.conftest import MODEL, assert_ends, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
 

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from bridge.app import create_app
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from bridge.exit_codes import Exit
 from bridge.migrate import (
     MigrationError,

@@ -17,7 +17,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
-from bridge.config import ConfigError, check_exposure, is_loopback, parse_config
+from bridge.config import ConfigError
+from bridge.config_env import check_exposure, is_loopback
+from bridge.config_load import parse_config
 from bridge.notify import Notifier
 from tests.conftest import MODEL, bridge_config, ready_again
 from tests.fake_upstream import FakeUpstream, thinking_text_reply
@@ -245,7 +247,7 @@ async def test_client_keys_are_required_when_configured(
 
 
 def test_client_keys_come_from_the_environment() -> None:
-    from bridge.config import resolve_client_keys
+    from bridge.config_env import resolve_client_keys
 
     config = parse_config('[server]\napi_keys_env = "BRIDGE_KEYS"\n', "c.toml")
     assert resolve_client_keys(config, {"BRIDGE_KEYS": "a, b  c"}) == ("a", "b", "c")

@@ -23,7 +23,8 @@ import pytest
 
 from bridge import codex_config
 from bridge.app import create_app
-from bridge.config import ConfigError, load_config, parse_config
+from bridge.config import ConfigError
+from bridge.config_load import load_config, parse_config
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres
 from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary

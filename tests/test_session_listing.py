@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from tests.conftest import assert_ends
 from tests.processes import REPO
 

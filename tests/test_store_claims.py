@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app, prune_periodically
 from bridge.app_keys import STORE
-from bridge.config import parse_config
+from bridge.config_load import parse_config
 from bridge.records import record_turn
 from bridge.scope import Scope
 from bridge.store import StoreError

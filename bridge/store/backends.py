@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.config import Config, spool_path, store_path
+from bridge.config import Config
+from bridge.config_env import spool_path, store_path
 from bridge.exit_codes import Exit
 from bridge.migrate import MigrationError, SchemaState, plan
 from bridge.store import Store, postgres

@@ -10,9 +10,16 @@ from typing import Any
 import msgspec
 
 from bridge.translate.compaction import decode_compaction, summary_text
+from bridge.translate.content import (
+    IMAGE_OMITTED,
+    TEXT_PART_TYPES,
+    image_part,
+    message_content,
+    text_of,
+)
 from bridge.translate.dialect import is_signature
 from bridge.translate.errors import RequestError, convert_field
-from bridge.translate.reasoning import Reasoning, decode_reasoning, turn_fingerprint
+from bridge.translate.reasoning import Reasoning, decode_reasoning
 from bridge.translate.tool_list import CUSTOM_TOOL_ARGUMENT
 from bridge.translate.tools import upstream_tool_name
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
@@ -48,51 +55,9 @@ SKIPPED_ITEM_TYPES = frozenset(
         "mcp_approval_response",
     }
 )
-TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
-# What a text-only model is given in place of an image.
-IMAGE_OMITTED = "[An image was attached here; it was left out because this model takes text only.]"
 # Opens the user message that carries the images tool outputs returned (Chat Completions
 # tool messages hold text only).
 TOOL_IMAGES_NOTE = "Images returned by the tool calls above:"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayNeeds:
-    """What a provider needs back on a replayed assistant turn; a turn without it is a gap
-    the store may fill (bridge.conversation.recover_reasoning)."""
-
-    # The reasoning text, on every assistant turn.
-    text: bool = True
-    # The provider's own reasoning_details, unchanged (OpenRouter, MiniMax).
-    details: bool = False
-    # Gemini's thought signature, on a turn that calls tools.
-    signatures: bool = False
-
-    @property
-    def carried(self) -> bool:
-        """Whether what the bridge's carrier holds besides the text is needed."""
-        return self.details or self.signatures
-
-
-@dataclass(slots=True)
-class ReasoningGap:
-    """A replayed assistant turn that came without its reasoning (or without the details
-    a provider wants back)."""
-
-    message: ChatMessage
-    call_ids: list[str]
-    fingerprint: str
-    # Where the message is in the upstream messages, and its context key once computed
-    # (bridge.translate.context), which finds its reasoning only in the same conversation.
-    index: int = 0
-    context_key: str | None = None
-
-    def fill(self, reasoning: Reasoning) -> None:
-        # "" is kept: the store knows the turn came without reasoning.
-        if self.message.reasoning_content is None:
-            self.message.reasoning_content = reasoning.text
-        if self.message.reasoning_details is None:
-            self.message.reasoning_details = reasoning.details
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,53 +73,6 @@ class Continuation:
     tail: ChatMessage | None = None
     # Reasoning items not yet attached to an assistant turn.
     reasoning: tuple[Reasoning, ...] = ()
-
-
-def _text_of(parts: list[ContentPart], separator: str) -> str:
-    return separator.join(part.text or part.refusal or "" for part in parts)
-
-
-def _content(
-    parts: str | list[ContentPart], param: str, images: bool = True
-) -> str | list[dict[str, Any]]:
-    """Message content: a string when it is all text, else Chat content parts. Without
-    `images` an image part becomes a short note saying it was left out."""
-    if isinstance(parts, str):
-        return parts
-    if not images:
-        parts = [
-            ContentPart(type="input_text", text=IMAGE_OMITTED)
-            if part.type == "input_image"
-            else part
-            for part in parts
-        ]
-    if all(part.type in TEXT_PART_TYPES or part.type == "refusal" for part in parts):
-        return _text_of(parts, "\n\n")
-    converted: list[dict[str, Any]] = []
-    for index, part in enumerate(parts):
-        if part.type in TEXT_PART_TYPES or part.type == "refusal":
-            converted.append({"type": "text", "text": part.text or part.refusal or ""})
-        elif part.type == "input_image":
-            converted.append(_image_part(part, f"{param}[{index}]"))
-        else:
-            raise RequestError(
-                f"Content part type {part.type!r} is not supported by a Chat Completions upstream",
-                f"{param}[{index}].type",
-            )
-    return converted
-
-
-def _image_part(part: ContentPart, param: str) -> dict[str, Any]:
-    if not part.image_url:
-        raise RequestError(
-            "input_image needs image_url (a URL or a data: URL); file_id needs OpenAI file "
-            "storage, which the upstream does not have",
-            f"{param}.image_url",
-        )
-    image: dict[str, Any] = {"url": part.image_url}
-    if part.detail and part.detail != "auto":
-        image["detail"] = part.detail
-    return {"type": "image_url", "image_url": image}
 
 
 def _replayed_reasoning(item: ReasoningItem, want_details: bool) -> Reasoning | None:
@@ -255,7 +173,7 @@ class MessageBuilder:
         role = item.role
         if role == "assistant":
             content: str | list[dict[str, Any]]
-            content = item.content if isinstance(item.content, str) else _text_of(item.content, "")
+            content = item.content if isinstance(item.content, str) else text_of(item.content, "")
             turn = self._assistant(content)
             self.messages.append(turn)
             self.open_turn = turn
@@ -275,7 +193,7 @@ class MessageBuilder:
     def _content(self, parts: str | list[ContentPart], param: str) -> str | list[dict[str, Any]]:
         if not self.images and not isinstance(parts, str):
             self.omitted_images += sum(part.type == "input_image" for part in parts)
-        return _content(parts, param, self.images)
+        return message_content(parts, param, self.images)
 
     def reasoning_item(self, item: ReasoningItem) -> None:
         self._flush_tool_images()
@@ -365,12 +283,12 @@ class MessageBuilder:
         if isinstance(output, str):
             text = output
         else:
-            text = _text_of([p for p in output if p.type in TEXT_PART_TYPES], "\n")
+            text = text_of([p for p in output if p.type in TEXT_PART_TYPES], "\n")
             for index, part in enumerate(output):
                 if part.type != "input_image" or not part.image_url:
                     continue
                 if self.images:
-                    self.tool_images.append(_image_part(part, f"{param}.output[{index}]"))
+                    self.tool_images.append(image_part(part, f"{param}.output[{index}]"))
                 else:
                     self.omitted_images += 1
                     text = f"{text}\n{IMAGE_OMITTED}" if text else IMAGE_OMITTED
@@ -490,27 +408,3 @@ def _add_item(history: MessageBuilder, raw: Any, param: str, replayed: bool = Fa
         raise RequestError(f"{param} has no type", f"{param}.type")
     else:
         log.debug("skipping unknown input item type %r", kind)
-
-
-def reasoning_gaps(messages: list[ChatMessage], needs: ReplayNeeds) -> list[ReasoningGap]:
-    """Assistant turns without what the provider needs back of their reasoning, with what
-    identifies them in the store."""
-    gaps = []
-    for index, message in enumerate(messages):
-        if message.role != "assistant":
-            continue
-        calls = message.tool_calls or ()
-        if not (
-            (needs.text and message.reasoning_content is None)
-            or (needs.details and message.reasoning_details is None)
-            or (needs.signatures and calls and not _signed(message))
-        ):
-            continue
-        call_ids = [call.id for call in calls]
-        text = message.content if isinstance(message.content, str) else ""
-        gaps.append(ReasoningGap(message, call_ids, turn_fingerprint(text, call_ids), index))
-    return gaps
-
-
-def _signed(message: ChatMessage) -> bool:
-    return any(is_signature(detail) for detail in message.reasoning_details or ())

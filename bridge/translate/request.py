@@ -7,14 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.translate.errors import RequestError
-from bridge.translate.messages import (
-    Continuation,
-    MessageBuilder,
-    ReasoningGap,
-    ReplayNeeds,
-    reasoning_gaps,
-    translate_input,
-)
+from bridge.translate.gaps import ReasoningGap, ReplayNeeds, reasoning_gaps
+from bridge.translate.messages import Continuation, MessageBuilder, translate_input
 from bridge.translate.output_format import (
     JSON_OBJECT_INSTRUCTION,
     OutputCheck,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
@@ -25,43 +23,25 @@ from bridge.config import QuirksConfig
 from bridge.errors import ApiError, upstream_error
 from bridge.translate.dialect import (
     PLAIN,
-    DetailTexts,
     Dialect,
-    signature_detail,
     thought_signature,
 )
 from bridge.translate.ids import new_id as random_id
 from bridge.translate.output_format import OutputCheck
 from bridge.translate.quirks import ContentFilters
-from bridge.translate.reasoning import Details, encode_reasoning, merge_details
+from bridge.translate.text_items import TextItems
 from bridge.translate.tool_calls import ToolCalls
 from bridge.translate.tools import ToolMap
+from bridge.translate.usage import convert_usage
 from bridge.wire.chat import ChatChunk, ChatUsage, ToolCallDelta
 from bridge.wire.events import (
-    ContentPartAdded,
-    ContentPartDone,
     CustomToolCallOutput,
     FunctionCallOutput,
     IncompleteDetails,
-    InputTokensDetails,
     MessageOutput,
     OutputItem,
     OutputItemAdded,
-    OutputItemDone,
-    OutputTextDelta,
-    OutputTextDone,
-    OutputTextPart,
-    OutputTokensDetails,
-    ReasoningDelta,
-    ReasoningDone,
     ReasoningOutput,
-    ReasoningSummaryPartAdded,
-    ReasoningSummaryPartDone,
-    ReasoningSummaryTextDelta,
-    ReasoningSummaryTextDone,
-    ReasoningTextDelta,
-    ReasoningTextDone,
-    ReasoningTextPart,
     ResponseCompleted,
     ResponseCreated,
     ResponseError,
@@ -70,49 +50,9 @@ from bridge.wire.events import (
     ResponseIncomplete,
     ResponseInProgress,
     ResponseObject,
-    SummaryText,
-    Usage,
 )
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def convert_usage(usage: ChatUsage | None, dialect: Dialect = PLAIN) -> Usage:
-    """Chat usage -> Responses usage, every field present."""
-    if usage is None:
-        return Usage()
-    prompt = usage.prompt_tokens or 0
-    completion = usage.completion_tokens or 0
-    outside = 0
-    if dialect.reasoning_outside_completion and usage.total_tokens:
-        # The thinking is counted only in the total; Responses counts it in output_tokens.
-        outside = max(0, usage.total_tokens - prompt - completion)
-        completion += outside
-    prompt_details = usage.prompt_tokens_details
-    cached = prompt_details.cached_tokens if prompt_details else None
-    if cached is None:
-        # DeepSeek: prompt_cache_hit_tokens; Moonshot: a top-level cached_tokens.
-        cached = usage.prompt_cache_hit_tokens or usage.cached_tokens or 0
-    completion_details = usage.completion_tokens_details
-    reasoning = (completion_details.reasoning_tokens or 0) if completion_details else 0
-    return Usage(
-        input_tokens=prompt,
-        input_tokens_details=InputTokensDetails(cached_tokens=cached),
-        output_tokens=completion,
-        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning or outside),
-        total_tokens=usage.total_tokens or prompt + completion,
-    )
-
-
-@dataclass(slots=True)
-class _Text:
-    """An open reasoning or message item and its accumulated text."""
-
-    item: ReasoningOutput | MessageOutput
-    output_index: int
-    parts: list[str] = field(default_factory=list)
-    # reasoning_details fragments, for a reasoning item (OpenRouter).
-    details: list[Details] = field(default_factory=list)
 
 
 class StreamTranslator:
@@ -141,16 +81,10 @@ class StreamTranslator:
         self.invalid_output: ApiError | None = None
         self._tool_map = tool_map
         self._include_encrypted = include_encrypted_reasoning
-        # Mirror the reasoning text as a reasoning summary too (clients such as Codex show
-        # summaries to the user; the upstream has no separate summary to offer).
         self._summary = reasoning_summary
+        self._specification_events = reasoning_events == "specification"
         self._clock = clock
         self._new_id = new_id
-        # OpenAI's (and Codex's) names for the reasoning text events, or the Open Responses
-        # specification's (response.reasoning.delta and .done).
-        spec = reasoning_events == "specification"
-        self._reasoning_delta_event = ReasoningDelta if spec else ReasoningTextDelta
-        self._reasoning_done_event = ReasoningDone if spec else ReasoningTextDone
         self._seq = 0
         self._events: list[ResponseEvent] = []
         # True once the final event (completed, incomplete or failed) exists.
@@ -170,20 +104,20 @@ class StreamTranslator:
             if quirks.think_tags or quirks.dsml_tool_calls
             else None
         )
-        # MiniMax: reasoning text read from reasoning_details (then reasoning_content, which
-        # some of its models send too, would repeat it).
-        self._detail_texts = DetailTexts()
-        self._text_in_details = False
-        self._reasoning: _Text | None = None
-        self._message: _Text | None = None
+        self._text = TextItems(
+            self._emit,
+            self._add_item,
+            self._new_id,
+            summary=self._summary,
+            specification_events=self._specification_events,
+            include_encrypted=self._include_encrypted,
+            reasoning_in_details=self._dialect.reasoning_in_details,
+        )
         self._tool_calls = ToolCalls(
             self._tool_map, self.quirks, self._emit, self._add_item, self._new_id
         )
         self._finish_reason: str | None = None
         self._usage: ChatUsage | None = None
-        # Text waiting to leave as one delta (see add and take).
-        self._pending: _Text | None = None
-        self._pending_parts: list[str] = []
 
     # -- public API ---------------------------------------------------------------
 
@@ -214,8 +148,8 @@ class StreamTranslator:
         until the end); the response itself once it has ended."""
         if self.ended or self.response.status not in ("queued", "in_progress"):
             return self.response  # settled: its usage and final output are in place
-        if self._pending is not None:
-            self._flush_pending()
+        if self._text.pending is not None:
+            self._text.flush()
         output = [self._as_streamed(item) for item in self.response.output]
         return msgspec.structs.replace(self.response, output=output, usage=None)
 
@@ -230,17 +164,10 @@ class StreamTranslator:
 
     def _as_streamed(self, item: OutputItem) -> OutputItem:
         """A copy of an output item as the client knows it now."""
-        for current in (self._reasoning, self._message):
-            if current is not None and current.item is item:
-                text = "".join(current.parts)
-                if isinstance(item, ReasoningOutput):
-                    summary = [SummaryText(text=text)] if self._summary else []
-                    return msgspec.structs.replace(
-                        item, content=[ReasoningTextPart(text=text)], summary=summary
-                    )
-                return msgspec.structs.replace(item, content=[OutputTextPart(text=text)])
         if isinstance(item, FunctionCallOutput | CustomToolCallOutput):
             return self._tool_calls.as_streamed(item)
+        if isinstance(item, ReasoningOutput | MessageOutput):
+            return self._text.as_streamed(item)
         return msgspec.structs.replace(item)
 
     def feed(self, chunk: ChatChunk) -> list[ResponseEvent]:
@@ -267,10 +194,10 @@ class StreamTranslator:
                 reasoning = delta.reasoning_content
                 if not reasoning and self.quirks.reasoning_alias:
                     reasoning = delta.reasoning
-                if reasoning and not self._text_in_details:
-                    self._reasoning_delta(reasoning)
+                if reasoning and not self._text.text_in_details:
+                    self._text.reasoning(reasoning)
                 if delta.reasoning_details:
-                    self._details(delta.reasoning_details)
+                    self._text.details(delta.reasoning_details)
                 text = delta.content or delta.refusal
                 if text:
                     self._content_delta(text)
@@ -278,7 +205,7 @@ class StreamTranslator:
                 if calls:
                     if self._dialect.signatures:
                         calls = self._signed(calls)
-                    self._close_text()
+                    self._text.close()
                     for call_delta in calls:
                         self._tool_calls.delta(call_delta)
             if choice.finish_reason:
@@ -307,7 +234,7 @@ class StreamTranslator:
                 "upstream stream ended without a finish_reason: the answer is incomplete"
             )
         self._flush_content()
-        self._close_text()
+        self._text.close()
         self._tool_calls.close_all()
         self.response.usage = convert_usage(self._usage, self._dialect)
         self.response.completed_at = int(self._clock())
@@ -364,7 +291,7 @@ class StreamTranslator:
         """Settle the response as failed (the store records it so); `failed` makes the
         terminal event. Open items are not completed: their output is partial."""
         self._events.clear()
-        self._pending = None
+        self._text.drop_pending()
         self.failure = error
         self.response.status = "failed"
         self.response.error = ResponseError(
@@ -388,63 +315,18 @@ class StreamTranslator:
     # -- internals ----------------------------------------------------------------
 
     def _emit(self, event: ResponseEvent) -> None:
-        if self._pending is not None:
-            self._flush_pending()
+        if self._text.pending is not None:
+            self._text.flush()
         event.sequence_number = self._seq
         self._seq += 1
         self._events.append(event)
 
     def _take(self) -> list[ResponseEvent]:
-        if self._pending is not None:
-            self._flush_pending()
+        if self._text.pending is not None:
+            self._text.flush()
         events = self._events
         self._events = []
         return events
-
-    def _pend(self, current: _Text, text: str) -> None:
-        """Text for `current`'s next delta; joined with what follows until another event."""
-        if self._pending is not current:
-            if self._pending is not None:
-                self._flush_pending()
-            self._pending = current
-            self._pending_parts = []
-        self._pending_parts.append(text)
-
-    def _flush_pending(self) -> None:
-        current = self._pending
-        assert current is not None
-        self._pending = None
-        text = "".join(self._pending_parts)
-        # The item's text is kept a read's worth at a time, not token by token.
-        current.parts.append(text)
-        item = current.item
-        if isinstance(item, MessageOutput):
-            self._emit(
-                OutputTextDelta(
-                    item_id=item.id,
-                    output_index=current.output_index,
-                    content_index=0,
-                    delta=text,
-                )
-            )
-            return
-        if self._summary:
-            self._emit(
-                ReasoningSummaryTextDelta(
-                    item_id=item.id,
-                    output_index=current.output_index,
-                    summary_index=0,
-                    delta=text,
-                )
-            )
-        self._emit(
-            self._reasoning_delta_event(
-                item_id=item.id,
-                output_index=current.output_index,
-                content_index=0,
-                delta=text,
-            )
-        )
 
     def _snapshot(self) -> ResponseObject:
         # In-progress events carry the response without its output: events may be encoded
@@ -462,55 +344,6 @@ class StreamTranslator:
         self._emit(OutputItemAdded(output_index=index, item=msgspec.structs.replace(item)))
         return index
 
-    def _open_reasoning(self) -> _Text:
-        current = self._reasoning
-        if current is None:
-            self._close_message()
-            item = ReasoningOutput(id=self._new_id("rs"))
-            index = self._add_item(item)
-            if self._summary:
-                self._emit(
-                    ReasoningSummaryPartAdded(
-                        item_id=item.id,
-                        output_index=index,
-                        summary_index=0,
-                        part=SummaryText(text=""),
-                    )
-                )
-            self._emit(
-                ContentPartAdded(
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    part=ReasoningTextPart(text=""),
-                )
-            )
-            current = self._reasoning = _Text(item, index)
-        return current
-
-    def _reasoning_delta(self, text: str) -> None:
-        self._pend(self._open_reasoning(), text)
-
-    def _details(self, entries: list[dict[str, Any]]) -> None:
-        """A reasoning_details fragment, kept to be sent back; its text shown as reasoning
-        where the provider puts the text only there (MiniMax)."""
-        current = self._open_reasoning()
-        if not self._dialect.reasoning_in_details:
-            current.details.append(entries)
-            return
-        kept = []
-        for position, entry in enumerate(entries):
-            text = entry.get("text")
-            if isinstance(text, str) and text:
-                piece = self._detail_texts.new_part(entry.get("index", position), text)
-                # Kept as increments: merge_details joins them into the whole text.
-                entry = {**entry, "text": piece}
-                self._text_in_details = True
-                if piece:
-                    self._pend(current, piece)
-            kept.append(entry)
-        current.details.append(kept)
-
     def _signed(self, calls: list[ToolCallDelta]) -> list[ToolCallDelta]:
         """Gemini: each call's thought signature kept in the reasoning item before the call
         (opened for it when none is open), naming the call; a signed call without an id is
@@ -523,19 +356,19 @@ class StreamTranslator:
                 if call_id is None:
                     call_id = self._new_id("call")
                     call = msgspec.structs.replace(call, id=call_id)
-                self._open_reasoning().details.append([signature_detail(call_id, signature)])
+                self._text.sign(call_id, signature)
             kept.append(call)
         return kept
 
     def _content_delta(self, text: str) -> None:
         if self._content is None:
-            self._text_delta(text)
+            self._text.text(text)
             return
         for kind, piece in self._content.feed(text):
             if kind == "reasoning":
-                self._reasoning_delta(piece)
+                self._text.reasoning(piece)
             else:
-                self._text_delta(piece)
+                self._text.text(piece)
 
     def _flush_content(self) -> None:
         """What the content filters held back, and tool calls they found in markup."""
@@ -544,101 +377,10 @@ class StreamTranslator:
         segments, calls = self._content.finish()
         for kind, piece in segments:
             if kind == "reasoning":
-                self._reasoning_delta(piece)
+                self._text.reasoning(piece)
             else:
-                self._text_delta(piece)
+                self._text.text(piece)
         if calls:
-            self._close_text()
+            self._text.close()
         for found in calls:
             self._tool_calls.add_whole(found.name, found.arguments)
-
-    def _text_delta(self, text: str) -> None:
-        current = self._message
-        if current is None:
-            self._close_reasoning()
-            item = MessageOutput(id=self._new_id("msg"))
-            index = self._add_item(item)
-            self._emit(
-                ContentPartAdded(
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    part=OutputTextPart(text=""),
-                )
-            )
-            current = self._message = _Text(item, index)
-        self._pend(current, text)
-
-    def _close_reasoning(self) -> None:
-        current = self._reasoning
-        if current is None:
-            return
-        if self._pending is current:
-            self._flush_pending()
-        self._reasoning = None
-        item = current.item
-        assert isinstance(item, ReasoningOutput)
-        text = "".join(current.parts)
-        part = ReasoningTextPart(text=text)
-        if self._summary:
-            summary = SummaryText(text=text)
-            self._emit(
-                ReasoningSummaryTextDone(
-                    item_id=item.id, output_index=current.output_index, summary_index=0, text=text
-                )
-            )
-            self._emit(
-                ReasoningSummaryPartDone(
-                    item_id=item.id,
-                    output_index=current.output_index,
-                    summary_index=0,
-                    part=summary,
-                )
-            )
-            item.summary = [summary]
-        self._emit(
-            self._reasoning_done_event(
-                item_id=item.id, output_index=current.output_index, content_index=0, text=text
-            )
-        )
-        self._emit(
-            ContentPartDone(
-                item_id=item.id, output_index=current.output_index, content_index=0, part=part
-            )
-        )
-        item.content = [part]
-        details = merge_details(current.details) if current.details else None
-        # The provider's details must come back unchanged, so they always travel.
-        if self._include_encrypted or details:
-            item.encrypted_content = encode_reasoning(text, details)
-        item.status = "completed"
-        self._emit(OutputItemDone(output_index=current.output_index, item=item))
-
-    def _close_message(self) -> None:
-        current = self._message
-        if current is None:
-            return
-        if self._pending is current:
-            self._flush_pending()
-        self._message = None
-        item = current.item
-        assert isinstance(item, MessageOutput)
-        text = "".join(current.parts)
-        part = OutputTextPart(text=text)
-        self._emit(
-            OutputTextDone(
-                item_id=item.id, output_index=current.output_index, content_index=0, text=text
-            )
-        )
-        self._emit(
-            ContentPartDone(
-                item_id=item.id, output_index=current.output_index, content_index=0, part=part
-            )
-        )
-        item.content = [part]
-        item.status = "completed"
-        self._emit(OutputItemDone(output_index=current.output_index, item=item))
-
-    def _close_text(self) -> None:
-        self._close_reasoning()
-        self._close_message()
