@@ -19,7 +19,7 @@ from bridge.app_keys import ALLOWED_ORIGIN, CLIENT, CLIENT_KEYS, CONFIG, REQUEST
 from bridge.errors import ApiError
 from bridge.request_log import RequestLog
 from bridge.scope import ANONYMOUS, client_identity
-from bridge.store.files import StoreError
+from bridge.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import logging
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -306,6 +305,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as exc:
         print(f"responses-bridge: {exc}", file=sys.stderr)
         return Exit.CONFIG
-    except (StoreError, MigrationError, sqlite3.Error) as exc:
+    except (StoreError, MigrationError) as exc:
         print(f"responses-bridge: database: {exc}", file=sys.stderr)
         return Exit.STORE

@@ -19,7 +19,7 @@ from bridge.errors import ApiError
 from bridge.log_lines import some
 from bridge.providers import PROFILES, Profile, shape_body
 from bridge.scope import Scope, session_scope
-from bridge.store import ChainNotFound, ReasoningQuery, StoreCorrupt, StoreError
+from bridge.store import ChainNotFound, ReasoningQuery, StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.context import ContextDigest
 from bridge.translate.errors import RequestError
@@ -64,7 +64,7 @@ async def resolve_item_references(store: StoreBackend, items: list[Any], client:
             raise ApiError.invalid("item_reference needs the id of an item", f"input[{index}].id")
     try:
         found = await store.find_items([item_id for _, item_id in wanted], client)
-    except (StoreCorrupt, StoreError) as exc:
+    except StoreError as exc:
         raise ApiError.server(f"the store cannot be read: {exc}", status=503) from None
     resolved = list(items)
     for index, item_id in wanted:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -16,9 +14,9 @@ from typing import Any
 from bridge.config import Config
 from bridge.config_env import store_path
 from bridge.exit_codes import Exit
-from bridge.store import ResponseRow, StoreError, open_and_migrate
+from bridge.store import ResponseRow, StoreError
 from bridge.store.backends import StoreBackend, open_store, uses_postgres
-from bridge.store.files import Opening, check_database
+from bridge.store.files import Opening, backup_database, check_database, migrate_file
 
 
 def add_commands(commands: Any, config_help: str, config_option: Callable[..., None]) -> None:
@@ -81,44 +79,19 @@ def run_migrate(
         if not path.exists():
             raise missing_database(path)
         return _check(path)
-    try:
-        if backup is not None:
-            if not path.exists():
-                raise missing_database(path)
-            _backup(path, backup)
-            print(f"{path}: copied to {backup}")
-        version = open_and_migrate(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"{path}: {exc}") from exc
+    if backup is not None:
+        if not path.exists():
+            raise missing_database(path)
+        backup_database(path, backup)
+        print(f"{path}: copied to {backup}")
+    version = migrate_file(path)
     print(f"{path}: schema version {version}")
     return Exit.OK
 
 
-def _backup(path: Path, copy: Path) -> None:
-    """A consistent copy through SQLite's backup API (other processes may go on writing);
-    an existing file at `copy` is not overwritten."""
-    if copy.exists():
-        raise StoreError(f"{copy}: already exists; choose another backup path")
-    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        target = sqlite3.connect(copy)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-    finally:
-        source.close()
-
-
 def _check(path: Path) -> int:
     """`migrate --check`: what the database is, without writing to it."""
-    try:
-        report = check_database(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"{path}: {exc}") from exc
+    report = check_database(path)
     state = report.state
     if state.newer and not state.usable:
         print(f"{path}: {state.too_new()}", file=sys.stderr)

@@ -21,7 +21,7 @@ from multidict import CIMultiDictProxy
 from bridge.conversation import PlannedTurn
 from bridge.records import conversation_items, record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, header
-from bridge.store import StoreCorrupt, StoreError
+from bridge.store import StoreError
 from bridge.store.backends import StoreBackend
 from bridge.translate.context import ContextDigest, ItemDigests
 from bridge.wire.events import ResponseObject
@@ -134,7 +134,7 @@ class TurnRecorder:
             response.store_pending = (
                 await self._store.save_turn_shielded(turn, base=prepared.base) or msgspec.UNSET
             )
-        except (StoreError, StoreCorrupt) as exc:
+        except StoreError as exc:
             log.warning("response %s not stored: %s", response.id, exc)
             return False
         if digests is not None:
@@ -156,7 +156,7 @@ class TurnRecorder:
         client = self._planned.scope.client
         try:
             appended = await self._store.append_conversation(conversation_id, client, added)
-        except (StoreError, StoreCorrupt) as exc:
+        except StoreError as exc:
             log.error("response %s not added to %s: %s", response.id, conversation_id, exc)
             return
         if appended is None:

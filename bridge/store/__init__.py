@@ -30,17 +30,22 @@ from bridge.records import TurnRecord
 from bridge.store import conversations, reads, retention, writes
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
 from bridge.store.database import Connection, Work, transaction
-from bridge.store.files import (
+from bridge.store.errors import (
+    ChainNotFound,
     DatabaseMissing,
     DatabaseMoved,
-    FileIdentity,
-    IntegrityCheck,
-    Opening,
+    ItemNotFound,
     SchemaTooNew,
     SchemaTooOld,
+    StoreCorrupt,
     StoreError,
     StoreRejected,
     StoreUnavailable,
+)
+from bridge.store.files import (
+    FileIdentity,
+    IntegrityCheck,
+    Opening,
     file_identity,
     file_problem,
     open_and_migrate,
@@ -49,8 +54,6 @@ from bridge.store.files import (
 from bridge.store.health import StoreHealth
 from bridge.store.reads import (
     Chain,
-    ChainNotFound,
-    ItemNotFound,
     ItemsPage,
     ReasoningQuery,
     ResponseRow,
@@ -99,10 +102,6 @@ __all__ = [
     "StoreUnavailable",
     "open_and_migrate",
 ]
-
-
-class StoreCorrupt(sqlite3.DatabaseError):
-    """The database is damaged; nothing more is written to it."""
 
 
 def _is_corruption(exc: BaseException) -> bool:
@@ -268,9 +267,11 @@ class Store:
                         path, f"reader{number}", "query_only = ON", read_only=read_only
                     )
                 )
-        except BaseException:
+        except BaseException as exc:
             for connection in connections:
                 await connection.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{path}: {exc}") from exc
             raise
         if spool is not None and not read_only:
             await spool.open()

@@ -18,7 +18,8 @@ from bridge.config_env import spool_path, store_path
 from bridge.exit_codes import Exit
 from bridge.migrate import MigrationError, SchemaState, plan
 from bridge.store import Store, postgres
-from bridge.store.files import Opening, StoreError, inspect_schema
+from bridge.store.errors import StoreError
+from bridge.store.files import Opening, inspect_schema
 from bridge.store.postgres import postgres_migrations
 from bridge.store.spool import Spool
 

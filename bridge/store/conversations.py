@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.store.database import one, rows
-from bridge.store.reads import ItemNotFound
+from bridge.store.errors import ItemNotFound
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,5 @@
-"""The database file: created private, migrated, checked for corruption; nothing async here.
-
-Also the store's exceptions, which say nothing of the backend (SQLite or PostgreSQL).
-"""
+"""The SQLite database file: created private, migrated, copied, checked for corruption;
+nothing async here."""
 
 from __future__ import annotations
 
@@ -10,11 +8,11 @@ import enum
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.migrate import (
-    MigrationError,
     SchemaState,
     check_not_newer,
     load_migrations,
@@ -22,33 +20,10 @@ from bridge.migrate import (
     plan,
     schema_state,
 )
+from bridge.store.errors import DatabaseMissing, SchemaTooNew, SchemaTooOld, StoreError
 
 # How long a statement waits for another process's lock before it fails.
 BUSY_TIMEOUT_MS = 5000
-
-
-class StoreError(Exception):
-    """The database cannot be opened or brought up to date."""
-
-
-class DatabaseMissing(StoreError):
-    """A command that only reads was pointed at a database that does not exist."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be used now (unreachable, locked, full, a statement failed); the
-    request fails with 503, the bridge goes on, a turn's write goes to the spool."""
-
-
-class StoreRejected(StoreError):
-    """The database refused a write for what it holds (a constraint): trying it again will
-    not help."""
-
-
-class DatabaseMoved(StoreUnavailable):
-    """The file at the database's path is gone or another one: nothing more is written to
-    the file this process opened (it would be lost at the next start); turns wait in the
-    spool for a restart to open the file at that path again."""
 
 
 # A file as the filesystem knows it (device, inode): another file at the same path differs.
@@ -72,22 +47,6 @@ def file_problem(path: Path, identity: FileIdentity) -> str | None:
     if current != identity:
         return f"the database file {path} was replaced by another file while the bridge was running"
     return None
-
-
-class SchemaTooNew(StoreUnavailable):
-    """The database was migrated by a newer release in a way this code cannot use."""
-
-    def __init__(self, label: str, state: SchemaState) -> None:
-        super().__init__(f"{label}: {state.too_new()}")
-        self.state = state
-
-
-class SchemaTooOld(StoreUnavailable):
-    """The database needs `responses-bridge migrate` before this code can use it."""
-
-    def __init__(self, label: str, state: SchemaState) -> None:
-        super().__init__(f"{label}: {state.too_old()}")
-        self.state = state
 
 
 class Opening(enum.Enum):
@@ -147,6 +106,41 @@ def open_and_migrate(path: Path) -> int:
         return migrate(connection, migrations)
     finally:
         connection.close()
+
+
+def migrate_file(path: Path) -> int:
+    """open_and_migrate for `responses-bridge migrate`: SQLite's and the filesystem's errors
+    as a StoreError naming the file (MigrationError as it is)."""
+    with _file_errors(path):
+        return open_and_migrate(path)
+
+
+def backup_database(path: Path, copy: Path) -> None:
+    """A consistent copy through SQLite's backup API (other processes may go on writing);
+    an existing file at `copy` is not overwritten."""
+    if copy.exists():
+        raise StoreError(f"{copy}: already exists; choose another backup path")
+    with _file_errors(path):
+        source = sqlite3.connect(read_only_uri(path), uri=True)
+        try:
+            copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            target = sqlite3.connect(copy)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: {exc}") from exc
 
 
 def _switch_to_wal(connection: sqlite3.Connection) -> None:
@@ -269,37 +263,32 @@ class DatabaseReport:
 
 def check_database(path: Path) -> DatabaseReport:
     """The schema version against this code's, what migrating would do, and any corruption
-    found."""
+    found (StoreError when the file cannot be read at all)."""
     migrations = load_migrations()
-    connection = read_only(path)
-    try:
-        state = schema_state(connection, migrations)
-    except sqlite3.DatabaseError as exc:
-        return DatabaseReport(SchemaState(0, migrations[-1].version), "", str(exc))
-    finally:
-        connection.close()
-    return DatabaseReport(state, plan(state, migrations), integrity_problem(path, full=True))
+    with _file_errors(path):
+        connection = read_only(path)
+        try:
+            state = schema_state(connection, migrations)
+        except sqlite3.DatabaseError as exc:
+            return DatabaseReport(SchemaState(0, migrations[-1].version), "", str(exc))
+        finally:
+            connection.close()
+        return DatabaseReport(state, plan(state, migrations), integrity_problem(path, full=True))
 
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
-    "DatabaseMissing",
-    "DatabaseMoved",
     "DatabaseReport",
     "FileIdentity",
     "IntegrityCheck",
-    "MigrationError",
     "Opening",
-    "SchemaTooNew",
-    "SchemaTooOld",
-    "StoreError",
-    "StoreRejected",
-    "StoreUnavailable",
+    "backup_database",
     "check_database",
     "file_identity",
     "file_problem",
     "inspect_schema",
     "integrity_problem",
+    "migrate_file",
     "open_and_migrate",
     "open_for",
     "prepare_database_file",

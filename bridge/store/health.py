@@ -23,7 +23,7 @@ from typing import Protocol
 
 from bridge.migrate import SchemaState
 from bridge.records import TurnRecord
-from bridge.store.files import SchemaTooNew, SchemaTooOld, StoreError, StoreUnavailable
+from bridge.store.errors import SchemaTooNew, SchemaTooOld, StoreError, StoreUnavailable
 from bridge.store.spool import (
     Spool,
     SpooledEvents,

@@ -18,11 +18,11 @@ from asyncpg.pool import PoolConnectionProxy
 from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, TurnRecord
 from bridge.scope import LEGACY_CLIENT
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
+from bridge.store.errors import ItemNotFound
 from bridge.store.reads import (
     BASE_WINDOW,
     NO_OUTPUT,
     Chain,
-    ItemNotFound,
     ItemsPage,
     ReasoningQuery,
     ResponseRow,

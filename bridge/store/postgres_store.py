@@ -30,14 +30,14 @@ from bridge.records import TurnRecord
 from bridge.store import postgres
 from bridge.store import postgres_queries as q
 from bridge.store.conversations import ConversationPage, ConversationRow, Item
-from bridge.store.files import (
-    Opening,
+from bridge.store.errors import (
     SchemaTooNew,
     SchemaTooOld,
     StoreError,
     StoreRejected,
     StoreUnavailable,
 )
+from bridge.store.files import Opening
 from bridge.store.health import StoreHealth
 from bridge.store.reads import Chain, ItemsPage, ReasoningQuery, ResponseRow
 from bridge.store.replays import ReplayCache

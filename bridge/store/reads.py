@@ -18,6 +18,7 @@ import msgspec
 from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, normalize_input_item
 from bridge.scope import LEGACY_CLIENT
 from bridge.store.database import one, rows
+from bridge.store.errors import ChainNotFound, ItemNotFound
 from bridge.translate.reasoning import Reasoning
 from bridge.translate.text_echo import echo_text
 from bridge.translate.tool_list import echo_tools
@@ -51,19 +52,6 @@ class _Output(msgspec.Struct):
 
 
 _OUTPUT = msgspec.json.Decoder(_Output)
-
-
-class ChainNotFound(Exception):
-    """A previous_response_id that is not stored (or not retrievable by this client)."""
-
-    def __init__(self, response_id: str, missing: str) -> None:
-        super().__init__(response_id)
-        self.response_id = response_id
-        self.missing = missing
-
-
-class ItemNotFound(Exception):
-    """`after` named an item that is not in the response's input."""
 
 
 @dataclass(frozen=True, slots=True)
