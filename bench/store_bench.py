@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.records import record_turn
 from bridge.scope import Scope
-from bridge.store import Store
+from bridge.store.sqlite import SQLiteStore
 from bridge.translate.request import translate_request
 from bridge.wire.events import (
     FunctionCallOutput,
@@ -82,7 +82,7 @@ def replaying_request(turn: int, body: bytes) -> ResponsesRequest:
 async def prune_holds(directory: Path, responses: int) -> dict[str, float]:
     """Prune `responses` stored responses (about 40 KB each): the longest the writer was
     busy with one step (no turn write waits longer), and the whole prune."""
-    store = await Store.open(directory / "prune.db", "full")
+    store = await SQLiteStore.open(directory / "prune.db", "full")
     body = b"x" * 2000
     try:
         for index in range(responses):
@@ -90,7 +90,7 @@ async def prune_holds(directory: Path, responses: int) -> dict[str, float]:
             await store.save_turn(record_turn(req, response(f"old_{index}", None, index), Scope()))
         size = (directory / "prune.db").stat().st_size
         holds: list[float] = []
-        writer = store._writer
+        writer = store._connections.writer
         run = writer.run
 
         async def timed(work: Any, *args: Any, **kwargs: Any) -> Any:
@@ -161,7 +161,7 @@ async def measure(store: Any) -> dict[str, float]:
 
 
 async def sqlite(scratch: Path) -> dict[str, float]:
-    store = await Store.open(scratch / "bench.db", "full")
+    store = await SQLiteStore.open(scratch / "bench.db", "full")
     try:
         results = await measure(store)
     finally:
@@ -173,7 +173,7 @@ async def postgresql(scratch: Path) -> dict[str, float]:
     """The same on a throwaway PostgreSQL server (tests/postgres.py), durable commits on
     (synchronous_commit and fsync as PostgreSQL ships them)."""
     from bridge.config_load import parse_config
-    from bridge.store.postgres_store import PostgresStore
+    from bridge.store.postgres import PostgresStore
     from tests.postgres import PASSWORD, Cluster
 
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="rb-bench-pg-")), durable=True)

@@ -73,7 +73,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     schema = store.health.schema
     log.info(
         "database %s (%s; this release knows up to %d)",
-        store.path,
+        store.label,
         schema.describe(),
         schema.latest,
     )

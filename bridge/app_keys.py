@@ -13,7 +13,7 @@ from bridge.collector import CollectorPause
 from bridge.config import Config
 from bridge.metrics import Metrics
 from bridge.request_log import RequestLog
-from bridge.store.backends import StoreBackend
+from bridge.store.protocol import Store
 from bridge.turn_trace import TurnRing
 from bridge.turns import TurnsInFlight
 from bridge.upstream import UpstreamClient
@@ -24,7 +24,7 @@ API_KEYS = web.AppKey("api_keys", dict[str, str])
 MISSING_KEYS = web.AppKey("missing_keys", frozenset[str])
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
-STORE: web.AppKey[StoreBackend] = web.AppKey("store")
+STORE: web.AppKey[Store] = web.AppKey("store")
 TURNS = web.AppKey("turns", TurnsInFlight)
 STORE_PATH = web.AppKey("store_path", Path)
 BACKGROUND = web.AppKey("background", BackgroundRuns)

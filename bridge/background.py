@@ -24,7 +24,7 @@ from bridge.errors import ApiError
 from bridge.event_log import EventLog
 from bridge.fair_share import fair_share
 from bridge.sse import encode_frames
-from bridge.store.backends import StoreBackend
+from bridge.store.protocol import Store
 from bridge.turn import Turn
 from bridge.wire.events import ResponseEvent, ResponseObject
 
@@ -114,7 +114,7 @@ class BackgroundRuns:
 
     def __init__(
         self,
-        store: StoreBackend,
+        store: Store,
         limit: int,
         *,
         clients: int = 1,

@@ -28,7 +28,7 @@ from bridge.exit_codes import Exit
 from bridge.logs import configure_logging
 from bridge.migrate import MigrationError
 from bridge.probe import probe_all
-from bridge.store import StoreError, postgres
+from bridge.store import StoreError, postgres_setup
 from bridge.store.backends import (
     database_label,
     database_state,
@@ -151,7 +151,7 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
         print(f"responses-bridge: warning: {config.source}: {note}", file=sys.stderr)
     if config.store.url is not None:
         try:
-            postgres.password(config, os.environ)
+            postgres_setup.password(config, os.environ)
         except ConfigError as exc:
             unset.append(str(exc).split(": key ", 1)[-1])
             print(f"responses-bridge: warning: {exc}", file=sys.stderr)

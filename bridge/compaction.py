@@ -30,7 +30,7 @@ from bridge.records import item_id_of, normalize_input_item
 from bridge.request_parsing import parse_request
 from bridge.request_rules import unknown_model
 from bridge.store import ChainNotFound
-from bridge.store.backends import StoreBackend
+from bridge.store.protocol import Store
 from bridge.translate.compaction import (
     Compacted,
     Window,
@@ -119,9 +119,7 @@ def _with_model_checked(body: bytes) -> bytes:
     return body
 
 
-async def _window(
-    store: StoreBackend, req: ResponsesRequest, items: list[Any], client: str
-) -> list[Any]:
+async def _window(store: Store, req: ResponsesRequest, items: list[Any], client: str) -> list[Any]:
     """The conversation to compact: the stored chain, then the input."""
     items = await resolve_item_references(store, items, client)
     if req.previous_response_id is None:
@@ -185,7 +183,7 @@ async def _summarise(
 
 
 async def _kept_reasoning(
-    store: StoreBackend,
+    store: Store,
     config: Config,
     req: ResponsesRequest,
     window: Window,

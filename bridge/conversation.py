@@ -20,7 +20,7 @@ from bridge.log_lines import some
 from bridge.providers import PROFILES, Profile, shape_body
 from bridge.scope import Scope, session_scope
 from bridge.store import ChainNotFound, ReasoningQuery, StoreError
-from bridge.store.backends import StoreBackend
+from bridge.store.protocol import Store
 from bridge.translate.context import ContextDigest
 from bridge.translate.errors import RequestError
 from bridge.translate.gaps import ReasoningGap
@@ -50,7 +50,7 @@ def _references(items: list[Any]) -> list[tuple[int, Any]]:
     ]
 
 
-async def resolve_item_references(store: StoreBackend, items: list[Any], client: str) -> list[Any]:
+async def resolve_item_references(store: Store, items: list[Any], client: str) -> list[Any]:
     """The input with each `item_reference` replaced by the item it names (from the client's
     stored responses); ApiError 400 naming the first one not found."""
     if len(items) > TRANSLATE_IN_THREAD:
@@ -112,9 +112,7 @@ class StoredHistory:
     scope: str
 
 
-async def conversation_history(
-    store: StoreBackend, conversation_id: str, client: str
-) -> StoredHistory:
+async def conversation_history(store: Store, conversation_id: str, client: str) -> StoredHistory:
     """The items of the conversation a request names (404 when it is not the client's)."""
     found = await store.conversation_items(conversation_id, client)
     if found is None:
@@ -144,7 +142,7 @@ class PlannedTurn:
 
 
 async def plan_turn(
-    store: StoreBackend,
+    store: Store,
     req: ResponsesRequest,
     items: Sequence[Any],
     upstream_model: str,
@@ -273,7 +271,7 @@ def _context_keys(
 
 
 async def recover_reasoning(
-    store: StoreBackend,
+    store: Store,
     scope: Scope,
     plan: ChatRequestPlan,
     by_context: bool,

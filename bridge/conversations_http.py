@@ -19,8 +19,7 @@ from bridge.errors import ApiError, duplicate_item
 from bridge.handlers import json_response, list_params, list_response
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.records import item_id_of, normalize_input_item, repeated_id
-from bridge.store import ItemNotFound
-from bridge.store.conversations import ConversationRow, Item
+from bridge.store import ConversationRow, Item, ItemNotFound
 from bridge.translate.ids import new_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

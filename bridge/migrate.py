@@ -22,7 +22,7 @@ from pathlib import Path
 
 _NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _COMPATIBLE_FROM = re.compile(r"^-- compatible_from: (\d+)\s*$", re.M)
-# The column migration 0007 adds to the bookkeeping (bridge.store.postgres: its 0002).
+# The column migration 0007 adds to the bookkeeping (bridge.store.postgres_setup: its 0002).
 COMPATIBLE_FROM = "compatible_from"
 _TRACKING_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

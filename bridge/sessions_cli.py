@@ -15,8 +15,9 @@ from bridge.config import Config
 from bridge.config_env import store_path
 from bridge.exit_codes import Exit
 from bridge.store import ResponseRow, StoreError
-from bridge.store.backends import StoreBackend, open_store, uses_postgres
-from bridge.store.files import Opening, backup_database, check_database, migrate_file
+from bridge.store.backends import open_store, uses_postgres
+from bridge.store.files import backup_database, check_database, migrate_file
+from bridge.store.protocol import Opening, Store
 
 
 def add_commands(commands: Any, config_help: str, config_option: Callable[..., None]) -> None:
@@ -119,7 +120,7 @@ async def _run_sessions(
     writes = args.action in ("delete", "prune")
     opening = Opening.WRITE if writes else Opening.READ
     store = await open_store(config, environ, opening=opening, check=writes)
-    print(f"# database: {store.path} (schema version {store.schema_version})", file=sys.stderr)
+    print(f"# database: {store.label} (schema version {store.schema_version})", file=sys.stderr)
     try:
         match args.action:
             case "list":
@@ -151,7 +152,7 @@ def _row_line(row: ResponseRow) -> str:
     )
 
 
-async def _list(store: StoreBackend, args: argparse.Namespace) -> int:
+async def _list(store: Store, args: argparse.Namespace) -> int:
     rows = await store.list_responses(
         limit=args.limit, session_id=args.session, thread_id=args.thread
     )
@@ -161,7 +162,7 @@ async def _list(store: StoreBackend, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-async def _show(store: StoreBackend, response_id: str, *, full: bool = False) -> int:
+async def _show(store: Store, response_id: str, *, full: bool = False) -> int:
     """A response as a transcript: its summary, then each input and output item."""
     stored = await store.export(response_id)
     if stored is None:
@@ -253,7 +254,7 @@ def _indented(text: str, limit: int | None) -> str:
     return "\n".join(f"    {line}" if line else "" for line in lines)
 
 
-async def _export(store: StoreBackend, response_id: str) -> int:
+async def _export(store: Store, response_id: str) -> int:
     stored = await store.export(response_id)
     if stored is None:
         return _not_found(response_id)
@@ -262,14 +263,14 @@ async def _export(store: StoreBackend, response_id: str) -> int:
     return Exit.OK
 
 
-async def _delete(store: StoreBackend, response_id: str) -> int:
+async def _delete(store: Store, response_id: str) -> int:
     if not await store.delete_response(response_id):
         return _not_found(response_id)
     print(f"deleted {response_id}")
     return Exit.OK
 
 
-async def _prune(store: StoreBackend, config: Config) -> int:
+async def _prune(store: Store, config: Config) -> int:
     deleted = await store.prune(
         max_age_days=config.store.max_age_days, max_size_mb=config.store.max_size_mb
     )

@@ -47,7 +47,7 @@ from bridge.response_template import (
     wants_summary,
 )
 from bridge.store import StoreError
-from bridge.store.backends import StoreBackend
+from bridge.store.protocol import Store
 from bridge.translate.stream import StreamTranslator
 from bridge.turn_record import TurnRecorder
 from bridge.turn_trace import TurnRing, TurnTrace
@@ -73,7 +73,7 @@ class TurnContext:
     identity is the one every read and write of the turn uses."""
 
     config: Config
-    store: StoreBackend
+    store: Store
     upstreams: dict[str, UpstreamClient]
     turns: TurnsInFlight
     # Who the client is (bridge.access.check_client_key), for scoping what is stored.

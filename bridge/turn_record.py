@@ -22,7 +22,7 @@ from bridge.conversation import PlannedTurn
 from bridge.records import conversation_items, record_turn
 from bridge.scope import SESSION_HEADERS, THREAD_HEADERS, header
 from bridge.store import StoreError
-from bridge.store.backends import StoreBackend
+from bridge.store.protocol import Store
 from bridge.translate.context import ContextDigest, ItemDigests
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest, encode_items
@@ -54,7 +54,7 @@ class TurnRecorder:
 
     def __init__(
         self,
-        store: StoreBackend,
+        store: Store,
         request: ResponsesRequest,
         items: list[Any],
         response: ResponseObject,

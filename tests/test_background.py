@@ -377,12 +377,12 @@ async def test_reads_right_after_a_restart_serve_what_the_restart_decided(
     (the restart's reap and the GET's own raced: 19 of 20 GETs said queued)."""
     from bridge.records import record_turn
     from bridge.scope import Scope
-    from bridge.store import Store
+    from bridge.store.sqlite import SQLiteStore
     from bridge.wire.events import ResponseObject
     from bridge.wire.responses import ResponsesRequest
 
     left = [f"resp_{number:032x}" for number in range(1, 21)]
-    store = await Store.open(state_directory / "bridge.db", check=False)
+    store = await SQLiteStore.open(state_directory / "bridge.db", check=False)
     request = ResponsesRequest(model=MODEL, input="left behind", background=True)
     for response_id in left:
         queued = ResponseObject(

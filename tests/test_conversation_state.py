@@ -25,7 +25,7 @@ from bridge.exit_codes import Exit
 from bridge.migrate import load_migrations
 from bridge.records import record_turn
 from bridge.scope import Scope
-from bridge.store import Store
+from bridge.store.sqlite import SQLiteStore
 from bridge.wire.events import MessageOutput, OutputTextPart, ResponseObject
 from bridge.wire.responses import ResponsesRequest
 from tests.conftest import MODEL, bridge_config
@@ -420,7 +420,7 @@ async def test_a_200k_item_response_pages_without_stalling_other_streams(
 
 
 async def test_reads_do_not_wait_for_a_long_write(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "bridge.db")
+    store = await SQLiteStore.open(tmp_path / "bridge.db")
     try:
         small_request, small = big_input_response(1)
         small.id = "resp_small"
@@ -468,7 +468,7 @@ def run_migrate_check(tmp_path: Path, database: Path) -> subprocess.CompletedPro
 
 async def filled_database(tmp_path: Path) -> Path:
     database = tmp_path / "state" / "bridge.db"
-    store = await Store.open(database)
+    store = await SQLiteStore.open(database)
     try:
         for n in range(20):
             request, response = big_input_response(50)

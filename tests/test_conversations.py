@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
-from bridge.store import Store
+from bridge.store.sqlite import SQLiteStore
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 
@@ -295,7 +295,7 @@ async def test_the_agents_sdk_session_keeps_the_conversation(
 
 
 async def test_idle_conversations_are_pruned_with_their_items(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "bridge.db")
+    store = await SQLiteStore.open(tmp_path / "bridge.db")
     try:
         items = [(f"msg_{n}", b'{"type":"message","role":"user","content":"x"}') for n in range(5)]
         idle = await store.create_conversation("conv_idle", "", b"{}", items)

@@ -494,7 +494,7 @@ async def test_full_database_answer_streams_and_writes_recover(
     bridge: TestClient, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
     store = bridge.server.app[STORE]  # type: ignore[union-attr]
-    await store._writer.run(no_room_to_grow)
+    await store._write_raw(no_room_to_grow)
     big = "x" * 200_000
     fake_upstream.script(thinking_text_reply([], ["answered on a full disk"]))
     response = await bridge.post("/v1/responses", json={"model": MODEL, "input": big})
@@ -507,7 +507,7 @@ async def test_full_database_answer_streams_and_writes_recover(
     assert "full" in (await readiness.json())["database"]
     await asyncio.sleep(1.5)  # the health task tries again meanwhile: still full
     assert (await bridge.get("/readyz")).status == 503
-    await store._writer.run(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
+    await store._write_raw(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))
     await ready_again(bridge.get)  # space is back: ready, and the turn written
     assert stored_status(state_directory, answer["id"]) == "completed"
 
@@ -669,7 +669,7 @@ def test_read_only_database_is_a_clear_error(tmp_path: Path, command: str) -> No
     chattr = shutil.which("chattr")
     if chattr is None:
         pytest.skip("chattr is not installed")
-    from bridge.store import open_and_migrate
+    from bridge.store.files import open_and_migrate
 
     database = tmp_path / "state" / "bridge.db"
     open_and_migrate(database)

@@ -37,8 +37,9 @@ from bridge.migrate import (
     plan,
 )
 from bridge.records import ReasoningRecord, StoredContent, TurnRecord
-from bridge.store import SchemaTooNew, Store, open_and_migrate
-from bridge.store.files import prepare_database_file
+from bridge.store import SchemaTooNew
+from bridge.store.files import open_and_migrate, prepare_database_file
+from bridge.store.sqlite import SQLiteStore
 from tests.processes import BridgeProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -560,7 +561,7 @@ def a_turn() -> TurnRecord:
 
 async def write_and_check_side_files(db: Path) -> None:
     """Open the store, write a turn, and check the -wal/-shm modes while it is open."""
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         await store.save_turn(a_turn())
         assert await store.get_response("resp_migrate_test") == b'{"id":"resp_migrate_test"}'
@@ -766,7 +767,7 @@ async def test_a_newer_database_is_used_when_its_migrations_say_so(
         migrate(connection)
     for version, compatible_from in later:
         with_migration(db, version, compatible_from)
-    store = await Store.open(db, check=False)
+    store = await SQLiteStore.open(db, check=False)
     try:
         assert store.health.schema.usable is usable
         assert store.schema_version == later[-1][0]
@@ -862,7 +863,7 @@ import json, sys
 from pathlib import Path
 import bridge, bridge.migrate
 from bridge.migrate import load_migrations, migrations_source
-from bridge.store import open_and_migrate
+from bridge.store.files import open_and_migrate
 
 version = open_and_migrate(Path(sys.argv[1]))
 print(json.dumps({

@@ -26,7 +26,7 @@ from bridge.app import create_app
 from bridge.config import ConfigError
 from bridge.config_load import load_config, parse_config
 from bridge.migrate import migrate as migrate_sqlite
-from bridge.store import postgres
+from bridge.store import postgres_setup
 from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD, Cluster
@@ -86,7 +86,8 @@ def test_the_url_never_holds_a_password() -> None:
         parse_config('[store]\npassword_env = "PW"\n')
     config = parse_config('[store]\nurl = "postgresql://bridge@db.example:5433/bridge"\n')
     assert (
-        postgres.display_url(config.store.url or "") == "postgresql://bridge@db.example:5433/bridge"
+        postgres_setup.display_url(config.store.url or "")
+        == "postgresql://bridge@db.example:5433/bridge"
     )
 
 
@@ -95,7 +96,7 @@ async def test_migrate_creates_the_schema_once(postgres_url: str, tmp_path: Path
     code, out, err = await bridge_cli("migrate", "--config", str(config))
     assert code == 0, err
     latest = len(list((REPO / "migrations" / "postgres").glob("*.sql")))
-    assert out.strip() == f"{postgres.display_url(postgres_url)}: schema version {latest}"
+    assert out.strip() == f"{postgres_setup.display_url(postgres_url)}: schema version {latest}"
     assert PASSWORD not in out + err
     again = await bridge_cli("migrate", "--config", str(config))
     assert again[0] == 0
@@ -118,7 +119,7 @@ async def test_bridges_starting_together_migrate_once(postgres_url: str, tmp_pat
     connection = await connect(postgres_url)
     try:
         count = await connection.fetchval("SELECT count(*) FROM schema_migrations")
-        assert count == len(postgres.postgres_migrations())
+        assert count == len(postgres_setup.postgres_migrations())
     finally:
         await connection.close()
 
@@ -138,7 +139,7 @@ async def test_a_newer_database_is_refused_and_left_alone(
         code, _, err = await bridge_cli("migrate", "--check", "--config", str(config))
         assert code == 4
         count = await connection.fetchval("SELECT count(*) FROM schema_migrations")
-        assert count == len(postgres.postgres_migrations()) + 1
+        assert count == len(postgres_setup.postgres_migrations()) + 1
     finally:
         await connection.close()
 
@@ -151,7 +152,7 @@ async def test_the_password_comes_from_the_environment(postgres_url: str, tmp_pa
     assert code == 4 and "cannot connect" in err and "wrong" not in err
     checked = await bridge_cli("check-config", "--config", str(config), password=None)
     assert checked[0] == 0 and PASSWORD_ENV in checked[2]
-    label = postgres.display_url(postgres_url)
+    label = postgres_setup.display_url(postgres_url)
     assert f"the database is {label} (PostgreSQL; not checked: no password here)" in checked[1]
     strict = await bridge_cli("check-config", "--strict", "--config", str(config), password=None)
     assert strict[0] == 3
@@ -310,7 +311,7 @@ async def test_the_command_line_works_on_postgresql(
     code, out, err = await bridge_cli("sessions", "list", "--config", str(config))
     assert code == 0, err
     assert created["id"] in out
-    assert f"# database: {postgres.display_url(postgres_url)} (schema version" in err
+    assert f"# database: {postgres_setup.display_url(postgres_url)} (schema version" in err
     code, out, err = await bridge_cli("sessions", "show", created["id"], "--config", str(config))
     assert code == 0 and "Hello from PG." in out
     code, out, _ = await bridge_cli("sessions", "delete", created["id"], "--config", str(config))
@@ -344,7 +345,7 @@ async def test_both_schemas_have_the_same_tables_and_columns(
     the other."""
     connection = await connect(postgres_url)
     try:
-        await postgres.migrate(connection)
+        await postgres_setup.migrate(connection)
         rows = await connection.fetch(
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
@@ -426,7 +427,7 @@ async def test_retention_on_postgresql(postgres_url: str, monkeypatch: Any) -> N
     reasoning and idle conversations, as on SQLite."""
     from bridge.records import record_turn
     from bridge.scope import Scope
-    from bridge.store.postgres_store import PostgresStore
+    from bridge.store.postgres import PostgresStore
     from bridge.wire.events import MessageOutput, OutputTextPart, ResponseObject
     from bridge.wire.responses import ResponsesRequest
 
@@ -466,7 +467,7 @@ async def test_retention_on_postgresql(postgres_url: str, monkeypatch: Any) -> N
 async def test_max_size_mb_deletes_the_oldest_on_postgresql(postgres_url: str) -> None:
     from bridge.records import record_turn
     from bridge.scope import Scope
-    from bridge.store.postgres_store import PostgresStore
+    from bridge.store.postgres import PostgresStore
     from bridge.wire.events import ResponseObject
     from bridge.wire.responses import ResponsesRequest
 

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.errors import parse_retry_after
 from bridge.sse import SSEParser
-from bridge.store import Store
+from bridge.store.sqlite import SQLiteStore
 from bridge.translate.reasoning import merge_details
 from bridge.translate.stream import StreamTranslator
 from tests.conftest import MODEL, assert_ends, bridge_config
@@ -239,7 +239,7 @@ async def test_a_store_that_fails_unexpectedly_still_completes_the_turn(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("injected failure in the store")
 
-    monkeypatch.setattr(Store, "save_turn", broken)
+    monkeypatch.setattr(SQLiteStore, "save_turn", broken)
     fake_upstream.script(thinking_text_reply(["r"], ["answer"]))
     events = await stream_events(bridge, {"input": "x"})
     assert_ends(events)
@@ -368,13 +368,13 @@ async def test_heartbeats_fill_a_slow_store_write_in_order_and_never_follow_the_
 ) -> None:
     config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.1")
     client: TestClient = await aiohttp_client(create_app(config))
-    real_save = Store.save_turn
+    real_save = SQLiteStore.save_turn
 
-    async def slow_save(self: Store, *args: Any, **kwargs: Any) -> None:
+    async def slow_save(self: SQLiteStore, *args: Any, **kwargs: Any) -> None:
         await asyncio.sleep(0.6)
         await real_save(self, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "save_turn", slow_save)
+    monkeypatch.setattr(SQLiteStore, "save_turn", slow_save)
     fake_upstream.script(thinking_text_reply(["r"], ["answer"]))
     events = await stream_events(client, {"input": "x"})  # checks the numbering
     assert_ends(events)

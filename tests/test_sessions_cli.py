@@ -22,7 +22,8 @@ import pytest
 from bridge.exit_codes import Exit
 from bridge.records import normalize_input_item, record_turn
 from bridge.scope import Scope
-from bridge.store import ReasoningQuery, Store
+from bridge.store import ReasoningQuery
+from bridge.store.sqlite import SQLiteStore
 from bridge.translate.reasoning import Reasoning, turn_fingerprint
 from bridge.wire.events import (
     FunctionCallOutput,
@@ -119,7 +120,7 @@ class Turn:
 
 async def store_turns(database: Path, turns: Sequence[Turn]) -> None:
     """Write each turn through the real store, as the service does after a response."""
-    store = await Store.open(database)
+    store = await SQLiteStore.open(database)
     try:
         for turn in turns:
             request = msgspec.json.decode(msgspec.json.encode(turn.request), type=ResponsesRequest)
@@ -774,7 +775,7 @@ async def test_store_prune_deletes_old_reasoning_rows_by_created_at(tmp_path: Pa
         ReasoningQuery(None, turn_fingerprint("", ["nope"]), ["call_old_only"]),
     ]
 
-    store = await Store.open(database)
+    store = await SQLiteStore.open(database)
     try:
         before = await store.find_reasoning("", "s:s", queries)
         elsewhere = await store.find_reasoning("", "s:other", queries)

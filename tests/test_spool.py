@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.records import TurnRecord, record_turn
 from bridge.scope import Scope
-from bridge.store import Store
 from bridge.store.spool import (
     FORMAT,
     REJECTED,
@@ -25,6 +24,7 @@ from bridge.store.spool import (
     spooled_turn,
     turn_record,
 )
+from bridge.store.sqlite import SQLiteStore
 from bridge.wire.events import (
     FunctionCallOutput,
     MessageOutput,
@@ -101,7 +101,7 @@ async def test_a_spooled_turn_is_written_as_the_turn_itself(tmp_path: Path) -> N
     written = {}
     for name, turn in (("direct", record), ("spooled", again)):
         database = tmp_path / f"{name}.db"
-        store = await Store.open(database, check=False)
+        store = await SQLiteStore.open(database, check=False)
         try:
             await store.save_turn(turn)
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import sqlite3
@@ -23,9 +24,8 @@ from bridge.records import record_turn
 from bridge.scope import Scope
 from bridge.store import StoreError
 from bridge.store.backends import open_store
-from bridge.store.database import transaction
-from bridge.store.files import Opening
-from bridge.store.writes import mark_deleted, remove_tombstone
+from bridge.store.deletion import mark_deleted, remove_tombstone
+from bridge.store.protocol import Opening
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest
 from tests.conftest import MODEL, bridge_config
@@ -149,12 +149,12 @@ async def test_a_response_being_deleted_is_never_the_base_of_a_new_turn(
         check=False,
     )
     try:
-        await _replay_a_half_collected_response(backend, postgres=bool(store))
+        await _replay_a_half_collected_response(backend)
     finally:
         await backend.close()
 
 
-async def _replay_a_half_collected_response(backend: Any, *, postgres: bool) -> None:
+async def _replay_a_half_collected_response(backend: Any) -> None:
     items = [{"role": "user", "content": f"item {n}"} for n in range(520)]
 
     def turn(response_id: str, inputs: list[Any]) -> Any:
@@ -164,20 +164,10 @@ async def _replay_a_half_collected_response(backend: Any, *, postgres: bool) -> 
 
     await backend.save_turn(turn("resp_old", items))
     # Deleted, and the first chunk of its items collected (a prune or a DELETE under way).
-    if postgres:
-        from bridge.store import postgres_queries as q
-
-        await backend._write(q.mark_deleted, "resp_old", client=None, stored_only=False)
-        await backend._write(q.remove_tombstone, "resp_old")
-    else:
-
-        def first_chunk(db: sqlite3.Connection) -> None:
-            with transaction(db):
-                mark_deleted(db, "resp_old", client=None, stored_only=False)
-            with transaction(db):
-                remove_tombstone(db, "resp_old")
-
-        await backend._write(first_chunk)
+    await backend._write(
+        functools.partial(mark_deleted, "resp_old", client=None, stored_only=False)
+    )
+    await backend._write(functools.partial(remove_tombstone, "resp_old"))
     replay = [*items, {"role": "user", "content": "and one more"}]
     await backend.save_turn(turn("resp_new", replay))
     kept: list[Any] = []
@@ -204,7 +194,7 @@ async def test_creating_a_conversation_on_a_full_disk_is_a_503_naming_the_databa
         (pages,) = db.execute("PRAGMA page_count").fetchone()
         db.execute(f"PRAGMA max_page_count = {pages}")
 
-    await backend._writer.run(no_room_to_grow)
+    await backend._write_raw(no_room_to_grow)
     response = await bridge.post(
         "/v1/conversations", json={"items": [{"role": "user", "content": "x" * 200_000}]}
     )

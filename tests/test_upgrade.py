@@ -32,7 +32,7 @@ import asyncpg
 import pytest
 
 from bridge.migrate import load_migrations, migrations_source
-from bridge.store import postgres
+from bridge.store import postgres_setup
 from tests.conftest import MODEL, PG_PASSWORD_ENV
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD
@@ -305,7 +305,7 @@ async def test_postgresql_rolling_upgrade_with_the_previous_release_serving(
         # Expand: the new schema, with 0.7.0 serving on it.
         migrated = bridge_command("migrate", "--config", str(config))
         assert migrated.returncode == 0, migrated.stderr
-        label = postgres.display_url(postgres_url)
+        label = postgres_setup.display_url(postgres_url)
         assert migrated.stdout.strip() == f"{label}: schema version {POSTGRES_LATEST}"
         assert await ready(session, old) == 200
         fake_upstream.script(thinking_text_reply([], ["0.7.0 after migrate"]))

@@ -2,7 +2,7 @@
 
 SQLite (the `[store] path` file) is the default: one bridge on a workstation. PostgreSQL
 (`[store] url`) is for several bridges sharing their conversations: the same operations
-(bridge.store.postgres_store), the same scoping and retention.
+(bridge.store.protocol.Store), the same scoping and retention.
 """
 
 from __future__ import annotations
@@ -11,26 +11,18 @@ import asyncio
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bridge.config import Config
 from bridge.config_env import spool_path, store_path
 from bridge.exit_codes import Exit
 from bridge.migrate import MigrationError, SchemaState, plan
-from bridge.store import Store, postgres
+from bridge.store import postgres_setup
 from bridge.store.errors import StoreError
-from bridge.store.files import Opening, inspect_schema
-from bridge.store.postgres import postgres_migrations
+from bridge.store.files import inspect_schema
+from bridge.store.postgres_setup import postgres_migrations
+from bridge.store.protocol import Opening, Store
 from bridge.store.spool import Spool
-
-if TYPE_CHECKING:
-    from bridge.store.postgres_store import PostgresStore
-
-    # Either store: they offer the same operations.
-    StoreBackend = Store | PostgresStore
-else:
-    # PostgreSQL's modules (and asyncpg) load only for a config that uses it.
-    StoreBackend = Store
+from bridge.store.sqlite import SQLiteStore
 
 # How long check-config waits for PostgreSQL to answer.
 STATE_SECONDS = 3.0
@@ -43,7 +35,7 @@ def uses_postgres(config: Config) -> bool:
 def database_label(config: Config, environ: Mapping[str, str]) -> str:
     """The database as messages name it: the SQLite file, or the PostgreSQL URL."""
     if config.store.url is not None:
-        return postgres.display_url(config.store.url)
+        return postgres_setup.display_url(config.store.url)
     return str(store_path(config, environ))
 
 
@@ -60,7 +52,7 @@ async def open_store(
     opening: Opening,
     path: Path | None = None,
     check: bool = True,
-) -> StoreBackend:
+) -> Store:
     """The configured store, opened as `opening` says (only `serve` migrates, and only with
     `[store] migrate = "auto"`); `path` overrides the SQLite file (tests)."""
     directory = spool_path(config, environ)
@@ -68,7 +60,8 @@ async def open_store(
     if directory is not None and opening.serves:
         spool = Spool(directory, int(config.store.spool_max_mb * 1024 * 1024))
     if config.store.url is not None:
-        from bridge.store.postgres_store import PostgresStore
+        # PostgreSQL's modules (and asyncpg) load only for a config that uses it.
+        from bridge.store.postgres import PostgresStore
 
         return await PostgresStore.open(
             config,
@@ -77,7 +70,7 @@ async def open_store(
             opening=opening,
             spool=spool,
         )
-    return await Store.open(
+    return await SQLiteStore.open(
         path or store_path(config, environ),
         config.store.synchronous,
         check=check,
@@ -128,7 +121,7 @@ async def _read_state(config: Config, environ: Mapping[str, str]) -> SchemaState
             return None
         return await asyncio.to_thread(inspect_schema, path)
     async with asyncio.timeout(STATE_SECONDS):
-        return await postgres.read_state(config, environ)
+        return await postgres_setup.read_state(config, environ)
 
 
 def run_postgres_migrate(config: Config, environ: Mapping[str, str], *, check: bool) -> int:
@@ -139,16 +132,16 @@ def run_postgres_migrate(config: Config, environ: Mapping[str, str], *, check: b
 async def _postgres_migrate(config: Config, environ: Mapping[str, str], *, check: bool) -> int:
     label = database_label(config, environ)
     try:
-        connection = await postgres.connect(config, environ)
+        connection = await postgres_setup.connect(config, environ)
     except ConnectionError as exc:
         print(f"responses-bridge: database: {exc}", file=sys.stderr)
         return Exit.STORE
     try:
         if check:
-            state = await postgres.check(connection)
+            state = await postgres_setup.check(connection)
             print(f"{label}: schema version {state.version} ({plan(state, postgres_migrations())})")
             return Exit.OK
-        version = await postgres.migrate(connection)
+        version = await postgres_setup.migrate(connection)
         print(f"{label}: schema version {version}")
         return Exit.OK
     except MigrationError as exc:

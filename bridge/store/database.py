@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from bridge.store.files import BUSY_TIMEOUT_MS, read_only_uri
 
@@ -68,25 +67,3 @@ class Connection:
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
         self._executor.shutdown(wait=True)
-
-
-@contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE, then COMMIT, or ROLLBACK if anything went wrong."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-    except BaseException:
-        # SQLite has already rolled back after some errors (a full disk, for one).
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-
-
-def one(connection: sqlite3.Connection, query: str, params: Any = ()) -> Any:
-    return connection.execute(query, params).fetchone()
-
-
-def rows(connection: sqlite3.Connection, query: str, params: Any = ()) -> list[Any]:
-    return connection.execute(query, params).fetchall()

@@ -4,7 +4,6 @@ nothing async here."""
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import sqlite3
 import time
@@ -21,6 +20,7 @@ from bridge.migrate import (
     schema_state,
 )
 from bridge.store.errors import DatabaseMissing, SchemaTooNew, SchemaTooOld, StoreError
+from bridge.store.protocol import Opening
 
 # How long a statement waits for another process's lock before it fails.
 BUSY_TIMEOUT_MS = 5000
@@ -47,33 +47,6 @@ def file_problem(path: Path, identity: FileIdentity) -> str | None:
     if current != identity:
         return f"the database file {path} was replaced by another file while the bridge was running"
     return None
-
-
-class Opening(enum.Enum):
-    """What opening the store may do to the database's schema, and what it accepts."""
-
-    # `serve` with `[store] migrate = "auto"`: an older schema is migrated; a newer one it
-    # cannot use is reported (/readyz, 503s) while the bridge serves what needs no store.
-    SERVE_MIGRATING = "serve-migrating"
-    # `serve` with `migrate = "never"`: an older schema is refused (run `migrate`).
-    SERVE = "serve"
-    # A command that changes rows (`sessions delete|prune`): never migrates; an older or
-    # unusable newer schema is refused.
-    WRITE = "write"
-    # A command that only reads (`sessions list|show|export`): the same, read-only.
-    READ = "read"
-
-    @property
-    def migrates(self) -> bool:
-        return self is Opening.SERVE_MIGRATING
-
-    @property
-    def serves(self) -> bool:
-        return self in (Opening.SERVE_MIGRATING, Opening.SERVE)
-
-    @property
-    def read_only(self) -> bool:
-        return self is Opening.READ
 
 
 def prepare_database_file(path: Path) -> None:
@@ -281,7 +254,6 @@ __all__ = [
     "DatabaseReport",
     "FileIdentity",
     "IntegrityCheck",
-    "Opening",
     "backup_database",
     "check_database",
     "file_identity",

@@ -53,7 +53,7 @@ class Watched(Protocol):
 
     async def probe_write(self) -> str | None: ...
 
-    async def write_turn(self, record: TurnRecord) -> None: ...
+    async def save_turn(self, record: TurnRecord) -> None: ...
 
     async def write_events(self, response_id: str, frames: bytes) -> None: ...
 
@@ -266,7 +266,7 @@ class StoreHealth:
             async for name, entry in spool.entries():
                 try:
                     if isinstance(entry, SpooledTurn):
-                        await self._store.write_turn(turn_record(entry))
+                        await self._store.save_turn(turn_record(entry))
                     else:
                         await self._store.write_events(entry.response_id, entry.frames)
                 except StoreUnavailable as exc:

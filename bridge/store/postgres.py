@@ -1,189 +1,239 @@
-"""The store on PostgreSQL (`[store] url`): connecting, and the schema migrations.
+"""The store on PostgreSQL (`[store] url`): for several bridges sharing one database.
 
-Migrations are the numbered SQL files in `migrations/postgres/`, applied like the SQLite ones,
-all pending ones in one transaction that holds an advisory lock: several bridges starting at
-once on one database wait for each other, and each migration is applied once. A database at
-a newer version than this code knows is left as it is, and used only when its newer
-migrations say they keep this code working (bridge.migrate.SchemaState).
-
-The password comes from the environment variable `[store] password_env` names, never from
-the config file (bridge.config refuses a URL that holds one).
+A pool of asyncpg connections; each turn written in a transaction of its own. When the
+database goes away (a restart, a failover), reads fail with StoreUnavailable and writes are
+tried again until `[store] write_timeout`, then turns are kept in the spool until it returns
+(bridge.store.health); /readyz says what is wrong meanwhile, and ready again as soon as the
+database answers. Background runs are shared between the bridges through
+bridge.store.postgres_runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Collection, Mapping
+from typing import ClassVar, TypeVar
 
-from bridge.config import Config, ConfigError
-from bridge.migrate import (
-    COMPATIBLE_FROM,
-    Migration,
-    MigrationError,
-    SchemaState,
-    load_migrations,
-    migrations_source,
+import asyncpg
+
+from bridge.config import Config
+from bridge.migrate import MigrationError, SchemaState
+from bridge.records import TurnRecord
+from bridge.store import lookups, postgres_driver, postgres_setup
+from bridge.store.errors import (
+    SchemaTooNew,
+    SchemaTooOld,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
 )
+from bridge.store.operations import StoreOperations
+from bridge.store.postgres_runs import TRANSIENT, RunSession, notify_cancel, orphaned
+from bridge.store.protocol import Opening
+from bridge.store.spool import Spool
+from bridge.store.statements import POSTGRES, Query
+from bridge.store.turn_writes import insert_turn
 
-if TYPE_CHECKING:
-    # Imported when PostgreSQL is used: the SQLite bridge does not carry it in memory.
-    import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-    # A connection of its own or one lent by the pool.
-    AnyConnection = asyncpg.Connection | PoolConnectionProxy[Any]
-
-# pg_advisory_xact_lock key of the schema migrations (any constant shared by all bridges).
-MIGRATION_LOCK = 0x7262_6D67
-CONNECT_SECONDS = 10.0
-_TRACKING_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    applied_at bigint NOT NULL
-)
-"""
+POOL_SIZE = 10
+PROBE_SECONDS = 1.0
+RETRY_SECONDS = 0.25
+# What the database refuses for the rows themselves: writing them again will not help.
+_REJECTED = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 
 
-def display_url(url: str) -> str:
-    """The URL as logs and messages show it: scheme, user, host, port, database."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit((parts.scheme, f"{user}{host}", parts.path, "", ""))
+def _store_error(label: str, exc: BaseException) -> StoreError:
+    if isinstance(exc, _REJECTED):
+        return StoreRejected(f"{label}: {exc}")
+    return StoreUnavailable(f"{label}: {exc}")
 
 
-def password(config: Config, environ: Mapping[str, str]) -> str | None:
-    """The password from `[store] password_env` (ConfigError when that variable is unset)."""
-    name = config.store.password_env
-    if name is None:
-        return None
-    value = environ.get(name)
-    if not value:
-        raise ConfigError(
-            f"{config.source}: key `store.password_env`: environment variable {name} is not set"
-        )
-    return value
+class PostgresStore(StoreOperations):
+    """Async access to a PostgreSQL database; create with `await PostgresStore.open(...)`."""
 
+    dialect: ClassVar = POSTGRES
 
-def postgres_migrations() -> list[Migration]:
-    return load_migrations(migrations_source() / "postgres")
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        label: str,
+        schema: SchemaState,
+        write_timeout: float,
+        runs: RunSession | None = None,
+        *,
+        spool: Spool | None = None,
+    ) -> None:
+        super().__init__(label, schema, spool)
+        self._pool = pool
+        self._write_timeout = write_timeout
+        self._runs = runs
 
-
-async def connect(config: Config, environ: Mapping[str, str]) -> asyncpg.Connection:
-    """One connection to `[store] url`."""
-    import asyncpg
-
-    url = config.store.url
-    assert url is not None
-    secret = password(config, environ)
-    try:
-        return await asyncpg.connect(url, password=secret, timeout=CONNECT_SECONDS)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise ConnectionError(f"{display_url(url)}: cannot connect: {exc}") from exc
-
-
-async def schema_version(connection: AnyConnection) -> int:
-    """The highest migration applied (0 for a blank database)."""
-    exists = await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    if not exists:
-        return 0
-    return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
-
-
-async def _has_compatibility(connection: AnyConnection) -> bool:
-    return bool(
-        await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
-            "current_schema() AND table_name = 'schema_migrations' AND column_name = $1)",
-            COMPATIBLE_FROM,
-        )
-    )
-
-
-async def schema_state(
-    connection: AnyConnection, migrations: list[Migration] | None = None
-) -> SchemaState:
-    """The database's version against this code's migrations; only reads."""
-    latest = (migrations or postgres_migrations())[-1].version
-    current = await schema_version(connection)
-    if current <= latest:
-        return SchemaState(current, latest)
-    needs = current
-    if await _has_compatibility(connection):
-        needs = int(
-            await connection.fetchval(
-                f"SELECT max(coalesce({COMPATIBLE_FROM}, version)) FROM schema_migrations "
-                "WHERE version > $1",
-                latest,
+    @classmethod
+    async def open(
+        cls,
+        config: Config,
+        environ: Mapping[str, str],
+        *,
+        write_timeout: float = 10.0,
+        opening: Opening = Opening.SERVE_MIGRATING,
+        spool: Spool | None = None,
+    ) -> PostgresStore:
+        """Connect, migrate as `opening` allows (under the migration lock), and open the
+        pool (read-only transactions for Opening.READ)."""
+        url = config.store.url
+        assert url is not None
+        label = postgres_setup.display_url(url)
+        secret = postgres_setup.password(config, environ)
+        try:
+            connection = await postgres_setup.connect(config, environ)
+        except ConnectionError as exc:
+            raise StoreError(str(exc)) from exc
+        try:
+            schema = await _prepare(connection, label, opening)
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{label}: {exc}") from exc
+        finally:
+            await connection.close()
+        settings = {"default_transaction_read_only": "on"} if opening.read_only else None
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                password=secret,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=postgres_setup.CONNECT_SECONDS,
+                server_settings=settings,
             )
-        )
-    return SchemaState(current, latest, needs)
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{label}: cannot connect: {exc}") from exc
+        if spool is not None and not opening.read_only:
+            await spool.open()
+        else:
+            spool = None
 
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                url, password=secret, timeout=postgres_setup.CONNECT_SECONDS
+            )
 
-async def read_state(config: Config, environ: Mapping[str, str]) -> SchemaState:
-    """The database's schema, on a connection of its own (ConnectionError if unreadable)."""
-    import asyncpg
+        store = cls(pool, label, schema, write_timeout, spool=spool)
+        store._runs = RunSession(label, connect, store._cancel_heard)
+        if opening.serves:
+            store.health.start()
+            if not schema.usable:
+                log.error("%s: %s", label, store.health.schema_problem)
+        return store
 
-    connection = await connect(config, environ)
-    try:
-        return await schema_state(connection)
-    except asyncpg.PostgresError as exc:
-        raise ConnectionError(f"{display_url(config.store.url or '')}: {exc}") from exc
-    finally:
-        await connection.close()
+    async def close(self) -> None:
+        if self._runs is not None:
+            await self._runs.close()
+        await self._close_writes()
+        await self._pool.close()
 
+    # -- running queries ----------------------------------------------------------------
 
-async def migrate(connection: asyncpg.Connection, migrations: list[Migration] | None = None) -> int:
-    """Apply what is missing, under the migration lock, in one transaction; the version.
+    async def _read(self, query: Query[T]) -> T:
+        self.health.check_usable()
+        try:
+            async with self._pool.acquire() as connection:
+                return await postgres_driver.run(connection, query)
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            self.health.noticed()
+            raise _store_error(self.label, exc) from exc
 
-    A newer database is left alone: used as it is when compatible, else refused."""
-    import asyncpg
+    async def _write_turn(self, record: TurnRecord, base: tuple[str, int] | None) -> None:
+        await self._write(functools.partial(insert_turn, record, base))
 
-    known = migrations if migrations is not None else postgres_migrations()
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        # Before anything is read: it takes the table's lock, which makes this transaction
-        # see what a bridge that held the migration lock before it committed (the name
-        # lookup alone may use the catalog as it was when the transaction began).
-        await connection.execute(_TRACKING_TABLE)
-        state = await schema_state(connection, known)
-        if not state.older:
-            if not state.usable:
-                raise MigrationError(state.too_new())
-            return state.version
-        for migration in known[state.version :]:
+    async def _write(self, make: Callable[[], Query[T]]) -> T:
+        """The query `make()` builds, in a transaction, tried again (built again) while the
+        database is unreachable, up to write_timeout."""
+        self.health.check_usable()
+        deadline = time.monotonic() + self._write_timeout
+        while True:
             try:
-                await connection.execute(migration.sql)
+                async with self._pool.acquire() as connection, connection.transaction():
+                    return await postgres_driver.run(connection, make())
+            except TRANSIENT as exc:
+                if time.monotonic() < deadline:
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                self.health.failed(f"the last write failed: {exc}")
+                raise StoreUnavailable(f"{self.label}: {exc}") from exc
             except asyncpg.PostgresError as exc:
-                raise MigrationError(
-                    f"migration postgres/{migration.version:04d}_{migration.name}.sql failed: {exc}"
-                ) from exc
-            await connection.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                int(time.time()),
-            )
-            if await _has_compatibility(connection):
-                await connection.execute(
-                    f"UPDATE schema_migrations SET {COMPATIBLE_FROM} = $1 WHERE version = $2",
-                    migration.compatible_from,
-                    migration.version,
-                )
-    return known[-1].version
+                self.health.noticed()
+                raise _store_error(self.label, exc) from exc
+
+    async def probe_write(self) -> str | None:
+        """Whether the database answers and takes writes (not a standby)."""
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                async with self._pool.acquire() as connection:
+                    standby = await connection.fetchval("SELECT pg_is_in_recovery()")
+        except TimeoutError:
+            return f"{self.label} did not answer within a second"
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            return f"{self.label} is unreachable: {exc}"
+        return f"{self.label} is a standby (read-only)" if standby else None
+
+    async def read_schema(self) -> SchemaState:
+        """The database's schema version as it is now (the health task reads it)."""
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                async with self._pool.acquire() as connection:
+                    return await postgres_setup.schema_state(connection)
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"{self.label}: {exc}") from exc
+
+    # -- background runs across processes -------------------------------------------------
+
+    async def claim_run(self, response_id: str) -> None:
+        """This process runs `response_id` (held until release_run or the process ends)."""
+        assert self._runs is not None
+        await self._runs.claim(response_id)
+
+    async def release_run(self, response_id: str) -> None:
+        assert self._runs is not None
+        await self._runs.release(response_id)
+
+    async def listen_for_cancels(self) -> None:
+        """Cancels other bridges send for the runs of this one."""
+        assert self._runs is not None
+        await self._runs.listen()
+
+    async def ask_to_cancel(self, response_id: str) -> None:
+        await self._read(notify_cancel(response_id))
+
+    def _cancel_heard(self, response_id: str) -> None:
+        if self.on_cancel is not None:
+            self.on_cancel(response_id)
+
+    async def fail_interrupted(self, message: str, keep: Collection[str] = ()) -> list[str]:
+        """Running responses no bridge holds (their process died), but those in `keep`
+        (this bridge's own): marked failed."""
+        running = [rid for rid in await self._read(lookups.running()) if rid not in keep]
+        if not running:
+            return []
+        return await self._fail(await self._read(orphaned(running)), message)
 
 
-async def check(connection: asyncpg.Connection) -> SchemaState:
-    """The database's schema against this code's (MigrationError when newer and not
-    compatible)."""
-    state = await schema_state(connection)
-    if not state.older and not state.usable:
-        raise MigrationError(state.too_new())
+async def _prepare(connection: asyncpg.Connection, label: str, opening: Opening) -> SchemaState:
+    """The database's schema once it may be opened as `opening` says: migrated (only
+    SERVE_MIGRATING does), or refused with SchemaTooOld or SchemaTooNew; a serving bridge
+    gets a newer schema it cannot use back as it is (it reports it and waits)."""
+    state = await postgres_setup.schema_state(connection)
+    if state.older:
+        if not opening.migrates:
+            raise SchemaTooOld(label, state)
+        try:
+            await postgres_setup.migrate(connection)
+        except MigrationError as exc:
+            raise StoreError(f"{label}: {exc}") from exc
+        return await postgres_setup.schema_state(connection)
+    if not state.usable and not opening.serves:
+        raise SchemaTooNew(label, state)
     return state
