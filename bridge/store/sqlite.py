@@ -3,9 +3,9 @@
 One writer connection, which commits the turns that finish together in one transaction
 (bridge.store.group_commit); reads go through connections of their own (WAL lets them read
 while a write is under way), so a large read never waits for a write and a write never waits
-for a read. Each connection runs whole transactions or reads in its own thread
-(bridge.store.database). `synchronous` comes from the config (FULL by default: a commit is
-on disk before response.completed is sent).
+for a read. Each connection is an aiosqlite connection that runs whole transactions or reads
+in its own thread (bridge.store.database). `synchronous` comes from the config (FULL by
+default: a commit is on disk before response.completed is sent).
 
 A background check reads every page soon after start; corruption it (or any statement)
 finds stops all writes and shows on /readyz, as does the file being deleted or replaced
@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 from bridge.migrate import Migration, MigrationError, SchemaState, load_migrations, schema_state
 from bridge.records import TurnRecord
 from bridge.store import lookups, sqlite_driver
-from bridge.store.database import Connection, Work
+from bridge.store.database import Connection, Connections, Work
 from bridge.store.errors import DatabaseMoved, StoreCorrupt, StoreError
 from bridge.store.files import (
     FileIdentity,
@@ -47,12 +47,8 @@ from bridge.store.statements import SQLITE, Query
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-READERS = 2
-# How long a statement of the writer waits for another process's lock before it fails (and
-# the turn write is tried again until write_timeout), and /readyz's probe.
-WRITER_BUSY_MS = 1000
+# How long /readyz's probe waits for a write to be able to begin.
 PROBE_SECONDS = 1.0
-WAL_SIZE_LIMIT = 1024 * 1024
 # The WAL is copied into the database by a connection of its own once it holds this much,
 # so no turn's commit waits for a checkpoint (SQLite's automatic one runs in the commit).
 CHECKPOINT_BYTES = 4 * 1024 * 1024
@@ -68,7 +64,7 @@ class SQLiteStore(StoreOperations):
 
     def __init__(
         self,
-        connections: _Connections,
+        connections: Connections,
         path: Path,
         write_timeout: float,
         *,
@@ -125,7 +121,7 @@ class SQLiteStore(StoreOperations):
             raise StoreError(f"{path}: {exc}") from exc
         read_only = opening.read_only
         try:
-            connections = await _Connections.open(path, synchronous, read_only=read_only)
+            connections = await Connections.open(path, synchronous, read_only=read_only)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from exc
         if spool is not None and not read_only:
@@ -356,56 +352,6 @@ class SQLiteStore(StoreOperations):
             self._readers.put_nowait(reader)
 
 
-class _Connections:
-    """The store's connections to the file: the writer, the readers, and one each for
-    checkpoints and /readyz's probe (so neither waits behind the writer)."""
-
-    def __init__(
-        self,
-        writer: Connection,
-        readers: list[Connection],
-        checkpointer: Connection,
-        probe: Connection,
-    ) -> None:
-        self.writer = writer
-        self.readers = readers
-        self.checkpointer = checkpointer
-        self.probe = probe
-
-    @classmethod
-    async def open(cls, path: Path, synchronous: str, *, read_only: bool) -> _Connections:
-        level = _synchronous(synchronous)
-        writer_pragmas = [
-            f"synchronous = {level}",
-            "foreign_keys = ON",
-            # After a checkpoint the WAL file is cut back to this size instead of staying
-            # at its largest.
-            f"journal_size_limit = {WAL_SIZE_LIMIT}",
-            "wal_autocheckpoint = 0",
-            f"busy_timeout = {WRITER_BUSY_MS}",
-        ]
-        if not read_only:
-            writer_pragmas.insert(0, "journal_mode = WAL")
-        opened: list[Connection] = []
-        try:
-            for name, pragmas in (
-                ("writer", writer_pragmas),
-                ("checkpointer", [f"synchronous = {level}"]),
-                ("probe", ["busy_timeout = 250"]),
-                *((f"reader{number}", ["query_only = ON"]) for number in range(READERS)),
-            ):
-                opened.append(await Connection.open(path, name, *pragmas, read_only=read_only))
-        except BaseException:
-            for connection in opened:
-                await connection.close()
-            raise
-        return cls(opened[0], opened[3:], opened[1], opened[2])
-
-    async def close(self) -> None:
-        for connection in (self.checkpointer, self.probe, self.writer, *self.readers):
-            await connection.close()
-
-
 def _probe_write(db: sqlite3.Connection, path: Path, identity: FileIdentity) -> str | None:
     """Whether a write could begin; what happened to the file, if it is not there."""
     db.execute("BEGIN IMMEDIATE")
@@ -422,10 +368,3 @@ def _vacuum_step(db: sqlite3.Connection) -> bool:
     # As a script: a plain execute steps the pragma once, which frees a single page.
     db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
     return int(db.execute("PRAGMA freelist_count").fetchone()[0]) == 0
-
-
-def _synchronous(level: str) -> str:
-    value = level.upper()
-    if value not in ("FULL", "NORMAL", "EXTRA"):
-        raise ValueError(f"unknown synchronous level {level!r}")
-    return value
