@@ -3,6 +3,7 @@ what the tables hold)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -208,6 +209,12 @@ def _check_store_url(config: Config) -> None:
         raise ConfigError(
             f"{src}: key `store.url`: holds a password; passwords never go in the config: "
             "name the environment variable that holds it in `store.password_env`"
+        )
+    if importlib.util.find_spec("asyncpg") is None:
+        raise ConfigError(
+            f"{src}: key `store.url`: PostgreSQL needs the asyncpg package, which is not "
+            "installed: pip install 'responses-bridge[postgres]' (from a checkout: "
+            "pip install '.[postgres]')"
         )
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from bridge import codex_config
 from bridge.app import create_app
 from bridge.config import ConfigError
 from bridge.config_load import load_config, parse_config
+from bridge.exit_codes import Exit
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres_setup
 from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary
@@ -89,6 +91,48 @@ def test_the_url_never_holds_a_password() -> None:
         postgres_setup.display_url(config.store.url or "")
         == "postgresql://bridge@db.example:5433/bridge"
     )
+
+
+# The CLI where asyncpg cannot be imported, as when the postgres extra is not installed.
+WITHOUT_ASYNCPG = (
+    "import sys; sys.modules['asyncpg'] = None; from bridge.cli import main; sys.exit(main())"
+)
+
+
+def run_without_asyncpg(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_ASYNCPG, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve", "migrate"])
+def test_a_postgresql_url_without_the_extra_is_a_config_error_naming_it(
+    tmp_path: Path, command: str
+) -> None:
+    """asyncpg is an extra: a config that needs it says how to install it (it was a
+    dependency of every install)."""
+    config = write_config(tmp_path, "postgresql://bridge@127.0.0.1:9/bridge")
+    result = run_without_asyncpg(command, "--config", str(config))
+    assert result.returncode == Exit.CONFIG, result.stderr
+    assert "pip install 'responses-bridge[postgres]'" in result.stderr
+    assert "key `store.url`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_sqlite_bridge_needs_no_asyncpg(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "bridge.db"}"\n'
+        '[providers.local]\nbase_url = "http://127.0.0.1:9/v1"\n[models.m]\nprovider = "local"\n'
+    )
+    for command in ("migrate", "check-config", "sessions list"):
+        result = run_without_asyncpg(*command.split(), "--config", str(config))
+        assert result.returncode == Exit.OK, (command, result.stderr)
 
 
 async def test_migrate_creates_the_schema_once(postgres_url: str, tmp_path: Path) -> None:
