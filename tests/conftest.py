@@ -20,6 +20,9 @@ from bridge.app import create_app
 from bridge.config import Config
 from bridge.config_load import parse_config
 from bridge.providers import PROFILE_NAMES
+from bridge.store.backends import open_store
+from bridge.store.protocol import Opening, Store
+from bridge.store.statements import execute, fetch
 from tests.fake_upstream import FakeUpstream
 from tests.postgres import PASSWORD as PG_PASSWORD
 from tests.postgres import Cluster
@@ -114,26 +117,65 @@ async def fake_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) ->
 PG_PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
 
 
+# The databases the store runs on.
+BACKENDS = ["sqlite", "postgres"]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A module that sets STORE_BACKENDS runs its tests that use the store (through the
-    `store` fixture) on each backend."""
-    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    """Every test of the store itself (through the `opened_store` fixture) runs on each
+    backend; so does every test that uses the store through a bridge (the `store` fixture)
+    in a module that sets STORE_BACKENDS."""
     if metafunc.definition.get_closest_marker("sqlite_only") is not None:
         return
+    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    if "opened_store" in metafunc.fixturenames:
+        backends = BACKENDS
     if backends and "store" in metafunc.fixturenames:
         metafunc.parametrize("store", backends, indirect=True)
 
 
 @pytest.fixture
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The [store] lines of the bridge's config: "" (SQLite) unless a module runs on
-    PostgreSQL too (STORE_BACKENDS), then a new database on the test server."""
+    """The [store] lines of the bridge's config: "" (SQLite) unless the test runs on
+    PostgreSQL too (see pytest_generate_tests), then a new database on the test server."""
     backend = getattr(request, "param", "sqlite")
     if backend != "postgres":
         return ""
     url = request.getfixturevalue("postgres_url")
     monkeypatch.setenv(PG_PASSWORD_ENV, PG_PASSWORD)
     return f'url = "{url}"\npassword_env = "{PG_PASSWORD_ENV}"'
+
+
+@pytest.fixture
+async def opened_store(store: str, state_directory: Path) -> AsyncIterator[Store]:
+    """The store itself (bridge.store.protocol.Store), opened as `serve` opens it, on a new
+    SQLite file or PostgreSQL database: each test that takes it runs on both."""
+    config = parse_config(f"[store]\n{store}", "test-config.toml")
+    opened = await open_store(
+        config,
+        os.environ,
+        opening=Opening.SERVE_MIGRATING,
+        path=state_directory / "bridge.db",
+        check=False,
+    )
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def database_rows(store: Store, sql: str, *params: Any) -> list[Any]:
+    """Rows as the database holds them (SQL in the store's dialect-neutral form, `?`
+    placeholders), read on the store's own connection, on either backend: for what the
+    protocol does not show."""
+    found = await store._read(fetch(sql, params))  # type: ignore[attr-defined]
+    return [tuple(row) for row in found]
+
+
+async def change_rows(store: Store, sql: str, *params: Any) -> int:
+    """Rows changed behind the store's back (as database_rows reads them): how many."""
+    changed: int = await store._write(lambda: execute(sql, params))  # type: ignore[attr-defined]
+    return changed
 
 
 @pytest.fixture

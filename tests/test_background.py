@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -370,19 +369,17 @@ async def test_an_orphan_is_reaped_and_the_runs_of_this_bridge_are_not(
 
 
 async def test_reads_right_after_a_restart_serve_what_the_restart_decided(
-    fake_upstream: FakeUpstream, aiohttp_client: Any, state_directory: Path
+    fake_upstream: FakeUpstream, aiohttp_client: Any, opened_store: Any, store: str
 ) -> None:
     """Background responses a stopped bridge left queued are marked failed by the restart;
     a GET that arrives while that is being written serves the failure, never "queued"
     (the restart's reap and the GET's own raced: 19 of 20 GETs said queued)."""
     from bridge.records import record_turn
     from bridge.scope import Scope
-    from bridge.store.sqlite import SQLiteStore
     from bridge.wire.events import ResponseObject
     from bridge.wire.responses import ResponsesRequest
 
     left = [f"resp_{number:032x}" for number in range(1, 21)]
-    store = await SQLiteStore.open(state_directory / "bridge.db", check=False)
     request = ResponsesRequest(model=MODEL, input="left behind", background=True)
     for response_id in left:
         queued = ResponseObject(
@@ -392,9 +389,9 @@ async def test_reads_right_after_a_restart_serve_what_the_restart_decided(
             status="queued",
             background=True,
         )
-        await store.save_turn(record_turn(request, queued, Scope()))
-    await store.close()
-    restarted = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
+        await opened_store.save_turn(record_turn(request, queued, Scope()))
+    await opened_store.close()  # the bridge that left them stops
+    restarted = await aiohttp_client(create_app(bridge_config(fake_upstream.url, store=store)))
     answers = await asyncio.gather(*(restarted.get(f"/v1/responses/{rid}") for rid in left))
     statuses = [(await answer.json()).get("status", await answer.text()) for answer in answers]
     assert statuses == ["failed"] * len(left)

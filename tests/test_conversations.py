@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -12,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
-from bridge.store.sqlite import SQLiteStore
-from tests.conftest import MODEL, bridge_config
+from bridge.store import Store
+from tests.conftest import MODEL, bridge_config, change_rows, database_rows
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
@@ -294,25 +292,22 @@ async def test_the_agents_sdk_session_keeps_the_conversation(
     await client.close()
 
 
-async def test_idle_conversations_are_pruned_with_their_items(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(tmp_path / "bridge.db")
-    try:
-        items = [(f"msg_{n}", b'{"type":"message","role":"user","content":"x"}') for n in range(5)]
-        idle = await store.create_conversation("conv_idle", "", b"{}", items)
-        await store.create_conversation("conv_used", "", b"{}", items)
-        with sqlite3.connect(tmp_path / "bridge.db") as db:
-            db.execute(
-                "UPDATE conversations SET updated_at = updated_at - 40 * 86400 WHERE id = ?",
-                (idle.id,),
-            )
-        await store.prune(max_age_days=30, max_size_mb=1024)
-        assert await store.get_conversation("conv_idle", "") is None
-        assert await store.conversation_items("conv_idle", "") is None
-        assert len(await store.conversation_items("conv_used", "") or []) == 5
-        with sqlite3.connect(tmp_path / "bridge.db") as db:
-            left = db.execute(
-                "SELECT count(*) FROM conversation_items WHERE conversation_id = 'conv_idle'"
-            ).fetchone()
-        assert left == (0,)
-    finally:
-        await store.close()
+async def test_idle_conversations_are_pruned_with_their_items(opened_store: Store) -> None:
+    items = [(f"msg_{n}", b'{"type":"message","role":"user","content":"x"}') for n in range(5)]
+    idle = await opened_store.create_conversation("conv_idle", "", b"{}", items)
+    await opened_store.create_conversation("conv_used", "", b"{}", items)
+    await change_rows(
+        opened_store,
+        "UPDATE conversations SET updated_at = updated_at - 40 * 86400 WHERE id = ?",
+        idle.id,
+    )
+    await opened_store.prune(max_age_days=30, max_size_mb=1024)
+    assert await opened_store.get_conversation("conv_idle", "") is None
+    assert await opened_store.conversation_items("conv_idle", "") is None
+    assert len(await opened_store.conversation_items("conv_used", "") or []) == 5
+    left = await database_rows(
+        opened_store,
+        "SELECT count(*) FROM conversation_items WHERE conversation_id = ?",
+        "conv_idle",
+    )
+    assert left == [(0,)]

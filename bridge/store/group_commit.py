@@ -5,7 +5,7 @@ Each turn is written in a savepoint of its own, so one turn's failure fails only
 (unless the whole transaction is lost, e.g. a full disk). While another process holds the
 database locked, a group is tried again until write_timeout (the turns' clients get
 heartbeats meanwhile). Every turn taken gets its answer whatever happens: written, or its
-error as the store's own (bridge.store.sqlite_errors).
+error as the store's own (bridge.store.sqlite_driver).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any
 from bridge.records import TurnRecord
 from bridge.store import sqlite_driver
 from bridge.store.errors import StoreError, StoreUnavailable
-from bridge.store.sqlite_driver import transaction
-from bridge.store.sqlite_errors import BIND_ERRORS, is_busy, is_corruption, store_error
+from bridge.store.sqlite_driver import BIND_ERRORS, is_busy, is_corruption, store_error, transaction
 from bridge.store.turn_writes import insert_turn
 
 log = logging.getLogger(__name__)

@@ -27,11 +27,11 @@ from bridge.store.errors import (
     SchemaTooNew,
     SchemaTooOld,
     StoreError,
-    StoreRejected,
     StoreUnavailable,
 )
 from bridge.store.operations import StoreOperations
-from bridge.store.postgres_runs import TRANSIENT, RunSession, notify_cancel, orphaned
+from bridge.store.postgres_driver import TRANSIENT, store_error
+from bridge.store.postgres_runs import RunSession, notify_cancel, orphaned
 from bridge.store.protocol import Opening
 from bridge.store.spool import Spool
 from bridge.store.statements import POSTGRES, Query
@@ -43,14 +43,6 @@ T = TypeVar("T")
 POOL_SIZE = 10
 PROBE_SECONDS = 1.0
 RETRY_SECONDS = 0.25
-# What the database refuses for the rows themselves: writing them again will not help.
-_REJECTED = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
-
-
-def _store_error(label: str, exc: BaseException) -> StoreError:
-    if isinstance(exc, _REJECTED):
-        return StoreRejected(f"{label}: {exc}")
-    return StoreUnavailable(f"{label}: {exc}")
 
 
 class PostgresStore(StoreOperations):
@@ -72,6 +64,7 @@ class PostgresStore(StoreOperations):
         self._pool = pool
         self._write_timeout = write_timeout
         self._runs = runs
+        self._closed = False
 
     @classmethod
     async def open(
@@ -130,6 +123,10 @@ class PostgresStore(StoreOperations):
         return store
 
     async def close(self) -> None:
+        """Finish the writes under way, then close the connections (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._runs is not None:
             await self._runs.close()
         await self._close_writes()
@@ -144,7 +141,7 @@ class PostgresStore(StoreOperations):
                 return await postgres_driver.run(connection, query)
         except (*TRANSIENT, asyncpg.PostgresError) as exc:
             self.health.noticed()
-            raise _store_error(self.label, exc) from exc
+            raise store_error(self.label, exc) from exc
 
     async def _write_turn(self, record: TurnRecord, base: tuple[str, int] | None) -> None:
         await self._write(functools.partial(insert_turn, record, base))
@@ -166,7 +163,7 @@ class PostgresStore(StoreOperations):
                 raise StoreUnavailable(f"{self.label}: {exc}") from exc
             except asyncpg.PostgresError as exc:
                 self.health.noticed()
-                raise _store_error(self.label, exc) from exc
+                raise store_error(self.label, exc) from exc
 
     async def probe_write(self) -> str | None:
         """Whether the database answers and takes writes (not a standby)."""

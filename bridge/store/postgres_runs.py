@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from bridge.store.errors import StoreUnavailable
+from bridge.store.postgres_driver import TRANSIENT
 from bridge.store.statements import Query, fetch, fetch_value
 
 log = logging.getLogger(__name__)
@@ -26,17 +27,6 @@ log = logging.getLogger(__name__)
 RUN_LOCKS = 0x7262
 CANCEL_CHANNEL = "responses_bridge_cancel"
 SESSION_RETRY = 1.0
-# What a lost or refused connection raises: worth trying again once the database is back.
-TRANSIENT = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    TimeoutError,
-)
 
 
 def orphaned(response_ids: Sequence[str]) -> Query[list[str]]:

@@ -7,7 +7,7 @@ without this cache, by encoding and digesting every item; with it, by comparing 
 request's decoded items with the previous request's (a C-level comparison, well under a
 millisecond for megabytes) and encoding and digesting only the new ones. A miss (a new
 process, an edited history, an evicted conversation) falls back to digesting everything and
-asking the database (bridge.store.reads.find_base).
+asking the database (bridge.store.lookups.find_base).
 """
 
 from __future__ import annotations

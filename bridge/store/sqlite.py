@@ -41,7 +41,7 @@ from bridge.store.group_commit import GroupCommit
 from bridge.store.operations import StoreOperations
 from bridge.store.protocol import Opening
 from bridge.store.spool import Spool
-from bridge.store.sqlite_errors import is_corruption, store_error
+from bridge.store.sqlite_driver import is_corruption, store_error
 from bridge.store.statements import SQLITE, Query
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class SQLiteStore(StoreOperations):
         self._check: asyncio.Task[None] | None = None
         # Writes wait for the first integrity check: nothing goes on top of a damaged file.
         self._checked = asyncio.Event()
+        self._closed = False
 
     @classmethod
     async def open(
@@ -146,6 +147,10 @@ class SQLiteStore(StoreOperations):
         return store
 
     async def close(self) -> None:
+        """Finish the writes under way, then close the connections (once)."""
+        if self._closed:
+            return
+        self._closed = True
         await self.health.close()
         if self._check is not None:
             self._check.cancel()
