@@ -189,7 +189,7 @@ def break_stage(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
         "upstream": "bridge.upstream.UpstreamClient.stream",
         "parse": "bridge.sse.SSEParser.feed",
         "translate": "bridge.translate.stream.StreamTranslator.add",
-        "plan": "bridge.turn.plan_turn",
+        "plan": "bridge.turn_plan.plan_turn",
     }[stage]
     monkeypatch.setattr(target, boom)
 
