@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from bridge.translate.stream import StreamTranslator
 from bridge.turn_trace import TurnTrace
@@ -14,6 +14,23 @@ from bridge.wire.events import ResponseEvent
 
 # Writes events to the client; raises ClientGone when the client cannot take them.
 EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def writing_to_client(stall_seconds: float) -> AsyncIterator[None]:
+    """A write to the client: one that does not go through within `stall_seconds` (the
+    client stopped reading, its connection still open) ends the turn recorded as failed;
+    a closed connection ends it unrecorded. Both as ClientGone."""
+    try:
+        async with asyncio.timeout(stall_seconds):
+            yield
+    except TimeoutError:
+        raise ClientGone(
+            f"stopped reading (a write waited {stall_seconds:g}s)", record=True
+        ) from None
+    except (ConnectionResetError, RuntimeError) as exc:
+        # RuntimeError: aiohttp refuses writes once the transport is closed.
+        raise ClientGone(f"went away ({exc})") from None
 
 
 async def discard(events: list[ResponseEvent]) -> None:

@@ -20,7 +20,7 @@ from aiohttp_sse import EventSourceResponse
 
 from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
-from bridge.emitter import ClientGone, EventSink, discard
+from bridge.emitter import ClientGone, EventSink, discard, writing_to_client
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
 from bridge.request_parsing import DECODE_IN_THREAD, parse_request_off_loop
@@ -139,17 +139,9 @@ def sse_sink(response: web.StreamResponse, stall_seconds: float) -> EventSink:
     `stall_seconds` (it stopped reading) has its turn ended."""
 
     async def write(events: list[ResponseEvent]) -> None:
-        try:
-            async with asyncio.timeout(stall_seconds):
-                await response.write(encode_frames(events))
-        except TimeoutError:
-            # The transport is aborted once the turn is recorded (see _respond_stream).
-            raise ClientGone(
-                f"stopped reading (a write waited {stall_seconds:g}s)", record=True
-            ) from None
-        except (ConnectionResetError, RuntimeError) as exc:
-            # RuntimeError: aiohttp refuses writes once the transport is closed.
-            raise ClientGone(f"went away ({exc})") from None
+        # A stalled client's transport is aborted once the turn is recorded (_respond_stream).
+        async with writing_to_client(stall_seconds):
+            await response.write(encode_frames(events))
 
     return write
 

@@ -27,7 +27,7 @@ from bridge.access_log import ACCESS_LOG
 from bridge.app_keys import BODIES, CLIENT, COLLECTOR, CONFIG, REQUEST_LOG, TURNS
 from bridge.bodies import Share
 from bridge.conversation import Prefix
-from bridge.emitter import ClientGone
+from bridge.emitter import ClientGone, writing_to_client
 from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.open_sockets import SOCKETS
@@ -334,19 +334,12 @@ class _Socket:
         client_stall_timeout seconds has stopped reading."""
         stall = self._config.server.client_stall_timeout
         async with self._send_lock:
-            try:
-                async with asyncio.timeout(stall):
-                    for event in events:
-                        await self._ws.send_frame(_ENCODER.encode(event), WSMsgType.TEXT)
-                if isinstance(events[-1], FINAL_EVENTS):
-                    # The client may send its next turn now.
-                    self._busy = False
-            except TimeoutError:
-                raise ClientGone(
-                    f"stopped reading (a write waited {stall:g}s)", record=True
-                ) from None
-            except (ConnectionResetError, RuntimeError) as exc:
-                raise ClientGone(f"went away ({exc})") from None
+            async with writing_to_client(stall):
+                for event in events:
+                    await self._ws.send_frame(_ENCODER.encode(event), WSMsgType.TEXT)
+            if isinstance(events[-1], FINAL_EVENTS):
+                # The client may send its next turn now.
+                self._busy = False
 
     async def _send_error(self, error: ApiError) -> None:
         """An error event, sent like events are: a client that takes none for
