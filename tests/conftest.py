@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,37 @@ def assert_ends(events: Any, expected: str = "response.completed") -> Any:
     return final
 
 
+# The [upstream] lines every test bridge starts from; a key the test gives replaces its line.
+UPSTREAM_DEFAULTS = {
+    "idle_timeout": "5.0",
+    "connect_timeout": "2.0",
+    "max_retries": "0",  # tests of retries turn them on themselves
+}
+
+
 def bridge_config(
     upstream_url: str,
     *,
     server: str = "",
     store: str = "",
     upstream: str = "",
+    websocket: str = "",
+    debug: str = "",
     provider: str = "",
     model: str = "",
     extra: str = "",
 ) -> Config:
-    """A config for the bridge in front of a fake upstream at `upstream_url`; the keyword
-    arguments are TOML lines added to those tables (`extra`: whole tables at the end)."""
+    """A config for the bridge in front of a fake upstream at `upstream_url`, through the
+    parser users' configs go through; the keyword arguments are TOML lines added to those
+    tables (`extra`: whole tables at the end)."""
+    given = tomllib.loads(upstream)
+    defaults = "\n".join(f"{k} = {v}" for k, v in UPSTREAM_DEFAULTS.items() if k not in given)
+    # Written only when given, so that `extra` may still hold these tables whole.
+    tables = "".join(
+        f"[{name}]\n{lines}\n\n"
+        for name, lines in (("websocket", websocket), ("debug", debug))
+        if lines
+    )
     return parse_config(
         f"""
 [server]
@@ -76,10 +96,10 @@ def bridge_config(
 {store}
 
 [upstream]
-idle_timeout = 5.0
-connect_timeout = 2.0
-{upstream or "max_retries = 0  # tests of retries turn them on themselves"}
+{defaults}
+{upstream}
 
+{tables}
 [providers.fake]
 base_url = "{upstream_url}/v1"
 {provider}
