@@ -15,12 +15,14 @@ from typing import Any
 
 import openai
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import Config
 from bridge.config_load import parse_config
 from bridge.providers import PROFILE_NAMES
+from bridge.sse import SSEParser
 from tests.fake_upstream import FakeUpstream
 from tests.postgres import PASSWORD as PG_PASSWORD
 from tests.postgres import Cluster
@@ -54,6 +56,23 @@ def assert_ends(events: Any, expected: str = "response.completed") -> Any:
     kind = final.get("type") if isinstance(final, dict) else getattr(final, "type", None)
     assert kind == expected, f"expected {expected}, the stream ended with {carried_error(final)}"
     return final
+
+
+async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
+    """A streamed answer's events, decoded: a 200 event stream ending with `[DONE]`."""
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    parser = SSEParser()
+    events = parser.feed(await response.read()) + parser.finish()
+    return decode_stream([event.data for event in events])
+
+
+def decode_stream(data: list[bytes]) -> list[dict[str, Any]]:
+    """A stream's event payloads, decoded; it ends with the `[DONE]` sentinel (and has it
+    nowhere else)."""
+    assert data and data[-1] == b"[DONE]", data[-1:]
+    assert b"[DONE]" not in data[:-1]
+    return [json.loads(payload) for payload in data[:-1]]
 
 
 # The [upstream] lines every test bridge starts from; a key the test gives replaces its line.

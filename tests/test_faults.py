@@ -28,7 +28,7 @@ from bridge.sse import SSEParser, SSEProtocolError
 from bridge.translate.errors import RequestError
 from bridge.translate.request import translate_request
 from bridge.wire.responses import ResponsesRequest
-from tests.conftest import MODEL, assert_ends, bridge_config, ready_again
+from tests.conftest import MODEL, assert_ends, bridge_config, read_events, ready_again
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -38,7 +38,6 @@ from tests.fake_upstream import (
     thinking_text_reply,
 )
 from tests.processes import REPO, BridgeProcess, free_port
-from tests.test_service import read_events
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 

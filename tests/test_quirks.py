@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import QuirksConfig
 from bridge.translate.quirks import DsmlToolCalls, ThinkTags, parse_dsml
-from tests.conftest import MODEL, UPSTREAM_PROFILES, assert_ends, bridge_config
+from tests.conftest import MODEL, UPSTREAM_PROFILES, assert_ends, bridge_config, read_events
 from tests.fake_upstream import (
     DONE,
     KIMI_MISSING_REASONING,
@@ -23,7 +23,6 @@ from tests.fake_upstream import (
     tool_call_reply,
     usage_chunk,
 )
-from tests.test_service import read_events
 from tests.test_translate_stream import run, summary, translator
 
 DSML_SAMPLE = (

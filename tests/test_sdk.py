@@ -13,9 +13,8 @@ from openai.types.responses import Response, ResponseStreamEvent
 
 from bridge.app import create_app
 from bridge.sse import SSEParser
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, bridge_config, decode_stream
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
-from tests.test_service import decode_stream
 
 STRICT_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 TOOLS: list[Any] = [

@@ -12,8 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
-from bridge.sse import SSEParser
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config, read_events
 from tests.fake_upstream import (
     DEEPSEEK_MISSING_REASONING,
     DONE,
@@ -35,22 +34,6 @@ TOOLS = [
     }
 ]
 ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
-async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
-    assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    parser = SSEParser()
-    events = parser.feed(await response.read()) + parser.finish()
-    return decode_stream([event.data for event in events])
-
-
-def decode_stream(data: list[bytes]) -> list[dict[str, Any]]:
-    """A stream's event payloads, decoded; it ends with the `[DONE]` sentinel (and has it
-    nowhere else)."""
-    assert data and data[-1] == b"[DONE]", data[-1:]
-    assert b"[DONE]" not in data[:-1]
-    return [json.loads(payload) for payload in data[:-1]]
 
 
 async def post(
