@@ -23,7 +23,7 @@ from tests.fake_upstream import (
     tool_call_reply,
     usage_chunk,
 )
-from tests.test_translate_stream import run, summary, translator
+from tests.translator_runs import run, summary, translator
 
 DSML_SAMPLE = (
     "Let me check.\n"
