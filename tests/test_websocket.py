@@ -21,8 +21,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import Config
 from tests.conftest import MODEL, assert_ends, bridge_config
-from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.test_surface import OVERFLOW
+from tests.fake_upstream import (
+    OVERFLOW,
+    FakeUpstream,
+    Reply,
+    huge_stream,
+    thinking_text_reply,
+    tool_call_reply,
+)
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]
@@ -556,8 +562,6 @@ async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
 ) -> None:
     import socket
     import sqlite3
-
-    from tests.test_hostile_peers import huge_stream
 
     config = bridge_config(
         fake_upstream.url,
