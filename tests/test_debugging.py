@@ -16,7 +16,7 @@ from bridge.app import create_app
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
 from tests.processes import REPO
-from tests.test_websocket import turn, user
+from tests.websocket_client import turn, user
 
 PROVIDER_KEY = "sk-provider-secret-0123456789"
 

@@ -29,13 +29,12 @@ from tests.fake_upstream import (
     thinking_text_reply,
     tool_call_reply,
 )
+from tests.websocket_client import TIMEOUT, receive_json, turn, user
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
-TERMINAL = {"response.completed", "response.incomplete", "response.failed", "error"}
-TIMEOUT = 10.0  # seconds for any one message
 TOOLS = [
     {
         "type": "function",
@@ -47,34 +46,8 @@ TOOLS = [
 DEVELOPER = {"type": "message", "role": "developer", "content": "You are a careful agent."}
 
 
-def user(text: str) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-
-
 def output_of(call_id: str, text: str) -> dict[str, Any]:
     return {"type": "function_call_output", "call_id": call_id, "output": text}
-
-
-async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    message = await ws.receive(timeout=TIMEOUT)
-    assert message.type == WSMsgType.TEXT, (message.type, message.data, message.extra)
-    event: dict[str, Any] = json.loads(message.data)
-    return event
-
-
-async def turn(ws: aiohttp.ClientWebSocketResponse, **body: Any) -> list[dict[str, Any]]:
-    """Send one response.create; every event up to its last (or an error event)."""
-    await ws.send_str(json.dumps({"type": "response.create", "model": MODEL, **body}))
-    events = []
-    while True:
-        event = await receive_json(ws)
-        events.append(event)
-        if event["type"] in TERMINAL:
-            break
-    if events[-1]["type"] != "error":
-        numbers = [event["sequence_number"] for event in events]
-        assert numbers == list(range(len(numbers)))
-    return events
 
 
 async def bridge_with(config: Config, aiohttp_client: ClientFactory) -> TestClient:
