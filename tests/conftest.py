@@ -242,6 +242,27 @@ def codex() -> str:
     return binary
 
 
+# The JavaScript clients' scripts (run with node, from the repository, where npm put them).
+JS = Path(__file__).parent / "js"
+
+
+def node() -> str:
+    """node, with npm's JavaScript clients in the repository (openai's stands for them); the
+    tests that use them skip without them, unless REQUIRE_JS_CLIENTS=1 (.ci/run)."""
+    binary = shutil.which("node")
+    missing = binary is None or not (REPO / "node_modules" / "openai").exists()
+    if missing:
+        message = (
+            "node and npm's openai, ai, @ai-sdk/openai are needed (npm install --no-save "
+            "openai@7 openai6@npm:openai@6.46.0 ai@7 @ai-sdk/openai@4)"
+        )
+        if os.environ.get("REQUIRE_JS_CLIENTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    assert binary is not None
+    return binary
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[Cluster]:
     """A PostgreSQL server for this test process (each xdist worker starts its own).

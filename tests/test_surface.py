@@ -203,8 +203,8 @@ async def test_the_ai_sdk_tool_loop_sends_references_the_bridge_resolves(
     from aiohttp import web
 
     from bridge.app import create_app
-    from tests.conftest import bridge_config
-    from tests.test_clients import JS, REPO, node
+    from tests.conftest import JS, bridge_config, node
+    from tests.processes import REPO
 
     received: list[Any] = []
 
