@@ -166,8 +166,7 @@ async def test_headers_and_created_go_out_before_the_upstream_answers(
 async def test_silence_is_bridged_with_in_progress_events(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.heartbeat_interval = 0.2
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.2")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["a"], ["b"])
     reply.delay_before = 1.0
@@ -186,8 +185,7 @@ async def test_silence_is_bridged_with_in_progress_events(
 async def test_idle_upstream_fails_within_the_idle_timeout(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.upstream.idle_timeout = 0.5
+    config = bridge_config(fake_upstream.url, upstream="idle_timeout = 0.5")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["a"], ["b"])
     reply.frame_delay = 3.0
@@ -402,8 +400,7 @@ async def test_no_authorization_header_without_a_key(
 async def test_provider_key_is_sent_as_bearer(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.providers["fake"].api_key_env = "FAKE_KEY"
+    config = bridge_config(fake_upstream.url, provider='api_key_env = "FAKE_KEY"')
     client = await aiohttp_client(create_app(config, {"fake": "sk-test-123"}))
     fake_upstream.script(thinking_text_reply([], ["x"]))
     await (await post(client, input="hi")).read()
@@ -424,8 +421,7 @@ async def test_client_disconnect_closes_the_upstream_stream(
 async def test_client_leaving_during_a_silence_is_noticed(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.heartbeat_interval = 0.1
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.1")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["a"], ["b"])
     reply.frame_delay = 0.5
@@ -527,8 +523,7 @@ async def test_reasoning_summary_setting(
     asked: dict[str, str] | None,
     mirrored: bool,
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.models[MODEL].reasoning_summary = setting  # type: ignore[assignment]
+    config = bridge_config(fake_upstream.url, model=f'reasoning_summary = "{setting}"')
     client = await aiohttp_client(create_app(config))
     fake_upstream.script(thinking_text_reply(["deep thought"], ["ok"]))
     body: dict[str, Any] = {"input": "hi", "stream": True}
