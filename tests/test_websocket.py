@@ -223,8 +223,9 @@ async def test_an_unknown_previous_response_asks_for_the_whole_input_and_the_soc
 async def test_a_conversation_over_cache_bytes_is_not_kept(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.cache_bytes = 200  # smaller than any conversation
+    config = bridge_config(
+        fake_upstream.url, websocket="cache_bytes = 200  # below any conversation"
+    )
     client = await bridge_with(config, aiohttp_client)
     fake_upstream.script(tool_call_reply("Plan.", [("call_1", "shell", ['{"cmd":"ls"}'])]))
     async with client.ws_connect("/v1/responses") as ws:
@@ -287,8 +288,7 @@ async def test_bad_messages_get_error_events_and_the_socket_stays(
 async def test_an_oversize_message_closes_the_socket_with_1009(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.max_message_bytes = 4096
+    config = bridge_config(fake_upstream.url, websocket="max_message_bytes = 4096")
     client = await bridge_with(config, aiohttp_client)
     async with client.ws_connect("/v1/responses") as ws:
         await ws.send_str(
@@ -327,8 +327,7 @@ async def test_client_keys_and_origins_are_checked_before_the_upgrade(
 async def test_sockets_are_bounded_in_number(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.max_connections = 2
+    config = bridge_config(fake_upstream.url, websocket="max_connections = 2")
     client = await bridge_with(config, aiohttp_client)
     first = await client.ws_connect("/v1/responses")
     second = await client.ws_connect("/v1/responses")
@@ -344,8 +343,7 @@ async def test_sockets_are_bounded_in_number(
 async def test_websockets_can_be_turned_off(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.enabled = False
+    config = bridge_config(fake_upstream.url, websocket="enabled = false")
     client = await bridge_with(config, aiohttp_client)
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/v1/responses")
@@ -409,8 +407,8 @@ async def test_a_model_switch_mid_socket_starts_the_conversation_over(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
     """Kept messages are shaped for one provider; another model asks for everything."""
-    config = bridge_config(fake_upstream.url)
-    config.models["other"] = config.models[MODEL]
+    other = '[models.other]\nprovider = "fake"\nupstream_model = "fake-thinker"'
+    config = bridge_config(fake_upstream.url, extra=other)
     client = await bridge_with(config, aiohttp_client)
     fake_upstream.script(thinking_text_reply(["r"], ["one"]))
     async with client.ws_connect("/v1/responses") as ws:
@@ -613,8 +611,7 @@ async def test_the_next_turn_may_come_as_soon_as_the_final_event_has(
 async def test_a_peer_that_answers_no_ping_is_dropped(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.ping_interval = 0.2
+    config = bridge_config(fake_upstream.url, websocket="ping_interval = 0.2")
     client = await bridge_with(config, aiohttp_client)
     # autoping off: the client takes the server's pings and never answers them.
     async with client.ws_connect("/v1/responses", autoping=False) as ws:
