@@ -148,8 +148,7 @@ async def test_models_list_and_retrieve(sdk: openai.AsyncOpenAI) -> None:
 async def test_heartbeats_between_items_keep_the_sdk_state_intact(
     fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.heartbeat_interval = 0.1
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.1")
     server = await aiohttp_server(create_app(config))
     reply = thinking_text_reply(["think"], ["Hello", " there"])
     reply.frame_delay = 0.25
