@@ -239,10 +239,9 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 async def client_for(
     aiohttp_client: ClientFactory, fake: FakeUpstream, profile: str, **quirks: bool
 ) -> TestClient:
-    config = bridge_config(fake.url)
-    config.providers["fake"].profile = profile  # type: ignore[assignment]
-    for name, value in quirks.items():
-        setattr(config.providers["fake"].quirks, name, value)
+    lines = [f'profile = "{profile}"']
+    lines += [f"quirks.{name} = {str(value).lower()}" for name, value in quirks.items()]
+    config = bridge_config(fake.url, provider="\n".join(lines))
     return await aiohttp_client(create_app(config))
 
 
