@@ -49,12 +49,11 @@ def stored_status(state_directory: Path, response_id: str) -> str | None:
 
 
 async def client_with(
-    fake: FakeUpstream, aiohttp_client: ClientFactory, **upstream: Any
+    fake: FakeUpstream, aiohttp_client: ClientFactory, **upstream: float
 ) -> TestClient:
-    config = bridge_config(fake.url)
-    for key, value in upstream.items():
-        setattr(config.upstream, key, value)
-    return await aiohttp_client(create_app(config))
+    """A bridge whose [upstream] table has these numbers (the others: bridge_config's)."""
+    lines = "\n".join(f"{key} = {value}" for key, value in upstream.items())
+    return await aiohttp_client(create_app(bridge_config(fake.url, upstream=lines)))
 
 
 # ---- 1. upstream faults, streaming and not ---------------------------------------------
@@ -223,8 +222,7 @@ async def test_no_retry_once_output_reached_the_client(
 async def test_unreachable_upstream_is_retried_a_bounded_number_of_times(
     aiohttp_client: ClientFactory, unused_tcp_port: int
 ) -> None:
-    config = bridge_config(f"http://127.0.0.1:{unused_tcp_port}")
-    config.upstream.max_retries = 2
+    config = bridge_config(f"http://127.0.0.1:{unused_tcp_port}", upstream="max_retries = 2")
     client = await aiohttp_client(create_app(config))
     started = time.monotonic()
     response = await client.post("/v1/responses", json={"model": MODEL, "input": "x"})
