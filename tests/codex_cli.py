@@ -119,7 +119,8 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 def replayed_assistant(body: dict[str, Any], call_id: str) -> dict[str, Any]:
     """The assistant message of a Chat Completions request that made the call `call_id`."""
-    for message in body["messages"]:
+    messages: list[dict[str, Any]] = body["messages"]
+    for message in messages:
         if message["role"] == "assistant" and any(
             call["id"] == call_id for call in message.get("tool_calls") or ()
         ):

@@ -26,7 +26,9 @@ def translator(
     )
 
 
-def run(t: StreamTranslator, chunks: list[dict[str, Any]], finish: bool = True) -> list[dict]:
+def run(
+    t: StreamTranslator, chunks: list[dict[str, Any]], finish: bool = True
+) -> list[dict[str, Any]]:
     """All events as the client would decode them from the wire."""
     events = t.start()
     for payload in chunks:
