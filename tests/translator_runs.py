@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.relay import encode_frames
+from bridge.sse import encode_frames
 from bridge.translate.stream import StreamTranslator
 from bridge.translate.tools import ToolMap
 from bridge.wire.chat import CHUNK_DECODER
