@@ -26,6 +26,7 @@ from tomlkit.items import Item, Table
 from tomlkit.toml_document import TOMLDocument
 
 from bridge.config import Config
+from bridge.config_env import local_url
 from bridge.demo import demo_mode, demo_models
 from bridge.exit_codes import Exit
 
@@ -139,21 +140,12 @@ def _key_comment(config: Config) -> str:
     return "any value; the bridge holds the real API keys"
 
 
-def _base_url(config: Config) -> str:
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.server.port}/v1"
-
-
 def provider_table(config: Config) -> Table:
     """[model_providers.responses-bridge]: where Codex finds the bridge and how it talks."""
     idle_ms = max(300_000, int(config.server.heartbeat_interval * 1000 * 10))
     table = tomlkit.table()
     table["name"] = PROVIDER_ID
-    table["base_url"] = _base_url(config)
+    table["base_url"] = f"{local_url(config)}/v1"
     table["env_key"] = _commented(CLIENT_KEY_ENV, _key_comment(config))
     table["wire_api"] = "responses"
     table["stream_idle_timeout_ms"] = _commented(

@@ -116,3 +116,14 @@ def check_exposure(config: Config, host: str, client_keys: tuple[str, ...]) -> N
         "anyone who can reach it could spend your provider credit. Set [server] "
         "api_keys_env, listen on 127.0.0.1, or set [server] allow_remote_without_auth = true."
     )
+
+
+def local_url(config: Config) -> str:
+    """Where a client on this machine reaches the bridge: its listening address (a wildcard
+    address answers on loopback), without /v1."""
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.port}"

@@ -88,6 +88,19 @@ def _config_directory(environ: Mapping[str, str]) -> Path:
     return Path(configured) if configured else Path.home() / ".config"
 
 
+# How either unit runs the bridge: restarted on failure but not for what a restart cannot
+# mend, watched by systemd's watchdog, its files private.
+RUNNING = f"""UMask=0077
+Restart=on-failure
+# A bad command line, config or database: restarting cannot help.
+RestartPreventExitStatus={NO_RESTART_CODES}
+RestartSec=2
+LimitNOFILE=65536
+TimeoutStopSec=60
+WatchdogSec=30
+"""
+
+
 def user_unit(command: list[str], config: Path, state: Path, env_file: Path) -> str:
     exec_start = shlex.join([*command, "serve", "--config", str(config)])
     return f"""# responses-bridge for `systemctl --user`.
@@ -105,15 +118,7 @@ NotifyAccess=main
 ExecStart={exec_start}
 EnvironmentFile=-{env_file}
 Environment=STATE_DIRECTORY={state}
-UMask=0077
-Restart=on-failure
-# A bad command line, config or database: restarting cannot help.
-RestartPreventExitStatus={NO_RESTART_CODES}
-RestartSec=2
-LimitNOFILE=65536
-TimeoutStopSec=60
-WatchdogSec=30
-NoNewPrivileges=yes
+{RUNNING}NoNewPrivileges=yes
 LockPersonality=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
@@ -144,15 +149,7 @@ ExecStart={exec_start}
 EnvironmentFile=-{SYSTEM_ENV_FILE}
 StateDirectory=responses-bridge
 StateDirectoryMode=0700
-UMask=0077
-Restart=on-failure
-# A bad command line, config or database: restarting cannot help.
-RestartPreventExitStatus={NO_RESTART_CODES}
-RestartSec=2
-LimitNOFILE=65536
-TimeoutStopSec=60
-WatchdogSec=30
-DynamicUser=yes
+{RUNNING}DynamicUser=yes
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only

@@ -217,13 +217,7 @@ def _describe(item: dict[str, Any], limit: int | None = SHOW_LIMIT) -> str:
     """One item: a heading line, then its text indented."""
     kind = item.get("type", "message")
     if kind == "message":
-        content = item.get("content")
-        if isinstance(content, list):
-            content = "\n".join(
-                str(part.get("text", f"[{part.get('type')}]"))
-                for part in content
-                if isinstance(part, dict)
-            )
+        content = _parts_text(item.get("content"))
         return f"{item.get('role')}:\n{_indented(str(content or ''), limit)}"
     if kind == "reasoning":
         text = "".join(part.get("text", "") for part in item.get("content") or [])
@@ -236,15 +230,19 @@ def _describe(item: dict[str, Any], limit: int | None = SHOW_LIMIT) -> str:
         name = f"{namespace}{item.get('name')}"
         return f"call {name} ({item.get('call_id')}):\n{_indented(str(args), limit)}"
     if kind.endswith("_output"):
-        output = item.get("output")
-        if isinstance(output, list):
-            output = "\n".join(
-                str(part.get("text", f"[{part.get('type')}]"))
-                for part in output
-                if isinstance(part, dict)
-            )
+        output = _parts_text(item.get("output"))
         return f"output of {item.get('call_id')}:\n{_indented(str(output), limit)}"
     return f"[{kind}]"
+
+
+def _parts_text(value: Any) -> Any:
+    """A message's content or a tool's output: its parts as lines (a part without text as
+    its [type]); anything else as it is."""
+    if not isinstance(value, list):
+        return value
+    return "\n".join(
+        str(part.get("text", f"[{part.get('type')}]")) for part in value if isinstance(part, dict)
+    )
 
 
 def _indented(text: str, limit: int | None) -> str:

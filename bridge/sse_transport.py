@@ -11,7 +11,6 @@ body, and the body always ends cleanly.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,7 +19,7 @@ from aiohttp_sse import EventSourceResponse
 
 from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
-from bridge.emitter import ClientGone, EventSink, discard
+from bridge.emitter import ClientGone, EventSink, StallWatch, discard
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
 from bridge.request_parsing import DECODE_IN_THREAD, parse_request_off_loop
@@ -134,22 +133,12 @@ async def close_stream(response: EventSourceResponse) -> None:
     await response.write_eof()
 
 
-def sse_sink(response: web.StreamResponse, stall_seconds: float) -> EventSink:
-    """Writes events as SSE frames; a client that does not take a write within
-    `stall_seconds` (it stopped reading) has its turn ended."""
+def sse_sink(response: web.StreamResponse, watch: StallWatch) -> EventSink:
+    """Writes events as SSE frames; a client that does not take a write within the stall
+    timeout (it stopped reading) has its turn ended."""
 
     async def write(events: list[ResponseEvent]) -> None:
-        try:
-            async with asyncio.timeout(stall_seconds):
-                await response.write(encode_frames(events))
-        except TimeoutError:
-            # The transport is aborted once the turn is recorded (see _respond_stream).
-            raise ClientGone(
-                f"stopped reading (a write waited {stall_seconds:g}s)", record=True
-            ) from None
-        except (ConnectionResetError, RuntimeError) as exc:
-            # RuntimeError: aiohttp refuses writes once the transport is closed.
-            raise ClientGone(f"went away ({exc})") from None
+        await watch.write(response.write(encode_frames(events)))
 
     return write
 
@@ -157,8 +146,9 @@ def sse_sink(response: web.StreamResponse, stall_seconds: float) -> EventSink:
 async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamResponse:
     config = request.app[CONFIG]
     response = await open_stream(request)
+    watch = StallWatch(config.server.client_stall_timeout)
     try:
-        await turn.run(sse_sink(response, config.server.client_stall_timeout))
+        await turn.run(sse_sink(response, watch))
         _note_end(request, turn)
         await close_stream(response)
     except ClientGone as gone:
@@ -171,6 +161,8 @@ async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamRespons
     except Exception:  # past prepare(): never a second response written into the stream
         log.exception("the stream of %s broke off", turn.response.id)
         _abort(request, response, stalled=True)
+    finally:
+        watch.stop()
     return response
 
 
@@ -186,15 +178,15 @@ async def stream_frames(request: web.Request, frames: AsyncIterator[bytes]) -> w
     """Encoded events as a stream (a background response's, followed from some event on,
     or a stored response's). The response goes on whatever this client does; one that
     stops reading for the stall timeout is cut off."""
-    stall = request.app[CONFIG].server.client_stall_timeout
     response = await open_stream(request)
+    watch = StallWatch(request.app[CONFIG].server.client_stall_timeout)
     try:
         async for chunk in frames:
-            async with asyncio.timeout(stall):
-                await response.write(chunk)
+            await watch.write(response.write(chunk))
         await close_stream(response)
-    except TimeoutError:
-        _abort(request, response, stalled=True)
-    except (ConnectionResetError, RuntimeError):
-        response.stop_streaming()  # the client went away; nothing of the response needs it
+    except ClientGone as gone:
+        # The client went away, or stopped reading; nothing of the response needs it.
+        _abort(request, response, stalled=gone.record)
+    finally:
+        watch.stop()
     return response

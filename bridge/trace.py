@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from bridge.codex_config import CLIENT_KEY_ENV
 from bridge.config import Config
+from bridge.config_env import local_url
 from bridge.exit_codes import Exit
 
 TIMEOUT = 10.0
@@ -42,15 +43,6 @@ def add_command(commands: Any, config_option: Callable[..., None]) -> None:
     trace.add_argument("--json", action="store_true", help="print the JSON as the bridge sends it")
 
 
-def bridge_url(config: Config) -> str:
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.server.port}"
-
-
 def _fetch(url: str) -> Any:
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     key = os.environ.get(CLIENT_KEY_ENV)
@@ -61,7 +53,7 @@ def _fetch(url: str) -> Any:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    base = (args.url or bridge_url(config)).rstrip("/")
+    base = (args.url or local_url(config)).rstrip("/")
     path = "/debug/turns" + (f"/{quote(args.id, safe='')}" if args.id else "")
     try:
         payload = _fetch(base + path)

@@ -19,41 +19,19 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from multidict import CIMultiDictProxy
-
-from bridge.config import Config, ModelConfig
 from bridge.conversation import (
-    PlannedTurn,
     Prefix,
-    conversation_history,
-    plan_turn,
-    resolve_item_references,
 )
 from bridge.emitter import ClientGone, Emitter, EventSink
-from bridge.errors import ApiError, duplicate_item
-from bridge.metrics import Metrics, TurnObserver
-from bridge.providers import PROFILES
-from bridge.records import item_id_of, repeated_id
+from bridge.errors import ApiError
+from bridge.metrics import TurnObserver
 from bridge.relay import Tap, pump
-from bridge.request_rules import conversation_of, keyless_model, refuse_unsupported, unknown_model
-from bridge.response_template import (
-    ENCRYPTED_REASONING,
-    echo_tools_off_loop,
-    response_template,
-    wants_summary,
-)
 from bridge.store import StoreError
-from bridge.store.protocol import Store
-from bridge.translate.stream import StreamTranslator
-from bridge.turn_record import TurnRecorder
-from bridge.turn_trace import TurnRing, TurnTrace
-from bridge.turns import TurnAborted, TurnsInFlight
-from bridge.upstream import UpstreamClient
-from bridge.upstream_body import Truncation, encode_upstream_body
+from bridge.turn_plan import TurnContext, TurnParts, plan_parts
+from bridge.turn_trace import TurnTrace
+from bridge.turns import TurnAborted
 from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest
 
@@ -67,60 +45,26 @@ SHUTTING_DOWN = ApiError.server(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TurnContext:
-    """What a turn takes from the application and its request, resolved once: the client's
-    identity is the one every read and write of the turn uses."""
-
-    config: Config
-    store: Store
-    upstreams: dict[str, UpstreamClient]
-    turns: TurnsInFlight
-    # Who the client is (bridge.access.check_client_key), for scoping what is stored.
-    client: str
-    headers: CIMultiDictProxy[str]
-    # Names the turn in log lines: the request id (and the turn's number on a socket).
-    label: str
-    # "http", "background", "websocket" or "compaction", as the metrics count turns.
-    transport: str
-    ring: TurnRing | None = None
-    metrics: Metrics | None = None
-
-
 class Turn:
     """A response from its plan to its end (see the module's docstring)."""
 
-    def __init__(
-        self,
-        context: TurnContext,
-        request: ResponsesRequest,
-        items: list[Any],
-        model: ModelConfig,
-        planned: PlannedTurn,
-        translator: StreamTranslator,
-        recorder: TurnRecorder,
-        body: Any,
-        *,
-        messages: list[bytes] | None,
-        generate: bool,
-        truncation: Truncation | None,
-    ) -> None:
+    def __init__(self, context: TurnContext, parts: TurnParts) -> None:
         self.context = context
-        self.request = request
-        self.items = items
-        self.model = model
-        self.planned = planned
-        self.translator = translator
-        self._recorder = recorder
-        self._body = body
+        self.request = parts.request
+        self.items = parts.items
+        self.model = parts.model
+        self.planned = parts.planned
+        self.translator = parts.translator
+        self._recorder = parts.recorder
+        self._body = parts.body
         # The body's own messages encoded, for a WebSocket's next turn (keep_messages).
-        self.messages = messages
+        self.messages = parts.messages
         # False: answered at once with an empty completed response, the upstream never
         # asked (a WebSocket's warm-up, `generate: false`).
-        self._generate = generate
-        self._truncation = truncation
-        self.upstream = context.upstreams[model.provider]
-        provider = context.config.providers[model.provider]
+        self._generate = parts.generate
+        self._truncation = parts.truncation
+        self.upstream = context.upstreams[parts.model.provider]
+        provider = context.config.providers[parts.model.provider]
         # The client's own Authorization header, for a provider with forward_client_key.
         self._authorization = (
             context.headers.get("Authorization") if provider.forward_client_key else None
@@ -128,7 +72,7 @@ class Turn:
         # A background turn's followers get the stream's pings instead: a heartbeat carries
         # the whole output so far, and would be stored with the events.
         self._heartbeat: float | None = (
-            None if request.background else context.config.server.heartbeat_interval
+            None if parts.request.background else context.config.server.heartbeat_interval
         )
         self.trace: TurnTrace | None = None
         self.observer: TurnObserver | None = None
@@ -158,7 +102,7 @@ class Turn:
         does its CPU-bound steps in threads, so other streams go on meanwhile. A store that
         cannot be used while planning is a 503."""
         try:
-            turn = await cls._plan(
+            parts = await plan_parts(
                 context,
                 request,
                 items,
@@ -171,102 +115,9 @@ class Turn:
             raise ApiError.server(
                 f"The bridge's database is unavailable: {exc}", status=503
             ) from None
+        turn = cls(context, parts)
         turn._observe(raw)
         return turn
-
-    @classmethod
-    async def _plan(
-        cls,
-        context: TurnContext,
-        req: ResponsesRequest,
-        items: list[Any],
-        *,
-        prefix: Prefix | None,
-        generate: bool,
-        keep_messages: bool,
-        large: bool,
-    ) -> Turn:
-        config, store, client = context.config, context.store, context.client
-        model = config.models.get(req.model)
-        if model is None:
-            raise unknown_model(config, req.model)
-        refuse_unsupported(req)
-        store.health.check_usable()  # every turn is recorded: none starts on an unusable schema
-        provider = config.providers[model.provider]
-        if model.provider not in context.upstreams:
-            raise keyless_model(config, req.model)
-        items = await resolve_item_references(store, items, client)
-        conversation_id = conversation_of(req)
-        history = None
-        if conversation_id is not None:
-            history = await conversation_history(store, conversation_id, client)
-            items = _with_ids(items)
-        planned = await plan_turn(
-            store,
-            req,
-            items,
-            config.upstream_model(req.model),
-            provider,
-            client=client,
-            headers=context.headers,
-            images=config.takes_images(req.model),
-            prefix=prefix,
-            stored=history,
-            large=large,
-        )
-        plan = planned.plan
-        replaces_last = plan.builder is not None and plan.builder.replaces_last
-        encoded = await encode_upstream_body(
-            plan.body,
-            context_start=plan.context_start,
-            prefix=prefix,
-            replaces_last=replaces_last,
-            keep_messages=keep_messages,
-            large=large,
-        )
-        if config.server.log_bodies and log.isEnabledFor(logging.DEBUG):
-            log.debug("upstream request for %s: %s", context.label, encoded.body.as_bytes())
-        translator = StreamTranslator(
-            response_template(req, await echo_tools_off_loop(req.tools or [], large)),
-            plan.tool_map,
-            include_encrypted_reasoning=ENCRYPTED_REASONING in (req.include or ()),
-            reasoning_summary=wants_summary(req, model.reasoning_summary),
-            quirks=provider.quirks,
-            reasoning_events=config.server.reasoning_events,
-            dialect=PROFILES[provider.profile].dialect,
-            output_check=plan.output_check,
-        )
-        if conversation_id is not None:
-            translator.response.conversation = {"id": conversation_id}
-        recorder = TurnRecorder(
-            store,
-            req,
-            items,
-            translator.response,
-            planned,
-            context.headers,
-            conversation_id=conversation_id,
-            large=large,
-        )
-        truncation = None
-        if req.truncation == "auto" and generate:
-            earlier: Sequence[bytes] = ()
-            if prefix is not None:
-                earlier = prefix.pieces[:-1] if replaces_last else prefix.pieces
-            truncation = Truncation(plan.body, context.label, plan.context_start, earlier)
-        return cls(
-            context,
-            req,
-            items,
-            model,
-            planned,
-            translator,
-            recorder,
-            encoded.body,
-            messages=encoded.messages,
-            generate=generate,
-            truncation=truncation,
-        )
 
     def _observe(self, raw: bytes) -> None:
         """Kept for GET /debug/turns and measured for GET /metrics, from here on."""
@@ -440,16 +291,3 @@ class Turn:
                 log.exception("response %s could not end failed", self.response.id)
                 raise
         return error
-
-
-def _with_ids(items: list[Any]) -> list[Any]:
-    """Each input item with an id (one id per item, the same in the response's input_items
-    and in the conversation); ApiError for an id given twice."""
-    items = [
-        {**item, "id": item_id_of(item)} if isinstance(item, dict) and not item.get("id") else item
-        for item in items
-    ]
-    repeated = repeated_id([item["id"] if isinstance(item, dict) else "" for item in items])
-    if repeated is not None:
-        raise duplicate_item(*repeated, "input")
-    return items

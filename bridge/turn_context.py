@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.app_keys import CLIENT, CONFIG, DEBUG_TURNS, METRICS, STORE, TURNS, UPSTREAMS
-from bridge.turn import TurnContext
+from bridge.turn_plan import TurnContext
 
 
 def turn_context(request: web.Request, *, label: str, transport: str) -> TurnContext:

@@ -27,7 +27,7 @@ from bridge.access_log import ACCESS_LOG
 from bridge.app_keys import BODIES, CLIENT, COLLECTOR, CONFIG, REQUEST_LOG, TURNS
 from bridge.bodies import Share
 from bridge.conversation import Prefix
-from bridge.emitter import ClientGone
+from bridge.emitter import ClientGone, StallWatch
 from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.open_sockets import SOCKETS
@@ -162,6 +162,8 @@ class _Socket:
         self._busy = False
         self._label = request[REQUEST_LOG].request_id
         self._turns = 0
+        # A client that stops reading is found by one watchdog for the whole socket.
+        self._watch = StallWatch(self._config.server.client_stall_timeout)
 
     async def serve(self) -> None:
         try:
@@ -184,6 +186,7 @@ class _Socket:
                 # The client went away mid-turn: ending the turn closes its upstream request.
                 turn.cancel()
                 await asyncio.gather(turn, return_exceptions=True)
+            self._watch.stop()
 
     async def _on_text(self, data: bytes) -> None:
         if self._busy:
@@ -332,38 +335,28 @@ class _Socket:
     async def _sink(self, events: list[ResponseEvent]) -> None:
         """Each event as one text message; a client that takes none for
         client_stall_timeout seconds has stopped reading."""
-        stall = self._config.server.client_stall_timeout
         async with self._send_lock:
-            try:
-                async with asyncio.timeout(stall):
-                    for event in events:
-                        await self._ws.send_frame(_ENCODER.encode(event), WSMsgType.TEXT)
-                if isinstance(events[-1], FINAL_EVENTS):
-                    # The client may send its next turn now.
-                    self._busy = False
-            except TimeoutError:
-                raise ClientGone(
-                    f"stopped reading (a write waited {stall:g}s)", record=True
-                ) from None
-            except (ConnectionResetError, RuntimeError) as exc:
-                raise ClientGone(f"went away ({exc})") from None
+            await self._watch.write(self._send_events(events))
+            if isinstance(events[-1], FINAL_EVENTS):
+                # The client may send its next turn now.
+                self._busy = False
+
+    async def _send_events(self, events: list[ResponseEvent]) -> None:
+        for event in events:
+            await self._ws.send_frame(_ENCODER.encode(event), WSMsgType.TEXT)
 
     async def _send_error(self, error: ApiError) -> None:
         """An error event, sent like events are: a client that takes none for
         client_stall_timeout seconds has stopped reading, and its socket is closed (a client
         flooding bad messages and reading nothing kept its slot for ever)."""
-        stall = self._config.server.client_stall_timeout
         try:
-            async with asyncio.timeout(stall), self._send_lock:
-                await self._ws.send_frame(error_event(error), WSMsgType.TEXT)
-        except TimeoutError:
-            log.info(
-                "WebSocket %s: the client stopped reading (a write waited %gs)", self._label, stall
-            )
-            if self._request.transport is not None:
-                self._request.transport.abort()
-        except (ConnectionResetError, RuntimeError):
-            pass  # the client went away
+            async with self._send_lock:
+                await self._watch.write(self._ws.send_frame(error_event(error), WSMsgType.TEXT))
+        except ClientGone as gone:
+            if gone.record:
+                log.info("WebSocket %s: the client %s", self._label, gone.reason)
+                if self._request.transport is not None:
+                    self._request.transport.abort()  # it never drains: a clean close would hang
 
     def _log(
         self,

@@ -8,18 +8,21 @@ import os
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config import Config
 from bridge.config_load import parse_config
 from bridge.providers import PROFILE_NAMES
+from bridge.sse import SSEParser
 from bridge.store.backends import open_store
 from bridge.store.protocol import Opening, Store
 from bridge.store.statements import execute, fetch
@@ -58,18 +61,54 @@ def assert_ends(events: Any, expected: str = "response.completed") -> Any:
     return final
 
 
+async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
+    """A streamed answer's events, decoded: a 200 event stream ending with `[DONE]`."""
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    parser = SSEParser()
+    events = parser.feed(await response.read()) + parser.finish()
+    return decode_stream([event.data for event in events])
+
+
+def decode_stream(data: list[bytes]) -> list[dict[str, Any]]:
+    """A stream's event payloads, decoded; it ends with the `[DONE]` sentinel (and has it
+    nowhere else)."""
+    assert data and data[-1] == b"[DONE]", data[-1:]
+    assert b"[DONE]" not in data[:-1]
+    return [json.loads(payload) for payload in data[:-1]]
+
+
+# The [upstream] lines every test bridge starts from; a key the test gives replaces its line.
+UPSTREAM_DEFAULTS = {
+    "idle_timeout": "5.0",
+    "connect_timeout": "2.0",
+    "max_retries": "0",  # tests of retries turn them on themselves
+}
+
+
 def bridge_config(
     upstream_url: str,
     *,
     server: str = "",
     store: str = "",
     upstream: str = "",
+    websocket: str = "",
+    debug: str = "",
     provider: str = "",
     model: str = "",
     extra: str = "",
 ) -> Config:
-    """A config for the bridge in front of a fake upstream at `upstream_url`; the keyword
-    arguments are TOML lines added to those tables (`extra`: whole tables at the end)."""
+    """A config for the bridge in front of a fake upstream at `upstream_url`, through the
+    parser users' configs go through; the keyword arguments are TOML lines added to those
+    tables (`extra`: whole tables at the end)."""
+    given = tomllib.loads(upstream)
+    defaults = "\n".join(f"{k} = {v}" for k, v in UPSTREAM_DEFAULTS.items() if k not in given)
+    # Written only when given, so that `extra` may still hold these tables whole.
+    tables = "".join(
+        f"[{name}]\n{lines}\n\n"
+        for name, lines in (("websocket", websocket), ("debug", debug))
+        if lines
+    )
     return parse_config(
         f"""
 [server]
@@ -79,10 +118,10 @@ def bridge_config(
 {store}
 
 [upstream]
-idle_timeout = 5.0
-connect_timeout = 2.0
-{upstream or "max_retries = 0  # tests of retries turn them on themselves"}
+{defaults}
+{upstream}
 
+{tables}
 [providers.fake]
 base_url = "{upstream_url}/v1"
 {provider}
@@ -242,6 +281,27 @@ def codex() -> str:
         if os.environ.get("REQUIRE_CODEX") == "1":
             pytest.fail(message)
         pytest.skip(message)
+    return binary
+
+
+# The JavaScript clients' scripts (run with node, from the repository, where npm put them).
+JS = Path(__file__).parent / "js"
+
+
+def node() -> str:
+    """node, with npm's JavaScript clients in the repository (openai's stands for them); the
+    tests that use them skip without them, unless REQUIRE_JS_CLIENTS=1 (.ci/run)."""
+    binary = shutil.which("node")
+    missing = binary is None or not (REPO / "node_modules" / "openai").exists()
+    if missing:
+        message = (
+            "node and npm's openai, ai, @ai-sdk/openai are needed (npm install --no-save "
+            "openai@7 openai6@npm:openai@6.46.0 ai@7 @ai-sdk/openai@4)"
+        )
+        if os.environ.get("REQUIRE_JS_CLIENTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    assert binary is not None
     return binary
 
 

@@ -134,6 +134,27 @@ def tool_call_reply(
     return Reply(frames)
 
 
+# A provider that refuses the input's length, in the words OpenAI-compatible servers use.
+OVERFLOW = Reply(
+    status=400,
+    error_body={
+        "error": {
+            "message": "This model's maximum context length is 1000 tokens. However, you "
+            "requested 4000 tokens (3900 in the messages, 100 in the completion).",
+            "type": "invalid_request_error",
+            "code": "invalid_request_error",
+        }
+    },
+)
+
+
+def huge_stream(frames: int, size: int) -> Reply:
+    """`frames` content deltas of `size` bytes each: an answer a client cannot keep up with."""
+    text = "x" * size
+    body = [sse(chunk({"content": text})) for _ in range(frames)]
+    return Reply([*body, sse(chunk(finish_reason="stop")), DONE])
+
+
 class FakeUpstream:
     """Serves scripted replies in order and records what it was sent.
 

@@ -14,11 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import JS, MODEL, assert_ends, bridge_config, node, read_events
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.processes import BridgeProcess
-from tests.test_clients import JS, REPO, node
-from tests.test_service import read_events
+from tests.processes import REPO, BridgeProcess
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]

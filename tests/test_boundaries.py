@@ -15,7 +15,7 @@ from bridge.app import create_app
 from bridge.sse import SSEParser, SSEProtocolError
 from bridge.truncation import truncate
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config, read_events
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -26,7 +26,6 @@ from tests.fake_upstream import (
     tool_call_reply,
     usage_chunk,
 )
-from tests.test_service import read_events
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 TOOLS = [{"type": "function", "name": "read", "parameters": {"type": "object"}}]

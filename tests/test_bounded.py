@@ -209,7 +209,7 @@ async def test_each_client_key_gets_its_share_of_background_runs_and_sockets(
     config = bridge_config(
         fake_upstream.url,
         server="max_background = 2",
-        extra="[websocket]\nmax_connections = 2",
+        websocket="max_connections = 2",
     )
     client = await aiohttp_client(create_app(config, client_keys=("key-a", "key-b")))
     slow = thinking_text_reply([], ["late"])
@@ -236,7 +236,7 @@ async def test_each_client_key_gets_its_share_of_background_runs_and_sockets(
 async def test_a_client_key_cannot_push_the_others_turns_out_of_the_trace_ring(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url, extra="[debug]\nkeep_turns = 4")
+    config = bridge_config(fake_upstream.url, debug="keep_turns = 4")
     client = await aiohttp_client(create_app(config, client_keys=("key-a", "key-b")))
     fake_upstream.responder = lambda body: thinking_text_reply([], ["ok"])
     body = {"model": MODEL, "input": "x"}
@@ -269,7 +269,7 @@ async def test_a_socket_that_floods_invalid_messages_and_never_reads_is_reclaime
     config = bridge_config(
         fake_upstream.url,
         server="client_stall_timeout = 0.3",
-        extra="[websocket]\nmax_connections = 1",
+        websocket="max_connections = 1",
     )
     server = await aiohttp_server(create_app(config))
     loop = asyncio.get_running_loop()

@@ -62,7 +62,7 @@ async def test_a_dns_rebinding_page_cannot_read_the_turns(
 ) -> None:
     """Host: rebind.evil.example:PORT (the page's own name, now resolving to 127.0.0.1) read
     GET /debug/turns?full=true, the owner's prompts, before."""
-    config = bridge_config(fake_upstream.url, extra="[debug]\nkeep_turns = 5")
+    config = bridge_config(fake_upstream.url, debug="keep_turns = 5")
     client = await aiohttp_client(create_app(config))
     fake_upstream.script(thinking_text_reply([], ["secret answer"]))
     sent = await client.post("/v1/responses", json={"model": MODEL, "input": "owner's prompt"})

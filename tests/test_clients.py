@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -24,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bridge.app import create_app
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import JS, MODEL, bridge_config, node
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -36,7 +33,6 @@ from tests.fake_upstream import (
 )
 from tests.processes import REPO
 
-JS = Path(__file__).parent / "js"
 PAUSE = 0.6  # seconds of upstream silence mid-item: about six heartbeats
 TEXT = "The quick brown fox jumps."
 ARGUMENTS = '{"city": "Paris"}'
@@ -160,18 +156,6 @@ async def test_the_agents_sdk(
         assert streamed.final_output == TEXT
     finally:
         await client.close()
-
-
-def node() -> str:
-    binary = shutil.which("node")
-    missing = binary is None or not (REPO / "node_modules" / "openai").exists()
-    if missing:
-        message = "node and npm's openai, ai, @ai-sdk/openai are needed (see this file's doc)"
-        if os.environ.get("REQUIRE_JS_CLIENTS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    assert binary is not None
-    return binary
 
 
 async def run_node(script: str, server: TestServer, name: str, *extra: str) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ def test_snippet_is_valid_toml_for_codex() -> None:
     assert provider["supports_websockets"] is True
     assert parsed["model_provider"] != "openai"
     # A bridge with the WebSocket mode off does not offer it.
-    config.websocket.enabled = False
+    config = parse_config(CONFIG + "[websocket]\nenabled = false\n")
     snippet = provider_snippet(config, "deepseek-v4-pro", None)
     assert (
         "supports_websockets" not in tomllib.loads(snippet)["model_providers"]["responses-bridge"]

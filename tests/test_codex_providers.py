@@ -18,17 +18,17 @@ from aiohttp.test_utils import TestServer
 from bridge import codex_config
 from bridge.app import create_app
 from bridge.config_load import load_config
-from tests.conftest import MODEL, bridge_config
-from tests.fake_upstream import FakeUpstream, Reply
-from tests.processes import BridgeProcess, free_port
-from tests.provider_fakes import Call, DeepSeek, Gemini, MiniMax, StrictProvider
-from tests.test_codex import (
+from tests.codex_cli import (
     CodexHome,
     last_user_text,
     replayed_assistant,
     socket_turns,
     websocket_home,
 )
+from tests.conftest import MODEL, bridge_config
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.processes import BridgeProcess, free_port
+from tests.provider_fakes import Call, DeepSeek, Gemini, MiniMax, StrictProvider
 
 
 def shell(command: str) -> str:

@@ -16,7 +16,7 @@ from bridge.app import create_app
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
 from tests.processes import REPO
-from tests.test_websocket import turn, user
+from tests.websocket_client import turn, user
 
 PROVIDER_KEY = "sk-provider-secret-0123456789"
 
@@ -27,9 +27,9 @@ async def traced_bridge(
     config = bridge_config(
         fake_upstream.url,
         upstream="max_retries = 1\nmax_retry_wait = 0.1",
+        debug=f"keep_turns = {keep}",
         **options,
     )
-    config.debug.keep_turns = keep
     return await aiohttp_client(create_app(config, {"fake": PROVIDER_KEY}))
 
 
@@ -89,8 +89,9 @@ async def test_with_client_keys_each_client_sees_its_own_turns(
     aiohttp_client: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BRIDGE_KEYS", "key-a key-b")
-    config = bridge_config(fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"')
-    config.debug.keep_turns = 5
+    config = bridge_config(
+        fake_upstream.url, server='api_keys_env = "BRIDGE_KEYS"', debug="keep_turns = 5"
+    )
     bridge = await aiohttp_client(create_app(config, {}, client_keys=("key-a", "key-b")))
     fake_upstream.script(thinking_text_reply([], ["a"]), thinking_text_reply([], ["b"]))
     for key in ("key-a", "key-b"):
@@ -131,8 +132,7 @@ async def run_trace(*args: str) -> tuple[int, str, str]:
 async def test_the_trace_command_prints_the_turns(
     aiohttp_server: Any, fake_upstream: FakeUpstream, tmp_path: Any
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.debug.keep_turns = 5
+    config = bridge_config(fake_upstream.url, debug="keep_turns = 5")
     server: TestServer = await aiohttp_server(create_app(config, {"fake": PROVIDER_KEY}))
     fake_upstream.script(thinking_text_reply(["Hmm."], ["Hello there"]))
     async with (

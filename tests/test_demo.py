@@ -21,9 +21,9 @@ from bridge.config_load import parse_config
 from bridge.demo import LABEL, DemoRequest, demo_mode, script, serving_keys
 from bridge.errors import ApiError
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
+from tests.codex_cli import CodexHome
 from tests.conftest import assert_ends
 from tests.processes import REPO, BridgeProcess, free_port
-from tests.test_codex import CodexHome
 
 SHIPPED = REPO / "config.toml"
 DEMO_CONFIG = """

@@ -94,8 +94,7 @@ async def test_unknown_route_and_wrong_method(bridge: TestClient) -> None:
 async def test_body_over_the_limit_is_413(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.max_request_bytes = 1024
+    config = bridge_config(fake_upstream.url, server="max_request_bytes = 1024")
     client = await aiohttp_client(create_app(config))
     response = await client.post("/v1/responses", json={"model": MODEL, "input": "x" * 4096})
     error = await assert_error(response, 413, "request_too_large")

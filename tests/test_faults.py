@@ -28,7 +28,7 @@ from bridge.sse import SSEParser, SSEProtocolError
 from bridge.translate.errors import RequestError
 from bridge.translate.request import translate_request
 from bridge.wire.responses import ResponsesRequest
-from tests.conftest import MODEL, assert_ends, bridge_config, ready_again
+from tests.conftest import MODEL, assert_ends, bridge_config, read_events, ready_again
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -38,7 +38,6 @@ from tests.fake_upstream import (
     thinking_text_reply,
 )
 from tests.processes import REPO, BridgeProcess, free_port
-from tests.test_service import read_events
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
@@ -50,12 +49,11 @@ def stored_status(state_directory: Path, response_id: str) -> str | None:
 
 
 async def client_with(
-    fake: FakeUpstream, aiohttp_client: ClientFactory, **upstream: Any
+    fake: FakeUpstream, aiohttp_client: ClientFactory, **upstream: float
 ) -> TestClient:
-    config = bridge_config(fake.url)
-    for key, value in upstream.items():
-        setattr(config.upstream, key, value)
-    return await aiohttp_client(create_app(config))
+    """A bridge whose [upstream] table has these numbers (the others: bridge_config's)."""
+    lines = "\n".join(f"{key} = {value}" for key, value in upstream.items())
+    return await aiohttp_client(create_app(bridge_config(fake.url, upstream=lines)))
 
 
 # ---- 1. upstream faults, streaming and not ---------------------------------------------
@@ -224,8 +222,7 @@ async def test_no_retry_once_output_reached_the_client(
 async def test_unreachable_upstream_is_retried_a_bounded_number_of_times(
     aiohttp_client: ClientFactory, unused_tcp_port: int
 ) -> None:
-    config = bridge_config(f"http://127.0.0.1:{unused_tcp_port}")
-    config.upstream.max_retries = 2
+    config = bridge_config(f"http://127.0.0.1:{unused_tcp_port}", upstream="max_retries = 2")
     client = await aiohttp_client(create_app(config))
     started = time.monotonic()
     response = await client.post("/v1/responses", json={"model": MODEL, "input": "x"})

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config_load import parse_config
 from tests.conftest import MODEL, assert_ends, bridge_config, ready_again
-from tests.fake_upstream import DONE, FakeUpstream, Reply, chunk, sse, thinking_text_reply
+from tests.fake_upstream import FakeUpstream, Reply, huge_stream, thinking_text_reply
 from tests.processes import BridgeProcess, free_port
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -85,12 +85,6 @@ async def test_a_client_trickling_its_headers_is_cut_off_and_health_still_answer
         for sock in sockets:
             sock.close()
         await bridge.stop()
-
-
-def huge_stream(frames: int, size: int) -> Reply:
-    text = "x" * size
-    body = [sse(chunk({"content": text})) for _ in range(frames)]
-    return Reply([*body, sse(chunk(finish_reason="stop")), DONE])
 
 
 async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(

@@ -286,9 +286,8 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
 async def test_client_key_is_forwarded_only_when_the_provider_opts_in(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    for forward, expected in ((False, "Bearer provider-key"), (True, "Bearer users-own-key")):
-        config = bridge_config(fake_upstream.url)
-        config.providers["fake"].forward_client_key = forward
+    for forward, expected in (("false", "Bearer provider-key"), ("true", "Bearer users-own-key")):
+        config = bridge_config(fake_upstream.url, provider=f"forward_client_key = {forward}")
         client = await aiohttp_client(create_app(config, {"fake": "provider-key"}))
         fake_upstream.script(thinking_text_reply([], ["x"]))
         await (
@@ -309,8 +308,7 @@ async def test_logs_never_hold_the_api_key_and_bodies_only_when_asked(
 ) -> None:
     secret = "sk-very-secret-4242"
     for log_bodies in (False, True):
-        config = bridge_config(fake_upstream.url)
-        config.server.log_bodies = log_bodies
+        config = bridge_config(fake_upstream.url, server=f"log_bodies = {str(log_bodies).lower()}")
         client = await aiohttp_client(create_app(config, {"fake": secret}))
         fake_upstream.script(thinking_text_reply(["thought"], ["the private answer"]))
         caplog.clear()

@@ -29,11 +29,7 @@ from bridge.config_load import load_config, parse_config
 from bridge.exit_codes import Exit
 from bridge.migrate import migrate as migrate_sqlite
 from bridge.store import postgres_setup
-from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary
-from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
-from tests.postgres import PASSWORD, Cluster
-from tests.processes import REPO, BridgeProcess, free_port
-from tests.test_codex import (
+from tests.codex_cli import (
     PARALLEL_REASONING,
     PATCH_REASONING,
     last_user_text,
@@ -41,6 +37,10 @@ from tests.test_codex import (
     tool_loop,
     websocket_home,
 )
+from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary
+from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
+from tests.postgres import PASSWORD, Cluster
+from tests.processes import REPO, BridgeProcess, free_port
 
 PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import QuirksConfig
 from bridge.translate.quirks import DsmlToolCalls, ThinkTags, parse_dsml
-from tests.conftest import MODEL, UPSTREAM_PROFILES, assert_ends, bridge_config
+from tests.conftest import MODEL, UPSTREAM_PROFILES, assert_ends, bridge_config, read_events
 from tests.fake_upstream import (
     DONE,
     KIMI_MISSING_REASONING,
@@ -23,8 +23,7 @@ from tests.fake_upstream import (
     tool_call_reply,
     usage_chunk,
 )
-from tests.test_service import read_events
-from tests.test_translate_stream import run, summary, translator
+from tests.translator_runs import run, summary, translator
 
 DSML_SAMPLE = (
     "Let me check.\n"
@@ -240,10 +239,9 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 async def client_for(
     aiohttp_client: ClientFactory, fake: FakeUpstream, profile: str, **quirks: bool
 ) -> TestClient:
-    config = bridge_config(fake.url)
-    config.providers["fake"].profile = profile  # type: ignore[assignment]
-    for name, value in quirks.items():
-        setattr(config.providers["fake"].quirks, name, value)
+    lines = [f'profile = "{profile}"']
+    lines += [f"quirks.{name} = {str(value).lower()}" for name, value in quirks.items()]
+    config = bridge_config(fake.url, provider="\n".join(lines))
     return await aiohttp_client(create_app(config))
 
 

@@ -20,7 +20,7 @@ from bridge.sse import SSEParser
 from bridge.store.sqlite import SQLiteStore
 from bridge.translate.reasoning import merge_details
 from bridge.translate.stream import StreamTranslator
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config, decode_stream
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -31,7 +31,6 @@ from tests.fake_upstream import (
     tool_call_reply,
     usage_chunk,
 )
-from tests.test_service import decode_stream
 
 
 async def stream_events(client: TestClient, body: dict[str, Any], **kw: Any) -> list[Any]:
@@ -189,7 +188,7 @@ def break_stage(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
         "upstream": "bridge.upstream.UpstreamClient.stream",
         "parse": "bridge.sse.SSEParser.feed",
         "translate": "bridge.translate.stream.StreamTranslator.add",
-        "plan": "bridge.turn.plan_turn",
+        "plan": "bridge.turn_plan.plan_turn",
     }[stage]
     monkeypatch.setattr(target, boom)
 

@@ -13,9 +13,8 @@ from openai.types.responses import Response, ResponseStreamEvent
 
 from bridge.app import create_app
 from bridge.sse import SSEParser
-from tests.conftest import MODEL, bridge_config
+from tests.conftest import MODEL, bridge_config, decode_stream
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
-from tests.test_service import decode_stream
 
 STRICT_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 TOOLS: list[Any] = [
@@ -149,8 +148,7 @@ async def test_models_list_and_retrieve(sdk: openai.AsyncOpenAI) -> None:
 async def test_heartbeats_between_items_keep_the_sdk_state_intact(
     fake_upstream: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.heartbeat_interval = 0.1
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.1")
     server = await aiohttp_server(create_app(config))
     reply = thinking_text_reply(["think"], ["Hello", " there"])
     reply.frame_delay = 0.25

@@ -12,8 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
-from bridge.sse import SSEParser
-from tests.conftest import MODEL, assert_ends, bridge_config
+from tests.conftest import MODEL, assert_ends, bridge_config, read_events
 from tests.fake_upstream import (
     DEEPSEEK_MISSING_REASONING,
     DONE,
@@ -35,22 +34,6 @@ TOOLS = [
     }
 ]
 ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
-async def read_events(response: ClientResponse) -> list[dict[str, Any]]:
-    assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    parser = SSEParser()
-    events = parser.feed(await response.read()) + parser.finish()
-    return decode_stream([event.data for event in events])
-
-
-def decode_stream(data: list[bytes]) -> list[dict[str, Any]]:
-    """A stream's event payloads, decoded; it ends with the `[DONE]` sentinel (and has it
-    nowhere else)."""
-    assert data and data[-1] == b"[DONE]", data[-1:]
-    assert b"[DONE]" not in data[:-1]
-    return [json.loads(payload) for payload in data[:-1]]
 
 
 async def post(
@@ -183,8 +166,7 @@ async def test_headers_and_created_go_out_before_the_upstream_answers(
 async def test_silence_is_bridged_with_in_progress_events(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.heartbeat_interval = 0.2
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.2")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["a"], ["b"])
     reply.delay_before = 1.0
@@ -203,8 +185,7 @@ async def test_silence_is_bridged_with_in_progress_events(
 async def test_idle_upstream_fails_within_the_idle_timeout(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.upstream.idle_timeout = 0.5
+    config = bridge_config(fake_upstream.url, upstream="idle_timeout = 0.5")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["a"], ["b"])
     reply.frame_delay = 3.0
@@ -419,8 +400,7 @@ async def test_no_authorization_header_without_a_key(
 async def test_provider_key_is_sent_as_bearer(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.providers["fake"].api_key_env = "FAKE_KEY"
+    config = bridge_config(fake_upstream.url, provider='api_key_env = "FAKE_KEY"')
     client = await aiohttp_client(create_app(config, {"fake": "sk-test-123"}))
     fake_upstream.script(thinking_text_reply([], ["x"]))
     await (await post(client, input="hi")).read()
@@ -441,8 +421,7 @@ async def test_client_disconnect_closes_the_upstream_stream(
 async def test_client_leaving_during_a_silence_is_noticed(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.server.heartbeat_interval = 0.1
+    config = bridge_config(fake_upstream.url, server="heartbeat_interval = 0.1")
     client = await aiohttp_client(create_app(config))
     reply = thinking_text_reply(["a"], ["b"])
     reply.frame_delay = 0.5
@@ -544,8 +523,7 @@ async def test_reasoning_summary_setting(
     asked: dict[str, str] | None,
     mirrored: bool,
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.models[MODEL].reasoning_summary = setting  # type: ignore[assignment]
+    config = bridge_config(fake_upstream.url, model=f'reasoning_summary = "{setting}"')
     client = await aiohttp_client(create_app(config))
     fake_upstream.script(thinking_text_reply(["deep thought"], ["ok"]))
     body: dict[str, Any] = {"input": "hi", "stream": True}

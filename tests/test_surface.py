@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from bridge.truncation import MARGIN, kept_share, truncate
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from tests.conftest import MODEL
-from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
+from tests.fake_upstream import OVERFLOW, FakeUpstream, thinking_text_reply, tool_call_reply
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]
@@ -203,8 +203,8 @@ async def test_the_ai_sdk_tool_loop_sends_references_the_bridge_resolves(
     from aiohttp import web
 
     from bridge.app import create_app
-    from tests.conftest import bridge_config
-    from tests.test_clients import JS, REPO, node
+    from tests.conftest import JS, bridge_config, node
+    from tests.processes import REPO
 
     received: list[Any] = []
 
@@ -241,19 +241,7 @@ async def test_the_ai_sdk_tool_loop_sends_references_the_bridge_resolves(
     assert assistant["tool_calls"][0]["id"] == "call_w"
 
 
-# Truncation: a provider that refuses the input's length.
-
-OVERFLOW = Reply(
-    status=400,
-    error_body={
-        "error": {
-            "message": "This model's maximum context length is 1000 tokens. However, you "
-            "requested 4000 tokens (3900 in the messages, 100 in the completion).",
-            "type": "invalid_request_error",
-            "code": "invalid_request_error",
-        }
-    },
-)
+# Truncation: a provider that refuses the input's length (OVERFLOW).
 
 
 def long_history(turns: int) -> list[dict[str, Any]]:

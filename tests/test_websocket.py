@@ -21,15 +21,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import Config
 from tests.conftest import MODEL, assert_ends, bridge_config
-from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.test_surface import OVERFLOW
+from tests.fake_upstream import (
+    OVERFLOW,
+    FakeUpstream,
+    Reply,
+    huge_stream,
+    thinking_text_reply,
+    tool_call_reply,
+)
+from tests.websocket_client import TIMEOUT, receive_json, turn, user
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
-TERMINAL = {"response.completed", "response.incomplete", "response.failed", "error"}
-TIMEOUT = 10.0  # seconds for any one message
 TOOLS = [
     {
         "type": "function",
@@ -41,34 +46,8 @@ TOOLS = [
 DEVELOPER = {"type": "message", "role": "developer", "content": "You are a careful agent."}
 
 
-def user(text: str) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-
-
 def output_of(call_id: str, text: str) -> dict[str, Any]:
     return {"type": "function_call_output", "call_id": call_id, "output": text}
-
-
-async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    message = await ws.receive(timeout=TIMEOUT)
-    assert message.type == WSMsgType.TEXT, (message.type, message.data, message.extra)
-    event: dict[str, Any] = json.loads(message.data)
-    return event
-
-
-async def turn(ws: aiohttp.ClientWebSocketResponse, **body: Any) -> list[dict[str, Any]]:
-    """Send one response.create; every event up to its last (or an error event)."""
-    await ws.send_str(json.dumps({"type": "response.create", "model": MODEL, **body}))
-    events = []
-    while True:
-        event = await receive_json(ws)
-        events.append(event)
-        if event["type"] in TERMINAL:
-            break
-    if events[-1]["type"] != "error":
-        numbers = [event["sequence_number"] for event in events]
-        assert numbers == list(range(len(numbers)))
-    return events
 
 
 async def bridge_with(config: Config, aiohttp_client: ClientFactory) -> TestClient:
@@ -244,8 +223,9 @@ async def test_an_unknown_previous_response_asks_for_the_whole_input_and_the_soc
 async def test_a_conversation_over_cache_bytes_is_not_kept(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.cache_bytes = 200  # smaller than any conversation
+    config = bridge_config(
+        fake_upstream.url, websocket="cache_bytes = 200  # below any conversation"
+    )
     client = await bridge_with(config, aiohttp_client)
     fake_upstream.script(tool_call_reply("Plan.", [("call_1", "shell", ['{"cmd":"ls"}'])]))
     async with client.ws_connect("/v1/responses") as ws:
@@ -308,8 +288,7 @@ async def test_bad_messages_get_error_events_and_the_socket_stays(
 async def test_an_oversize_message_closes_the_socket_with_1009(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.max_message_bytes = 4096
+    config = bridge_config(fake_upstream.url, websocket="max_message_bytes = 4096")
     client = await bridge_with(config, aiohttp_client)
     async with client.ws_connect("/v1/responses") as ws:
         await ws.send_str(
@@ -348,8 +327,7 @@ async def test_client_keys_and_origins_are_checked_before_the_upgrade(
 async def test_sockets_are_bounded_in_number(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.max_connections = 2
+    config = bridge_config(fake_upstream.url, websocket="max_connections = 2")
     client = await bridge_with(config, aiohttp_client)
     first = await client.ws_connect("/v1/responses")
     second = await client.ws_connect("/v1/responses")
@@ -365,8 +343,7 @@ async def test_sockets_are_bounded_in_number(
 async def test_websockets_can_be_turned_off(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.enabled = False
+    config = bridge_config(fake_upstream.url, websocket="enabled = false")
     client = await bridge_with(config, aiohttp_client)
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/v1/responses")
@@ -430,8 +407,8 @@ async def test_a_model_switch_mid_socket_starts_the_conversation_over(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
     """Kept messages are shaped for one provider; another model asks for everything."""
-    config = bridge_config(fake_upstream.url)
-    config.models["other"] = config.models[MODEL]
+    other = '[models.other]\nprovider = "fake"\nupstream_model = "fake-thinker"'
+    config = bridge_config(fake_upstream.url, extra=other)
     client = await bridge_with(config, aiohttp_client)
     fake_upstream.script(thinking_text_reply(["r"], ["one"]))
     async with client.ws_connect("/v1/responses") as ws:
@@ -557,8 +534,6 @@ async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
     import socket
     import sqlite3
 
-    from tests.test_hostile_peers import huge_stream
-
     config = bridge_config(
         fake_upstream.url,
         server="client_stall_timeout = 0.5",
@@ -636,8 +611,7 @@ async def test_the_next_turn_may_come_as_soon_as_the_final_event_has(
 async def test_a_peer_that_answers_no_ping_is_dropped(
     fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
 ) -> None:
-    config = bridge_config(fake_upstream.url)
-    config.websocket.ping_interval = 0.2
+    config = bridge_config(fake_upstream.url, websocket="ping_interval = 0.2")
     client = await bridge_with(config, aiohttp_client)
     # autoping off: the client takes the server's pings and never answers them.
     async with client.ws_connect("/v1/responses", autoping=False) as ws:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from typing import Any, TypeVar
 
 import msgspec
 
 from bridge.translate.errors import RequestError, convert_field, invalid_field
+from bridge.translate.recent import Recent
 from bridge.translate.tools import ToolMap, ToolRef, upstream_tool_name
 from bridge.wire.responses import CustomTool, FunctionTool, NamespaceTool
 
@@ -86,14 +85,17 @@ def _custom_as_function(tool: CustomTool, upstream_name: str) -> dict[str, Any]:
     return _function_tool(upstream_name, description.strip() or None, parameters, None)
 
 
-# Tool lists translated lately, by their exact JSON: a client sends the same list with every
-# turn of a conversation (Codex: some thirty tools, 0.15 ms to translate each time).
-_TOOLS_CACHE: OrderedDict[bytes, tuple[list[dict[str, Any]], ToolMap]] = OrderedDict()
 TOOLS_CACHE_SIZE = 64
 # Longer lists are not kept: one of 250,000 tools kept a million objects alive (and in
 # every full garbage collection) after its request.
 TOOLS_CACHE_MAX_BYTES = 1024 * 1024
-_TOOLS_LOCK = threading.Lock()
+# Tool lists translated and echoed lately, by their exact JSON: a client sends the same list
+# with every turn of a conversation (Codex: some thirty tools, 0.15 ms to translate each
+# time).
+_TRANSLATED: Recent[tuple[list[dict[str, Any]], ToolMap]] = Recent(
+    TOOLS_CACHE_SIZE, TOOLS_CACHE_MAX_BYTES
+)
+_ECHOED: Recent[list[msgspec.Raw]] = Recent(TOOLS_CACHE_SIZE, TOOLS_CACHE_MAX_BYTES)
 
 
 def translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]], ToolMap]:
@@ -102,18 +104,11 @@ def translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]],
     The result may be shared with other requests that sent the same tools: read it, never
     change it."""
     key = b"\x00".join(bytes(raw) for raw in raw_tools)
-    with _TOOLS_LOCK:  # long conversations are translated in a thread
-        cached = _TOOLS_CACHE.get(key)
-        if cached is not None:
-            _TOOLS_CACHE.move_to_end(key)
-            return cached
+    cached = _TRANSLATED.get(key)
+    if cached is not None:
+        return cached
     translated = _translate_tools(raw_tools)
-    if len(key) > TOOLS_CACHE_MAX_BYTES:
-        return translated
-    with _TOOLS_LOCK:
-        _TOOLS_CACHE[key] = translated
-        if len(_TOOLS_CACHE) > TOOLS_CACHE_SIZE:
-            _TOOLS_CACHE.popitem(last=False)
+    _TRANSLATED.put(key, translated)
     return translated
 
 
@@ -181,7 +176,6 @@ def _translate_tools(raw_tools: list[msgspec.Raw]) -> tuple[list[dict[str, Any]]
     return tools, tool_map
 
 
-_ECHO_CACHE: OrderedDict[bytes, list[msgspec.Raw]] = OrderedDict()
 _RAW_ENCODER = msgspec.json.Encoder()
 
 
@@ -191,11 +185,9 @@ def echo_tools(raw_tools: list[msgspec.Raw]) -> list[msgspec.Raw]:
     Responses schema requires; other tools as they came. Pure and deterministic (the store
     keeps the request's list and echoes it again on reads)."""
     key = b"\x00".join(bytes(raw) for raw in raw_tools)
-    with _TOOLS_LOCK:
-        cached = _ECHO_CACHE.get(key)
-        if cached is not None:
-            _ECHO_CACHE.move_to_end(key)
-            return cached
+    cached = _ECHOED.get(key)
+    if cached is not None:
+        return cached
     echoed = []
     for raw in raw_tools:
         try:
@@ -208,12 +200,7 @@ def echo_tools(raw_tools: list[msgspec.Raw]) -> list[msgspec.Raw]:
             if missing:
                 raw = msgspec.Raw(_RAW_ENCODER.encode({**tool, **missing}))
         echoed.append(raw)
-    if len(key) > TOOLS_CACHE_MAX_BYTES:
-        return echoed
-    with _TOOLS_LOCK:
-        _ECHO_CACHE[key] = echoed
-        if len(_ECHO_CACHE) > TOOLS_CACHE_SIZE:
-            _ECHO_CACHE.popitem(last=False)
+    _ECHOED.put(key, echoed)
     return echoed
 
 
