@@ -117,6 +117,47 @@ async def prune_holds(directory: Path, responses: int) -> dict[str, float]:
     }
 
 
+class Releases:
+    """How many turn writes come back together: the turns each commit holds (SQLite's group
+    commit; one a transaction on PostgreSQL), and the writers resumed in one loop step (those
+    whose wake-ups the loop runs with nothing else between them, as a burst of clients)."""
+
+    def __init__(self, store: Any) -> None:
+        self.groups: list[int] = []
+        self.steps: list[int] = []
+        self._step = 0
+        turns = getattr(store, "_turns", None)
+        if turns is not None:  # SQLite: count the turns of each commit
+            write_group = turns._write_group
+
+            async def counted(group: list[Any]) -> Any:
+                self.groups.append(len(group))
+                return await write_group(group)
+
+            turns._write_group = counted
+
+    def resumed(self) -> None:
+        """A writer got its answer: counted with the others resumed before the loop runs
+        what was scheduled after the first of them."""
+        if self._step == 0:
+            asyncio.get_running_loop().call_soon(self._end_step)
+        self._step += 1
+
+    def _end_step(self) -> None:
+        self.steps.append(self._step)
+        self._step = 0
+
+    def figures(self) -> dict[str, float]:
+        figures = {
+            "turns resumed in one loop step, mean (16 writers)": statistics.mean(self.steps),
+            "turns resumed in one loop step, max (16 writers)": max(self.steps),
+        }
+        if self.groups:
+            figures["turns per commit, mean (16 writers)"] = statistics.mean(self.groups)
+            figures["turns per commit, max (16 writers)"] = max(self.groups)
+        return figures
+
+
 async def measure(store: Any) -> dict[str, float]:
     """Turn writes, concurrent writers, chain rebuilds on an open store (either backend)."""
     latencies = []
@@ -134,11 +175,14 @@ async def measure(store: Any) -> dict[str, float]:
         latencies.append(time.perf_counter() - started)
         previous = f"resp_{index}"
 
+    releases = Releases(store)
+
     async def writer(worker: int, count: int) -> None:
         for index in range(count):
             req = request(None, "q")
             rid = f"resp_w{worker}_{index}"
             await store.save_turn_shielded(record_turn(req, response(rid, None, index), Scope()))
+            releases.resumed()
 
     started = time.perf_counter()
     await asyncio.gather(*(writer(w, 125) for w in range(16)))
@@ -157,6 +201,7 @@ async def measure(store: Any) -> dict[str, float]:
         "turn write p99 ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "turns persisted per second (16 concurrent writers)": turns_per_s,
         "rebuild a 200-turn previous_response_id chain p50 ms": statistics.median(rebuilds) * 1000,
+        **releases.figures(),
     }
 
 

@@ -1,10 +1,12 @@
 """The store through its protocol (bridge.store.protocol.Store), the same on both databases:
-every test here runs on SQLite and on PostgreSQL (the `opened_store` fixture)."""
+every test here runs on SQLite and on PostgreSQL (the `opened_store` fixture), but those
+marked sqlite_only (SQLite's group commit)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from typing import Any
 
@@ -298,6 +300,39 @@ async def test_turns_written_together_are_all_kept(opened_store: Store) -> None:
     pending = await asyncio.gather(*(opened_store.save_turn_shielded(r) for r in records))
     assert pending == [[]] * 16
     assert len(await opened_store.list_responses(limit=100)) == 16
+
+
+@pytest.mark.sqlite_only
+async def test_writers_of_one_commit_are_answered_in_order_one_loop_step_apart(
+    opened_store: Store,
+) -> None:
+    """Turns committed together are acknowledged in the order they arrived, each in a loop
+    step of its own, and each already on disk (issue 25: all were answered in one step, so
+    the streams they end, and their clients' next turns, moved in bursts)."""
+    loop = asyncio.get_running_loop()
+    steps_passed = 0
+    answered: list[tuple[int, int]] = []  # (writer, loop steps passed when it resumed)
+    on_disk: list[bool] = []
+
+    def step() -> None:
+        nonlocal steps_passed
+        steps_passed += 1
+
+    async def writer(number: int) -> None:
+        await opened_store.save_turn(turn(f"resp_w{number}", [user(f"w{number}")]))
+        answered.append((number, steps_passed))
+        loop.call_soon(step)  # runs before anything the loop schedules after this
+        rows = await database_rows(
+            opened_store, "SELECT 1 FROM responses WHERE id = ?", f"resp_w{number}"
+        )
+        on_disk.append(bool(rows))
+
+    await opened_store.save_turn(turn("resp_first", [user("first")]))  # the file checked
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    assert [number for number, _ in answered] == list(range(8))
+    passed = [steps for _, steps in answered]
+    assert all(later > earlier for earlier, later in itertools.pairwise(passed)), passed
+    assert on_disk == [True] * 8
 
 
 async def test_runs_left_running_are_failed_and_kept_events_read_back(

@@ -1,6 +1,11 @@
 """SQLite's turn writes, committed together: the turns that arrive while a commit is under way
 are written in the next transaction, one sync to disk for all of them.
 
+The writers of a commit are answered in the order their turns arrived, one per loop step,
+while the next commit is already under way: answered all at once, the streams they end
+resumed together, their clients came back together and their next turns landed in one
+commit again (issue 25: 4.2 turns per commit on average, up to 13, at 16 streams).
+
 Each turn is written in a savepoint of its own, so one turn's failure fails only that turn
 (unless the whole transaction is lost, e.g. a full disk). While another process holds the
 database locked, a group is tried again until write_timeout (the turns' clients get
@@ -11,6 +16,7 @@ error as the store's own (bridge.store.sqlite_driver).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import time
@@ -74,6 +80,11 @@ class GroupCommit:
         self._write_timeout = write_timeout
         self._queued: list[Queued] = []
         self._committer: asyncio.Task[None] | None = None
+        # Committed (or failed) turns whose writers are still to be answered, oldest first.
+        self._answers: collections.deque[tuple[asyncio.Future[None], Exception | None]] = (
+            collections.deque()
+        )
+        self._answering: asyncio.Handle | None = None
 
     async def write(self, record: TurnRecord, base: tuple[str, int] | None) -> None:
         """The turn written with the others queued meanwhile (StoreError if it was not)."""
@@ -84,9 +95,14 @@ class GroupCommit:
         await future
 
     async def close(self) -> None:
-        """Wait for the turns queued to be answered."""
+        """Wait for the turns queued to be written, and answer every writer."""
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
+        if self._answering is not None:
+            self._answering.cancel()
+            self._answering = None
+        while self._answers:
+            self._answer_next()
 
     async def _commit_queued(self) -> None:
         """Write queued turns in transactions of up to MAX_GROUP turns until none is left."""
@@ -95,20 +111,36 @@ class GroupCommit:
             while self._queued:
                 group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
                 results = await self._write_group(group)
-                for (_, _, future), error in zip(group, results, strict=True):
-                    if future.done():
-                        continue
-                    if error is None:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(store_error(self._label, error))
+                self._answers.extend(
+                    (future, error) for (_, _, future), error in zip(group, results, strict=True)
+                )
                 group = []
+                if self._answering is None:
+                    self._answer_in_turn()
         finally:
             # Only a cancellation (the store closing) leaves turns here: none waits forever.
             for _, _, future in [*group, *self._queued]:
                 if not future.done():
                     future.set_exception(StoreUnavailable(f"{self._label}: the store was closed"))
             self._queued = []
+
+    def _answer_in_turn(self) -> None:
+        """Answer the oldest writer waiting, and the next one at the loop's next step."""
+        self._answer_next()
+        self._answering = None
+        if self._answers:
+            self._answering = asyncio.get_running_loop().call_soon(self._answer_in_turn)
+
+    def _answer_next(self) -> None:
+        while self._answers:
+            future, error = self._answers.popleft()
+            if future.done():  # its writer was cancelled
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(store_error(self._label, error))
+            return
 
     async def _write_group(self, group: list[Queued]) -> list[Exception | None]:
         """Each turn's error (None: written), tried again while the database is locked."""
