@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -21,7 +22,7 @@ from bridge.records import TurnRecord
 from bridge.store import conversations, lineage, lookups, retention, turn_writes
 from bridge.store.deletion import mark_deleted
 from bridge.store.health import StoreHealth
-from bridge.store.protocol import FIND_BASE
+from bridge.store.protocol import FIND_BASE, Opening
 from bridge.store.reasoning_lookup import find_reasoning
 from bridge.store.replays import ReplayCache
 from bridge.store.spool import Spool
@@ -37,6 +38,7 @@ from bridge.store.values import (
 )
 from bridge.translate.reasoning import Reasoning
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -51,6 +53,7 @@ class StoreOperations(abc.ABC):
         self.replays = ReplayCache()
         self.on_cancel: Callable[[str], None] | None = None
         self._pending: set[asyncio.Task[list[str]]] = set()
+        self._closed = False
 
     # -- what each backend supplies ----------------------------------------------------
 
@@ -92,6 +95,23 @@ class StoreOperations(abc.ABC):
         # write is tried: together, so that /readyz answers within about a second.
         _, problem = await asyncio.gather(self.health.check_schema(), self.probe_write())
         return self.health.schema_problem or problem or self.health.last_write_error
+
+    @abc.abstractmethod
+    async def _close_connections(self) -> None:
+        """Finish the writes under way, then close the backend's connections."""
+
+    async def close(self) -> None:
+        """Finish the writes under way, then close the connections (once)."""
+        if not self._closed:
+            self._closed = True
+            await self._close_connections()
+
+    def _start_serving(self, opening: Opening) -> None:
+        """The health task of a store that serves; a schema it cannot use logged at once."""
+        if opening.serves:
+            self.health.start()
+            if not self.health.schema.usable:
+                log.error("%s: %s", self.label, self.health.schema_problem)
 
     async def _close_writes(self) -> None:
         """Stop the health task; wait for the turn writes under way."""

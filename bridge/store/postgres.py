@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import ClassVar, TypeVar
@@ -37,7 +36,6 @@ from bridge.store.spool import Spool
 from bridge.store.statements import POSTGRES, Query
 from bridge.store.turn_writes import insert_turn
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POOL_SIZE = 10
@@ -64,7 +62,6 @@ class PostgresStore(StoreOperations):
         self._pool = pool
         self._write_timeout = write_timeout
         self._runs = runs
-        self._closed = False
 
     @classmethod
     async def open(
@@ -116,17 +113,10 @@ class PostgresStore(StoreOperations):
 
         store = cls(pool, label, schema, write_timeout, spool=spool)
         store._runs = RunSession(label, connect, store._cancel_heard)
-        if opening.serves:
-            store.health.start()
-            if not schema.usable:
-                log.error("%s: %s", label, store.health.schema_problem)
+        store._start_serving(opening)
         return store
 
-    async def close(self) -> None:
-        """Finish the writes under way, then close the connections (once)."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _close_connections(self) -> None:
         if self._runs is not None:
             await self._runs.close()
         await self._close_writes()

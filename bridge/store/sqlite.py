@@ -97,7 +97,6 @@ class SQLiteStore(StoreOperations):
         self._check: asyncio.Task[None] | None = None
         # Writes wait for the first integrity check: nothing goes on top of a damaged file.
         self._checked = asyncio.Event()
-        self._closed = False
 
     @classmethod
     async def open(
@@ -140,17 +139,10 @@ class SQLiteStore(StoreOperations):
             store._check = asyncio.create_task(store.check_integrity())
         else:
             store._checked.set()
-        if opening.serves:
-            store.health.start()
-            if not schema.usable:
-                log.error("%s: %s", path, store.health.schema_problem)
+        store._start_serving(opening)
         return store
 
-    async def close(self) -> None:
-        """Finish the writes under way, then close the connections (once)."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _close_connections(self) -> None:
         await self.health.close()
         if self._check is not None:
             self._check.cancel()
