@@ -20,6 +20,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bridge.event_loop import loop_factory
 from bridge.records import record_turn
 from bridge.scope import Scope
 from bridge.store.sqlite import SQLiteStore
@@ -259,4 +260,6 @@ if __name__ == "__main__":
         "postgresql package)",
     )
     chosen = parser.parse_args().backend
-    print(json.dumps(asyncio.run(main(["sqlite", "postgresql"] if chosen == "both" else [chosen]))))
+    backends = ["sqlite", "postgresql"] if chosen == "both" else [chosen]
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # the bridge's loop
+        print(json.dumps(runner.run(main(backends))))
