@@ -69,17 +69,19 @@ async def pump(
     send: Send,
     authorization: str | None = None,
     tap: Tap | None = None,
+    *,
+    whole: bool = False,
 ) -> ApiError | None:
-    """Stream one upstream request through the translator; the error it ended with (its
-    message safe to show: no key in it). `tap` sees the upstream's bytes as they arrive
-    (turn tracing)."""
+    """One upstream request through the translator, streamed or (`whole`: the body asks
+    for one JSON answer) not; the error it ended with (its message safe to show: no key in
+    it). `tap` sees the upstream's bytes as they arrive (turn tracing)."""
     try:
         if isinstance(upstream, DemoUpstream):
             async with contextlib.aclosing(upstream.answer(body)) as answer:
                 return await _relay(answer, upstream, translator, send, tap)
-        async with upstream.stream(body, authorization) as response:
+        async with upstream.stream(body, authorization, whole=whole) as response:
             if response.content_type == "application/json":
-                error = await _whole_answer(response, upstream, translator, send, tap)
+                error = await _whole_answer(response, upstream, translator, send, tap, whole)
             elif response.content_type in HTML_TYPES:
                 error = not_an_event_stream(response.content_type, upstream.display_url)
             else:
@@ -156,12 +158,14 @@ async def _whole_answer(
     translator: StreamTranslator,
     send: Send,
     tap: Tap | None = None,
+    whole: bool = False,
 ) -> ApiError | None:
-    """A server that ignored `stream: true` and sent one JSON answer: translate it whole."""
+    """One JSON answer, asked for (`whole`) or from a server that ignored `stream: true`:
+    translated whole."""
     try:
         data = await read_bounded(response, upstream.max_answer_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return connection_error(exc, upstream.display_url)
+        return upstream.request_error(exc, whole=whole)
     if tap is not None and data is not None:
         tap(data)
     if data is None:
