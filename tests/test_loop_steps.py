@@ -17,7 +17,7 @@ from tests.conftest import bridge_config
 from tests.fake_upstream import DONE, FakeUpstream, Reply, chunk, sse
 from tests.translator_runs import translator
 
-TOKENS = 1000
+TOKENS = 5000
 
 
 async def test_other_tasks_run_at_least_every_step_of_upstream_events(
