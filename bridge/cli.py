@@ -25,6 +25,7 @@ from bridge.config_load import deprecations, load_config
 from bridge.demo import demo_models, serving_keys
 from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
+from bridge.event_loop import loop_factory
 from bridge.exit_codes import Exit
 from bridge.logs import configure_logging
 from bridge.migrate import MigrationError
@@ -227,9 +228,10 @@ def _serve(args: argparse.Namespace) -> int:
         listen_host=host,
     )
     try:
-        asyncio.run(
-            serve(app, host, port, config.server.drain_seconds, config.server.header_timeout)
-        )
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(
+                serve(app, host, port, config.server.drain_seconds, config.server.header_timeout)
+            )
     except OSError as exc:
         print(f"responses-bridge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return Exit.LISTEN

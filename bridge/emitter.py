@@ -46,7 +46,7 @@ class StallWatch:
     async def write(self, write: Awaitable[None]) -> None:
         """Await one write to the client; ClientGone when it cannot take it."""
         self._since = self._loop.time()
-        self._writer = task = asyncio.current_task()
+        self._writer = task = asyncio.current_task(self._loop)
         try:
             await write
         except asyncio.CancelledError:

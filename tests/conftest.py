@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from bridge.config import Config
 from bridge.config_load import parse_config
+from bridge.event_loop import loop_factory
 from bridge.providers import PROFILE_NAMES
 from bridge.sse import SSEParser
 from tests.fake_upstream import FakeUpstream
@@ -151,6 +152,14 @@ async def fake_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) ->
 
 # The environment variable the PostgreSQL tests keep the test server's password in.
 PG_PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    """The tests run on the loop the bridge runs on (bridge.event_loop)."""
+    factory = loop_factory()
+    return {"uvloop": factory} if factory is not None else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -282,6 +282,8 @@ class FakeUpstream:
         self.arrivals: list[float] = []
         # Set when the bridge closed a stream before the fake finished writing it.
         self.stream_abandoned = asyncio.Event()
+        # Set once a request has come in.
+        self.arrived = asyncio.Event()
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
         self.app.router.add_post("/v1/chat/completions", self._handle)
 
@@ -312,6 +314,7 @@ class FakeUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         data = await request.read()
         body = orjson.loads(data)
+        self.arrived.set()
         if self.record_bytes:
             self.bodies.append(data)
         if self.record:

@@ -63,6 +63,8 @@ async def test_cancel_closes_the_upstream_and_ends_cancelled(
     fake_upstream.script(slow_reply(words=400, delay=0.05))
     created = await sdk.responses.create(model=MODEL, input="a long one", background=True)
     await wait_for_status(sdk, created.id, {"in_progress"})
+    # In progress may come before the upstream has the request; cancel once it has.
+    await asyncio.wait_for(fake_upstream.arrived.wait(), timeout=5)
     cancelled = await sdk.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     async with asyncio.timeout(5):

@@ -49,7 +49,9 @@ async def codex_until(codex: str, home: Path, wanted: str, **env: str) -> str:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        await asyncio.wait_for(process.wait(), 10)
+        # To the pipe's end, which closes it (uvloop warns at loop close about one left open).
+        rest, _ = await asyncio.wait_for(process.communicate(), 10)
+        seen += rest
     return seen.decode(errors="replace")
 
 

@@ -428,6 +428,8 @@ async def test_client_leaving_during_a_silence_is_noticed(
     fake_upstream.script(reply)
     response = await post(client, input="hi", stream=True)
     await response.content.readuntil(b"response.in_progress")
+    # Leave once the upstream has the request (the in_progress event may come before).
+    await asyncio.wait_for(fake_upstream.arrived.wait(), timeout=3.0)
     response.close()
     await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), timeout=3.0)
 
