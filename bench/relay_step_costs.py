@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bridge.event_loop import loop_factory
 from bridge.wire.chat import CHUNK_DECODER, ChatChunk
 
 BATCH_DECODER = msgspec.json.Decoder(list[ChatChunk])
@@ -100,7 +101,8 @@ def main() -> None:
             f"decode, {events:>4} events a read: one by one {single:.3f} us/event, "
             f"one batch {batch:.3f} us/event ({batch / single:.2f}x)"
         )
-    locked, bare = asyncio.run(lock_costs(200_000))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # the bridge's loop
+        locked, bare = runner.run(lock_costs(200_000))
     print(
         f"emitter lock: {locked:.3f} us per send with it, {bare:.3f} us without "
         f"({locked - bare:.3f} us for the lock)"
