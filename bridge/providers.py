@@ -212,8 +212,8 @@ PROFILES: dict[str, Profile] = {
             "qwen",
             thinking=_qwen,
             structured_output="json_object",
-            # Model Studio: thinking Qwen3 open-source and QwQ models answer only streamed
-            # ("This model only support stream mode").
+            # Model Studio's "Deep thinking" page: "The thinking mode only supports
+            # incremental output"; its FAQ: QwQ and QVQ are streaming-only.
             whole_answers=False,
         ),
         Profile(
@@ -247,8 +247,8 @@ PROFILES: dict[str, Profile] = {
         Profile("vllm", thinking=_template_kwargs, replay_field="reasoning"),
         Profile("ollama", replay_field="reasoning", parallel_tool_calls=False),
         Profile("llamacpp", thinking=_template_kwargs, parallel_tool_calls=False),
-        # The built-in demo model (bridge.demo): thinking, strict about replayed reasoning.
-        # The demo model only streams (bridge.demo).
+        # The built-in demo model (bridge.demo): thinking, strict about replayed reasoning,
+        # and it only streams.
         Profile("demo", reasoning_required="tool_calls", whole_answers=False),
     )
 }
