@@ -37,10 +37,11 @@ Tap = Callable[[bytes], None]
 _DONE = b"[DONE]"
 DRAIN_SECONDS = 1.0
 # Upstream events translated in one step of the event loop before the relay yields: a fast
-# upstream's read holds a hundred or more, and translating whole reads of many streams in
-# one loop iteration kept other streams' first deltas waiting (issue 25: at 16 saturated
-# streams, first-delta p50 151 ms translating whole reads, 46 ms yielding every 64 events).
-STEP_EVENTS = 64
+# upstream's read holds hundreds, and translating whole reads of many streams in one loop
+# iteration kept other streams' first deltas waiting. bench/run.py fast-16 (uvloop): whole
+# reads 24-25 ms first-delta p50; 64, 128 and 256 events a step 15-18 ms, but 64 cost 5-10%
+# of tokens/s and CPU per token (a write per step), 128 and 256 nothing measurable.
+STEP_EVENTS = 128
 _ENCODER = msgspec.json.Encoder()
 
 
