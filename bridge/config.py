@@ -106,6 +106,9 @@ class UpstreamConfig(_Strict):
     # Longest silence tolerated between two upstream reads (including the wait for the
     # first byte); there is no total timeout because a stream may last many minutes.
     idle_timeout: Seconds = 300.0
+    # The whole of a non-streamed answer (a request with `stream` false asks the provider
+    # for one JSON answer): from sending the request to its last byte, thinking included.
+    answer_timeout: Seconds = 600.0
     # Requests in flight to one provider at a time (each provider has its own share).
     max_connections: Count = 100
     # Attempts after the first, only while nothing of the answer has reached the client,
@@ -114,9 +117,9 @@ class UpstreamConfig(_Strict):
     # Longest wait before a retry; a longer Retry-After is passed on to the client instead.
     max_retry_wait: Seconds = 10.0
     # The largest answer a provider may send: a stream's text, reasoning and tool calls
-    # together, or the one JSON body of a provider that ignores `stream: true`; and the
-    # largest single event of a stream. Past them the upstream request is closed and the
-    # turn fails with a clear error.
+    # together, or the one JSON body of a non-streamed answer; and the largest single
+    # event of a stream. Past them the upstream request is closed and the turn fails with
+    # a clear error.
     max_answer_bytes: Size = 32 * 1024 * 1024
     max_event_bytes: Size = 16 * 1024 * 1024
 

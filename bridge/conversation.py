@@ -154,11 +154,12 @@ async def plan_turn(
     prefix: Prefix | None = None,
     stored: StoredHistory | None = None,
     large: bool = False,
+    stream: bool = True,
 ) -> PlannedTurn:
     """The upstream request for `req`: its stored chain first (or the `prefix` a WebSocket
     kept of it, or the `stored` conversation it names), reasoning filled in from its own
-    scope, and shaped for the provider's profile. A `large` request (its body is) is
-    translated and shaped in a thread."""
+    scope, and shaped for the provider's profile; streamed unless `stream` is False. A
+    `large` request (its body is) is translated and shaped in a thread."""
     profile = PROFILES[provider.profile]
     conversation = session_scope(headers)
     by_context = conversation is None
@@ -196,6 +197,7 @@ async def plan_turn(
         images=images,
         continuation=prefix.continuation if prefix else None,
         structured=profile.structured_output,
+        stream=stream,
     )
     try:
         # A very long conversation takes seconds to translate: off the loop then.

@@ -156,6 +156,9 @@ class Profile:
     refused_fields: tuple[str, ...] = ()
     # The temperatures the provider takes; others are brought into the range.
     temperature_range: tuple[float, float] | None = None
+    # A request that needs no events (`stream` false over HTTP) asks for one JSON answer,
+    # which the provider documents with the same reasoning fields as its stream.
+    whole_answers: bool = True
 
     @property
     def needs(self) -> ReplayNeeds:
@@ -205,7 +208,14 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "glm", thinking=_glm, reasoning_required="tool_calls", structured_output="json_object"
         ),
-        Profile("qwen", thinking=_qwen, structured_output="json_object"),
+        Profile(
+            "qwen",
+            thinking=_qwen,
+            structured_output="json_object",
+            # Model Studio's "Deep thinking" page: "The thinking mode only supports
+            # incremental output"; its FAQ: QwQ and QVQ are streaming-only.
+            whole_answers=False,
+        ),
         Profile(
             "gemini",
             thinking=_gemini,
@@ -218,6 +228,10 @@ PROFILES: dict[str, Profile] = {
             # frequency_penalty is an unknown field there.
             parallel_tool_calls=False,
             refused_fields=("frequency_penalty",),
+            # Thought summaries are told from the answer by a flag on each streamed delta
+            # (extra_content.google.thought) and a text answer's signature comes in a
+            # delta of its own: one whole message has room for neither.
+            whole_answers=False,
         ),
         Profile(
             "minimax",
@@ -233,8 +247,9 @@ PROFILES: dict[str, Profile] = {
         Profile("vllm", thinking=_template_kwargs, replay_field="reasoning"),
         Profile("ollama", replay_field="reasoning", parallel_tool_calls=False),
         Profile("llamacpp", thinking=_template_kwargs, parallel_tool_calls=False),
-        # The built-in demo model (bridge.demo): thinking, strict about replayed reasoning.
-        Profile("demo", reasoning_required="tool_calls"),
+        # The built-in demo model (bridge.demo): thinking, strict about replayed reasoning,
+        # and it only streams.
+        Profile("demo", reasoning_required="tool_calls", whole_answers=False),
     )
 }
 PROFILE_NAMES = tuple(PROFILES)

@@ -63,6 +63,8 @@ class Turn:
         # asked (a WebSocket's warm-up, `generate: false`).
         self._generate = parts.generate
         self._truncation = parts.truncation
+        # False: the provider is asked for one JSON answer (nothing needs the events).
+        self._streamed = parts.streamed
         self.upstream = context.upstreams[parts.model.provider]
         provider = context.config.providers[parts.model.provider]
         # The client's own Authorization header, for a provider with forward_client_key.
@@ -219,7 +221,13 @@ class Turn:
         if self.observer is not None:
             tap = self.observer.tap(tap)
         error = await pump(
-            self.upstream, body, self.translator, emitter.send, self._authorization, tap
+            self.upstream,
+            body,
+            self.translator,
+            emitter.send,
+            self._authorization,
+            tap,
+            whole=not self._streamed,
         )
         if error is not None and self.trace is not None:
             self.trace.upstream_data(f"\n[ended with {error.code}: {error.message}]\n".encode())

@@ -77,6 +77,8 @@ class TurnParts:
     messages: list[bytes] | None
     generate: bool
     truncation: Truncation | None
+    # Whether the provider is asked to stream (else for one JSON answer).
+    streamed: bool = True
 
 
 async def plan_parts(
@@ -99,6 +101,7 @@ async def plan_parts(
     provider = config.providers[model.provider]
     if model.provider not in context.upstreams:
         raise keyless_model(config, req.model)
+    streamed = needs_events(context.transport, req) or not PROFILES[provider.profile].whole_answers
     items = await resolve_item_references(store, items, client)
     conversation_id = conversation_of(req)
     history = None
@@ -117,6 +120,7 @@ async def plan_parts(
         prefix=prefix,
         stored=history,
         large=large,
+        stream=streamed,
     )
     plan = planned.plan
     replaces_last = plan.builder is not None and plan.builder.replaces_last
@@ -169,7 +173,14 @@ async def plan_parts(
         encoded.messages,
         generate,
         truncation,
+        streamed,
     )
+
+
+def needs_events(transport: str, req: ResponsesRequest) -> bool:
+    """Whether the turn's client takes its events as they come: a stream, a WebSocket, a
+    background response (its followers); not a JSON answer or a compaction's summary."""
+    return transport not in ("http", "compaction") or bool(req.stream) or bool(req.background)
 
 
 def _with_ids(items: list[Any]) -> list[Any]:

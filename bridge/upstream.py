@@ -123,6 +123,7 @@ class UpstreamClient:
         self._secrets = [api_key] if api_key else []
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._whole_headers = {**self._headers, "Accept": "application/json"}
         # sock_read bounds every read, the wait for the response headers included: it is
         # the idle time between upstream chunks. There is no total timeout on a stream.
         self._timeout = aiohttp.ClientTimeout(
@@ -131,7 +132,14 @@ class UpstreamClient:
             sock_connect=settings.connect_timeout,
             sock_read=settings.idle_timeout,
         )
+        # A non-streamed answer arrives whole when it is done: only its total time is bound.
+        self._whole_timeout = aiohttp.ClientTimeout(
+            total=settings.answer_timeout,
+            connect=settings.connect_timeout,
+            sock_connect=settings.connect_timeout,
+        )
         self.idle_timeout = settings.idle_timeout
+        self.answer_timeout = settings.answer_timeout
         self.max_retries = settings.max_retries
         self.max_retry_wait = settings.max_retry_wait
         self.max_answer_bytes = settings.max_answer_bytes
@@ -143,15 +151,28 @@ class UpstreamClient:
         """`text` safe to show and log: no API key, no credentials, bounded."""
         return clip(redact(text, self._secrets))
 
+    def request_error(self, exc: BaseException, *, whole: bool = False) -> ApiError:
+        """A failure to reach the provider or to get its answer in time, as a client-facing
+        error; for a non-streamed (`whole`) answer, a timeout names answer_timeout."""
+        connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+        if whole and isinstance(exc, TimeoutError) and not connecting:
+            return ApiError.server(
+                f"upstream did not finish its answer within {self.answer_timeout:g} seconds "
+                f"([upstream] answer_timeout; {self.display_url})",
+                status=504,
+            )
+        return connection_error(exc, self.display_url)
+
     @asynccontextmanager
     async def stream(
-        self, body: UpstreamBody, authorization: str | None = None
+        self, body: UpstreamBody, authorization: str | None = None, *, whole: bool = False
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST a streaming chat request; yields the 200 response, raises ApiError otherwise.
+        """POST a chat request, streamed or (`whole`) for one JSON answer; yields the 200
+        response, raises ApiError otherwise.
 
         `authorization` replaces the configured key (a provider with forward_client_key).
         """
-        headers = self._headers
+        headers = self._whole_headers if whole else self._headers
         secrets = self._secrets
         if authorization:
             headers = {**headers, "Authorization": authorization}
@@ -167,11 +188,11 @@ class UpstreamClient:
                     self.url,
                     data=data,
                     headers=headers,
-                    timeout=self._timeout,
+                    timeout=self._whole_timeout if whole else self._timeout,
                     allow_redirects=False,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise connection_error(exc, self.display_url) from None
+                raise self.request_error(exc, whole=whole) from None
             try:
                 if response.status != 200:
                     raise await self._refusal(response, secrets)

@@ -43,6 +43,9 @@ class Reply:
     content_type: str = "application/json"
     # Seconds of silence before the frame at that index (a model thinking mid-answer).
     pauses: dict[int, float] = field(default_factory=dict)
+    # The answer to a request with `stream` false (a chat.completion); None: made from
+    # `frames`, as the provider's non-streamed answer says what its stream did.
+    whole: Any = None
 
 
 def sse(payload: Any) -> bytes:
@@ -77,6 +80,92 @@ def usage_chunk(
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         },
     }
+
+
+# OpenAI's answer to stream_options on a request that does not stream.
+STREAM_OPTIONS_REFUSED = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+
+
+def completion_of(frames: list[bytes]) -> dict[str, Any]:
+    """The chat.completion a provider answers `stream: false` with, for the answer these
+    SSE frames stream: the message whole (its reasoning_content or reasoning, content,
+    refusal and tool calls in index order), the last finish_reason and the usage."""
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    calls: list[dict[str, Any]] = []
+    finish: str | None = None
+    usage: Any = None
+    details: list[dict[str, Any]] = []
+    for frame in frames:
+        for event in frame.split(b"\n\n"):
+            lines = [line for line in event.splitlines() if line.startswith(b"data:")]
+            data = b"\n".join(line.removeprefix(b"data:").strip() for line in lines)
+            if not data or data == b"[DONE]":
+                continue
+            payload = orjson.loads(data)
+            usage = payload.get("usage") or usage
+            for choice in payload.get("choices") or ():
+                usage = choice.get("usage") or usage
+                finish = choice.get("finish_reason") or finish
+                delta = choice.get("delta") or {}
+                for name in ("content", "reasoning_content", "reasoning", "refusal"):
+                    if delta.get(name) is not None:
+                        message[name] = (message.get(name) or "") + delta[name]
+                for call in delta.get("tool_calls") or ():
+                    _add_call(calls, call)
+                for entry in delta.get("reasoning_details") or ():
+                    _add_detail(details, entry)
+    if calls:
+        message["tool_calls"] = calls
+    if details:
+        message["reasoning_details"] = details
+    completion: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "fake-thinker",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    }
+    if usage is not None:
+        completion["usage"] = usage
+    return completion
+
+
+def _add_detail(details: list[dict[str, Any]], fragment: dict[str, Any]) -> None:
+    """A streamed reasoning_details fragment into the whole entries (OpenRouter's shape):
+    fragments of one `index` make one entry, their texts joined."""
+    entry = next((d for d in details if d.get("index") == fragment.get("index")), None)
+    if entry is None:
+        details.append(dict(fragment))
+        return
+    for key, value in fragment.items():
+        if key in ("text", "summary", "data") and isinstance(value, str):
+            entry[key] = (entry.get(key) or "") + value
+        elif value is not None:
+            entry.setdefault(key, value)
+
+
+def _add_call(calls: list[dict[str, Any]], delta: dict[str, Any]) -> None:
+    """One streamed tool-call delta into the whole calls: by index, else by id, else the
+    last call."""
+    index = delta.get("index")
+    known = [c for c in calls if delta.get("id") and c["id"] == delta.get("id")]
+    if index is not None:
+        while len(calls) <= index:
+            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call = calls[index]
+    elif known:
+        call = known[0]
+    elif delta.get("id") or not calls:
+        call = {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        calls.append(call)
+    else:
+        call = calls[-1]
+    call["id"] = delta.get("id") or call["id"]
+    function = delta.get("function") or {}
+    call["function"]["name"] = function.get("name") or call["function"]["name"]
+    call["function"]["arguments"] += function.get("arguments") or ""
+    if delta.get("extra_content"):
+        call["extra_content"] = delta["extra_content"]
 
 
 def thinking_text_reply(reasoning: list[str], text: list[str], prompt_tokens: int = 11) -> Reply:
@@ -234,6 +323,19 @@ class FakeUpstream:
             assert request.transport is not None
             self.peers.append(request.transport.get_extra_info("peername"))
             self.arrivals.append(time.monotonic())
+        streamed = body.get("stream") is True
+        if not streamed and "stream_options" in body:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": STREAM_OPTIONS_REFUSED,
+                        "type": "invalid_request_error",
+                        "param": "stream_options",
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
         if self.rules is not None:
             refusal = self.rules.refusal(body)
             if refusal is not None:
@@ -276,6 +378,8 @@ class FakeUpstream:
             return web.json_response(reply.json_body)
         if reply.status != 200:
             return web.json_response(reply.error_body, status=reply.status, headers=reply.headers)
+        if not streamed:
+            return await self._answer_whole(request, reply)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         try:
             await response.prepare(request)
@@ -298,3 +402,12 @@ class FakeUpstream:
             self.stream_abandoned.set()
             raise
         return response
+
+    async def _answer_whole(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        """A `stream: false` request's answer: after the time the stream would have taken,
+        the whole chat.completion (or nothing, for a stream that would have been cut off)."""
+        await asyncio.sleep(reply.frame_delay * len(reply.frames) + sum(reply.pauses.values()))
+        if reply.drop_after is not None and request.transport is not None:
+            request.transport.abort()
+            return web.StreamResponse()
+        return web.json_response(reply.whole or completion_of(reply.frames))

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tests.fake_upstream import DONE, Reply, sse
+from tests.fake_upstream import DONE, Reply, completion_of, sse
 
 Refusal = tuple[int, Any]
 
@@ -473,7 +473,12 @@ class MiniMax(StrictProvider):
         frames.append(sse(chunk({}, "tool_calls" if calls else "stop")))
         frames.append(sse(_usage(25, 12)))
         frames.append(DONE)
-        return Reply(frames)
+        whole = completion_of(frames)
+        if body.get("reasoning_split") is True:
+            # Not streamed, the message carries the details whole (MiniMax's
+            # OpenAI-compatible API page, its non-streaming example).
+            whole["choices"][0]["message"]["reasoning_details"] = details
+        return Reply(frames, whole=whole)
 
 
 def _pieces(text: str, size: int = 7) -> list[str]:

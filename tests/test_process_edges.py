@@ -76,9 +76,13 @@ async def test_trace_escapes_an_upstreams_control_characters_on_a_terminal(
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.post(f"{bridge.url}/v1/responses", json={"model": MODEL, "input": "x"}) as sent,
+            # Streamed: the upstream is asked for a stream, which carries the bytes.
+            session.post(
+                f"{bridge.url}/v1/responses", json={"model": MODEL, "input": "x", "stream": True}
+            ) as sent,
         ):
-            response_id = (await sent.json())["id"]
+            first = SSEParser().feed(await sent.read())[0]
+            response_id = orjson.loads(first.data)["response"]["id"]
         output = await asyncio.to_thread(_trace_on_a_terminal, config, bridge.url, response_id)
     finally:
         await bridge.stop()

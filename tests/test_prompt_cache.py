@@ -28,7 +28,7 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 FIXTURE = Path(__file__).parent / "fixtures" / "codex-0.169.0" / "tool-turn-2.request.json"
 ROUNDS = 100  # a tool call and a text answer each: 200 upstream requests
 # Where the messages end in the bridge's upstream body (the keys after them come in order).
-MESSAGES_END = b'],"stream":true'
+MESSAGES_END = b'],"stream":'
 
 
 def codex_request() -> tuple[dict[str, Any], dict[str, str]]:

@@ -178,15 +178,18 @@ async def test_reasoning_details_text_null_then_text_streams(
 STAGES = ["upstream", "parse", "translate", "plan"]
 
 
-def break_stage(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
-    """Make one stage of a turn raise an error nobody planned for."""
+def break_stage(monkeypatch: pytest.MonkeyPatch, stage: str, *, whole: bool = False) -> None:
+    """Make one stage of a turn raise an error nobody planned for; `whole`: of a turn the
+    provider answers with one JSON answer (its parse stage reads that)."""
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"injected failure in {stage}")
 
     target = {
         "upstream": "bridge.upstream.UpstreamClient.stream",
-        "parse": "bridge.sse.SSEParser.feed",
+        "parse": (
+            "bridge.wire.chat.ChatCompletion.as_chunk" if whole else "bridge.sse.SSEParser.feed"
+        ),
         "translate": "bridge.translate.stream.StreamTranslator.add",
         "plan": "bridge.turn_plan.plan_turn",
     }[stage]
@@ -225,7 +228,7 @@ async def test_a_failure_at_any_stage_is_a_proper_error_without_streaming(
     bridge: TestClient, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:
     fake_upstream.script(thinking_text_reply(["r"], ["a"]))
-    break_stage(monkeypatch, stage)
+    break_stage(monkeypatch, stage, whole=True)
     response = await bridge.post("/v1/responses", json={"model": MODEL, "input": "x"})
     assert response.status == 500
     error = (await response.json())["error"]

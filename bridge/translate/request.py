@@ -106,8 +106,10 @@ def translate_request(
     images: bool = True,
     continuation: Continuation | None = None,
     structured: StructuredOutput = "json_schema",
+    stream: bool = True,
 ) -> ChatRequestPlan:
-    """The whole upstream body for a Responses request; always a streaming request.
+    """The whole upstream body for a Responses request: streamed, unless `stream` is
+    False (one JSON answer, for a client that needs no events).
 
     Without `images` (a text-only model) every image is replaced by a short note.
 
@@ -132,9 +134,10 @@ def translate_request(
     body: dict[str, Any] = {
         "model": upstream_model,
         "messages": messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream": stream,
     }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     tools = allowed_only(tools, request.tool_choice)
     if tools:
         body["tools"] = tools
