@@ -466,7 +466,7 @@ async def test_locked_database_answer_streams_and_writes_recover(
         assert final["response"]["store_pending"] == ["response", "input_items", "reasoning"]
         locked_id = final["response"]["id"]
         # On disk before the final event went out.
-        assert len(list((state_directory / "spool").glob("*.entry"))) == 1
+        assert len(list((state_directory / "spool").rglob("*.entry"))) == 1
         readiness = await bridge.get("/readyz")
         assert readiness.status == 503
         assert (await readiness.json())["spooled"] == 1

@@ -244,6 +244,6 @@ async def test_store_files_are_private(
     fake_upstream.script(thinking_text_reply([], ["x"]))
     await sdk.responses.create(model=MODEL, input="x")
     assert state_directory.stat().st_mode & 0o777 == 0o700
-    for path in state_directory.iterdir():
+    for path in state_directory.rglob("*"):
         private = 0o700 if path.is_dir() else 0o600  # the spool is a directory
         assert path.stat().st_mode & 0o777 == private, path

@@ -229,7 +229,7 @@ class Spool:
     async def open(self) -> None:
         """Create the directory (private), say which database it is for, and learn what
         earlier runs left in it."""
-        await asyncio.to_thread(self.directory.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(_make_private, self.directory)
         if self.database:
             await asyncio.to_thread(_label, self.directory, self.database)
         await self.scan()
@@ -318,11 +318,18 @@ class Spool:
                 del self._ids[known[0]]
 
 
+def _make_private(directory: Path) -> None:
+    """The spool of one database and the spool directory it is in, readable by no one else."""
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, exist_ok=True)
+
+
 def _label(directory: Path, database: str) -> None:
     """A DATABASE file naming the database the spool's entries are for (once)."""
-    label = directory / DATABASE_NAME
-    if not label.exists():
-        label.write_text(database + "\n", encoding="utf-8")
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(directory / DATABASE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as label:
+            label.write(database + "\n")
 
 
 def _write_durably(directory: Path, name: str, data: bytes) -> None:
