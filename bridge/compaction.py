@@ -106,7 +106,7 @@ async def _compact(request: web.Request, share: Share) -> web.Response:
     )
 
 
-def _with_model_checked(body: bytes | bytearray) -> bytes | bytearray:
+def _with_model_checked(body: bytes) -> bytes:
     """The body, once it is known to name a model (400 otherwise, as OpenAI answers)."""
     try:
         found = _COMPACT_BODY.decode(body)

@@ -19,7 +19,7 @@ _REPLACEMENT = rb"\ufffd"
 _BACKSLASH = 0x5C
 
 
-def _is_escape(body: bytes | bytearray, start: int) -> bool:
+def _is_escape(body: bytes, start: int) -> bool:
     """Whether the backslash at `start` begins an escape (it is not itself escaped)."""
     count = 0
     position = start - 1
@@ -33,7 +33,7 @@ def _is_high(escape: bytes) -> bool:
     return escape[3:4] in (b"8", b"9", b"a", b"b", b"A", b"B")
 
 
-def replace_lone_surrogates(body: bytes | bytearray) -> bytes | None:
+def replace_lone_surrogates(body: bytes) -> bytes | None:
     """The JSON text with every unpaired surrogate escape replaced by `\\ufffd`; None when
     it has none (then it is not what made a decoder refuse it)."""
     escapes = [m for m in _SURROGATE.finditer(body) if _is_escape(body, m.start())]

@@ -25,7 +25,7 @@ LARGE_REQUEST = 1024 * 1024
 DECODE_IN_THREAD = 8 * 1024 * 1024
 
 
-def parse_request(body: bytes | bytearray) -> tuple[ResponsesRequest, list[Any]]:
+def parse_request(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
     """The request body as a typed request and its input as items; ApiError 400 naming the
     field otherwise."""
     try:
@@ -55,7 +55,7 @@ _RAW_INPUT = msgspec.json.Decoder(_RawInput)
 _ITEM = msgspec.json.Decoder(Any)
 
 
-def _parse_large(body: bytes | bytearray) -> tuple[ResponsesRequest, list[Any]]:
+def _parse_large(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
     """parse_request in short steps: one scan of the body, then each item on its own, so a
     thread doing it lets the event loop in between (one decode of everything would hold
     the interpreter for the whole body)."""
@@ -72,7 +72,7 @@ def _parse_large(body: bytes | bytearray) -> tuple[ResponsesRequest, list[Any]]:
     return request, input_items(request)
 
 
-async def parse_request_off_loop(body: bytes | bytearray) -> tuple[ResponsesRequest, list[Any]]:
+async def parse_request_off_loop(body: bytes) -> tuple[ResponsesRequest, list[Any]]:
     """parse_request; in a thread, in short steps, for a large body, so other streams go
     on meanwhile."""
     if len(body) < DECODE_IN_THREAD:

@@ -53,7 +53,7 @@ async def _create(request: web.Request, share: Share) -> web.StreamResponse:
         return await _answer(request, body)
 
 
-async def _answer(request: web.Request, body: bytes | bytearray) -> web.StreamResponse:
+async def _answer(request: web.Request, body: bytes) -> web.StreamResponse:
     app = request.app
     req, items = await parse_request_off_loop(body)
     entry = request[REQUEST_LOG]

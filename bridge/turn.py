@@ -92,7 +92,7 @@ class Turn:
         request: ResponsesRequest,
         items: list[Any],
         *,
-        raw: bytes | bytearray = b"",
+        raw: bytes = b"",
         prefix: Prefix | None = None,
         generate: bool = True,
         keep_messages: bool = False,
@@ -121,7 +121,7 @@ class Turn:
         turn._observe(raw)
         return turn
 
-    def _observe(self, raw: bytes | bytearray) -> None:
+    def _observe(self, raw: bytes) -> None:
         """Kept for GET /debug/turns and measured for GET /metrics, from here on."""
         context, model = self.context, self.request.model
         if context.ring is not None:

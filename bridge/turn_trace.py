@@ -29,12 +29,12 @@ class Part:
     __slots__ = ("_chunks", "_kept", "_limit", "dropped")
 
     def __init__(self, limit: int) -> None:
-        self._chunks: list[bytes | bytearray] = []
+        self._chunks: list[bytes] = []
         self._kept = 0
         self._limit = limit
         self.dropped = 0
 
-    def add(self, data: bytes | bytearray) -> None:
+    def add(self, data: bytes) -> None:
         room = self._limit - self._kept
         if room <= 0:
             self.dropped += len(data)
@@ -61,7 +61,7 @@ class TurnTrace:
         model: str,
         provider: str,
         transport: str,
-        request: bytes | bytearray,
+        request: bytes,
         limit: int,
     ) -> None:
         self.response_id = response_id
