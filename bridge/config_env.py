@@ -3,6 +3,7 @@ state is, and whether its address may be listened on."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from bridge.config import Config, ConfigError
 from bridge.config_load import table_key
+from bridge.errors import redact_url
 
 
 def used_providers(config: Config) -> set[str]:
@@ -81,6 +83,20 @@ def spool_path(config: Config, environ: Mapping[str, str]) -> Path | None:
         return None
     path = Path(config.store.spool_dir).expanduser()
     return path if path.is_absolute() else state_directory(environ) / path
+
+
+def database_identity(config: Config, environ: Mapping[str, str], path: Path | None = None) -> str:
+    """What names the store's database: a SQLite file's absolute path, or PostgreSQL's URL
+    without the user and password it may carry (`path` overrides the SQLite file)."""
+    if config.store.url is not None:
+        return redact_url(config.store.url)
+    return f"sqlite:{(path or store_path(config, environ)).resolve()}"
+
+
+def spool_directory(spool: Path, database: str) -> Path:
+    """The spool of one database inside the configured spool directory: bridges on the same
+    database share it, and no other database's bridge ever writes its entries."""
+    return spool / f"db-{hashlib.sha256(database.encode()).hexdigest()[:16]}"
 
 
 def resolve_client_keys(config: Config, environ: Mapping[str, str]) -> tuple[str, ...]:

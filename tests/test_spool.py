@@ -180,7 +180,7 @@ async def test_a_turn_spooled_before_the_bridge_died_is_written_by_the_next_star
                 assert got.status == 200
                 stored = await got.json()
         assert stored["output"][0]["content"][0]["text"] == "durable thought"
-        assert list((state_directory / "spool").glob("*.entry")) == []
+        assert list((state_directory / "spool").rglob("*.entry")) == []
     finally:
         blocker.close()
         await bridge.stop()
@@ -204,3 +204,48 @@ async def test_without_a_spool_a_turn_the_database_cannot_take_says_store_false(
         blocker.close()
     assert body["store"] is False and "store_pending" not in body
     assert not (state_directory / "spool").exists()
+
+
+async def test_a_bridge_never_writes_the_spooled_turns_of_another_database(
+    tmp_path: Path, fake_upstream: FakeUpstream, state_directory: Path
+) -> None:
+    """Two configs with their own databases and the default spool directory: a turn spooled
+    for one stays for it, however long the other runs."""
+    locked, other = state_directory / "locked.db", state_directory / "other.db"
+    configs = []
+    for database in (locked, other):
+        config = tmp_path / f"{database.stem}.toml"
+        config.write_text(
+            f'[store]\npath = "{database}"\nwrite_timeout = 0.5\n'
+            f'[providers.fake]\nbase_url = "{fake_upstream.url}/v1"\n'
+            f'[models."{MODEL}"]\nprovider = "fake"\n'
+        )
+        configs.append(config)
+    first = BridgeProcess(configs[0], free_port(), log=tmp_path / "first.log")
+    await first.start()
+    blocker = sqlite3.connect(locked, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+        fake_upstream.script(thinking_text_reply(["for the locked one"], ["answered"]))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{first.url}/v1/responses", json={"model": MODEL, "input": "x"}
+            ) as answer:
+                final = await answer.json()
+            assert final["store_pending"] == ["response", "input_items", "reasoning"]
+            await first.kill()
+            second = BridgeProcess(configs[1], free_port(), log=tmp_path / "second.log")
+            await second.start()
+            try:
+                await ready_again(lambda path: session.get(f"{second.url}{path}"))
+                # Ready means its own spool was written; the other database's is not its own.
+                async with session.get(f"{second.url}/v1/responses/{final['id']}") as got:
+                    assert got.status == 404
+            finally:
+                await second.stop()
+        with closing(sqlite3.connect(other)) as db:
+            assert db.execute("SELECT count(*) FROM responses").fetchone() == (0,)
+        (entry,) = (state_directory / "spool").rglob("*.entry")
+        assert (entry.parent / "DATABASE").read_text() == f"sqlite:{locked.resolve()}\n"
+    finally:
+        blocker.close()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bridge.config import Config
-from bridge.config_env import spool_path, store_path
+from bridge.config_env import database_identity, spool_directory, spool_path, store_path
 from bridge.exit_codes import Exit
 from bridge.migrate import MigrationError, SchemaState, plan
 from bridge.store import postgres_setup
@@ -58,7 +58,12 @@ async def open_store(
     directory = spool_path(config, environ)
     spool = None
     if directory is not None and opening.serves:
-        spool = Spool(directory, int(config.store.spool_max_mb * 1024 * 1024))
+        database = database_identity(config, environ, path)
+        spool = Spool(
+            spool_directory(directory, database),
+            int(config.store.spool_max_mb * 1024 * 1024),
+            database=database,
+        )
     if config.store.url is not None:
         # PostgreSQL's modules (and asyncpg) load only for a config that uses it.
         from bridge.store.postgres import PostgresStore

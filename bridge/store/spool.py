@@ -7,9 +7,11 @@ entries to the database, oldest first, once it answers again. The spool is bound
 (`[store] spool_max_mb`): past it, a turn is not kept, and its final event says store: false
 as before.
 
-Several bridges may share a spool directory: files are complete before they get their
-name (written aside, then renamed), one bridge at a time writes them to the database (a
-lock file), and writing an entry twice stores the same rows again (the writes are upserts).
+Each database has its own spool, a subdirectory of `[store] spool_dir` named from the
+database's path or URL (bridge.config_env.spool_directory), so a bridge never writes another
+database's entries. Several bridges on one database share it: files are complete before
+they get their name (written aside, then renamed), one bridge at a time writes them to the
+database (a lock file), and writing an entry twice stores the same rows again (upserts).
 Entries the database refuses for what they hold are set aside in `rejected/`, never lost.
 """
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SUFFIX = ".entry"
 LOCK_NAME = ".lock"
+DATABASE_NAME = "DATABASE"
 REJECTED = "rejected"
 
 
@@ -189,9 +192,11 @@ def entry_id(entry: SpoolEntry) -> str:
 class Spool:
     """A directory of entries waiting for the database, at most `max_bytes` of them."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, database: str = "") -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        # The database its entries are for, written beside them for whoever looks.
+        self.database = database
         # The entries on disk as last seen (this process's, and those a scan found), by
         # file name: their response id and size.
         self._files: dict[str, tuple[str, int]] = {}
@@ -222,8 +227,11 @@ class Spool:
         self._bytes = sum(size for _, size in files.values())
 
     async def open(self) -> None:
-        """Create the directory (private) and learn what earlier runs left in it."""
+        """Create the directory (private), say which database it is for, and learn what
+        earlier runs left in it."""
         await asyncio.to_thread(self.directory.mkdir, mode=0o700, parents=True, exist_ok=True)
+        if self.database:
+            await asyncio.to_thread(_label, self.directory, self.database)
         await self.scan()
 
     async def keep(self, entry: SpoolEntry) -> bool:
@@ -308,6 +316,13 @@ class Spool:
             self._ids[known[0]] -= 1
             if self._ids[known[0]] <= 0:
                 del self._ids[known[0]]
+
+
+def _label(directory: Path, database: str) -> None:
+    """A DATABASE file naming the database the spool's entries are for (once)."""
+    label = directory / DATABASE_NAME
+    if not label.exists():
+        label.write_text(database + "\n", encoding="utf-8")
 
 
 def _write_durably(directory: Path, name: str, data: bytes) -> None:
