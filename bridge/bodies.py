@@ -92,11 +92,21 @@ async def read_body(request: web.Request, share: Share, *, seconds: float, limit
         if declared > limit:
             raise too_large(limit)
         share.hold(declared)
+        # The whole body is read and held anyway: buffering up to its length spares the
+        # connection a pause and a resume every 128 KiB (aiohttp's request.read() does so).
+        request.content.set_read_chunk_size(declared)
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(seconds):
-            while chunk := await request.content.readany():
+            while True:
+                # One buffered chunk at a time: readany() joins all that is buffered (a
+                # copy of most of a large body) before the join below copies it again.
+                chunk, chunk_end = await request.content.readchunk()
+                if not chunk:
+                    if chunk_end:  # the end of an HTTP chunk, not of the body
+                        continue
+                    break
                 size += len(chunk)
                 if size > limit:
                     raise too_large(limit)

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # Conversations longer than this (items) are translated in a thread.
 TRANSLATE_IN_THREAD = 20_000
+# ... and tool lists this long: a tool costs the translation some forty times what an
+# item does (100,000 tools held the loop 4 s).
+TOOLS_IN_THREAD = 2000
 _ITEM = msgspec.json.Decoder(Any)
 
 
@@ -202,7 +205,12 @@ async def plan_turn(
     try:
         # A very long conversation takes seconds to translate: off the loop then.
         # (A tool costs about what an item does: 100,000 tools held the loop for 4 s.)
-        if large or len(items) + len(history) + len(req.tools or ()) > TRANSLATE_IN_THREAD:
+        tools = len(req.tools or ())
+        if (
+            large
+            or len(items) + len(history) + tools > TRANSLATE_IN_THREAD
+            or tools >= TOOLS_IN_THREAD
+        ):
             plan = await asyncio.to_thread(translate)
         else:
             plan = translate()

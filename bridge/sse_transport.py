@@ -22,7 +22,7 @@ from bridge.bodies import Share, read_body
 from bridge.emitter import ClientGone, EventSink, StallWatch, discard
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
-from bridge.request_parsing import DECODE_IN_THREAD, parse_request_off_loop
+from bridge.request_parsing import LARGE_REQUEST, parse_request_off_loop
 from bridge.sse import DONE, encode_frames
 from bridge.turn import SHUTTING_DOWN, Turn
 from bridge.turn_context import turn_context
@@ -62,7 +62,7 @@ async def _answer(request: web.Request, body: bytes) -> web.StreamResponse:
         label=entry.request_id,
         transport="background" if req.background else "http",
     )
-    turn = await Turn.plan(context, req, items, raw=body, large=len(body) >= DECODE_IN_THREAD)
+    turn = await Turn.plan(context, req, items, raw=body, large=len(body) >= LARGE_REQUEST)
     entry.model, entry.provider = req.model, turn.model.provider
     entry.response_id = turn.response.id
     if req.background:

@@ -156,6 +156,7 @@ class Turn:
                     log.warning("response %s: %s; turn ended", self.response.id, gone.reason)
                     translator.mark_failed(ApiError.server(f"the client {gone.reason}"))
                     await asyncio.shield(self.record())
+                    self._recorder.remember()
                 raise
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
@@ -272,14 +273,20 @@ class Turn:
         """Recorded, then the terminal event (saying whether it was kept)."""
         if not await self.record():
             self.response.store = False
-        await emitter.end(self.translator.terminal)
+        try:
+            await emitter.end(self.translator.terminal)
+        finally:
+            self._recorder.remember()
 
     async def _fail(self, emitter: Emitter, error: ApiError) -> None:
         """End with response.failed, recorded first (as failed)."""
         self.translator.mark_failed(error)
         if not await self.record():
             self.response.store = False
-        await emitter.end(self.translator.failed)
+        try:
+            await emitter.end(self.translator.failed)
+        finally:
+            self._recorder.remember()
 
     async def _failed_inside(self, emitter: Emitter, exc: Exception) -> ApiError:
         """A bug inside the bridge: logged, and the turn still ends failed."""

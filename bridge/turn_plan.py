@@ -154,7 +154,6 @@ async def plan_parts(
         planned,
         context.headers,
         conversation_id=conversation_id,
-        large=large,
     )
     truncation = None
     if req.truncation == "auto" and generate:

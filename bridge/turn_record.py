@@ -62,7 +62,6 @@ class TurnRecorder:
         headers: CIMultiDictProxy[str],
         *,
         conversation_id: str | None = None,
-        large: bool = False,
     ) -> None:
         self._store = store
         self._request = request
@@ -72,7 +71,8 @@ class TurnRecorder:
         self._session_id = header(headers, SESSION_HEADERS)
         self._thread_id = header(headers, THREAD_HEADERS)
         self._conversation_id = conversation_id
-        self._large = large
+        # The digests of the input once stored, until remember() hands them to the cache.
+        self._stored_digests: ItemDigests | None = None
         self._preparing = asyncio.ensure_future(self._prepare())
 
     async def _prepare(self) -> _Prepared:
@@ -126,9 +126,11 @@ class TurnRecorder:
                 encoded=prepared.encoded,
                 item_digests=digests.digests if digests is not None else None,
             )
-            # A large request takes a while to encode: off the loop then.
+            # The items come encoded (_prepare): what is left grows with the tool list, off
+            # the loop for a long one. A large input alone is no reason for a thread's
+            # hand-off here, which the client would wait for.
             many = len(items) + len(self._request.tools or ()) > ENCODE_IN_THREAD
-            turn = await asyncio.to_thread(make) if self._large or many else make()
+            turn = await asyncio.to_thread(make) if many else make()
             # What the database could not take yet waits in the spool; the final object
             # lists it.
             response.store_pending = (
@@ -138,11 +140,19 @@ class TurnRecorder:
             log.warning("response %s not stored: %s", response.id, exc)
             return False
         if digests is not None:
-            scope = planned.scope
-            self._store.replays.remember(
-                scope.client, scope.conversation, response.id, items, digests
-            )
+            self._stored_digests = digests
         return True
+
+    def remember(self) -> None:
+        """The stored input kept in the store's replay cache, for the client's next request:
+        done once the final event is out, as it lets go of the conversation's previous input
+        (0.5 ms for a 5 MB one) and the client need not wait for that."""
+        digests, self._stored_digests = self._stored_digests, None
+        if digests is not None:
+            scope = self._planned.scope
+            self._store.replays.remember(
+                scope.client, scope.conversation, self._response.id, self._items, digests
+            )
 
     async def _append_to_conversation(self, conversation_id: str) -> None:
         """A turn that gave an answer joins its conversation; a failed or cancelled one

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
 # Upstream bodies with more messages than this are encoded in a thread, message by message.
 ENCODE_IN_THREAD = 5000
+# ... and with more than this, message by message on the loop: a long conversation's body
+# in one buffer is a fresh allocation of megabytes, whose page faults cost more than the
+# encoding (5 MB: 4.5 ms against 2 ms in pieces).
+ENCODE_IN_PIECES = 256
 # Tool lists longer than this are echoed and encoded in a thread, tool by tool (100,000
 # tools held the loop 1.3 s).
 ECHO_IN_THREAD = 2000
@@ -86,7 +90,8 @@ async def encode_upstream_body(
     if prefix is not None:
         earlier = prefix.pieces[:-1] if replaces_last else prefix.pieces
     large = large or len(messages) + len(earlier) >= ENCODE_IN_THREAD or _many_tools(body)
-    if prefix is None and not keep_messages and not large:
+    pieces = len(messages) >= ENCODE_IN_PIECES
+    if prefix is None and not keep_messages and not large and not pieces:
         return EncodedBody(UpstreamBody.of(_ENCODER.encode(body)))
     assemble = functools.partial(_assemble, body, context_start, earlier, keep=keep_messages)
     if not large:

@@ -32,7 +32,7 @@ from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.open_sockets import SOCKETS
 from bridge.request_log import RequestLog
-from bridge.request_parsing import DECODE_IN_THREAD, parse_request_off_loop
+from bridge.request_parsing import LARGE_REQUEST, parse_request_off_loop
 from bridge.socket_state import SocketConversations, conversation_after
 from bridge.turn import SHUTTING_DOWN, Turn
 from bridge.turn_context import turn_context
@@ -286,7 +286,7 @@ class _Socket:
                 prefix=prefix,
                 generate=generate,
                 keep_messages=True,
-                large=len(data) >= DECODE_IN_THREAD,
+                large=len(data) >= LARGE_REQUEST,
             )
         except ApiError as exc:
             self._log(label, started, exc.status, outcome=exc.code or "error")

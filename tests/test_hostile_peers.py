@@ -298,6 +298,31 @@ async def test_bodies_that_do_not_decode_are_400(
     assert (await response.json())["error"]["code"] in (code, "invalid_json", "invalid_value")
 
 
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_body_sent_in_http_chunks_is_read_whole(
+    bridge: TestClient, fake_upstream: FakeUpstream, encoding: str
+) -> None:
+    text = "".join(f"line {n} of a long message\n" for n in range(20_000))
+    body = json.dumps({"model": MODEL, "input": text}).encode()
+    if encoding == "gzip":
+        body = gzip.compress(body)
+    fake_upstream.script(thinking_text_reply([], ["ok"]))
+
+    async def pieces() -> Any:
+        # Chunked transfer encoding (no Content-Length), one HTTP chunk per piece.
+        for start in range(0, len(body), 7_000):
+            yield body[start : start + 7_000]
+            await asyncio.sleep(0)
+
+    response = await bridge.post(
+        "/v1/responses",
+        data=pieces(),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert response.status == 200, await response.text()
+    assert fake_upstream.requests[-1]["messages"][-1]["content"] == text
+
+
 async def test_a_newline_in_the_path_cannot_forge_a_log_line(
     bridge: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
