@@ -9,9 +9,10 @@ loop's worst stall as a client sees it. Prints one Markdown table row per case. 
 (issue 22): worst /healthz under 1 s for every body up to the size limit.
 
 Cases: tools_100k, tools_250k (function tools, 24 and 60 MB), items_1_8m (1.8M input
-items, 61 MB), bodies_12x63mb (12 bodies of 63 MB at once), background_52mb (a background
-response with 52 MB of reasoning), endless_arguments (an upstream that never ends a tool
-call's arguments).
+items, 61 MB), tools_1999_8mb and items_19999_8mb (just under the counts and the size past
+which a request's work goes to threads: the most translated on the loop), bodies_12x63mb
+(12 bodies of 63 MB at once), background_52mb (a background response with 52 MB of
+reasoning), endless_arguments (an upstream that never ends a tool call's arguments).
 """
 
 from __future__ import annotations
@@ -198,6 +199,18 @@ def tools_body(count: int) -> bytes:
     return orjson.dumps({"model": "bench", "input": "hi", "tools": tools})
 
 
+def wide_tools_body(count: int, size: int) -> bytes:
+    """`count` function tools of about `size` bytes each (a long description)."""
+    tool = {
+        "type": "function",
+        "name": "",
+        "description": "d" * size,
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+    }
+    tools = [{**tool, "name": f"tool_{n}"} for n in range(count)]
+    return orjson.dumps({"model": "bench", "input": "hi", "tools": tools})
+
+
 def items_body(count: int) -> bytes:
     items = [{"role": "user", "content": "hi"}] * count
     return orjson.dumps({"model": "bench", "input": items})
@@ -269,6 +282,18 @@ CASES: dict[str, tuple[str, str, Callable[[], Case]]] = {
     "tools_100k": ("short", "", lambda: _with(tools_body(100_000))),
     "tools_250k": ("short", "", lambda: _with(tools_body(250_000))),
     "items_1_8m": ("short", "", lambda: _with(items_body(1_800_000))),
+    # Just under what sends a request's work to threads (8 MiB, 2,000 tools, 20,000 items):
+    # the most that is translated on the loop itself.
+    "tools_1999_8mb": ("short", "", lambda: _with(wide_tools_body(1_999, 4_000))),
+    "items_19999_8mb": (
+        "short",
+        "",
+        lambda: _with(
+            orjson.dumps(
+                {"model": "bench", "input": [{"role": "user", "content": "x" * 370}] * 19_999}
+            )
+        ),
+    ),
     "bodies_12x63mb": (
         "short",
         "",
