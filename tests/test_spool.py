@@ -148,30 +148,41 @@ async def test_bridges_sharing_a_spool_take_turns_and_foreign_entries_are_left(
     assert (directory / REJECTED / "0-2-000000.entry").exists()
 
 
+def spooling_config(path: Path, database: Path, upstream: str) -> Path:
+    """A bridge config at `path` whose writes give up after 0.5 s (then spool)."""
+    path.write_text(
+        f'[store]\npath = "{database}"\nwrite_timeout = 0.5\n'
+        f'[providers.fake]\nbase_url = "{upstream}/v1"\n'
+        f'[models."{MODEL}"]\nprovider = "fake"\n'
+    )
+    return path
+
+
+async def spooled_answer(
+    session: aiohttp.ClientSession, url: str, fake_upstream: FakeUpstream, thought: str
+) -> dict[str, Any]:
+    """A turn answered while its database is locked: its final object, saying it waits."""
+    fake_upstream.script(thinking_text_reply([thought], ["answered"]))
+    async with session.post(f"{url}/v1/responses", json={"model": MODEL, "input": "x"}) as answer:
+        final: dict[str, Any] = await answer.json()
+    assert final["store_pending"] == ["response", "input_items", "reasoning"]
+    return final
+
+
 async def test_a_turn_spooled_before_the_bridge_died_is_written_by_the_next_start(
     tmp_path: Path, fake_upstream: FakeUpstream, state_directory: Path
 ) -> None:
     """Durable: the entry is on disk before the final event, so kill -9 right after it
     loses nothing; the next start writes it."""
     database = state_directory / "bridge.db"
-    config = tmp_path / "bridge.toml"
-    config.write_text(
-        f'[store]\npath = "{database}"\nwrite_timeout = 0.5\n'
-        f'[providers.fake]\nbase_url = "{fake_upstream.url}/v1"\n'
-        f'[models."{MODEL}"]\nprovider = "fake"\n'
-    )
+    config = spooling_config(tmp_path / "bridge.toml", database, fake_upstream.url)
     bridge = BridgeProcess(config, free_port(), log=tmp_path / "bridge.log", log_level="info")
     await bridge.start()
     blocker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
     try:
         await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
-        fake_upstream.script(thinking_text_reply(["durable thought"], ["answered"]))
         async with aiohttp.ClientSession() as session:
-            async with session.post(
-                f"{bridge.url}/v1/responses", json={"model": MODEL, "input": "x"}
-            ) as answer:
-                final = await answer.json()
-            assert final["store_pending"] == ["response", "input_items", "reasoning"]
+            final = await spooled_answer(session, bridge.url, fake_upstream, "durable thought")
             await bridge.kill()
             blocker.execute("ROLLBACK")
             await bridge.start()
@@ -212,27 +223,17 @@ async def test_a_bridge_never_writes_the_spooled_turns_of_another_database(
     """Two configs with their own databases and the default spool directory: a turn spooled
     for one stays for it, however long the other runs."""
     locked, other = state_directory / "locked.db", state_directory / "other.db"
-    configs = []
-    for database in (locked, other):
-        config = tmp_path / f"{database.stem}.toml"
-        config.write_text(
-            f'[store]\npath = "{database}"\nwrite_timeout = 0.5\n'
-            f'[providers.fake]\nbase_url = "{fake_upstream.url}/v1"\n'
-            f'[models."{MODEL}"]\nprovider = "fake"\n'
-        )
-        configs.append(config)
+    configs = [
+        spooling_config(tmp_path / f"{database.stem}.toml", database, fake_upstream.url)
+        for database in (locked, other)
+    ]
     first = BridgeProcess(configs[0], free_port(), log=tmp_path / "first.log")
     await first.start()
     blocker = sqlite3.connect(locked, isolation_level=None, check_same_thread=False)
     try:
         await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
-        fake_upstream.script(thinking_text_reply(["for the locked one"], ["answered"]))
         async with aiohttp.ClientSession() as session:
-            async with session.post(
-                f"{first.url}/v1/responses", json={"model": MODEL, "input": "x"}
-            ) as answer:
-                final = await answer.json()
-            assert final["store_pending"] == ["response", "input_items", "reasoning"]
+            final = await spooled_answer(session, first.url, fake_upstream, "for the locked one")
             await first.kill()
             second = BridgeProcess(configs[1], free_port(), log=tmp_path / "second.log")
             await second.start()
