@@ -171,22 +171,22 @@ def generic(fake: FakeUpstream) -> tuple[Turn, Turn]:
     )
 
 
-def deepseek(fake: FakeUpstream) -> tuple[Turn, Turn]:
-    rules = fake.rules = DeepSeek()
+def reasoning_content(rules: DeepSeek | Kimi, fake: FakeUpstream) -> tuple[Turn, Turn]:
+    """A strict fake of a provider that wants reasoning_content back (DeepSeek, Kimi)."""
+    fake.rules = rules
     call = Call("c1", "read_file", arguments(path="a"))
     return (
         lambda body: rules.turn(reasoning="I should read a.", calls=[call]),
         lambda body: rules.turn(reasoning="Read it.", text="alpha"),
     )
+
+
+def deepseek(fake: FakeUpstream) -> tuple[Turn, Turn]:
+    return reasoning_content(DeepSeek(), fake)
 
 
 def kimi(fake: FakeUpstream) -> tuple[Turn, Turn]:
-    rules = fake.rules = Kimi()
-    call = Call("c1", "read_file", arguments(path="a"))
-    return (
-        lambda body: rules.turn(reasoning="I should read a.", calls=[call]),
-        lambda body: rules.turn(reasoning="Read it.", text="alpha"),
-    )
+    return reasoning_content(Kimi(), fake)
 
 
 def minimax(fake: FakeUpstream) -> tuple[Turn, Turn]:
