@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jsonschema
 import msgspec
 
 # How a profile's provider takes text.format: as Chat Completions' json_schema
@@ -41,6 +40,10 @@ class OutputCheck:
             return f"the model's answer is not JSON ({exc}): {_quote(text)}"
         if self.schema is None:
             return None
+        # Loaded by the first answer that needs it: 2.5 MB a bridge that never sees a
+        # json_schema format does not carry.
+        import jsonschema
+
         try:
             validator = jsonschema.validators.validator_for(self.schema)(self.schema)
             error = jsonschema.exceptions.best_match(validator.iter_errors(value))
