@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bridge.conversation import (
@@ -32,7 +33,7 @@ from bridge.store import StoreError
 from bridge.turn_plan import TurnContext, TurnParts, plan_parts
 from bridge.turn_trace import TurnTrace
 from bridge.turns import TurnAborted
-from bridge.wire.events import ResponseObject
+from bridge.wire.events import ResponseEvent, ResponseObject
 from bridge.wire.responses import ResponsesRequest
 
 log = logging.getLogger(__name__)
@@ -271,20 +272,22 @@ class Turn:
 
     async def _end(self, emitter: Emitter) -> None:
         """Recorded, then the terminal event (saying whether it was kept)."""
-        if not await self.record():
-            self.response.store = False
-        try:
-            await emitter.end(self.translator.terminal)
-        finally:
-            self._recorder.remember()
+        await self._recorded_then(emitter, self.translator.terminal)
 
     async def _fail(self, emitter: Emitter, error: ApiError) -> None:
         """End with response.failed, recorded first (as failed)."""
         self.translator.mark_failed(error)
+        await self._recorded_then(emitter, self.translator.failed)
+
+    async def _recorded_then(
+        self, emitter: Emitter, final: Callable[[], list[ResponseEvent]]
+    ) -> None:
+        """Record the turn, then send its `final` events; the replay cache learns the
+        stored input once they are out (the client need not wait for that)."""
         if not await self.record():
             self.response.store = False
         try:
-            await emitter.end(self.translator.failed)
+            await emitter.end(final)
         finally:
             self._recorder.remember()
 
