@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ async def test_every_write_queued_for_the_committer_is_answered(
 
     def turn(response_id: str, tokens: int = 1) -> Any:
         req = ResponsesRequest(model="m", input=[{"role": "user", "content": response_id}])
-        response = ResponseObject(id=response_id, created_at=1, model="m", status="completed")
+        # Made now: the bridge's pruner deletes what is older than max_age_days.
+        response = ResponseObject(
+            id=response_id, created_at=int(time.time()), model="m", status="completed"
+        )
         record = record_turn(req, response, Scope())
         return dataclasses.replace(record, input_tokens=tokens)
 
@@ -159,7 +163,10 @@ async def _replay_a_half_collected_response(backend: Any) -> None:
 
     def turn(response_id: str, inputs: list[Any]) -> Any:
         req = ResponsesRequest(model="m", input=inputs)
-        response = ResponseObject(id=response_id, created_at=1, model="m", status="completed")
+        # Made now: the bridge's pruner deletes what is older than max_age_days.
+        response = ResponseObject(
+            id=response_id, created_at=int(time.time()), model="m", status="completed"
+        )
         return record_turn(req, response, Scope())
 
     await backend.save_turn(turn("resp_old", items))
