@@ -351,7 +351,12 @@ async def test_an_orphan_is_reaped_and_the_runs_of_this_bridge_are_not(
 
     store = bridge_server.app[STORE]
     orphan = ResponseObject(
-        id="resp_" + "0d" * 16, created_at=1, model=MODEL, status="queued", background=True
+        # Made now: the bridge's pruner deletes what is older than max_age_days.
+        id="resp_" + "0d" * 16,
+        created_at=int(time.time()),
+        model=MODEL,
+        status="queued",
+        background=True,
     )
     request = ResponsesRequest(model=MODEL, input="left behind", background=True)
     await store.save_turn(record_turn(request, orphan, Scope()))
