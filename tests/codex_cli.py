@@ -18,7 +18,7 @@ from bridge.config import Config
 from bridge.config_load import parse_config
 from tests.conftest import MODEL
 from tests.fake_upstream import Reply, thinking_text_reply, tool_call_reply
-from tests.processes import BridgeProcess
+from tests.processes import BridgeProcess, output_of
 
 CODEX_TIMEOUT = 90.0
 CLIENT_KEY_ENV = "BRIDGE_TEST_CLIENT_KEY"
@@ -96,13 +96,8 @@ class CodexHome:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), CODEX_TIMEOUT)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        assert process.returncode is not None
+        out, err = await output_of(process, CODEX_TIMEOUT)
+        assert process.returncode is not None and err is not None
         return CodexResult(
             process.returncode, out.decode(), err.decode(), time.monotonic() - started
         )

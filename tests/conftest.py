@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 import tomllib
@@ -143,6 +144,14 @@ def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "state"
     monkeypatch.setenv("STATE_DIRECTORY", str(directory))
     return directory
+
+
+async def locked(database: Path) -> sqlite3.Connection:
+    """Another process's exclusive lock on a SQLite file, as its own connection (roll back
+    and close it to let go); taken off the loop, so the bridge's own work goes on."""
+    blocker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+    return blocker
 
 
 @pytest.fixture

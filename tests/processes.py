@@ -14,6 +14,19 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 
 
+async def output_of(
+    process: asyncio.subprocess.Process, seconds: float
+) -> tuple[bytes, bytes | None]:
+    """What the process wrote (stdout, stderr) once it ended; killed past `seconds`."""
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), seconds)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return out, err
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -30,7 +30,7 @@ import pytest
 
 from bridge.demo import LABEL as DEMO_LABEL
 from tests.fake_upstream import FakeUpstream, thinking_text_reply
-from tests.processes import REPO, BridgeProcess, free_port
+from tests.processes import REPO, BridgeProcess, free_port, output_of
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(
@@ -190,12 +190,7 @@ async def run(command: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), COMMAND_SECONDS)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    out, _ = await output_of(process, COMMAND_SECONDS)
     assert process.returncode is not None
     return process.returncode, out.decode(errors="replace")
 

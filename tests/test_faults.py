@@ -28,7 +28,7 @@ from bridge.sse import SSEParser, SSEProtocolError
 from bridge.translate.errors import RequestError
 from bridge.translate.request import translate_request
 from bridge.wire.responses import ResponsesRequest
-from tests.conftest import MODEL, assert_ends, bridge_config, read_events, ready_again
+from tests.conftest import MODEL, assert_ends, bridge_config, locked, read_events, ready_again
 from tests.fake_upstream import (
     DONE,
     FakeUpstream,
@@ -451,11 +451,7 @@ async def test_locked_database_answer_streams_and_writes_recover(
     without another turn."""
     config = bridge_config(fake_upstream.url, store="write_timeout = 1")
     bridge = await aiohttp_client(create_app(config))
-    blocker = sqlite3.connect(
-        state_directory / "bridge.db", isolation_level=None, check_same_thread=False
-    )
-    # Another process's lock; taken off the loop, so the bridge's own writes go on meanwhile.
-    await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+    blocker = await locked(state_directory / "bridge.db")
     try:
         fake_upstream.script(thinking_text_reply(["thought while locked"], ["answered"]))
         events = await read_events(

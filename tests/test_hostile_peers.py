@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.app import create_app
 from bridge.config_load import parse_config
-from tests.conftest import MODEL, assert_ends, bridge_config, ready_again
+from tests.conftest import MODEL, assert_ends, bridge_config, locked, ready_again
 from tests.fake_upstream import FakeUpstream, Reply, huge_stream, thinking_text_reply
 from tests.processes import BridgeProcess, free_port
 
@@ -372,10 +372,7 @@ async def test_a_locked_store_keeps_readyz_quick_and_says_what_is_pending(
     config = bridge_config(fake_upstream.url, store="write_timeout = 1.5")
     client = await aiohttp_client(create_app(config))
     assert (await client.get("/readyz")).status == 200
-    blocker = sqlite3.connect(
-        state_directory / "bridge.db", isolation_level=None, check_same_thread=False
-    )
-    await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+    blocker = await locked(state_directory / "bridge.db")
     try:
         fake_upstream.script(*[thinking_text_reply([], [f"answer {n}"]) for n in range(4)])
         began = time.monotonic()

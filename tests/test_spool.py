@@ -3,7 +3,6 @@ survives the bridge's death, it is bounded, and bridges sharing it take turns.""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -34,7 +33,7 @@ from bridge.wire.events import (
     ResponseObject,
 )
 from bridge.wire.responses import ResponsesRequest
-from tests.conftest import MODEL, bridge_config, ready_again
+from tests.conftest import MODEL, bridge_config, locked, ready_again
 from tests.fake_upstream import FakeUpstream, thinking_text_reply
 from tests.processes import BridgeProcess, free_port
 
@@ -178,9 +177,8 @@ async def test_a_turn_spooled_before_the_bridge_died_is_written_by_the_next_star
     config = spooling_config(tmp_path / "bridge.toml", database, fake_upstream.url)
     bridge = BridgeProcess(config, free_port(), log=tmp_path / "bridge.log", log_level="info")
     await bridge.start()
-    blocker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    blocker = await locked(database)
     try:
-        await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
         async with aiohttp.ClientSession() as session:
             final = await spooled_answer(session, bridge.url, fake_upstream, "durable thought")
             await bridge.kill()
@@ -202,10 +200,7 @@ async def test_without_a_spool_a_turn_the_database_cannot_take_says_store_false(
 ) -> None:
     config = bridge_config(fake_upstream.url, store="write_timeout = 0.3\nspool_max_mb = 0")
     client: TestClient = await aiohttp_client(create_app(config))
-    blocker = sqlite3.connect(
-        state_directory / "bridge.db", isolation_level=None, check_same_thread=False
-    )
-    await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+    blocker = await locked(state_directory / "bridge.db")
     try:
         fake_upstream.script(thinking_text_reply([], ["not kept"]))
         answer = await client.post("/v1/responses", json={"model": MODEL, "input": "x"})
@@ -222,16 +217,15 @@ async def test_a_bridge_never_writes_the_spooled_turns_of_another_database(
 ) -> None:
     """Two configs with their own databases and the default spool directory: a turn spooled
     for one stays for it, however long the other runs."""
-    locked, other = state_directory / "locked.db", state_directory / "other.db"
+    locked_db, other = state_directory / "locked.db", state_directory / "other.db"
     configs = [
         spooling_config(tmp_path / f"{database.stem}.toml", database, fake_upstream.url)
-        for database in (locked, other)
+        for database in (locked_db, other)
     ]
     first = BridgeProcess(configs[0], free_port(), log=tmp_path / "first.log")
     await first.start()
-    blocker = sqlite3.connect(locked, isolation_level=None, check_same_thread=False)
+    blocker = await locked(locked_db)
     try:
-        await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
         async with aiohttp.ClientSession() as session:
             final = await spooled_answer(session, first.url, fake_upstream, "for the locked one")
             await first.kill()
@@ -247,6 +241,6 @@ async def test_a_bridge_never_writes_the_spooled_turns_of_another_database(
         with closing(sqlite3.connect(other)) as db:
             assert db.execute("SELECT count(*) FROM responses").fetchone() == (0,)
         (entry,) = (state_directory / "spool").rglob("*.entry")
-        assert (entry.parent / "DATABASE").read_text() == f"sqlite:{locked.resolve()}\n"
+        assert (entry.parent / "DATABASE").read_text() == f"sqlite:{locked_db.resolve()}\n"
     finally:
         blocker.close()
