@@ -11,7 +11,6 @@ from pathlib import Path
 
 from bridge.config import Config, ConfigError
 from bridge.config_load import table_key
-from bridge.errors import redact_url
 
 
 def used_providers(config: Config) -> set[str]:
@@ -83,14 +82,6 @@ def spool_path(config: Config, environ: Mapping[str, str]) -> Path | None:
         return None
     path = Path(config.store.spool_dir).expanduser()
     return path if path.is_absolute() else state_directory(environ) / path
-
-
-def database_identity(config: Config, environ: Mapping[str, str], path: Path | None = None) -> str:
-    """What names the store's database: a SQLite file's absolute path, or PostgreSQL's URL
-    without the user and password it may carry (`path` overrides the SQLite file)."""
-    if config.store.url is not None:
-        return redact_url(config.store.url)
-    return f"sqlite:{(path or store_path(config, environ)).resolve()}"
 
 
 def spool_directory(spool: Path, database: str) -> Path:

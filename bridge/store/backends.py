@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bridge.config import Config
-from bridge.config_env import database_identity, spool_directory, spool_path, store_path
+from bridge.config_env import spool_directory, spool_path, store_path
+from bridge.errors import redact_url
 from bridge.exit_codes import Exit
 from bridge.migrate import MigrationError, SchemaState, plan
 from bridge.store import postgres_setup
@@ -55,16 +56,20 @@ async def open_store(
 ) -> Store:
     """The configured store, opened as `opening` says (only `serve` migrates, and only with
     `[store] migrate = "auto"`); `path` overrides the SQLite file (tests)."""
+    url = config.store.url
+    sqlite_file = path or store_path(config, environ)
     directory = spool_path(config, environ)
     spool = None
     if directory is not None and opening.serves:
-        database = database_identity(config, environ, path)
+        # What names the database for its spool: PostgreSQL's URL without the user and
+        # password it may carry, or the SQLite file's absolute path.
+        database = redact_url(url) if url is not None else f"sqlite:{sqlite_file.resolve()}"
         spool = Spool(
             spool_directory(directory, database),
             int(config.store.spool_max_mb * 1024 * 1024),
             database=database,
         )
-    if config.store.url is not None:
+    if url is not None:
         # PostgreSQL's modules (and asyncpg) load only for a config that uses it.
         from bridge.store.postgres import PostgresStore
 
@@ -76,7 +81,7 @@ async def open_store(
             spool=spool,
         )
     return await SQLiteStore.open(
-        path or store_path(config, environ),
+        sqlite_file,
         config.store.synchronous,
         check=check,
         write_timeout=config.store.write_timeout,
