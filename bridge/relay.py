@@ -22,7 +22,7 @@ from bridge.demo import DemoUpstream
 from bridge.errors import UPSTREAM_REFUSED, ApiError, redact
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
-from bridge.upstream import UpstreamClient, connection_error, read_bounded
+from bridge.upstream import Sent, UpstreamClient, connection_error, read_bounded
 from bridge.wire.chat import CHUNK_DECODER, COMPLETION_DECODER, ChatChunk
 from bridge.wire.events import ResponseEvent
 
@@ -63,6 +63,16 @@ def malformed(detail: str) -> ApiError:
     return ApiError.server(f"upstream sent a malformed stream chunk: {detail}")
 
 
+def send_early(
+    upstream: UpstreamClient, body: UpstreamBody, authorization: str | None, *, whole: bool
+) -> Sent | None:
+    """The request started now, for `pump(sent=...)` to take up; None for the demo model,
+    which has no provider to start."""
+    if isinstance(upstream, DemoUpstream):
+        return None
+    return upstream.send(body, authorization, whole=whole)
+
+
 async def pump(
     upstream: UpstreamClient,
     body: UpstreamBody,
@@ -72,15 +82,17 @@ async def pump(
     tap: Tap | None = None,
     *,
     whole: bool = False,
+    sent: Sent | None = None,
 ) -> ApiError | None:
     """One upstream request through the translator, streamed or (`whole`: the body asks
     for one JSON answer) not; the error it ended with (its message safe to show: no key in
-    it). `tap` sees the upstream's bytes as they arrive (turn tracing)."""
+    it). `tap` sees the upstream's bytes as they arrive (turn tracing). `sent`: this
+    request, already started by `send_early`."""
     try:
         if isinstance(upstream, DemoUpstream):
             async with contextlib.aclosing(upstream.answer(body)) as answer:
                 return await _relay(answer, upstream, translator, send, tap)
-        async with upstream.stream(body, authorization, whole=whole) as response:
+        async with upstream.stream(body, authorization, whole=whole, sent=sent) as response:
             if response.content_type == "application/json":
                 error = await _whole_answer(response, upstream, translator, send, tap, whole)
             elif response.content_type in HTML_TYPES:

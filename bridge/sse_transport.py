@@ -108,18 +108,23 @@ async def _respond_whole(request: web.Request, turn: Turn) -> web.Response:
     return json_response(turn.response)
 
 
-async def open_stream(request: web.Request) -> EventSourceResponse:
-    """An event stream, prepared: its headers sent, aiohttp-sse's pings every heartbeat
-    interval (comments, which clients skip) keeping proxies and followers awake."""
-    config = request.app[CONFIG]
-    response = EventSourceResponse(
+def new_stream(request: web.Request) -> EventSourceResponse:
+    """An event stream, not yet prepared: once it is, its headers are sent and
+    aiohttp-sse's pings every heartbeat interval (comments, which clients skip) keep
+    proxies and followers awake."""
+    return EventSourceResponse(
         sep="\n",
         # POST /v1/responses streams too.
         allow_all_methods=True,
         # A client that stops reading is found by the writes (client_stall_timeout).
         send_timeout=None,
-        ping_interval=config.server.heartbeat_interval,
+        ping_interval=request.app[CONFIG].server.heartbeat_interval,
     )
+
+
+async def open_stream(request: web.Request) -> EventSourceResponse:
+    """An event stream, prepared (new_stream)."""
+    response = new_stream(request)
     await response.prepare(request)
     return response
 
@@ -133,11 +138,14 @@ async def close_stream(response: EventSourceResponse) -> None:
     await response.write_eof()
 
 
-def sse_sink(response: web.StreamResponse, watch: StallWatch) -> EventSink:
-    """Writes events as SSE frames; a client that does not take a write within the stall
+def sse_sink(request: web.Request, response: web.StreamResponse, watch: StallWatch) -> EventSink:
+    """Writes events as SSE frames, the stream prepared at the first (the turn's request
+    is on its way upstream by then); a client that does not take a write within the stall
     timeout (it stopped reading) has its turn ended."""
 
     async def write(events: list[ResponseEvent]) -> None:
+        if not response.prepared:
+            await response.prepare(request)
         await watch.write(response.write(encode_frames(events)))
 
     return write
@@ -145,10 +153,10 @@ def sse_sink(response: web.StreamResponse, watch: StallWatch) -> EventSink:
 
 async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamResponse:
     config = request.app[CONFIG]
-    response = await open_stream(request)
+    response = new_stream(request)
     watch = StallWatch(config.server.client_stall_timeout)
     try:
-        await turn.run(sse_sink(response, watch))
+        await turn.run(sse_sink(request, response, watch))
         _note_end(request, turn)
         await close_stream(response)
     except ClientGone as gone:
@@ -157,7 +165,7 @@ async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamRespons
         _abort(request, response, stalled=gone.record)
     except (ConnectionResetError, RuntimeError):
         log.info("client disconnected at the end of %s", turn.response.id)
-        response.stop_streaming()
+        _stop(response)
     except Exception:  # past prepare(): never a second response written into the stream
         log.exception("the stream of %s broke off", turn.response.id)
         _abort(request, response, stalled=True)
@@ -166,10 +174,16 @@ async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamRespons
     return response
 
 
+def _stop(response: EventSourceResponse) -> None:
+    """The stream's pings stopped, if it got as far as starting them."""
+    if response.prepared:
+        response.stop_streaming()
+
+
 def _abort(request: web.Request, response: EventSourceResponse, *, stalled: bool) -> None:
     """Stop the stream's pings; a stalled peer never drains, so its connection is aborted
     rather than closed (a clean close would hang)."""
-    response.stop_streaming()
+    _stop(response)
     if stalled and request.transport is not None:
         request.transport.abort()
 

@@ -28,11 +28,12 @@ from bridge.conversation import (
 from bridge.emitter import ClientGone, Emitter, EventSink
 from bridge.errors import ApiError
 from bridge.metrics import TurnObserver
-from bridge.relay import Tap, pump
+from bridge.relay import Tap, pump, send_early
 from bridge.store import StoreError
 from bridge.turn_plan import TurnContext, TurnParts, plan_parts
 from bridge.turn_trace import TurnTrace
 from bridge.turns import TurnAborted
+from bridge.upstream import Sent
 from bridge.wire.events import ResponseEvent, ResponseObject
 from bridge.wire.responses import ResponsesRequest
 
@@ -79,6 +80,8 @@ class Turn:
         )
         self.trace: TurnTrace | None = None
         self.observer: TurnObserver | None = None
+        # The first attempt's request, sent before the client's first events (run).
+        self._sent: Sent | None = None
 
     @property
     def response(self) -> ResponseObject:
@@ -145,6 +148,17 @@ class Turn:
         translator = self.translator
         emitter = Emitter(sink, translator, self._heartbeat, self.trace)
         try:
+            if self._generate:
+                # The provider starts on the request while the client's stream opens: its
+                # head and first events cost a few tenths of a millisecond, which the
+                # first token need not wait for. Two loop steps put the request on its
+                # way (aiohttp writes a body in a task of its own before Python 3.12).
+                self._sent = send_early(
+                    self.upstream, self._body, self._authorization, whole=not self._streamed
+                )
+                if self._sent is not None:
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
             await emitter.send(translator.start)
             emitter.start_beats()
             try:
@@ -164,6 +178,9 @@ class Turn:
             except Exception as exc:  # the turn's boundary: a bug must still end it cleanly
                 return await self._failed_inside(emitter, exc)
         finally:
+            if self._sent is not None:
+                self._sent.abandon()
+                self._sent = None
             await emitter.close()
             if self.trace is not None:
                 self.trace.status = self.response.status
@@ -222,6 +239,7 @@ class Turn:
             tap = self.trace.upstream_data
         if self.observer is not None:
             tap = self.observer.tap(tap)
+        sent, self._sent = self._sent, None
         error = await pump(
             self.upstream,
             body,
@@ -230,6 +248,7 @@ class Turn:
             self._authorization,
             tap,
             whole=not self._streamed,
+            sent=sent,
         )
         if error is not None and self.trace is not None:
             self.trace.upstream_data(f"\n[ended with {error.code}: {error.message}]\n".encode())

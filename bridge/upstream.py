@@ -163,46 +163,90 @@ class UpstreamClient:
             )
         return connection_error(exc, self.display_url)
 
+    def send(
+        self, body: UpstreamBody, authorization: str | None = None, *, whole: bool = False
+    ) -> Sent:
+        """Start the request now, in a task of its own, for `stream(sent=...)` to take up:
+        the provider starts on it while the bridge goes on (a turn's first attempt sends
+        it before it writes its first events to the client)."""
+        headers, secrets = self._credentials(authorization, whole)
+        return Sent(self, asyncio.ensure_future(self._post(body, headers, whole)), secrets)
+
     @asynccontextmanager
     async def stream(
-        self, body: UpstreamBody, authorization: str | None = None, *, whole: bool = False
+        self,
+        body: UpstreamBody,
+        authorization: str | None = None,
+        *,
+        whole: bool = False,
+        sent: Sent | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST a chat request, streamed or (`whole`) for one JSON answer; yields the 200
         response, raises ApiError otherwise.
 
         `authorization` replaces the configured key (a provider with forward_client_key).
+        `sent`: the same request already started by `send`, taken up here.
         """
+        if sent is not None:
+            secrets = sent.secrets
+            response = await sent.take()
+        else:
+            headers, secrets = self._credentials(authorization, whole)
+            response = await self._post(body, headers, whole)
+        try:
+            if response.status != 200:
+                raise await self._refusal(response, secrets)
+            yield response
+        finally:
+            self.finish(response)
+
+    def _credentials(
+        self, authorization: str | None, whole: bool
+    ) -> tuple[dict[str, str], list[str]]:
+        """The request's headers, and the secrets no message may show."""
         headers = self._whole_headers if whole else self._headers
-        secrets = self._secrets
-        if authorization:
-            headers = {**headers, "Authorization": authorization}
-            secrets = [*secrets, authorization.partition(" ")[2]]
-        async with self._slots:
-            try:
-                data: bytes | Payload = (
-                    body.pieces[0]
-                    if len(body.pieces) == 1 and body.size < LARGE_BODY
-                    else body.payload()
-                )
-                response = await self._session.post(
-                    self.url,
-                    data=data,
-                    headers=headers,
-                    timeout=self._whole_timeout if whole else self._timeout,
-                    allow_redirects=False,
-                )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self.request_error(exc, whole=whole) from None
-            try:
-                if response.status != 200:
-                    raise await self._refusal(response, secrets)
-                yield response
-            finally:
-                # close(), not release(): an unfinished stream must not go back to the pool.
-                if not response.content.at_eof():
-                    response.close()
-                else:
-                    response.release()
+        if not authorization:
+            return headers, self._secrets
+        headers = {**headers, "Authorization": authorization}
+        return headers, [*self._secrets, authorization.partition(" ")[2]]
+
+    async def _post(
+        self, body: UpstreamBody, headers: dict[str, str], whole: bool
+    ) -> aiohttp.ClientResponse:
+        """The request sent and its response's head read, holding one of the provider's
+        slots until `finish(response)`; ApiError when the provider cannot be reached."""
+        await self._slots.acquire()
+        try:
+            data: bytes | Payload = (
+                body.pieces[0]
+                if len(body.pieces) == 1 and body.size < LARGE_BODY
+                else body.payload()
+            )
+            return await self._session.post(
+                self.url,
+                data=data,
+                headers=headers,
+                timeout=self._whole_timeout if whole else self._timeout,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._slots.release()
+            raise self.request_error(exc, whole=whole) from None
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def finish(self, response: aiohttp.ClientResponse) -> None:
+        """Done with a response: its connection back to the pool when it was read to the
+        end (close(), not release(), otherwise: an unfinished stream must not be reused),
+        and its slot given back."""
+        try:
+            if not response.content.at_eof():
+                response.close()
+            else:
+                response.release()
+        finally:
+            self._slots.release()
 
     async def _refusal(self, response: aiohttp.ClientResponse, secrets: list[str]) -> ApiError:
         """The error an upstream's non-200 answer stands for, its message made safe."""
@@ -234,3 +278,45 @@ class UpstreamClient:
             level, "upstream %s (%s) answered %s: %s", self.name, self.display_url, status, message
         )
         return error
+
+
+class Sent:
+    """A request `UpstreamClient.send` started: taken up by `stream(sent=...)` once, or
+    abandoned (its task cancelled, or its response closed and its slot given back)."""
+
+    __slots__ = ("_client", "_taken", "_task", "secrets")
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        task: asyncio.Future[aiohttp.ClientResponse],
+        secrets: list[str],
+    ) -> None:
+        self._client = client
+        self._task = task
+        self._taken = False
+        self.secrets = secrets
+
+    async def take(self) -> aiohttp.ClientResponse:
+        """The response (ApiError when the provider could not be reached); from here on
+        the taker finishes it."""
+        self._taken = True
+        task = self._task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            # Cancelled just as the answer came: it is nobody's to finish but this.
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._client.finish(task.result())
+            raise
+
+    def abandon(self) -> None:
+        """Never taken up: nothing of it may be left holding a connection or a slot."""
+        if self._taken:
+            return
+        self._taken = True
+        task = self._task
+        if not task.done():
+            task.cancel()  # _post gives its slot back
+        elif not task.cancelled() and task.exception() is None:
+            self._client.finish(task.result())
