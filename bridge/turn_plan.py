@@ -154,6 +154,7 @@ async def plan_parts(
         planned,
         context.headers,
         conversation_id=conversation_id,
+        body_size=encoded.body.size,
     )
     truncation = None
     if req.truncation == "auto" and generate:

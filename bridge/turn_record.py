@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # Turns with more items and tools than this are encoded for the store in a thread.
 ENCODE_IN_THREAD = 2000
+# An input whose upstream body is smaller than this is digested on the loop (well under a
+# millisecond): a thread's hand-off costs more than the work.
+DIGEST_ON_LOOP_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class TurnRecorder:
         headers: CIMultiDictProxy[str],
         *,
         conversation_id: str | None = None,
+        body_size: int,
     ) -> None:
         self._store = store
         self._request = request
@@ -71,6 +75,7 @@ class TurnRecorder:
         self._session_id = header(headers, SESSION_HEADERS)
         self._thread_id = header(headers, THREAD_HEADERS)
         self._conversation_id = conversation_id
+        self._in_thread = body_size >= DIGEST_ON_LOOP_BYTES
         # The digests of the input once stored, until remember() hands them to the cache.
         self._stored_digests: ItemDigests | None = None
         self._preparing = asyncio.ensure_future(self._prepare())
@@ -82,7 +87,11 @@ class TurnRecorder:
             messages = plan.messages[plan.context_start :]
             base = planned.context_base
             digest = base.copy() if base is not None else ContextDigest()
-            prepared.context = await asyncio.to_thread(digest.extend, messages)
+            prepared.context = (
+                await asyncio.to_thread(digest.extend, messages)
+                if self._in_thread
+                else digest.extend(messages)
+            )
         if self._request.store is False:
             return prepared
         client, conversation = planned.scope.client, planned.scope.conversation
@@ -94,7 +103,11 @@ class TurnRecorder:
                 known.base,
             )
             return prepared
-        encoded, digests = await asyncio.to_thread(_encode_and_digest, self._items)
+        encoded, digests = (
+            await asyncio.to_thread(_encode_and_digest, self._items)
+            if self._in_thread
+            else _encode_and_digest(self._items)
+        )
         prepared.encoded, prepared.digests = encoded, digests
         if len(self._items) > 1:
             prepared.base = await self._store.find_base(client, digests.digests)
