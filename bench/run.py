@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -80,33 +81,49 @@ def wait_for_quiet(below: float | None, longest: float) -> str:
 
 def play(
     cases: list[Case],
-    targets: list[Target],
+    start: Callable[[ExitStack, int], list[Target]],
     upstream_pid: int,
     reps: int,
     quiet: tuple[float | None, float],
-) -> tuple[list[Run], list[str]]:
-    """Every case against every target, `reps` times, rotating the targets' order.
+) -> tuple[list[Run], list[str], dict[str, float]]:
+    """Every case against every target, `reps` times, rotating the targets' order. Each
+    repetition starts the targets afresh (`start`), so that what one repetition's cases
+    left in a process's memory does not count in the next one's peak RSS.
 
-    Returns the runs and the load averages each repetition started at.
+    Returns the runs, the load averages each repetition started at, the targets (as the
+    first repetition started them) and their idle RSS then.
     """
     runs: list[Run] = []
     loads: list[str] = []
+    first: list[Target] = []
+    idle_rss: dict[str, float] = {}
     for rep in range(1, reps + 1):
         loads.append(wait_for_quiet(*quiet))
-        for case in cases:
-            shift = (rep - 1) % len(targets)
-            for target in targets[shift:] + targets[:shift]:
-                run = measure(case, target, upstream_pid, rep)
-                runs.append(run)
-                note = run.saturation() or run.first_error
-                print(
-                    f"rep {rep} {case.name:>9} {target.name:>14}: {run.tokens_per_s:>10,.0f} "
-                    f"tok/s {run.requests_per_s:>7,.1f} req/s, first delta {run.ttft_p50:7.2f} "
-                    f"ms, token latency {run.latency_p50:6.2f} ms, "
-                    f"CPU/token {run.cpu_per_token_us:6.1f} us {note or ''}",
-                    flush=True,
-                )
-    return runs, loads
+        with ExitStack() as stack:
+            targets = start(stack, rep)
+            if not first:
+                first = targets
+                idle_rss = {t.name: rss_mib(t.pid) for t in targets if t.pid is not None}
+            runs += _repetition(cases, targets, upstream_pid, rep)
+    return runs, loads, first, idle_rss
+
+
+def _repetition(cases: list[Case], targets: list[Target], upstream_pid: int, rep: int) -> list[Run]:
+    runs: list[Run] = []
+    for case in cases:
+        shift = (rep - 1) % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            run = measure(case, target, upstream_pid, rep)
+            runs.append(run)
+            note = run.saturation() or run.first_error
+            print(
+                f"rep {rep} {case.name:>9} {target.name:>14}: {run.tokens_per_s:>10,.0f} "
+                f"tok/s {run.requests_per_s:>7,.1f} req/s, first delta {run.ttft_p50:7.2f} "
+                f"ms, token latency {run.latency_p50:6.2f} ms, "
+                f"CPU/token {run.cpu_per_token_us:6.1f} us {note or ''}",
+                flush=True,
+            )
+    return runs
 
 
 def options() -> argparse.Namespace:
@@ -154,10 +171,14 @@ def measure_all(args: argparse.Namespace) -> Measured:
         fake = [PYTHON, str(BENCH / "fake_upstream.py"), str(up_port), "2000", *pace]
         upstream_proc = stack.enter_context(process(fake))
         wait_until_up(f"{upstream}/v1/models")
-        targets = start_targets(stack, upstream, Path(scratch), args.peers, args.baseline)
-        idle_rss = {t.name: rss_mib(t.pid) for t in targets if t.pid is not None}
         quiet = (args.quiet_below, args.quiet_wait)
-        runs, rep_loads = play(cases, targets, upstream_proc.pid, args.reps, quiet)
+
+        def start(targets_stack: ExitStack, rep: int) -> list[Target]:
+            state = Path(scratch) / f"rep-{rep}"
+            state.mkdir()
+            return start_targets(targets_stack, upstream, state, args.peers, args.baseline)
+
+        runs, rep_loads, targets, idle_rss = play(cases, start, upstream_proc.pid, args.reps, quiet)
     conditions = Conditions(
         started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         minutes=(time.time() - started) / 60,
@@ -170,7 +191,8 @@ def measure_all(args: argparse.Namespace) -> Measured:
         settings=(
             f"Paced upstream: {args.rate:g} tokens/s per stream, one token per write, the "
             f"first after {args.first_token_delay * 1000:g} ms. Fast upstream: 64 events per "
-            f"write. {args.reps} repetitions of every run."
+            f"write. {args.reps} repetitions of every run, each with every target started "
+            "afresh."
         ),
         command="python bench/run.py " + " ".join(sys.argv[1:]),
     )
