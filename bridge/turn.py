@@ -159,6 +159,7 @@ class Turn:
                 if self._sent is not None:
                     await asyncio.sleep(0)
                     await asyncio.sleep(0)
+            self._recorder.begin()
             await emitter.send(translator.start)
             emitter.start_beats()
             try:

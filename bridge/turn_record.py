@@ -1,8 +1,8 @@
 """A turn's record: what the store keeps of it, written once the response has ended.
 
 What the write needs from the input (its items encoded and digested, and the earlier
-response a replaying client extends) is found as soon as the turn is planned, while the
-upstream answers: from the store's replay cache when the client replays a conversation it
+response a replaying client extends) is found once the turn's request has gone upstream,
+while the upstream answers: from the store's replay cache when the client replays a conversation it
 knows, else in a thread and on a read connection. A turn that names a Conversations API
 conversation then has its input and output appended to it (when it gave an answer).
 """
@@ -78,7 +78,15 @@ class TurnRecorder:
         self._in_thread = body_size >= DIGEST_ON_LOOP_BYTES
         # The digests of the input once stored, until remember() hands them to the cache.
         self._stored_digests: ItemDigests | None = None
-        self._preparing = asyncio.ensure_future(self._prepare())
+        self._preparing: asyncio.Future[_Prepared] | None = None
+
+    def begin(self) -> asyncio.Future[_Prepared]:
+        """Start finding what the write needs (once): the turn calls this when its request
+        has gone upstream, since the work (a replayed conversation compared with the cache:
+        a millisecond for 5 MB) would otherwise delay the request."""
+        if self._preparing is None:
+            self._preparing = asyncio.ensure_future(self._prepare())
+        return self._preparing
 
     async def _prepare(self) -> _Prepared:
         prepared = _Prepared()
@@ -124,7 +132,7 @@ class TurnRecorder:
     async def _write_turn(self) -> bool:
         response, planned, items = self._response, self._planned, self._items
         try:
-            prepared = await self._preparing
+            prepared = await self.begin()
             digests = prepared.digests
             response.store_pending = msgspec.UNSET  # not part of what is stored
             make = functools.partial(
