@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +19,7 @@ from bridge.errors import ApiError
 from bridge.request_log import RequestLog
 from bridge.scope import ANONYMOUS, client_identity
 from bridge.store.errors import StoreError
+from bridge.translate.ids import random_hex
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     """What browsers may send, authentication, the one JSON error shape for every failure,
     and one log line."""
     started = time.perf_counter()
-    entry = request[REQUEST_LOG] = RequestLog(
-        f"req_{secrets.token_hex(12)}", client_request_id(request)
-    )
+    entry = request[REQUEST_LOG] = RequestLog(f"req_{random_hex(12)}", client_request_id(request))
     status = 500
     try:
         origin = browsers.check_request(request)
