@@ -30,7 +30,7 @@ from bridge.errors import ApiError
 from bridge.metrics import TurnObserver
 from bridge.relay import Tap, pump, send_early
 from bridge.store import StoreError
-from bridge.turn_plan import TurnContext, TurnParts, plan_parts
+from bridge.turn_plan import TurnContext, TurnParts, needs_events, plan_parts
 from bridge.turn_trace import TurnTrace
 from bridge.turns import TurnAborted
 from bridge.upstream import Sent
@@ -73,10 +73,13 @@ class Turn:
         self._authorization = (
             context.headers.get("Authorization") if provider.forward_client_key else None
         )
-        # A background turn's followers get the stream's pings instead: a heartbeat carries
-        # the whole output so far, and would be stored with the events.
+        # Heartbeats only for a client that takes the events as they come. A background
+        # turn's followers get the stream's pings instead (a heartbeat carries the whole
+        # output so far, and would be stored with the events); a JSON answer has no events.
         self._heartbeat: float | None = (
-            None if parts.request.background else context.config.server.heartbeat_interval
+            context.config.server.heartbeat_interval
+            if needs_events(context.transport, parts.request) and not parts.request.background
+            else None
         )
         self.trace: TurnTrace | None = None
         self.observer: TurnObserver | None = None
