@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -104,6 +105,18 @@ class Metrics:
             registry=registry,
         )
 
+        # Each metric's series by their label values: prometheus_client checks the values
+        # and takes a lock to find one (a few microseconds), a dict lookup here.
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def series(self, metric: Counter | Histogram, *values: str) -> Any:
+        """The child of `metric` with these label values."""
+        key = (id(metric), values)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = metric.labels(*values)
+        return found
+
     def read_on_scrape(self, gauges: Gauges) -> None:
         """Register gauges read from the application's state at each scrape."""
         self.registry.register(_ReadOnScrape(gauges))
@@ -132,7 +145,8 @@ class TurnObserver:
         def seen(data: bytes) -> None:
             if not self._first_byte:
                 self._first_byte = True
-                self._metrics.first_byte.labels(self._model, self._provider).observe(
+                metrics = self._metrics
+                metrics.series(metrics.first_byte, self._model, self._provider).observe(
                     time.monotonic() - self._started
                 )
             if inner is not None:
@@ -155,8 +169,8 @@ class TurnObserver:
         metrics = self._metrics
         outcome = DISCONNECTED if response.status == "in_progress" else response.status
         labels = (self._model, self._provider)
-        metrics.turns.labels(*labels, self._transport, outcome).inc()
-        metrics.turn_seconds.labels(*labels, self._transport).observe(
+        metrics.series(metrics.turns, *labels, self._transport, outcome).inc()
+        metrics.series(metrics.turn_seconds, *labels, self._transport).observe(
             time.monotonic() - self._started
         )
         usage = response.usage
@@ -169,4 +183,4 @@ class TurnObserver:
             ("reasoning", usage.output_tokens_details.reasoning_tokens),
         ):
             if count:
-                metrics.tokens.labels(*labels, kind).inc(count)
+                metrics.series(metrics.tokens, *labels, kind).inc(count)

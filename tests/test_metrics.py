@@ -150,3 +150,20 @@ async def test_metrics_need_a_client_key_when_the_bridge_has_them(
     assert (await refused.json())["error"]["code"] == "invalid_api_key"
     samples = await scrape(client, Authorization="Bearer k1")
     assert total(samples, "responses_bridge_http_requests_total", status="401") == 1
+
+
+async def test_a_client_cannot_make_request_series_without_end(bridge: TestClient) -> None:
+    """The method label was whatever method the client sent (aiohttp's C parser takes some
+    thirty, its pure-Python one any token): each a new series, kept for the life of the
+    process."""
+    for method in ("PROPFIND", "MKCOL", "SEARCH", "LOCK", "UNLOCK"):
+        await (await bridge.request(method, "/v1/responses")).read()
+    await (await bridge.get("/healthz")).read()
+    samples = await scrape(bridge)
+    methods = {
+        dict(labels)["method"]
+        for name, labels in samples
+        if name == "responses_bridge_http_requests_total"
+    }
+    assert methods == {"GET", "other"}
+    assert total(samples, "responses_bridge_http_requests_total", method="other") == 5
