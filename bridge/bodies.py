@@ -98,6 +98,14 @@ async def read_body(request: web.Request, share: Share, *, seconds: float, limit
     chunks: list[bytes] = []
     size = 0
     try:
+        if request.content.is_eof():
+            # Here whole already (the usual small request, which came with its headers):
+            # no wait to bound.
+            data = await request.content.read()
+            if len(data) > limit:
+                raise too_large(limit)
+            share.hold(len(data))
+            return data
         async with asyncio.timeout(seconds):
             while True:
                 # One buffered chunk at a time: readany() joins all that is buffered (a
