@@ -49,8 +49,8 @@ def host_allowed(host: str, listening: str, allowed: list[str]) -> bool:
     """Whether a request addressed to `host` may be one the bridge's owner meant: a loopback
     name or IP, the listening address (any IP for a wildcard one: an IP literal is never a
     rebound name), or one of `allowed` ("*": any)."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True  # browsers resolve these to loopback themselves (RFC 6761)
+    if host in ("127.0.0.1", "localhost") or host.endswith(".localhost"):
+        return True  # browsers resolve *.localhost to loopback themselves (RFC 6761)
     address = _ip(host)
     if address is not None and address.is_loopback:
         return True
