@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge import __version__, codex_config, service_install, sessions_cli, trace
+from bridge import __version__, service_install, sessions_cli, trace
 from bridge.config import Config, ConfigError
 from bridge.config_env import (
     check_exposure,
@@ -22,7 +22,6 @@ from bridge.config_env import (
 )
 from bridge.config_load import deprecations, load_config
 from bridge.demo import demo_models, serving_keys
-from bridge.effective_config import effective_toml
 from bridge.errors import redact_url
 from bridge.event_loop import loop_factory
 from bridge.exit_codes import Exit
@@ -169,6 +168,8 @@ def _check_config(path: str, *, strict: bool, probe: bool = False) -> int:
         for result in results:
             print(f"probe {result.line()}")
         return Exit.OK if all(result.ok for result in results) else Exit.PROBE
+    from bridge.effective_config import effective_toml  # tomlkit: not for serve
+
     sys.stdout.write(effective_toml(config))
     if refused:
         print(f"responses-bridge: database: {state}", file=sys.stderr)
@@ -281,6 +282,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 config = load_config(config_path(args))
                 return sessions_cli.run_sessions(args, config, os.environ)
             case "codex-config":
+                from bridge import codex_config  # tomlkit: not for serve
+
                 config = load_config(config_path(args))
                 catalog = Path(args.catalog) if args.catalog else None
                 write = None

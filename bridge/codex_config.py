@@ -26,12 +26,11 @@ from tomlkit.items import Item, Table
 from tomlkit.toml_document import TOMLDocument
 
 from bridge.config import Config
-from bridge.config_env import local_url
+from bridge.config_env import CLIENT_KEY_ENV, local_url
 from bridge.demo import demo_mode, demo_models
 from bridge.exit_codes import Exit
 
 PROVIDER_ID = "responses-bridge"
-CLIENT_KEY_ENV = "RESPONSES_BRIDGE_API_KEY"
 # The catalog model whose metadata serves as the template, when the catalog has it: a
 # coding model with the freeform apply_patch tool and the unified exec shell.
 PREFERRED_TEMPLATE = "gpt-5.5"

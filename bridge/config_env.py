@@ -12,6 +12,10 @@ from pathlib import Path
 from bridge.config import Config, ConfigError
 from bridge.config_load import table_key
 
+# Where a client such as Codex (`env_key` in its provider table) and `trace` read the key
+# they send to the bridge.
+CLIENT_KEY_ENV = "RESPONSES_BRIDGE_API_KEY"
+
 
 def used_providers(config: Config) -> set[str]:
     """The providers some model is served by."""

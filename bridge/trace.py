@@ -23,9 +23,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from bridge.codex_config import CLIENT_KEY_ENV
 from bridge.config import Config
-from bridge.config_env import local_url
+from bridge.config_env import CLIENT_KEY_ENV, local_url
 from bridge.exit_codes import Exit
 
 TIMEOUT = 10.0

@@ -9,19 +9,20 @@ import signal
 from pathlib import Path
 
 from bridge import codex_config
+from bridge.config_env import CLIENT_KEY_ENV
 from bridge.config_load import parse_config
 from tests.processes import REPO, free_port
 
 README = (REPO / "README.md").read_text()
 REFUSED = "Reconnecting... waiting for network"
-MISSING_KEY = f"Missing environment variable: `{codex_config.CLIENT_KEY_ENV}`"
+MISSING_KEY = f"Missing environment variable: `{CLIENT_KEY_ENV}`"
 SECONDS = 30.0
 
 
 async def codex_until(codex: str, home: Path, wanted: str, **env: str) -> str:
     """Run `codex exec` until it prints `wanted` or ends (bounded); what it printed."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
-    environ.pop(codex_config.CLIENT_KEY_ENV, None)
+    environ.pop(CLIENT_KEY_ENV, None)
     environ.update(CODEX_HOME=str(home), **env)
     process = await asyncio.create_subprocess_exec(
         codex,
@@ -70,7 +71,7 @@ DEMO = '[providers.demo]\nprofile = "demo"\n[models.demo]\nprovider = "demo"\n'
 
 async def test_codex_at_a_port_nothing_listens_on(codex: str, tmp_path: Path) -> None:
     home = codex_home(tmp_path, free_port())
-    said = await codex_until(codex, home, REFUSED, **{codex_config.CLIENT_KEY_ENV: "local"})
+    said = await codex_until(codex, home, REFUSED, **{CLIENT_KEY_ENV: "local"})
     assert REFUSED in said, said[-2000:]
     assert f"`{REFUSED}`" in README
 
@@ -79,4 +80,4 @@ async def test_codex_without_the_client_key_variable(codex: str, tmp_path: Path)
     home = codex_home(tmp_path, free_port())
     said = await codex_until(codex, home, MISSING_KEY)
     assert MISSING_KEY in said, said[-2000:]
-    assert f"`Missing environment variable: {codex_config.CLIENT_KEY_ENV}`" in README
+    assert f"`Missing environment variable: {CLIENT_KEY_ENV}`" in README
