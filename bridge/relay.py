@@ -232,19 +232,29 @@ class AnswerBudget:
 
     def spend(self, chunk: ChatChunk) -> None:
         """Count a chunk's answer; ApiError once the answer is past the limit."""
+        used = self.used
         for choice in chunk.choices:
             delta = choice.delta
             if delta is None:
                 continue
-            for text in (delta.content, delta.refusal, delta.reasoning_content, delta.reasoning):
-                if text:
-                    self.used += len(text)
-            for call in delta.tool_calls or ():
-                if call.function is not None:
-                    self.used += len(call.function.name or "") + len(call.function.arguments or "")
-            for details in delta.reasoning_details or ():
-                self.used += sum(len(v) for v in details.values() if isinstance(v, str))
-        if self.used > self.limit:
+            # Field by field: this runs for every chunk of every stream.
+            if delta.content:
+                used += len(delta.content)
+            if delta.reasoning_content:
+                used += len(delta.reasoning_content)
+            if delta.reasoning:
+                used += len(delta.reasoning)
+            if delta.refusal:
+                used += len(delta.refusal)
+            if delta.tool_calls:
+                for call in delta.tool_calls:
+                    if call.function is not None:
+                        used += len(call.function.name or "") + len(call.function.arguments or "")
+            if delta.reasoning_details:
+                for details in delta.reasoning_details:
+                    used += sum(len(v) for v in details.values() if isinstance(v, str))
+        self.used = used
+        if used > self.limit:
             raise ApiError.server(
                 f"the provider's answer passed {self.limit} bytes ([upstream] "
                 "max_answer_bytes) and was cut off there: the bridge closed the stream"

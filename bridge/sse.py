@@ -140,13 +140,20 @@ class SSEParser:
         for line in lines:
             if not line:
                 if data:
-                    events.append(SSEEvent(b"\n".join(data), self._event, self._id))
+                    joined = data[0] if len(data) == 1 else b"\n".join(data)
+                    events.append(SSEEvent(joined, self._event, self._id))
                     data.clear()
                     self._data_len = 0
                 self._event = None
                 self._id = None
             elif line.startswith(b"data: "):
-                self._add_data(line[6:])
+                # _add_data, written out: this is every event of every stream.
+                value = line[6:]
+                size = self._data_len + len(value) + (1 if data else 0)
+                if size > self._max_event_bytes:
+                    raise SSEProtocolError(f"SSE event larger than {self._max_event_bytes} bytes")
+                self._data_len = size
+                data.append(value)
             elif line[0] != _COLON:
                 self._field(line)
         return events

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from bridge.access import CLIENT_CLOSED
 from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
 from bridge.emitter import ClientGone, EventSink, StallWatch, discard
@@ -171,7 +172,9 @@ async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamRespons
         _abort(request, response, stalled=True)
     finally:
         watch.stop()
-    return response
+    # Never prepared: the client was gone before the first event. (An EventSourceResponse
+    # handed back unprepared would be prepared by aiohttp, its pings started for no one.)
+    return response if response.prepared else web.Response(status=CLIENT_CLOSED)
 
 
 def _stop(response: EventSourceResponse) -> None:
