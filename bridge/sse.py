@@ -79,6 +79,19 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Return all events completed by this chunk, in order."""
+        if (
+            chunk.endswith(b"\n\n")
+            and not self._at_start
+            and not self._tail
+            and not self._data
+            and not self._pending_cr
+            and self._event is None
+            and self._id is None
+            and b"\r" not in chunk
+        ):
+            whole = self._whole_events(chunk)
+            if whole is not None:
+                return whole
         if self._at_start:
             # Only a BOM prefix is ever held in the tail while at the start.
             head = b"".join(self._tail) + chunk
@@ -121,6 +134,21 @@ class SSEParser:
         if len(chunk) > limit and any(len(line) > limit for line in lines):
             raise SSEProtocolError(f"SSE line longer than {limit} bytes")
         return self._process(lines)
+
+    def _whole_events(self, chunk: bytes) -> list[SSEEvent] | None:
+        """The events of a chunk that holds only whole one-line `data: ` events, as
+        providers write them, with nothing pending before it; None for anything else (a
+        comment, another field, a multi-line or over-long event), which the line by line
+        parse below takes instead."""
+        limit = min(self._max_line_bytes, self._max_event_bytes + 6)
+        events: list[SSEEvent] = []
+        for piece in chunk[:-2].split(b"\n\n"):
+            if not piece:
+                continue  # a blank line more: it only ends an event that is not there
+            if not piece.startswith(b"data: ") or b"\n" in piece or len(piece) > limit:
+                return None
+            events.append(SSEEvent(piece[6:]))
+        return events
 
     def finish(self) -> list[SSEEvent]:
         """Flush a last unterminated line and undispatched event, then reset for a new stream."""
