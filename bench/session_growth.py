@@ -1,6 +1,7 @@
 """Session growth: a 200-turn Codex-shaped session, its per-turn cost and the database it leaves.
 
     python bench/session_growth.py [--turns 200] [--baseline REF] [--modes false,true]
+        [--repeat N] [--first-token-delay SECONDS]
 
 Plays Codex against the bridge: every request replays the whole conversation (the developer
 and user messages of a real Codex request, then every reasoning item, two parallel
@@ -107,6 +108,9 @@ class Upstream:
     """The fake provider: answers the turn it is told to, notes when things happened."""
 
     frames: list[bytes] = field(default_factory=list)
+    # Seconds between having the body and the first byte of the answer (a provider's time to
+    # first token); 0: at once.
+    first_token_delay: float = 0.0
     body_received: float = 0.0
     last_byte: float = 0.0
     body_bytes: int = 0
@@ -117,6 +121,8 @@ class Upstream:
         self.body_bytes = len(body)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.first_token_delay:
+            await asyncio.sleep(self.first_token_delay)
         for data in self.frames:
             await response.write(data)
         await response.write_eof()
@@ -285,8 +291,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def run_one(source: Path, turns: int, store: bool) -> list[Turn]:
-    upstream = Upstream()
+async def run_one(source: Path, turns: int, store: bool, delay: float) -> list[Turn]:
+    upstream = Upstream(first_token_delay=delay)
     app = web.Application(client_max_size=512 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", upstream.handle)
     runner = web.AppRunner(app, access_log=None)
@@ -383,7 +389,7 @@ def write_plot(runs: dict[str, list[Turn]], path: Path) -> None:
 
 
 def write_results(
-    runs: dict[str, list[Turn]], baseline: str | None, turns: int, repeat: int
+    runs: dict[str, list[Turn]], baseline: str | None, turns: int, repeat: int, delay: float
 ) -> list[str]:
     lines = [
         "# Session growth",
@@ -393,8 +399,14 @@ def write_results(
         f"{platform.python_version()}: `bench/session_growth.py --turns {turns}"
         + (f" --baseline {baseline}" if baseline else "")
         + (f" --repeat {repeat}" if repeat > 1 else "")
+        + (f" --first-token-delay {delay:g}" if delay else "")
         + "`. Medians in ms"
-        + (f" (each turn's time the median of {repeat} sessions)." if repeat > 1 else "."),
+        + (f" (each turn's time the median of {repeat} sessions)." if repeat > 1 else ".")
+        + (
+            f" The upstream waits {delay * 1000:g} ms after the body before it answers."
+            if delay
+            else " The upstream answers as soon as it has the body."
+        ),
         "",
         "| run | pre 1-25 | pre 176-200 | post 1-25 | post 176-200 | last body MB "
         "| database + WAL MB |",
@@ -463,6 +475,14 @@ async def main() -> int:
         help="play every session this many times, interleaved; each turn's time is the "
         "median over the repeats (this shared machine varies by 10-25 %% from run to run)",
     )
+    parser.add_argument(
+        "--first-token-delay",
+        type=float,
+        default=0.0,
+        help="seconds the upstream waits after the body before answering (default 0: at "
+        "once; a real provider takes far longer over a 5 MB prompt, and work the bridge "
+        "does meanwhile then costs the turn nothing)",
+    )
     args = parser.parse_args()
     modes = [mode == "true" for mode in args.modes.split(",")]
     played: dict[str, list[list[Turn]]] = {}
@@ -475,10 +495,12 @@ async def main() -> int:
                 for name, source in sources.items():
                     label = f"{name} store:{'true' if store else 'false'}"
                     print(f"playing {args.turns} turns: {label} ({repeat + 1})", flush=True)
-                    played.setdefault(label, []).append(await run_one(source, args.turns, store))
+                    played.setdefault(label, []).append(
+                        await run_one(source, args.turns, store, args.first_token_delay)
+                    )
     runs = {label: combine(results) for label, results in played.items()}
     write_plot(runs, BENCH / "session_growth.svg")
-    for line in write_results(runs, args.baseline, args.turns, args.repeat):
+    for line in write_results(runs, args.baseline, args.turns, args.repeat, args.first_token_delay):
         print(line)
     return 0
 
