@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from tests.conftest import JS, MODEL, assert_ends, bridge_config, node, read_events
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
-from tests.processes import REPO, BridgeProcess
+from tests.processes import REPO, BridgeProcess, output_of
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]
@@ -227,7 +227,7 @@ async def test_openai_node_reads_a_stored_response_back_as_a_stream(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await output_of(process, 60)
     result = json.loads(out.decode().splitlines()[-1]) if out else {"error": err.decode()}
     assert "error" not in result, result
     assert result["types"][0] == "response.created"
@@ -327,7 +327,7 @@ async def test_openai_node_polls_resumes_and_cancels(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
+        out, err = await output_of(process, 60)
     finally:
         if process.returncode is None:
             process.kill()

@@ -31,7 +31,7 @@ from tests.fake_upstream import (
     thinking_text_reply,
     tool_call_reply,
 )
-from tests.processes import REPO
+from tests.processes import REPO, output_of
 
 PAUSE = 0.6  # seconds of upstream silence mid-item: about six heartbeats
 TEXT = "The quick brown fox jumps."
@@ -170,7 +170,7 @@ async def run_node(script: str, server: TestServer, name: str, *extra: str) -> l
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
+        out, err = await output_of(process, 60)
     finally:
         if process.returncode is None:
             process.kill()

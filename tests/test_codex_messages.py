@@ -11,7 +11,7 @@ from pathlib import Path
 from bridge import codex_config
 from bridge.config_env import CLIENT_KEY_ENV
 from bridge.config_load import parse_config
-from tests.processes import REPO, free_port
+from tests.processes import REPO, free_port, output_of
 
 README = (REPO / "README.md").read_text()
 REFUSED = "Reconnecting... waiting for network"
@@ -51,7 +51,7 @@ async def codex_until(codex: str, home: Path, wanted: str, **env: str) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         # To the pipe's end, which closes it (uvloop warns at loop close about one left open).
-        rest, _ = await asyncio.wait_for(process.communicate(), 10)
+        rest, _ = await output_of(process, 10)
         seen += rest
     return seen.decode(errors="replace")
 

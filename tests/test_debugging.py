@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.app import create_app
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
-from tests.processes import REPO
+from tests.processes import REPO, output_of
 from tests.websocket_client import turn, user
 
 PROVIDER_KEY = "sk-provider-secret-0123456789"
@@ -124,7 +124,7 @@ async def run_trace(*args: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    out, err = await output_of(process, 30)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

@@ -23,7 +23,7 @@ from bridge.errors import ApiError
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from tests.codex_cli import CodexHome
 from tests.conftest import assert_ends
-from tests.processes import REPO, BridgeProcess, free_port
+from tests.processes import REPO, BridgeProcess, free_port, output_of
 
 SHIPPED = REPO / "config.toml"
 DEMO_CONFIG = """
@@ -195,7 +195,7 @@ async def test_codex_runs_a_tool_through_the_demo(codex: str, tmp_path: Path) ->
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 120)
+    _, stderr = await output_of(process, 120)
     assert process.returncode == 0, stderr.decode()
     assert "Codex gets the demo model" in stderr.decode()
     assert tomllib.loads((home.home / "config.toml").read_text())["model"] == "demo"

@@ -40,7 +40,7 @@ from tests.codex_cli import (
 from tests.conftest import MODEL, assert_ends, bridge_config, codex_binary
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
 from tests.postgres import PASSWORD, Cluster
-from tests.processes import REPO, BridgeProcess, free_port
+from tests.processes import REPO, BridgeProcess, free_port, output_of
 
 PASSWORD_ENV = "RB_TEST_PG_PASSWORD"
 
@@ -70,7 +70,7 @@ async def bridge_cli(*args: str, password: str | None = PASSWORD) -> tuple[int, 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await output_of(process, 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

@@ -18,7 +18,7 @@ from tests.fake_upstream import (
     sse,
     thinking_text_reply,
 )
-from tests.processes import REPO, free_port
+from tests.processes import REPO, free_port, output_of
 
 
 async def fake(aiohttp_server: Callable[..., Awaitable[TestServer]], reply: Reply) -> FakeUpstream:
@@ -38,7 +38,7 @@ async def check_config(config: Path, **env: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    out, _ = await output_of(process, 60)
     assert process.returncode is not None
     return process.returncode, out.decode()
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from bridge.app import create_app
 from bridge.config_load import parse_config
 from tests.conftest import assert_ends
-from tests.processes import REPO
+from tests.processes import REPO, output_of
 
 CONFIG = """
 [store]
@@ -36,7 +36,7 @@ async def cli(config: Path, *args: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await output_of(process, 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -104,7 +104,7 @@ async def test_export_into_a_reader_that_stops_early_is_quiet(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await output_of(process, 60)
     assert out.startswith(b"{") and len(out) == 100
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
     assert process.returncode == 0, err.decode()

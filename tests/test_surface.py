@@ -13,6 +13,7 @@ from bridge.truncation import MARGIN, kept_share, truncate
 from bridge.wire.chat import ChatFunctionCall, ChatMessage, ChatToolCall
 from tests.conftest import MODEL
 from tests.fake_upstream import OVERFLOW, FakeUpstream, thinking_text_reply, tool_call_reply
+from tests.processes import output_of
 
 # The store's behaviour is the same on SQLite and PostgreSQL (tests/conftest.py).
 STORE_BACKENDS = ["sqlite", "postgres"]
@@ -230,7 +231,7 @@ async def test_the_ai_sdk_tool_loop_sends_references_the_bridge_resolves(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await output_of(process, 60)
     result = json.loads(out.decode().splitlines()[-1])
     assert process.returncode == 0 and result["ok"], (result, err.decode()[-2000:])
     assert result["text"] == "It is cold in Oslo."
