@@ -2,9 +2,10 @@
 
 What the write needs from the input (its items encoded and digested, and the earlier
 response a replaying client extends) is found once the turn's request has gone upstream,
-while the upstream answers: from the store's replay cache when the client replays a conversation it
-knows, else in a thread and on a read connection. A turn that names a Conversations API
-conversation then has its input and output appended to it (when it gave an answer).
+while the upstream answers: from the store's replay cache when the client replays a
+conversation it knows, else by digesting the input (in a thread when it is large) and
+asking a read connection. A turn that names a Conversations API conversation then has its
+input and output appended to it (when it gave an answer).
 """
 
 from __future__ import annotations
