@@ -23,7 +23,13 @@ from bridge.errors import UPSTREAM_REFUSED, ApiError, redact
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
 from bridge.upstream import Sent, UpstreamClient, connection_error, read_bounded
-from bridge.wire.chat import CHUNK_DECODER, COMPLETION_DECODER, ChatChunk
+from bridge.wire.chat import (
+    CHUNK_DECODER,
+    COMPLETION_DECODER,
+    ChatChunk,
+    ChunkChoice,
+    ChunkDelta,
+)
 from bridge.wire.events import ResponseEvent
 
 log = logging.getLogger(__name__)
@@ -306,6 +312,9 @@ def _translate(
     done = False
     error: ApiError | None = None
     index = start
+    # The text of consecutive chunks that hold nothing else, taken in as one chunk: their
+    # events would leave as one delta anyway, and the translator's work is per chunk.
+    texts: list[str] = []
     while index < stop:
         data = events[index].data
         index += 1
@@ -316,6 +325,12 @@ def _translate(
             chunk = CHUNK_DECODER.decode(data)
             if budget is not None:
                 budget.spend(chunk)
+            text = None if first_output else _only_text(chunk)
+            if text is not None:
+                texts.append(text)
+                continue
+            if texts:
+                translator.add(_text_chunk(texts))
             translator.add(chunk)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             error = malformed(str(exc))
@@ -325,4 +340,40 @@ def _translate(
             break
         if first_output and translator.produced_output:
             break
+    if texts:
+        try:
+            translator.add(_text_chunk(texts))
+        except ApiError as exc:
+            error = error or exc
     return translator.take(), done, error, index
+
+
+def _only_text(chunk: ChatChunk) -> str | None:
+    """The content of a chunk that carries content and nothing else (most of a stream),
+    else None."""
+    if chunk.usage is not None or chunk.error is not None or len(chunk.choices) != 1:
+        return None
+    choice = chunk.choices[0]
+    delta = choice.delta
+    if (
+        delta is None
+        or not delta.content
+        or choice.index not in (0, None)
+        or choice.finish_reason
+        or choice.usage is not None
+        or delta.reasoning_content
+        or delta.reasoning
+        or delta.reasoning_details
+        or delta.tool_calls
+        or delta.refusal
+        or delta.extra_content
+    ):
+        return None
+    return delta.content
+
+
+def _text_chunk(texts: list[str]) -> ChatChunk:
+    """One chunk for the text of several (emptying `texts`)."""
+    content = texts[0] if len(texts) == 1 else "".join(texts)
+    texts.clear()
+    return ChatChunk(choices=[ChunkChoice(delta=ChunkDelta(content=content))])
