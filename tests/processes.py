@@ -27,6 +27,32 @@ async def output_of(
     return out, err
 
 
+async def raw_post(
+    port: int,
+    path: str,
+    body: bytes,
+    *,
+    declared: int | None = None,
+    receive_buffer: int | None = None,
+) -> socket.socket:
+    """A POST of a JSON `body` written on a bare loopback socket, left to the caller (to
+    never read from, or to hang up): its Content-Length says `declared` bytes (the body's
+    own length unless given), its receive buffer `receive_buffer` bytes when given."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    length = len(body) if declared is None else declared
+    await loop.sock_sendall(
+        sock,
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), length, body),
+    )
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

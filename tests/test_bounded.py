@@ -26,6 +26,7 @@ from bridge.app import create_app
 from bridge.sse import SSEParser
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, thinking_text_reply, tool_call_reply
+from tests.processes import raw_post
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -114,16 +115,7 @@ async def test_a_background_run_whose_events_outgrow_the_log_ends_failed(
 
 async def _start_post(port: int, path: str, declared: int) -> socket.socket:
     """A POST whose headers promise `declared` bytes of JSON body, and only a part sent."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(
-        sock,
-        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n{" % (path.encode(), declared),
-    )
-    return sock
+    return await raw_post(port, path, b"{", declared=declared)
 
 
 async def test_request_bodies_in_flight_share_one_budget(

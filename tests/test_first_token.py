@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -18,6 +17,7 @@ from bridge.body import UpstreamBody
 from bridge.upstream import UpstreamClient
 from tests.conftest import MODEL, bridge_config
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply
+from tests.processes import raw_post
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -34,16 +34,8 @@ async def test_a_client_gone_at_once_leaves_the_provider_its_connection(
         Reply(thinking_text_reply([], ["never read"]).frames, delay_before=0.5),
         thinking_text_reply([], ["next one"]),
     )
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", server.port))
     payload = json.dumps({"model": MODEL, "input": "talk", "stream": True}).encode()
-    await loop.sock_sendall(
-        sock,
-        b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload),
-    )
+    sock = await raw_post(server.port, "/v1/responses", payload)
     await asyncio.wait_for(fake_upstream.arrived.wait(), 10)
     sock.close()
     async with (

@@ -25,7 +25,7 @@ from bridge.app import create_app
 from bridge.config_load import parse_config
 from tests.conftest import MODEL, assert_ends, bridge_config, locked, ready_again
 from tests.fake_upstream import FakeUpstream, Reply, huge_stream, thinking_text_reply
-from tests.processes import BridgeProcess, free_port
+from tests.processes import BridgeProcess, free_port, raw_post
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -97,17 +97,8 @@ async def test_a_client_that_stops_reading_ends_its_turn_and_frees_the_provider(
     )
     server = await aiohttp_server(create_app(config))
     fake_upstream.script(huge_stream(3000, 4096), thinking_text_reply([], ["next one"]))
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", server.port))
     body = json.dumps({"model": MODEL, "input": "talk", "stream": True}).encode()
-    await loop.sock_sendall(
-        sock,
-        b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
-    )
+    sock = await raw_post(server.port, "/v1/responses", body, receive_buffer=4096)
     try:
         # It never reads. Within a few seconds its turn is over and the provider is free.
         await asyncio.wait_for(fake_upstream.stream_abandoned.wait(), 10)
