@@ -301,13 +301,11 @@ class Sent:
         """The response (ApiError when the provider could not be reached); from here on
         the taker finishes it."""
         self._taken = True
-        task = self._task
         try:
-            return await task
+            return await self._task
         except asyncio.CancelledError:
             # Cancelled just as the answer came: it is nobody's to finish but this.
-            if task.done() and not task.cancelled() and task.exception() is None:
-                self._client.finish(task.result())
+            self._finish_answered()
             raise
 
     def abandon(self) -> None:
@@ -315,8 +313,13 @@ class Sent:
         if self._taken:
             return
         self._taken = True
+        if not self._task.done():
+            self._task.cancel()  # _post gives its slot back
+        else:
+            self._finish_answered()
+
+    def _finish_answered(self) -> None:
+        """The response finished, if the request got one."""
         task = self._task
-        if not task.done():
-            task.cancel()  # _post gives its slot back
-        elif not task.cancelled() and task.exception() is None:
+        if task.done() and not task.cancelled() and task.exception() is None:
             self._client.finish(task.result())
