@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from multidict import CIMultiDictProxy
@@ -29,6 +30,9 @@ from bridge.wire.events import ResponseObject
 from bridge.wire.responses import ResponsesRequest, encode_items
 
 log = logging.getLogger(__name__)
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 # Turns with more items and tools than this are encoded for the store in a thread.
 ENCODE_IN_THREAD = 2000
@@ -96,11 +100,7 @@ class TurnRecorder:
             messages = plan.messages[plan.context_start :]
             base = planned.context_base
             digest = base.copy() if base is not None else ContextDigest()
-            prepared.context = (
-                await asyncio.to_thread(digest.extend, messages)
-                if self._in_thread
-                else digest.extend(messages)
-            )
+            prepared.context = await self._digesting(digest.extend, messages)
         if self._request.store is False:
             return prepared
         client, conversation = planned.scope.client, planned.scope.conversation
@@ -112,15 +112,15 @@ class TurnRecorder:
                 known.base,
             )
             return prepared
-        encoded, digests = (
-            await asyncio.to_thread(_encode_and_digest, self._items)
-            if self._in_thread
-            else _encode_and_digest(self._items)
-        )
+        encoded, digests = await self._digesting(_encode_and_digest, self._items)
         prepared.encoded, prepared.digests = encoded, digests
         if len(self._items) > 1:
             prepared.base = await self._store.find_base(client, digests.digests)
         return prepared
+
+    async def _digesting(self, work: Callable[[_In], _Out], data: _In) -> _Out:
+        """`work(data)`: in a thread for a large input, else here on the loop."""
+        return await asyncio.to_thread(work, data) if self._in_thread else work(data)
 
     async def write(self) -> bool:
         """True once the turn is stored (or waits in the spool); False (logged) when it
