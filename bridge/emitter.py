@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bridge.translate.stream import StreamTranslator
 from bridge.turn_trace import TurnTrace
@@ -15,6 +15,17 @@ from bridge.wire.events import ResponseEvent
 
 # Writes events to the client; raises ClientGone when the client cannot take them.
 EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
+
+
+@runtime_checkable
+class DirectSink(Protocol):
+    """A sink that can also take events at once, from a callback (bridge.direct): when
+    `ready` (the client is there and its connection's buffer is not full), `write_now`
+    puts the events on the connection without waiting."""
+
+    def ready(self) -> bool: ...
+
+    def write_now(self, events: list[ResponseEvent]) -> None: ...
 
 
 class StallWatch:
@@ -94,6 +105,8 @@ class Emitter:
         trace: TurnTrace | None = None,
     ) -> None:
         self._sink = sink
+        # The sink's own way to take events at once, if it has one.
+        self._direct = sink if isinstance(sink, DirectSink) else None
         self._trace = trace
         self._translator = translator
         self._interval = interval
@@ -110,6 +123,28 @@ class Emitter:
             events = produce()
             if events:
                 await self._write(events)
+
+    @property
+    def direct(self) -> bool:
+        """Whether events can ever be written at once (`ready`, `write_now`)."""
+        return self._direct is not None
+
+    def ready(self) -> bool:
+        """Whether events made now can be written now: nothing else is writing (the lock
+        is free), the turn has not ended, and the sink can take them without waiting."""
+        direct = self._direct
+        return direct is not None and not self._lock.locked() and not self.ended and direct.ready()
+
+    def write_now(self, events: list[ResponseEvent]) -> None:
+        """Write events numbered just now, at once; only right after `ready` said so, with
+        nothing awaited in between (so they still leave in the order they were numbered)."""
+        if not events:
+            return
+        assert self._direct is not None
+        self._last_write = time.monotonic()
+        if self._trace is not None:
+            self._trace.sent(events)
+        self._direct.write_now(events)
 
     async def end(self, produce: Callable[[], list[ResponseEvent]]) -> None:
         """The terminal event: written last, and nothing after it."""

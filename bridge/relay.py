@@ -13,12 +13,16 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import aiohttp
 import msgspec
+from aiohttp import StreamReader
+from aiohttp.client_proto import ResponseHandler
 
 from bridge.body import UpstreamBody
 from bridge.demo import DemoUpstream
+from bridge.direct import IdleWatch, attach, attachable, detach
 from bridge.errors import UPSTREAM_REFUSED, ApiError, redact
 from bridge.sse import SSEEvent, SSEParser, SSEProtocolError
 from bridge.translate.stream import StreamTranslator
@@ -27,8 +31,6 @@ from bridge.wire.chat import (
     CHUNK_DECODER,
     COMPLETION_DECODER,
     ChatChunk,
-    ChunkChoice,
-    ChunkDelta,
 )
 from bridge.wire.events import ResponseEvent
 
@@ -89,11 +91,13 @@ async def pump(
     *,
     whole: bool = False,
     sent: Sent | None = None,
+    direct: DirectSend | None = None,
 ) -> ApiError | None:
     """One upstream request through the translator, streamed or (`whole`: the body asks
     for one JSON answer) not; the error it ended with (its message safe to show: no key in
     it). `tap` sees the upstream's bytes as they arrive (turn tracing). `sent`: this
-    request, already started by `send_early`."""
+    request, already started by `send_early`. `direct`: events can also be written at
+    once, from the callback that reads the stream."""
     try:
         if isinstance(upstream, DemoUpstream):
             async with contextlib.aclosing(upstream.answer(body)) as answer:
@@ -104,7 +108,11 @@ async def pump(
             elif response.content_type in HTML_TYPES:
                 error = not_an_event_stream(response.content_type, upstream.display_url)
             else:
-                error = await _relay(response.content.iter_any(), upstream, translator, send, tap)
+                connection = response.connection
+                protocol = connection.protocol if connection is not None else None
+                error = await _relay(
+                    response.content, upstream, translator, send, tap, direct, protocol
+                )
                 if error is None and not response.content.at_eof():
                     await _drain(response)
     except ApiError as exc:
@@ -117,27 +125,36 @@ async def pump(
     return dataclasses.replace(error, message=upstream.redact(redact(error.message, forwarded)))
 
 
+class DirectSend(Protocol):
+    """Events written at once, from a callback (the turn's Emitter): `ready` when nothing
+    else is writing and the client can take them without a wait; `write_now` writes events
+    numbered just before, with nothing awaited in between."""
+
+    def ready(self) -> bool: ...
+
+    def write_now(self, events: list[ResponseEvent]) -> None: ...
+
+
 async def _relay(
-    stream: AsyncIterator[bytes],
+    source: StreamReader | AsyncIterator[bytes],
     upstream: UpstreamClient,
     translator: StreamTranslator,
     send: Send,
     tap: Tap | None = None,
+    direct: DirectSend | None = None,
+    protocol: ResponseHandler | None = None,
 ) -> ApiError | None:
-    """An upstream's SSE bytes, as they arrive, through the translator."""
-    parser = SSEParser(max_event_bytes=upstream.max_event_bytes)
-    budget = AnswerBudget(upstream.max_answer_bytes)
-    steps = Steps()
-    done = False
+    """An upstream's SSE bytes, as they arrive, through the translator: an aiohttp
+    response's body (written to the client from the read's callback whenever `direct`
+    can; `protocol`: its connection's), or any stream of bytes."""
+    relay = _Relay(upstream, translator, send, tap)
     try:
-        async for data in stream:
-            if tap is not None:
-                tap(data)
-            done, error = await _forward(parser.feed(data), translator, send, budget, steps)
-            if error is not None:
-                return error
-            if done:
-                break
+        if isinstance(source, StreamReader):
+            await relay.read(source, direct, protocol)
+        else:
+            async for data in source:
+                if await relay.forward(data):
+                    break
     except TimeoutError:
         return ApiError.server(
             f"upstream sent nothing for {upstream.idle_timeout:g} seconds", status=504
@@ -146,15 +163,191 @@ async def _relay(
         return malformed(str(exc))
     except aiohttp.ClientError as exc:
         return connection_error(exc, upstream.display_url)
-    if not done:
+    return await relay.outcome()
+
+
+class _Relay:
+    """One upstream stream's way through the translator.
+
+    Read by the turn's task (`forward` each read, its events sent through the emitter's
+    lock) or, while the client keeps up and nothing else is writing, in the callback that
+    reads it (bridge.direct): each read parsed, translated and written to the client at
+    once, with no task woken and nothing awaited. The callback hands back to the task
+    whatever it cannot do at once: events past a step's worth or that the client cannot
+    take now (`rest`), the stream's end, its failure.
+    """
+
+    __slots__ = (
+        "_direct",
+        "_failure",
+        "_reader",
+        "_waiter",
+        "_watch",
+        "budget",
+        "done",
+        "error",
+        "parser",
+        "rest",
+        "send",
+        "steps",
+        "tap",
+        "translator",
+    )
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        translator: StreamTranslator,
+        send: Send,
+        tap: Tap | None,
+    ) -> None:
+        self.parser = SSEParser(max_event_bytes=upstream.max_event_bytes)
+        self.budget = AnswerBudget(upstream.max_answer_bytes)
+        self.steps = Steps()
+        self.translator = translator
+        self.send = send
+        self.tap = tap
+        # Whether [DONE] came; the error the stream ended with.
+        self.done = False
+        self.error: ApiError | None = None
+        # Events the callback parsed and left for the task.
+        self.rest: list[SSEEvent] = []
+        self._direct: DirectSend | None = None
+        self._reader: StreamReader | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._watch: IdleWatch | None = None
+        self._failure: BaseException | None = None
+
+    async def forward(self, data: bytes) -> bool:
+        """One read through the translator, its events sent; whether the stream is over."""
+        if self.tap is not None:
+            self.tap(data)
+        return await self._forward(self.parser.feed(data))
+
+    async def _forward(self, events: list[SSEEvent]) -> bool:
+        self.done, self.error = await _forward(
+            events, self.translator, self.send, self.budget, self.steps
+        )
+        return self.done or self.error is not None
+
+    async def read(
+        self, reader: StreamReader, direct: DirectSend | None, protocol: ResponseHandler | None
+    ) -> None:
+        """The body to its end ([DONE], an error, or the end of the body)."""
+        while True:
+            if direct is not None and direct.ready() and attachable(reader):
+                # What came before is sent first.
+                data = reader.read_nowait()
+                if not data:
+                    if await self._attached(reader, direct, protocol):
+                        return
+                    continue
+            else:
+                data = await reader.readany()
+                if not data:
+                    return
+            if await self.forward(data):
+                return
+
+    async def _attached(
+        self, reader: StreamReader, direct: DirectSend, protocol: ResponseHandler | None
+    ) -> bool:
+        """Reads taken in their callback until it hands back; whether the stream is over.
+
+        Meanwhile the upstream's silence is watched here (IdleWatch) rather than by
+        aiohttp, which re-arms a timer at every read."""
+        self._direct, self._reader = direct, reader
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        idle = protocol.read_timeout if protocol is not None else None
+        watch = None
+        if protocol is not None and idle:
+            watch = self._watch = IdleWatch(loop, idle, self._silent)
+            protocol.read_timeout = None
+        attach(reader, self)
+        try:
+            await waiter
+        finally:
+            detach(reader)
+            self._waiter = self._reader = self._direct = self._watch = None
+            if watch is not None and protocol is not None:
+                watch.stop()
+                protocol.read_timeout = idle
+                # aiohttp's watch again, while the body goes on (at its end aiohttp has
+                # stopped it: a timer left on a pooled connection would fail its next use).
+                if not reader.is_eof() and reader.exception() is None:
+                    protocol.start_timeout()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        if self.done or self.error is not None:
+            return True
+        rest, self.rest = self.rest, []
+        return bool(rest) and await self._forward(rest)
+
+    def data(self, data: bytes) -> None:
+        """A read, in its callback (bridge.direct.Consumer)."""
+        try:
+            if self._watch is not None:
+                self._watch.read()
+            if self.tap is not None:
+                self.tap(data)
+            self._take(self.parser.feed(data))
+        except Exception as exc:  # the task's to handle, as if it had read this itself
+            self._failure = exc
+            self._hand_back()
+
+    def ended(self) -> None:
+        """The body ended or failed: the task reads which from the reader."""
+        self._hand_back()
+
+    def _silent(self) -> None:
+        """The upstream sent nothing for its idle timeout (IdleWatch)."""
+        self._failure = TimeoutError("upstream idle")
+        self._hand_back()
+
+    def _take(self, events: list[SSEEvent]) -> None:
+        """Translate and write a read's events, at most a step's worth; the rest, and the
+        stream's end, to the task."""
+        direct = self._direct
+        assert direct is not None
+        start, count, room = 0, len(events), STEP_EVENTS
+        while start < count:
+            if room <= 0 or not direct.ready():
+                self.rest = events[start:]
+                self._hand_back()
+                return
+            produced, done, error, stop = _translate(
+                events, self.translator, start, min(count, start + room), self.budget
+            )
+            direct.write_now(produced)
+            room -= stop - start
+            start = stop
+            if done or error is not None:
+                self.done, self.error = done, error
+                self._hand_back()
+                return
+
+    def _hand_back(self) -> None:
+        """Reads buffer again from here on; the task goes on."""
+        if self._reader is not None:
+            detach(self._reader)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def outcome(self) -> ApiError | None:
+        """The error the stream ended with, once it has."""
+        if self.error is not None or self.done:
+            return self.error
         # A last event without its blank line, then a stream with no [DONE]: fine when a
         # finish_reason came (a known provider quirk); failed otherwise.
-        done, error = await _forward(parser.finish(), translator, send, budget)
+        done, error = await _forward(self.parser.finish(), self.translator, self.send, self.budget)
         if error is not None:
             return error
-        if not done and not translator.quirks.missing_done:
+        if not done and not self.translator.quirks.missing_done:
             return malformed("the stream ended without data: [DONE]")
-    return None
+        return None
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:
@@ -261,10 +454,19 @@ class AnswerBudget:
                     used += sum(len(v) for v in details.values() if isinstance(v, str))
         self.used = used
         if used > self.limit:
-            raise ApiError.server(
-                f"the provider's answer passed {self.limit} bytes ([upstream] "
-                "max_answer_bytes) and was cut off there: the bridge closed the stream"
-            )
+            raise self._over()
+
+    def spend_text(self, text: str) -> None:
+        """Count the content of a chunk that holds only content (spend, for most chunks)."""
+        self.used += len(text)
+        if self.used > self.limit:
+            raise self._over()
+
+    def _over(self) -> ApiError:
+        return ApiError.server(
+            f"the provider's answer passed {self.limit} bytes ([upstream] "
+            "max_answer_bytes) and was cut off there: the bridge closed the stream"
+        )
 
 
 async def _forward(
@@ -323,14 +525,16 @@ def _translate(
             break
         try:
             chunk = CHUNK_DECODER.decode(data)
-            if budget is not None:
-                budget.spend(chunk)
             text = None if first_output else _only_text(chunk)
             if text is not None:
+                if budget is not None:
+                    budget.spend_text(text)
                 texts.append(text)
                 continue
+            if budget is not None:
+                budget.spend(chunk)
             if texts:
-                translator.add(_text_chunk(texts))
+                translator.add_text(_joined(texts))
             translator.add(chunk)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             error = malformed(str(exc))
@@ -342,7 +546,7 @@ def _translate(
             break
     if texts:
         try:
-            translator.add(_text_chunk(texts))
+            translator.add_text(_joined(texts))
         except ApiError as exc:
             error = error or exc
     return translator.take(), done, error, index
@@ -372,8 +576,8 @@ def _only_text(chunk: ChatChunk) -> str | None:
     return delta.content
 
 
-def _text_chunk(texts: list[str]) -> ChatChunk:
-    """One chunk for the text of several (emptying `texts`)."""
-    content = texts[0] if len(texts) == 1 else "".join(texts)
+def _joined(texts: list[str]) -> str:
+    """The text of several chunks as one (emptying `texts`)."""
+    text = texts[0] if len(texts) == 1 else "".join(texts)
     texts.clear()
-    return ChatChunk(choices=[ChunkChoice(delta=ChunkDelta(content=content))])
+    return text

@@ -141,6 +141,12 @@ class SSEParser:
         comment, another field, a multi-line or over-long event), which the line by line
         parse below takes instead."""
         limit = min(self._max_line_bytes, self._max_event_bytes + 6)
+        end = len(chunk) - 2
+        if chunk.find(b"\n", 0, end) < 0:
+            # One event: a paced provider's every read.
+            if chunk.startswith(b"data: ") and end <= limit:
+                return [SSEEvent(chunk[6:end])]
+            return None
         events: list[SSEEvent] = []
         for piece in chunk[:-2].split(b"\n\n"):
             if not piece:

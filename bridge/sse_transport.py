@@ -11,16 +11,18 @@ body, and the body always ends cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 from aiohttp_sse import EventSourceResponse
 
 from bridge.access import CLIENT_CLOSED
 from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
-from bridge.emitter import ClientGone, EventSink, StallWatch, discard
+from bridge.emitter import ClientGone, StallWatch, discard
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
 from bridge.request_parsing import LARGE_REQUEST, parse_request_off_loop
@@ -139,17 +141,70 @@ async def close_stream(response: EventSourceResponse) -> None:
     await response.write_eof()
 
 
-def sse_sink(request: web.Request, response: web.StreamResponse, watch: StallWatch) -> EventSink:
-    """Writes events as SSE frames, the stream prepared at the first (the turn's request
-    is on its way upstream by then); a client that does not take a write within the stall
-    timeout (it stopped reading) has its turn ended."""
+# A client's connection with more than this waiting in its send buffer takes no more
+# events at once: they go through the awaited write, which waits for it to drain and is
+# watched for a stall. uvloop's and asyncio's transports pause the writer at 64 KiB too.
+WRITE_BUFFER_HIGH = 64 * 1024
 
-    async def write(events: list[ResponseEvent]) -> None:
+
+class SSESink:
+    """Writes events as SSE frames, the stream prepared at the first write (the turn's
+    request is on its way upstream by then); a client that does not take a write within
+    the stall timeout (it stopped reading) has its turn ended.
+
+    Once the stream's head is out, events can also be written at once (`write_now`, from
+    the relay's callback: bridge.direct) while the client's connection keeps up: framed
+    as aiohttp's writer frames them, and counted in its sizes."""
+
+    __slots__ = ("_chunked", "_request", "_response", "_transport", "_watch", "_writer")
+
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, watch: StallWatch
+    ) -> None:
+        self._request = request
+        self._response = response
+        self._watch = watch
+        # Set once a write has sent the stream's head.
+        self._transport: asyncio.Transport | None = None
+        self._writer: StreamWriter | None = None
+        self._chunked = False
+
+    async def __call__(self, events: list[ResponseEvent]) -> None:
+        response = self._response
         if not response.prepared:
-            await response.prepare(request)
-        await watch.write(response.write(encode_frames(events)))
+            await response.prepare(self._request)
+        await self._watch.write(response.write(encode_frames(events)))
+        if self._transport is None:
+            self._opened()
 
-    return write
+    def _opened(self) -> None:
+        """After the first write: the stream's head is out, later writes are body only."""
+        writer = self._request.writer
+        # aiohttp's own writer, uncompressed (a stream is never compressed): its framing
+        # is known. Anything else gets only the awaited writes.
+        if type(writer) is StreamWriter and not self._response.compression:
+            self._writer = writer
+            self._chunked = writer.chunked
+            self._transport = writer.transport
+
+    def ready(self) -> bool:
+        transport = self._transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH
+        )
+
+    def write_now(self, events: list[ResponseEvent]) -> None:
+        transport, writer = self._transport, self._writer
+        assert transport is not None and writer is not None
+        data = encode_frames(events)
+        if self._chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        size = len(data)
+        writer.buffer_size += size
+        writer.output_size += size
+        transport.write(data)
 
 
 async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamResponse:
@@ -157,7 +212,7 @@ async def _respond_stream(request: web.Request, turn: Turn) -> web.StreamRespons
     response = new_stream(request)
     watch = StallWatch(config.server.client_stall_timeout)
     try:
-        await turn.run(sse_sink(request, response, watch))
+        await turn.run(SSESink(request, response, watch))
         _note_end(request, turn)
         await close_stream(response)
     except ClientGone as gone:

@@ -253,6 +253,7 @@ class Turn:
             tap,
             whole=not self._streamed,
             sent=sent,
+            direct=emitter if emitter.direct else None,
         )
         if error is not None and self.trace is not None:
             self.trace.upstream_data(f"\n[ended with {error.code}: {error.message}]\n".encode())

@@ -211,6 +211,11 @@ class StreamTranslator:
             if choice.finish_reason:
                 self._finish_reason = choice.finish_reason
 
+    def add_text(self, text: str) -> None:
+        """Take in the content of chunks that hold content and nothing else (most of a
+        stream, taken in runs by the relay): what `add` does with such a chunk."""
+        self._content_delta(text)
+
     def take(self) -> list[ResponseEvent]:
         """The events produced since the last take, in order, numbered."""
         return self._take()
