@@ -545,8 +545,12 @@ def _translate(
         if first_output and translator.produced_output:
             break
     if texts:
+        text = _joined(texts)
+        produced = translator.text_now(text)
+        if produced is not None:
+            return produced, done, error, index
         try:
-            translator.add_text(_joined(texts))
+            translator.add_text(text)
         except ApiError as exc:
             error = error or exc
     return translator.take(), done, error, index

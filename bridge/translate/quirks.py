@@ -142,6 +142,10 @@ class DsmlToolCalls:
     _pending: str = ""
     _markup: list[str] = field(default_factory=list)
 
+    def passes(self, text: str) -> bool:
+        """Whether `feed(text)` would give back `text` as it is, holding nothing."""
+        return not self._markup and not self._pending and "<" not in text
+
     def feed(self, text: str) -> str:
         """The part of `text` that is ordinary content, safe to show now."""
         if self._markup:
@@ -180,6 +184,12 @@ class ContentFilters:
     def __init__(self, think_tags: bool, dsml: bool, tag: str = "think") -> None:
         self._think = ThinkTags(tag) if think_tags else None
         self._dsml = DsmlToolCalls() if dsml else None
+
+    def passes(self, text: str) -> bool:
+        """Whether `feed(text)` would give back `text` as it is, as text, holding nothing
+        (past any <think> block, no markup begun or beginning)."""
+        think, dsml = self._think, self._dsml
+        return (think is None or think.passing) and (dsml is None or dsml.passes(text))
 
     def feed(self, text: str) -> list[Segment]:
         think = self._think

@@ -216,6 +216,22 @@ class StreamTranslator:
         stream, taken in runs by the relay): what `add` does with such a chunk."""
         self._content_delta(text)
 
+    def text_now(self, text: str) -> list[ResponseEvent] | None:
+        """`add_text(text)` then `take()`, in one step for the usual case (nothing else
+        taken in since the last take, the message open, the content filters letting
+        `text` through as it is); None otherwise, and nothing done."""
+        if self._events:
+            return None
+        content = self._content
+        if content is not None and not content.passes(text):
+            return None
+        event = self._text.text_delta(text)
+        if event is None:
+            return None
+        event.sequence_number = self._seq
+        self._seq += 1
+        return [event]
+
     def take(self) -> list[ResponseEvent]:
         """The events produced since the last take, in order, numbered."""
         return self._take()

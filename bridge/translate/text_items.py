@@ -139,6 +139,18 @@ class TextItems:
         it when there is none)."""
         self._open_reasoning().details.append([signature_detail(call_id, signature)])
 
+    def text_delta(self, text: str) -> OutputTextDelta | None:
+        """The delta of `text` for the open message, made at once when no text waits
+        (what `text` then `flush` make of it); None when there is no open message or text
+        waits."""
+        current = self._message
+        if current is None or self.pending is not None:
+            return None
+        current.parts.append(text)
+        return OutputTextDelta(
+            item_id=current.item.id, output_index=current.output_index, content_index=0, delta=text
+        )
+
     # -- ending ------------------------------------------------------------------------
 
     def flush(self) -> None:
