@@ -64,10 +64,10 @@ def without_ids(value: Any) -> Any:
     return value
 
 
-async def relayed(fake_upstream: FakeUpstream, frames: list[bytes]) -> Any:
-    """What the relay makes of `frames` sent in one write: the error it ended with, the
-    response's output, and the text of the deltas it sent."""
-    fake_upstream.script(Reply([b"".join(frames)]))
+async def relayed(fake_upstream: FakeUpstream, frames: list[bytes], *, paced: bool = False) -> Any:
+    """What the relay makes of `frames` sent in one write (or, `paced`, one at a time): the
+    error it ended with, the response's output, and the text of the deltas it sent."""
+    fake_upstream.script(Reply(frames, frame_delay=0.001) if paced else Reply([b"".join(frames)]))
     config = bridge_config(fake_upstream.url)
     turn = translator()
     turn.start()
@@ -107,6 +107,21 @@ async def test_text_runs_give_the_answer_chunk_by_chunk_gives(
         assert output == chunk_by_chunk(chunks)
         kinds = [item["type"] for item in output]
         assert kinds == ["reasoning", "message", "reasoning", "message", "function_call"], kinds
+
+
+async def test_text_read_chunk_by_chunk_gives_the_answer_chunk_by_chunk_gives(
+    fake_upstream: FakeUpstream,
+) -> None:
+    """Read one chunk at a time, most reads are plain text for an open message, made into
+    their delta at once (StreamTranslator.text_now); the <think> block and the DSML markup
+    must still be found when they come that way."""
+    chunks = stream_of(pieces(ANSWER, 7))
+    frames = [sse(payload) for payload in chunks] + [DONE]
+    error, output, _ = await relayed(fake_upstream, frames, paced=True)
+    assert error is None
+    assert output == chunk_by_chunk(chunks)
+    kinds = [item["type"] for item in output]
+    assert kinds == ["reasoning", "message", "reasoning", "message", "function_call"], kinds
 
 
 async def test_an_error_after_a_run_of_text_comes_after_that_text(
