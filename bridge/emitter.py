@@ -17,6 +17,13 @@ from bridge.wire.events import ResponseEvent
 EventSink = Callable[[list[ResponseEvent]], Awaitable[None]]
 
 
+# A client's connection with more than this waiting in its send buffer takes no more
+# events at once (DirectSink.ready): they go through the awaited write, which waits for it
+# to drain and is watched for a stall. uvloop's and asyncio's transports pause their writer
+# at 64 KiB too.
+WRITE_BUFFER_HIGH = 64 * 1024
+
+
 @runtime_checkable
 class DirectSink(Protocol):
     """A sink that can also take events at once, from a callback (bridge.direct): when

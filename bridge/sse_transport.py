@@ -22,7 +22,7 @@ from aiohttp_sse import EventSourceResponse
 from bridge.access import CLIENT_CLOSED
 from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
-from bridge.emitter import ClientGone, StallWatch, discard
+from bridge.emitter import WRITE_BUFFER_HIGH, ClientGone, StallWatch, discard
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
 from bridge.request_parsing import LARGE_REQUEST, parse_request_off_loop
@@ -139,12 +139,6 @@ async def close_stream(response: EventSourceResponse) -> None:
     response.stop_streaming()
     await response.wait()
     await response.write_eof()
-
-
-# A client's connection with more than this waiting in its send buffer takes no more
-# events at once: they go through the awaited write, which waits for it to drain and is
-# watched for a stall. uvloop's and asyncio's transports pause the writer at 64 KiB too.
-WRITE_BUFFER_HIGH = 64 * 1024
 
 
 class SSESink:

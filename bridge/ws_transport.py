@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 
 import msgspec
@@ -27,7 +28,7 @@ from bridge.access_log import ACCESS_LOG
 from bridge.app_keys import BODIES, CLIENT, COLLECTOR, CONFIG, REQUEST_LOG, TURNS
 from bridge.bodies import Share
 from bridge.conversation import Prefix
-from bridge.emitter import ClientGone, StallWatch
+from bridge.emitter import WRITE_BUFFER_HIGH, ClientGone, StallWatch
 from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.open_sockets import SOCKETS
@@ -49,6 +50,10 @@ FINAL_EVENTS = (ResponseCompleted, ResponseFailed, ResponseIncomplete)
 # Conversations with more messages than this are kept (translated, encoded) in a thread.
 KEEP_IN_THREAD = 2000
 _ENCODER = msgspec.json.Encoder()
+# A WebSocket frame's first two bytes, then its length in 2 or 8 more (network order).
+_LENGTH_1 = struct.Struct("!BB").pack
+_LENGTH_2 = struct.Struct("!BBH").pack
+_LENGTH_8 = struct.Struct("!BBQ").pack
 
 
 class _Envelope(msgspec.Struct):
@@ -143,6 +148,35 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
         sockets.discard(ws)
         entry.outcome = "closed"
     return ws
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server's unmasked, unfragmented WebSocket text message (RFC 6455, 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return _LENGTH_1(0x81, size) + payload
+    if size < 65536:
+        return _LENGTH_2(0x81, 126, size) + payload
+    return _LENGTH_8(0x81, 127, size) + payload
+
+
+class _SocketSink:
+    """A turn's events to the socket: sent in turn with anything else the socket sends,
+    or written at once from the relay's callback while the socket keeps up."""
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, socket: _Socket) -> None:
+        self._socket = socket
+
+    async def __call__(self, events: list[ResponseEvent]) -> None:
+        await self._socket._sink(events)
+
+    def ready(self) -> bool:
+        return self._socket.ready()
+
+    def write_now(self, events: list[ResponseEvent]) -> None:
+        self._socket.write_now(events)
 
 
 class _Socket:
@@ -307,7 +341,7 @@ class _Socket:
             )
             return
         try:
-            failed = await turn.run(self._sink)
+            failed = await turn.run(_SocketSink(self))
         except ClientGone as gone:
             log.info("client of %s %s", turn.response.id, gone.reason)
             if gone.record and request.transport is not None:
@@ -340,6 +374,25 @@ class _Socket:
             if isinstance(events[-1], FINAL_EVENTS):
                 # The client may send its next turn now.
                 self._busy = False
+
+    def ready(self) -> bool:
+        """Whether events can be written at once (bridge.emitter.DirectSink): nothing else
+        is being sent, the socket is not closing and its connection has room."""
+        transport = self._request.transport
+        return (
+            not self._send_lock.locked()
+            and not self._ws.closed
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH
+        )
+
+    def write_now(self, events: list[ResponseEvent]) -> None:
+        """Each event as one text message, framed here (the socket is never compressed),
+        in one write; only right after `ready`."""
+        transport = self._request.transport
+        assert transport is not None
+        transport.write(b"".join([text_frame(_ENCODER.encode(event)) for event in events]))
 
     async def _send_events(self, events: list[ResponseEvent]) -> None:
         for event in events:

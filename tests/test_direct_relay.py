@@ -21,9 +21,11 @@ from bridge.relay import pump
 from bridge.sse import SSEParser
 from bridge.upstream import UpstreamClient
 from bridge.wire.events import OutputTextDelta, ResponseEvent
+from bridge.ws_transport import text_frame
 from tests.conftest import MODEL, assert_ends, bridge_config, decode_stream, read_events
 from tests.fake_upstream import FakeUpstream, Reply, thinking_text_reply, tool_call_reply
 from tests.translator_runs import translator
+from tests.websocket_client import turn as ws_turn
 
 ClientFactory = Any
 
@@ -202,3 +204,47 @@ async def test_an_http_1_0_client_gets_the_stream_unchunked(
     assert_ends(events)
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert deltas == "".join(WORDS[:40])
+
+
+@pytest.mark.parametrize("size", [10, 100, 1_000, 70_000])
+async def test_a_socket_gets_every_event_written_at_once_as_its_own_text_message(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory, size: int
+) -> None:
+    """On a WebSocket the relay frames the messages itself: each event one text message,
+    whatever its length (a frame's length takes 1, 2 or 8 bytes from 126 and 65,536 on)."""
+    client: TestClient = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
+    texts = [f"{n}:" + "x" * size for n in range(6)]
+    reply = thinking_text_reply(["a thought"], texts)
+    reply.frame_delay = 0.003  # one read each, taken in the read's callback
+    fake_upstream.script(reply)
+    async with client.ws_connect("/v1/responses") as ws:
+        events = await ws_turn(ws, input="hi")
+    assert_ends(events)
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == "".join(texts)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def read_frame(frame: bytes) -> tuple[int, bytes]:
+    """A server frame read as RFC 6455 (5.2) says: FIN and opcode, no mask, the length in
+    7 bits, or 126 then 16 bits, or 127 then 64 bits; the payload."""
+    first, second = frame[0], frame[1]
+    assert second & 0x80 == 0  # a server never masks
+    size, at = second & 0x7F, 2
+    if size == 126:
+        size, at = int.from_bytes(frame[2:4], "big"), 4
+    elif size == 127:
+        size, at = int.from_bytes(frame[2:10], "big"), 10
+    assert len(frame) == at + size
+    return first, frame[at:]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])
+def test_a_text_frame_is_one_final_text_message_of_its_payload(size: int) -> None:
+    payload = bytes(random.Random(size).randrange(256) for _ in range(min(size, 64))) * (
+        size // 64 + 1
+    )
+    payload = payload[:size]
+    first, read = read_frame(text_frame(payload))
+    assert first == 0x81  # FIN, no RSV bits, opcode 1 (text)
+    assert read == payload
