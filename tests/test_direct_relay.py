@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
@@ -248,3 +249,35 @@ def test_a_text_frame_is_one_final_text_message_of_its_payload(size: int) -> Non
     first, read = read_frame(text_frame(payload))
     assert first == 0x81  # FIN, no RSV bits, opcode 1 (text)
     assert read == payload
+
+
+async def test_a_compressed_event_stream_is_taken_in_its_callback_as_it_is_decompressed(
+    aiohttp_server: Any, aiohttp_client: ClientFactory
+) -> None:
+    """A provider behind a CDN may gzip its stream: aiohttp decompresses each read before
+    the relay's callback sees it, and the answer is whole."""
+    frames = thinking_text_reply([], WORDS[:60]).frames
+
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response.enable_compression(web.ContentCoding.gzip)
+        await response.prepare(request)
+        for frame in frames:
+            await response.write(frame)
+            await asyncio.sleep(0.002)
+        await response.write_eof()
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", gzipped)
+    provider = await aiohttp_server(upstream)
+    config = bridge_config(str(provider.make_url("")).rstrip("/"))
+    client: TestClient = await aiohttp_client(create_app(config))
+    response = await client.post(
+        "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
+    )
+    events = await read_events(response)
+    assert_ends(events)
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == "".join(WORDS[:60])
