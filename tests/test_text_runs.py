@@ -1,7 +1,7 @@
-"""The relay takes consecutive chunks that hold only text in as one (bridge.relay._translate):
-whatever the chunks were cut like, the answer is the one the translator gives chunk by chunk,
-<think> blocks and DSML tool-call markup included, and an error after a run of text still
-comes after that text."""
+"""The relay takes consecutive chunks that hold only text in as one
+(bridge.relay_steps.translate): whatever the chunks were cut like, the answer is the one the
+translator gives chunk by chunk, <think> blocks and DSML tool-call markup included, and an
+error after a run of text still comes after that text."""
 
 from __future__ import annotations
 
