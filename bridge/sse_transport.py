@@ -22,7 +22,7 @@ from aiohttp_sse import EventSourceResponse
 from bridge.access import CLIENT_CLOSED
 from bridge.app_keys import BACKGROUND, BODIES, COLLECTOR, CONFIG, METRICS, REQUEST_LOG, TURNS
 from bridge.bodies import Share, read_body
-from bridge.emitter import WRITE_BUFFER_HIGH, ClientGone, StallWatch, discard
+from bridge.emitter import WRITE_BUFFER_HIGH, ClientGone, DirectSink, StallWatch, discard
 from bridge.handlers import json_response
 from bridge.letting_go import let_go
 from bridge.request_parsing import LARGE_REQUEST, parse_request_off_loop
@@ -141,7 +141,7 @@ async def close_stream(response: EventSourceResponse) -> None:
     await response.write_eof()
 
 
-class SSESink:
+class SSESink(DirectSink):
     """Writes events as SSE frames, the stream prepared at the first write (the turn's
     request is on its way upstream by then); a client that does not take a write within
     the stall timeout (it stopped reading) has its turn ended.

@@ -28,7 +28,7 @@ from bridge.access_log import ACCESS_LOG
 from bridge.app_keys import BODIES, CLIENT, COLLECTOR, CONFIG, REQUEST_LOG, TURNS
 from bridge.bodies import Share
 from bridge.conversation import Prefix
-from bridge.emitter import WRITE_BUFFER_HIGH, ClientGone, StallWatch
+from bridge.emitter import WRITE_BUFFER_HIGH, ClientGone, DirectSink, StallWatch
 from bridge.errors import ApiError
 from bridge.lone_surrogates import replace_lone_surrogates
 from bridge.open_sockets import SOCKETS
@@ -160,7 +160,7 @@ def text_frame(payload: bytes) -> bytes:
     return _LENGTH_8(0x81, 127, size) + payload
 
 
-class _SocketSink:
+class _SocketSink(DirectSink):
     """A turn's events to the socket: sent in turn with anything else the socket sends,
     or written at once from the relay's callback while the socket keeps up."""
 

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.body import UpstreamBody
-from bridge.emitter import Emitter
+from bridge.emitter import DirectSink, Emitter
 from bridge.relay import pump
 from bridge.sse import SSEParser
 from bridge.upstream import UpstreamClient
@@ -33,7 +33,7 @@ ClientFactory = Any
 WORDS = [f"w{n} " for n in range(120)]
 
 
-class Sink:
+class Sink(DirectSink):
     """A client's side of the emitter: takes events at once when `ready` says so (`ready`
     asks in a row of every 10, from a point the seed picks), else through the awaited
     write."""
