@@ -389,7 +389,8 @@ class _Socket:
 
     def write_now(self, events: list[ResponseEvent]) -> None:
         """Each event as one text message, framed here (the socket is never compressed),
-        in one write; only right after `ready`."""
+        in one write; only right after `ready`. Never a turn's final event: that comes
+        through `_sink` (Emitter.end), which frees the socket for the next turn."""
         transport = self._request.transport
         assert transport is not None
         transport.write(b"".join([text_frame(_ENCODER.encode(event)) for event in events]))
