@@ -17,12 +17,15 @@ the reads go to a consumer, one timer a stream (IdleWatch) does that instead.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import StreamReader
 
 __all__ = ["Consumer", "IdleWatch", "attach", "attachable", "detach"]
+
+log = logging.getLogger(__name__)
 
 
 class Consumer(Protocol):
@@ -60,17 +63,36 @@ class _Attached(StreamReader):
             consumer.ended()
 
 
+# False once a reader could not be attached (an aiohttp whose StreamReader no longer has
+# _Attached's layout): every stream then reads as aiohttp made it.
+_usable = True
+
+
 def attachable(reader: object) -> bool:
     """Whether `reader` is aiohttp's own StreamReader, detached, not at its end and not
     failed."""
-    return type(reader) is StreamReader and reader.exception() is None and not reader.is_eof()
+    return (
+        _usable
+        and type(reader) is StreamReader
+        and reader.exception() is None
+        and not reader.is_eof()
+    )
 
 
-def attach(reader: StreamReader, consumer: Consumer) -> None:
-    """From now on the reader's body goes to `consumer`: `attachable`, and its buffer
-    emptied first (`read_nowait()`), or what it holds would come after what follows."""
+def attach(reader: StreamReader, consumer: Consumer) -> bool:
+    """From now on the reader's body goes to `consumer` (True), if it can: `attachable`,
+    and its buffer emptied first (`read_nowait()`), or what it holds would come after what
+    follows."""
+    global _usable
     _CONSUMERS[id(reader)] = consumer
-    reader.__class__ = _Attached
+    try:
+        reader.__class__ = _Attached
+    except TypeError as exc:  # the layouts differ: this aiohttp's reader changed
+        del _CONSUMERS[id(reader)]
+        _usable = False
+        log.warning("upstream reads go through aiohttp's buffer from now on: %s", exc)
+        return False
+    return True
 
 
 def detach(reader: StreamReader) -> Consumer | None:

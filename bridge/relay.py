@@ -251,10 +251,12 @@ class _Relay:
         self._waiter = waiter = loop.create_future()
         idle = protocol.read_timeout if protocol is not None else None
         watch = None
+        if not attach(reader, self):
+            self._waiter = self._reader = self._direct = None
+            return False
         if protocol is not None and idle:
             watch = self._watch = IdleWatch(loop, idle, self._silent)
             protocol.read_timeout = None
-        attach(reader, self)
         try:
             await waiter
         finally:

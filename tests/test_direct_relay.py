@@ -12,9 +12,10 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient
 
+from bridge import direct
 from bridge.app import create_app
 from bridge.body import UpstreamBody
 from bridge.emitter import DirectSink, Emitter
@@ -281,3 +282,34 @@ async def test_a_compressed_event_stream_is_taken_in_its_callback_as_it_is_decom
     assert_ends(events)
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert deltas == "".join(WORDS[:60])
+
+
+async def test_a_reader_that_cannot_be_attached_leaves_every_stream_to_aiohttps_buffer(
+    fake_upstream: FakeUpstream,
+    aiohttp_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An aiohttp whose StreamReader no longer has the layout bridge.direct swaps in: the
+    swap fails, is said once in the log, and the streams read as before."""
+
+    class Other(StreamReader):
+        __slots__ = ("more",)  # another layout: __class__ cannot change to it
+
+    monkeypatch.setattr(direct, "_Attached", Other)
+    monkeypatch.setattr(direct, "_usable", True)
+    client: TestClient = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
+    for _ in range(2):
+        reply = thinking_text_reply([], WORDS[:20])
+        reply.frame_delay = 0.002
+        fake_upstream.script(reply)
+        response = await client.post(
+            "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
+        )
+        events = await read_events(response)
+        assert_ends(events)
+        deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+        assert "".join(deltas) == "".join(WORDS[:20])
+    assert direct._usable is False
+    warnings = [r for r in caplog.records if "aiohttp's buffer" in r.getMessage()]
+    assert len(warnings) == 1
