@@ -63,16 +63,17 @@ class _Attached(StreamReader):
             consumer.ended()
 
 
-# False once a reader could not be attached (an aiohttp whose StreamReader no longer has
-# _Attached's layout): every stream then reads as aiohttp made it.
-_usable = True
+# Whether readers can be attached: None until the first attach checks it (_works), False
+# once that check or an attach failed (an aiohttp whose parser or StreamReader no longer do
+# what this module relies on): every stream then reads as aiohttp made it.
+_usable: bool | None = None
 
 
 def attachable(reader: object) -> bool:
     """Whether `reader` is aiohttp's own StreamReader, detached, not at its end and not
     failed."""
     return (
-        _usable
+        _usable is not False
         and type(reader) is StreamReader
         and reader.exception() is None
         and not reader.is_eof()
@@ -84,6 +85,10 @@ def attach(reader: StreamReader, consumer: Consumer) -> bool:
     and its buffer emptied first (`read_nowait()`), or what it holds would come after what
     follows."""
     global _usable
+    if _usable is None:
+        _usable = _works()
+        if not _usable:
+            return False
     _CONSUMERS[id(reader)] = consumer
     try:
         reader.__class__ = _Attached
@@ -91,6 +96,62 @@ def attach(reader: StreamReader, consumer: Consumer) -> bool:
         del _CONSUMERS[id(reader)]
         _usable = False
         log.warning("upstream reads go through aiohttp's buffer from now on: %s", exc)
+        return False
+    return True
+
+
+class _Probe:
+    """The consumer of _works' one response."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.over = False
+
+    def data(self, data: bytes) -> None:
+        self.body += data
+
+    def ended(self) -> None:
+        self.over = True
+
+
+class _Quiet:
+    """The protocol a StreamReader asks to pause and resume reading: here, nothing."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass
+
+
+def _works() -> bool:
+    """Whether aiohttp's response parser (the one its client uses) gives an attached
+    reader its body and its end as this module expects: one chunked response parsed, once
+    a process. Anything else (another aiohttp) is said in the log, and nothing attached."""
+    from aiohttp.http import HttpResponseParser  # the one aiohttp's client parses with
+
+    probe = _Probe()
+    try:
+        quiet: Any = _Quiet()  # all a StreamReader asks of aiohttp's protocol
+        parser = HttpResponseParser(quiet, asyncio.get_running_loop(), 2**16)
+        messages, _, _ = parser.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        reader = messages[0][1]
+        if type(reader) is not StreamReader:
+            raise TypeError(f"the body is read by {type(reader).__name__}")
+        _CONSUMERS[id(reader)] = probe
+        try:
+            reader.__class__ = _Attached
+            parser.feed_data(b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")
+        finally:
+            detach(reader)
+        if probe.body != b"onetwo" or not probe.over:
+            raise ValueError(f"the body came as {probe.body!r}, its end {probe.over}")
+    except Exception as exc:
+        log.warning(
+            "upstream reads go through aiohttp's buffer: this aiohttp does not hand "
+            "a body to its reader as the bridge expects (%s)",
+            exc,
+        )
         return False
     return True
 

@@ -297,7 +297,7 @@ async def test_a_reader_that_cannot_be_attached_leaves_every_stream_to_aiohttps_
         __slots__ = ("more",)  # another layout: __class__ cannot change to it
 
     monkeypatch.setattr(direct, "_Attached", Other)
-    monkeypatch.setattr(direct, "_usable", True)
+    monkeypatch.setattr(direct, "_usable", None)  # checked again at the first attach
     client: TestClient = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
     for _ in range(2):
         reply = thinking_text_reply([], WORDS[:20])
@@ -313,3 +313,22 @@ async def test_a_reader_that_cannot_be_attached_leaves_every_stream_to_aiohttps_
     assert direct._usable is False
     warnings = [r for r in caplog.records if "aiohttp's buffer" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_the_first_attach_checks_that_aiohttp_hands_a_body_to_its_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a process, one response goes through aiohttp's own parser to an attached
+    reader: an aiohttp that gave the body to its reader some other way would otherwise
+    leave each stream waiting for reads that never come."""
+    assert direct._works()
+
+    class Deaf(direct._Attached):
+        __slots__ = ()
+
+        def feed_data(self, data: bytes, size: int = 0) -> bool:
+            return False  # as if the parser called something else
+
+    monkeypatch.setattr(direct, "_Attached", Deaf)
+    assert not direct._works()
+    assert not direct._CONSUMERS  # the probe's reader let go either way
