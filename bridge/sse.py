@@ -59,6 +59,7 @@ class SSEParser:
         "_pending_cr",
         "_tail",
         "_tail_len",
+        "_whole_limit",
     )
 
     def __init__(
@@ -68,6 +69,8 @@ class SSEParser:
         # One event's data lines together (a stream of data: lines without a blank line
         # would otherwise grow without end).
         self._max_event_bytes = max_event_bytes
+        # The longest `data: ` line the whole-events path takes (longer: line by line).
+        self._whole_limit = min(max_line_bytes, max_event_bytes + 6)
         self._data_len = 0
         self._at_start = True
         self._pending_cr = False
@@ -89,9 +92,16 @@ class SSEParser:
             and self._id is None
             and b"\r" not in chunk
         ):
-            whole = self._whole_events(chunk)
-            if whole is not None:
-                return whole
+            end = len(chunk) - 2
+            if chunk.find(b"\n", 0, end) < 0:
+                # One event, a paced provider's every read: taken here (anything but a
+                # `data: ` line within the limit goes line by line below).
+                if chunk.startswith(b"data: ") and end <= self._whole_limit:
+                    return [SSEEvent(chunk[6:end])]
+            else:
+                whole = self._whole_events(chunk)
+                if whole is not None:
+                    return whole
         if self._at_start:
             # Only a BOM prefix is ever held in the tail while at the start.
             head = b"".join(self._tail) + chunk
@@ -140,13 +150,7 @@ class SSEParser:
         providers write them, with nothing pending before it; None for anything else (a
         comment, another field, a multi-line or over-long event), which the line by line
         parse below takes instead."""
-        limit = min(self._max_line_bytes, self._max_event_bytes + 6)
-        end = len(chunk) - 2
-        if chunk.find(b"\n", 0, end) < 0:
-            # One event: a paced provider's every read.
-            if chunk.startswith(b"data: ") and end <= limit:
-                return [SSEEvent(chunk[6:end])]
-            return None
+        limit = self._whole_limit
         events: list[SSEEvent] = []
         for piece in chunk[:-2].split(b"\n\n"):
             if not piece:
