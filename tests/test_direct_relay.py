@@ -88,6 +88,36 @@ async def relayed(
     return error, sink
 
 
+def text_of(events: list[dict[str, Any]]) -> str:
+    """The text a client's output_text deltas add up to."""
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+async def post_stream(client: TestClient) -> list[dict[str, Any]]:
+    """A streamed turn through the bridge; its events."""
+    response = await client.post(
+        "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
+    )
+    return await read_events(response)
+
+
+async def stream_words(
+    client: TestClient,
+    fake_upstream: FakeUpstream,
+    words: list[str],
+    *,
+    frame_delay: float = 0.002,
+    pauses: dict[int, float] | None = None,
+) -> list[dict[str, Any]]:
+    """A streamed turn whose upstream sends `words` a frame at a time (`frame_delay`
+    apart, so the bridge reads them one by one); its events."""
+    reply = thinking_text_reply([], words)
+    reply.frame_delay = frame_delay
+    reply.pauses = pauses or {}
+    fake_upstream.script(reply)
+    return await post_stream(client)
+
+
 def paced(reply: Reply, seed: int) -> Reply:
     """`reply` with short pauses at random frames, so the bridge reads it in many pieces."""
     rng = random.Random(seed)
@@ -139,21 +169,16 @@ async def test_a_silence_mid_stream_fails_within_the_idle_timeout(
     relay's own watch (one timer) stands in for it."""
     config = bridge_config(fake_upstream.url, upstream="idle_timeout = 0.5\nmax_retries = 0")
     client: TestClient = await aiohttp_client(create_app(config))
-    reply = thinking_text_reply([], WORDS[:10])
-    reply.frame_delay = 0.01  # read one by one, in the callback
-    reply.pauses = {6: 5.0}  # then silent
-    fake_upstream.script(reply)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    response = await client.post(
-        "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
+    # Read one by one, in the callback; then silent.
+    events = await stream_words(
+        client, fake_upstream, WORDS[:10], frame_delay=0.01, pauses={6: 5.0}
     )
-    events = await read_events(response)
     assert loop.time() - started < 2.0
     final = assert_ends(events, "response.failed")
     assert "sent nothing for 0.5 seconds" in final["response"]["error"]["message"]
-    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
-    assert deltas == "".join(WORDS[:5])
+    assert text_of(events) == "".join(WORDS[:5])
 
 
 async def test_a_streamed_answers_connection_is_pooled_past_the_idle_timeout(
@@ -165,13 +190,7 @@ async def test_a_streamed_answers_connection_is_pooled_past_the_idle_timeout(
     config = bridge_config(fake_upstream.url, upstream="idle_timeout = 0.3\nmax_connections = 1")
     client: TestClient = await aiohttp_client(create_app(config))
     for turn in range(2):
-        reply = thinking_text_reply([], WORDS[:30])
-        reply.frame_delay = 0.002
-        fake_upstream.script(reply)
-        response = await client.post(
-            "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
-        )
-        assert_ends(await read_events(response))
+        assert_ends(await stream_words(client, fake_upstream, WORDS[:30]))
         if turn == 0:
             await asyncio.sleep(0.8)  # past the idle timeout, within aiohttp's keep-alive
     assert len(fake_upstream.peers) == 2
@@ -204,8 +223,7 @@ async def test_an_http_1_0_client_gets_the_stream_unchunked(
     parser = SSEParser()
     events = decode_stream([e.data for e in parser.feed(stream) + parser.finish()])
     assert_ends(events)
-    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
-    assert deltas == "".join(WORDS[:40])
+    assert text_of(events) == "".join(WORDS[:40])
 
 
 @pytest.mark.parametrize("size", [10, 100, 1_000, 70_000])
@@ -222,8 +240,7 @@ async def test_a_socket_gets_every_event_written_at_once_as_its_own_text_message
     async with client.ws_connect("/v1/responses") as ws:
         events = await ws_turn(ws, input="hi")
     assert_ends(events)
-    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
-    assert "".join(deltas) == "".join(texts)
+    assert text_of(events) == "".join(texts)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
@@ -275,13 +292,9 @@ async def test_a_compressed_event_stream_is_taken_in_its_callback_as_it_is_decom
     provider = await aiohttp_server(upstream)
     config = bridge_config(str(provider.make_url("")).rstrip("/"))
     client: TestClient = await aiohttp_client(create_app(config))
-    response = await client.post(
-        "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
-    )
-    events = await read_events(response)
+    events = await post_stream(client)
     assert_ends(events)
-    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
-    assert deltas == "".join(WORDS[:60])
+    assert text_of(events) == "".join(WORDS[:60])
 
 
 async def test_a_reader_that_cannot_be_attached_leaves_every_stream_to_aiohttps_buffer(
@@ -300,16 +313,9 @@ async def test_a_reader_that_cannot_be_attached_leaves_every_stream_to_aiohttps_
     monkeypatch.setattr(direct, "_usable", None)  # checked again at the first attach
     client: TestClient = await aiohttp_client(create_app(bridge_config(fake_upstream.url)))
     for _ in range(2):
-        reply = thinking_text_reply([], WORDS[:20])
-        reply.frame_delay = 0.002
-        fake_upstream.script(reply)
-        response = await client.post(
-            "/v1/responses", json={"model": MODEL, "input": "hi", "stream": True}
-        )
-        events = await read_events(response)
+        events = await stream_words(client, fake_upstream, WORDS[:20])
         assert_ends(events)
-        deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
-        assert "".join(deltas) == "".join(WORDS[:20])
+        assert text_of(events) == "".join(WORDS[:20])
     assert direct._usable is False
     warnings = [r for r in caplog.records if "aiohttp's buffer" in r.getMessage()]
     assert len(warnings) == 1

@@ -96,17 +96,25 @@ def chunk_by_chunk(chunks: list[dict[str, Any]]) -> Any:
     return without_ids(msgspec.to_builtins(turn.response.output))
 
 
+async def assert_answer_as_chunk_by_chunk(
+    fake_upstream: FakeUpstream, seed: int, *, paced: bool = False
+) -> None:
+    """ANSWER cut the seed's way, relayed: the output the translator gives chunk by chunk,
+    with its reasoning, text and the call the DSML markup held."""
+    chunks = stream_of(pieces(ANSWER, seed))
+    frames = [sse(payload) for payload in chunks] + [DONE]
+    error, output, _ = await relayed(fake_upstream, frames, paced=paced)
+    assert error is None
+    assert output == chunk_by_chunk(chunks)
+    kinds = [item["type"] for item in output]
+    assert kinds == ["reasoning", "message", "reasoning", "message", "function_call"], kinds
+
+
 async def test_text_runs_give_the_answer_chunk_by_chunk_gives(
     fake_upstream: FakeUpstream,
 ) -> None:
     for seed in range(5):
-        chunks = stream_of(pieces(ANSWER, seed))
-        frames = [sse(payload) for payload in chunks] + [DONE]
-        error, output, _ = await relayed(fake_upstream, frames)
-        assert error is None
-        assert output == chunk_by_chunk(chunks)
-        kinds = [item["type"] for item in output]
-        assert kinds == ["reasoning", "message", "reasoning", "message", "function_call"], kinds
+        await assert_answer_as_chunk_by_chunk(fake_upstream, seed)
 
 
 async def test_text_read_chunk_by_chunk_gives_the_answer_chunk_by_chunk_gives(
@@ -115,13 +123,7 @@ async def test_text_read_chunk_by_chunk_gives_the_answer_chunk_by_chunk_gives(
     """Read one chunk at a time, most reads are plain text for an open message, made into
     their delta at once (StreamTranslator.text_now); the <think> block and the DSML markup
     must still be found when they come that way."""
-    chunks = stream_of(pieces(ANSWER, 7))
-    frames = [sse(payload) for payload in chunks] + [DONE]
-    error, output, _ = await relayed(fake_upstream, frames, paced=True)
-    assert error is None
-    assert output == chunk_by_chunk(chunks)
-    kinds = [item["type"] for item in output]
-    assert kinds == ["reasoning", "message", "reasoning", "message", "function_call"], kinds
+    await assert_answer_as_chunk_by_chunk(fake_upstream, 7, paced=True)
 
 
 async def test_an_error_after_a_run_of_text_comes_after_that_text(
