@@ -246,14 +246,13 @@ class _Relay:
 
         Meanwhile the upstream's silence is watched here (IdleWatch) rather than by
         aiohttp, which re-arms a timer at every read."""
+        if not attach(reader, self):
+            return False
         self._direct, self._reader = direct, reader
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
         idle = protocol.read_timeout if protocol is not None else None
         watch = None
-        if not attach(reader, self):
-            self._waiter = self._reader = self._direct = None
-            return False
         if protocol is not None and idle:
             watch = self._watch = IdleWatch(loop, idle, self._silent)
             protocol.read_timeout = None
