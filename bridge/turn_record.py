@@ -104,7 +104,7 @@ class TurnRecorder:
         if self._request.store is False:
             return prepared
         client, conversation = planned.scope.client, planned.scope.conversation
-        known = self._store.replays.match(client, conversation, self._items)
+        known = await self._store.replays.match(client, conversation, self._items)
         if known is not None:
             prepared.encoded, prepared.digests, prepared.base = (
                 known.encoded,
