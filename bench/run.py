@@ -1,6 +1,6 @@
 """The benchmark: the upstream directly against the bridge and its peers, in one run.
 
-    python bench/run.py [--peers] [--baseline REF] [--reps 3] [--seconds 5]
+    python bench/run.py [--peers] [--baseline REF [--baseline-own-env]] [--reps 3] [--seconds 5]
         [--levels 16,64] [--rate 75] [--first-token-delay 0.05] [--paced-streams 64]
         [--paced-tokens 200] [--cases paced-64,json-16] [--no-store] [--raw RESULTS.json]
         [--quiet-below 1.0 [--quiet-wait 600]] [--report-from RESULTS.json]
@@ -130,6 +130,11 @@ def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", action="store_true", help="also codex-relay, pass-through")
     parser.add_argument("--baseline", action="append", default=[], help="a commit to compare")
+    parser.add_argument(
+        "--baseline-own-env",
+        action="store_true",
+        help="install each baseline with its own dependencies (default: this checkout's)",
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every run")
     parser.add_argument("--seconds", type=float, default=5.0, help="window of a run")
     parser.add_argument("--levels", default="16,64", help="fast-upstream stream counts")
@@ -176,7 +181,9 @@ def measure_all(args: argparse.Namespace) -> Measured:
         def start(targets_stack: ExitStack, rep: int) -> list[Target]:
             state = Path(scratch) / f"rep-{rep}"
             state.mkdir()
-            return start_targets(targets_stack, upstream, state, args.peers, args.baseline)
+            return start_targets(
+                targets_stack, upstream, state, args.peers, args.baseline, args.baseline_own_env
+            )
 
         runs, rep_loads, targets, idle_rss = play(cases, start, upstream_proc.pid, args.reps, quiet)
     conditions = Conditions(

@@ -1,9 +1,16 @@
 """What bench/run.py measures: the upstream directly, the bridge, and the peers beside it.
 
 Each target is a process on loopback in front of the same fake upstream: the bridge (this
-checkout, and any --baseline commit, installed from `git archive` into a venv of its own
-under bench/.peers), codex-relay (pip-installed into bench/.peers at a pinned version), the
-minimal pass-through of bench/passthrough.py, and LiteLLM when `litellm` is on PATH.
+checkout, and any --baseline commit), codex-relay (pip-installed into bench/.peers at a
+pinned version), the minimal pass-through of bench/passthrough.py, and LiteLLM when
+`litellm` is on PATH.
+
+A baseline commit runs, by default, from its `git archive` with this checkout's Python and
+libraries (its source first on PYTHONPATH): only the bridge's own code differs between the
+two, so their CPU and memory compare its code alone (the development environment's
+editable-install hook and its other packages add about 0.7 MiB to every bridge's idle RSS).
+With `own_env` a baseline is instead installed with its own dependencies into a venv under
+bench/.peers, as a user of that commit would have had it.
 """
 
 from __future__ import annotations
@@ -57,6 +64,18 @@ def checkout_version() -> str:
     return described + (", with uncommitted changes" if changed else "")
 
 
+def export(ref: str, scratch: Path) -> Path:
+    """The bridge's source as of commit `ref`, in a directory of `scratch`."""
+    commit = git("rev-parse", "--short", ref)
+    source = scratch / f"source-{commit}"
+    source.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True, timeout=60)
+    return source
+
+
 def bridge_at(ref: str, scratch: Path) -> Path:
     """A Python with the bridge of commit `ref` installed (with that commit's dependencies).
 
@@ -67,12 +86,7 @@ def bridge_at(ref: str, scratch: Path) -> Path:
     python = venv / "bin" / "python"
     if python.exists():
         return python
-    source = scratch / f"source-{commit}"
-    source.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True, timeout=60)
+    source = export(ref, scratch)
     subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(source)], check=True, timeout=900
@@ -81,20 +95,29 @@ def bridge_at(ref: str, scratch: Path) -> Path:
 
 
 def start_bridge(
-    stack: ExitStack, upstream: str, scratch: Path, name: str, python: Path, version: str
+    stack: ExitStack,
+    upstream: str,
+    scratch: Path,
+    name: str,
+    python: Path,
+    version: str,
+    source: Path | None = None,
 ) -> Target:
     """`python -m bridge serve`, persistence on (SQLite, synchronous=full).
 
-    It runs in its state directory, so `python -m` imports the bridge installed in `python`'s
-    environment; for this checkout (no `python` of its own) it runs in the checkout instead.
+    It runs in its state directory, so `python -m` imports the bridge of `source` (first on
+    PYTHONPATH) or else the one installed in `python`'s environment; for this checkout it
+    runs in the checkout instead.
     """
     state = scratch / name.replace("@", "-")
     state.mkdir()
     port = free_port()
     args = [str(python), "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
-    cwd = REPO if python == Path(PYTHON) else state
+    here = python == Path(PYTHON) and source is None
+    cwd = REPO if here else state
+    env = {"PYTHONPATH": str(source)} if source is not None else None
     log = state / "bridge.log"
-    bridge = stack.enter_context(process([*args, "--port", str(port)], cwd=cwd, log=log))
+    bridge = stack.enter_context(process([*args, "--port", str(port)], env=env, cwd=cwd, log=log))
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz")
     except RuntimeError as failed:
@@ -148,16 +171,25 @@ def start_litellm(stack: ExitStack, upstream: str, binary: str) -> Target:
 
 
 def start_targets(
-    stack: ExitStack, upstream: str, scratch: Path, peers: bool, baselines: list[str]
+    stack: ExitStack,
+    upstream: str,
+    scratch: Path,
+    peers: bool,
+    baselines: list[str],
+    own_env: bool = False,
 ) -> list[Target]:
     """Every target, each stopped when `stack` closes; the upstream itself first."""
     found = [Target("direct", f"{upstream}/v1", "chat", None, "-")]
     here = Path(PYTHON)
     found.append(start_bridge(stack, upstream, scratch, "bridge", here, checkout_version()))
     for ref in baselines:
-        python = bridge_at(ref, scratch)
-        version = git("rev-parse", "--short", ref)
-        found.append(start_bridge(stack, upstream, scratch, f"bridge@{ref}", python, version))
+        name, version = f"bridge@{ref}", git("rev-parse", "--short", ref)
+        if own_env:
+            python = bridge_at(ref, scratch)
+            found.append(start_bridge(stack, upstream, scratch, name, python, version))
+        else:
+            source = export(ref, scratch)
+            found.append(start_bridge(stack, upstream, scratch, name, here, version, source))
     if peers:
         found.append(start_relay(stack, upstream))
         found.append(start_passthrough(stack, upstream))
