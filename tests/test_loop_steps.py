@@ -117,6 +117,7 @@ async def test_an_entry_replaced_while_it_is_compared_gives_the_base_first_seen(
     )
     await asyncio.sleep(0)
     await asyncio.sleep(0)
+    assert not matching.done()  # halfway through its slices
     # Another turn of the conversation is remembered meanwhile.
     cache.remember("k:a", None, "resp_2", longer, ItemDigests().extend(encode_items(longer)))
     found = await matching
