@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
+from bridge.app_keys import STORE
 from bridge.config import ConfigError
 from bridge.config_env import check_exposure, is_loopback
 from bridge.config_load import parse_config
 from bridge.notify import Notifier
+from bridge.store.sqlite_driver import transaction
 from tests.conftest import MODEL, bridge_config, ready_again
 from tests.fake_upstream import FakeUpstream, thinking_text_reply
 from tests.processes import REPO, BridgeProcess, free_port
@@ -202,6 +205,26 @@ async def test_sigterm_drains_open_streams(
 def rename_table(database: Path, old: str, new: str) -> None:
     with sqlite3.connect(database) as db:
         db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+async def test_a_long_write_of_the_bridges_own_is_no_locked_database(bridge: TestClient) -> None:
+    # Under 64 fast streams the writer's thread, kept waiting for the GIL by a busy loop,
+    # held the write lock past what /readyz's probe waits for it (250 ms): a quarter of the
+    # /readyz answers were 503 "database is locked", from a bridge writing every turn.
+    assert (await bridge.get("/readyz")).status == 200
+    store = bridge.server.app[STORE]  # type: ignore[union-attr]
+
+    def long_write(db: sqlite3.Connection) -> None:
+        with transaction(db):
+            time.sleep(0.8)
+
+    writing = asyncio.ensure_future(store._write_raw(long_write))
+    await asyncio.sleep(0.2)
+    ready = await bridge.get("/readyz")
+    body = await ready.json()
+    await writing
+    assert ready.status == 200, body
+    assert body["database"] == "ok"
 
 
 async def test_readyz_reports_a_database_that_cannot_be_written(

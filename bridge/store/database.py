@@ -61,6 +61,13 @@ class Connection:
         execute: Callable[..., Awaitable[T]] = connection._execute
         return await execute(work, connection._conn, *args, **kwargs)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on the connection, read from the loop while its
+        thread works: SQLite keeps it as a flag, set once BEGIN has its lock (a transaction
+        beginning or ending meanwhile may be seen either way)."""
+        return self._connection.in_transaction
+
     async def close(self) -> None:
         await self._connection.close()
 

@@ -41,7 +41,7 @@ from bridge.store.group_commit import GroupCommit
 from bridge.store.operations import StoreOperations
 from bridge.store.protocol import Opening
 from bridge.store.spool import Spool
-from bridge.store.sqlite_driver import is_corruption, store_error
+from bridge.store.sqlite_driver import is_busy, is_corruption, store_error
 from bridge.store.statements import SQLITE, Query
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,10 @@ class SQLiteStore(StoreOperations):
         self._turns = GroupCommit(
             self.label, self._write_raw, self.health.check_usable, write_timeout
         )
-        # When the writer's current work began (None: it is idle), for /readyz.
+        # When the writer's current work began (None: it is idle), for /readyz; and how
+        # many of its works have committed.
         self._write_started: float | None = None
+        self._writes_done = 0
         self._checkpointing: asyncio.Task[None] | None = None
         self._wal = Path(f"{path}-wal")
         # What is wrong with the file, once found; nothing is written after that.
@@ -199,12 +201,21 @@ class SQLiteStore(StoreOperations):
                 return f"a write has waited {waited:.0f}s (the database is locked or slow)"
         if not self._checked.is_set():
             return None  # being checked; writes wait for it
+        writer = self._connections.writer
+        if writer.in_transaction:
+            # The writer has the lock: the file takes writes, and a probe would only wait
+            # behind the bridge's own write (which, with the loop busy, can hold it longer
+            # than the probe waits, and /readyz said "locked" under load).
+            return None
+        done = self._writes_done
         try:
             async with asyncio.timeout(PROBE_SECONDS):
                 moved = await self._connections.probe.run(_probe_write, self.path, self._identity)
         except TimeoutError:
             return "the database did not answer within a second"
         except (sqlite3.Error, ValueError) as exc:
+            if is_busy(exc) and (writer.in_transaction or self._writes_done != done):
+                return None  # the lock was the bridge's own writer's, which wrote
             return f"not writable: {exc}"
         if moved is not None:
             self._moved(moved)
@@ -261,7 +272,7 @@ class SQLiteStore(StoreOperations):
 
         self._write_started = self._write_started or time.monotonic()
         try:
-            return await self._connections.writer.run(where_opened)
+            done = await self._connections.writer.run(where_opened)
         except DatabaseMoved as exc:
             self._moved(str(exc))
             raise
@@ -272,6 +283,8 @@ class SQLiteStore(StoreOperations):
         finally:
             self._write_started = None
             self._checkpoint_if_large()
+        self._writes_done += 1
+        return done
 
     def _checkpoint_if_large(self) -> None:
         """Start a checkpoint on its own connection once the WAL is large (see
