@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,6 +17,7 @@ import pytest
 from bridge.records import KEY_CALL, KEY_CONTEXT, KEY_TURN, ReasoningRecord, TurnRecord, record_turn
 from bridge.scope import LEGACY_CLIENT, Scope
 from bridge.store import ChainNotFound, ItemNotFound, ReasoningQuery, Store
+from bridge.store.database import Connections
 from bridge.translate.reasoning import Reasoning
 from bridge.wire.events import MessageOutput, OutputTextPart, ResponseObject
 from bridge.wire.responses import ResponsesRequest
@@ -351,3 +353,11 @@ async def test_runs_left_running_are_failed_and_kept_events_read_back(
         await opened_store.get_response("resp_run"),
         b"data: {}\n\n",
     )
+
+
+async def test_a_closed_writer_is_in_no_transaction(tmp_path: Path) -> None:
+    # /readyz asks during a shutdown too: a closed connection answers, it does not raise.
+    connections = await Connections.open(tmp_path / "c.db", "FULL", read_only=False)
+    assert connections.writer.in_transaction is False
+    await connections.close()
+    assert connections.writer.in_transaction is False

@@ -65,8 +65,11 @@ class Connection:
     def in_transaction(self) -> bool:
         """Whether a transaction is open on the connection, read from the loop while its
         thread works: SQLite keeps it as a flag, set once BEGIN has its lock (a transaction
-        beginning or ending meanwhile may be seen either way)."""
-        return self._connection.in_transaction
+        beginning or ending meanwhile may be seen either way). False once it is closed."""
+        try:
+            return self._connection.in_transaction
+        except (ValueError, sqlite3.Error):  # aiosqlite's "no active connection", or closed
+            return False
 
     async def close(self) -> None:
         await self._connection.close()
