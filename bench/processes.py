@@ -19,6 +19,16 @@ PYTHON = sys.executable
 BRIDGE_MODELS = ("bench", "fast", "paced")
 
 
+def export(ref: str, target: Path) -> Path:
+    """The repository at commit `ref`, as files (no git metadata), in `target` (made here)."""
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True, timeout=60)
+    return target
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from processes import export
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -244,17 +245,6 @@ async def play_session(
                     }
                 )
     return results
-
-
-def export_baseline(ref: str, directory: Path) -> Path:
-    """The repository at `ref`, as files (no git metadata), to run as the baseline."""
-    target = directory / "baseline"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True, timeout=60)
-    return target
 
 
 def bridge_config(directory: Path, upstream: str) -> tuple[Path, Path]:
@@ -489,7 +479,7 @@ async def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         sources = {"current": REPO}
         if args.baseline:
-            sources = {"baseline": export_baseline(args.baseline, Path(scratch)), **sources}
+            sources = {"baseline": export(args.baseline, Path(scratch) / "baseline"), **sources}
         for repeat in range(args.repeat):
             for store in modes:
                 for name, source in sources.items():

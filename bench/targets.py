@@ -26,6 +26,7 @@ from processes import (
     PYTHON,
     REPO,
     bridge_config,
+    export,
     free_port,
     process,
     wait_for_port,
@@ -64,16 +65,9 @@ def checkout_version() -> str:
     return described + (", with uncommitted changes" if changed else "")
 
 
-def export(ref: str, scratch: Path) -> Path:
+def source_at(ref: str, scratch: Path) -> Path:
     """The bridge's source as of commit `ref`, in a directory of `scratch`."""
-    commit = git("rev-parse", "--short", ref)
-    source = scratch / f"source-{commit}"
-    source.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True, timeout=60
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True, timeout=60)
-    return source
+    return export(ref, scratch / f"source-{git('rev-parse', '--short', ref)}")
 
 
 def bridge_at(ref: str, scratch: Path) -> Path:
@@ -86,7 +80,7 @@ def bridge_at(ref: str, scratch: Path) -> Path:
     python = venv / "bin" / "python"
     if python.exists():
         return python
-    source = export(ref, scratch)
+    source = source_at(ref, scratch)
     subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(source)], check=True, timeout=900
@@ -188,7 +182,7 @@ def start_targets(
             python = bridge_at(ref, scratch)
             found.append(start_bridge(stack, upstream, scratch, name, python, version))
         else:
-            source = export(ref, scratch)
+            source = source_at(ref, scratch)
             found.append(start_bridge(stack, upstream, scratch, name, here, version, source))
     if peers:
         found.append(start_relay(stack, upstream))
