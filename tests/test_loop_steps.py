@@ -25,6 +25,29 @@ from tests.translator_runs import translator
 TOKENS = 5000
 
 
+class LoopSteps:
+    """Counts the event loop's steps while it is open: a task that adds one and yields,
+    over and over."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopSteps:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+
 async def test_other_tasks_run_at_least_every_step_of_upstream_events(
     fake_upstream: FakeUpstream,
 ) -> None:
@@ -32,13 +55,7 @@ async def test_other_tasks_run_at_least_every_step_of_upstream_events(
     frames = [sse(chunk({"content": "tok "})) for _ in range(TOKENS)]
     fake_upstream.script(Reply([b"".join([*frames, sse(chunk(finish_reason="stop")), DONE])]))
     config = bridge_config(fake_upstream.url)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
+    steps = LoopSteps()
 
     # Upstream chunks translated in each pass of the loop (each tick of the other task).
     per_tick: dict[int, int] = {}
@@ -48,20 +65,14 @@ async def test_other_tasks_run_at_least_every_step_of_upstream_events(
         events: list[ResponseEvent] = produce()
         for event in events:
             if isinstance(event, OutputTextDelta):
-                per_tick[ticks] = per_tick.get(ticks, 0) + event.delta.count("tok ")
+                per_tick[steps.count] = per_tick.get(steps.count, 0) + event.delta.count("tok ")
 
     turn = translator()
     turn.start()
     body = UpstreamBody.of(orjson.dumps({"model": "m", "messages": [], "stream": True}))
-    ticker = asyncio.create_task(tick())
-    try:
-        async with aiohttp.ClientSession() as session:
-            upstream = UpstreamClient(
-                session, "fake", config.providers["fake"], None, config.upstream
-            )
-            assert await pump(upstream, body, turn, send) is None
-    finally:
-        ticker.cancel()
+    async with steps, aiohttp.ClientSession() as session:
+        upstream = UpstreamClient(session, "fake", config.providers["fake"], None, config.upstream)
+        assert await pump(upstream, body, turn, send) is None
     assert sum(per_tick.values()) == TOKENS
     assert max(per_tick.values()) <= STEP_EVENTS, per_tick
 
@@ -80,22 +91,10 @@ async def test_a_replayed_conversation_is_matched_a_slice_of_items_per_loop_step
     replayed = msgspec.json.decode(
         msgspec.json.encode([*history, {"role": "user", "content": "more"}])
     )
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    try:
-        started = ticks
+    async with LoopSteps() as loop_steps:
+        started = loop_steps.count
         found = await cache.match("k:a", "conv", replayed)
-        steps = ticks - started
-    finally:
-        ticker.cancel()
+        steps = loop_steps.count - started
     assert found is not None
     assert found.base == ("resp_1", len(history))
     assert found.encoded[: len(history)] == [None] * len(history)
