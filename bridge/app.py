@@ -132,8 +132,14 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     # No limit here: each provider bounds its own requests in flight (UpstreamClient), so
     # one provider's slow or stalled requests cannot take the others' connections.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    # No cookie jar: the session serves every client, so a cookie a provider set on one
+    # client's answer (a load balancer's affinity, a CDN's bot check) would go upstream
+    # with everyone's later requests. A request to a provider is authorized by its key alone.
     async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=True, read_bufsize=16384
+        connector=connector,
+        auto_decompress=True,
+        read_bufsize=16384,
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         app[HTTP_SESSION] = session
         upstreams: dict[str, UpstreamClient] = {}

@@ -380,7 +380,9 @@ class FakeUpstream:
             return web.json_response(reply.error_body, status=reply.status, headers=reply.headers)
         if not streamed:
             return await self._answer_whole(request, reply)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", **reply.headers}
+        )
         try:
             await response.prepare(request)
             for sent, frame in enumerate(reply.frames):
@@ -410,4 +412,4 @@ class FakeUpstream:
         if reply.drop_after is not None and request.transport is not None:
             request.transport.abort()
             return web.StreamResponse()
-        return web.json_response(reply.whole or completion_of(reply.frames))
+        return web.json_response(reply.whole or completion_of(reply.frames), headers=reply.headers)

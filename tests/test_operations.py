@@ -323,6 +323,31 @@ async def test_client_key_is_forwarded_only_when_the_provider_opts_in(
         assert fake_upstream.headers[-1]["Authorization"] == expected
 
 
+async def test_a_cookie_one_client_was_given_never_goes_with_another_clients_request(
+    fake_upstream: FakeUpstream, aiohttp_client: ClientFactory
+) -> None:
+    """The provider's connection pool is shared, its cookies are not: a cookie set on one
+    client's answer (a load balancer's affinity, a CDN's bot check) would otherwise go
+    upstream with every later request, whoever sends it. (Addressed by name: a cookie jar
+    takes no cookies from an IP address.)"""
+    by_name = fake_upstream.url.replace("127.0.0.1", "localhost")
+    config = bridge_config(by_name, provider="forward_client_key = true")
+    client = await aiohttp_client(create_app(config, {}))
+    given = thinking_text_reply([], ["x"])
+    given.headers["Set-Cookie"] = "affinity=alice-node-7; Path=/; Max-Age=3600"
+    fake_upstream.script(given, thinking_text_reply([], ["y"]))
+    for key in ("alice-key", "bob-key"):
+        response = await client.post(
+            "/v1/responses",
+            json={"model": MODEL, "input": "x"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["status"] == "completed"
+    assert fake_upstream.headers[1]["Authorization"] == "Bearer bob-key"
+    assert "Cookie" not in fake_upstream.headers[1], fake_upstream.headers[1]["Cookie"]
+
+
 # ---- logs ----------------------------------------------------------------------------
 
 
