@@ -15,7 +15,7 @@ This measures them apart, for each target in front of the same paced upstream
   the target's CPU per request, less its 10 tokens at the steady rate.
 
 CPU per token at N-token answers is then about steady + turn / N; the report gives it for
-N = 200 (paced-64's answers) beside what run.py measures there. The targets: the bridge (this
+N = 200, the answers of run.py's paced-64. The targets: the bridge (this
 checkout, persistence on, SQLite synchronous = "full"), codex-relay, the pass-through
 (bench/passthrough.py: aiohttp on both sides) and the protocol floor (bench/protocol_floor.py:
 no HTTP library). Writes bench/TURN_COSTS.md. Loopback only; every run is bounded by its
