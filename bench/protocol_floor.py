@@ -78,6 +78,10 @@ class Upstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.ready.set_result(None)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in POOL:
+            POOL.remove(self)
+
     def start(self, client: Client, body: bytes) -> None:
         self.client, self.buf, self.head_done, self.sse = client, b"", False, b""
         assert self.transport is not None
