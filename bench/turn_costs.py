@@ -8,9 +8,10 @@ This measures them apart, for each target in front of the same paced upstream
 (bench/fake_upstream.py, 75 tokens/s per stream, one token per write):
 
 - steady: `--streams` answers long enough to outlast the window, their first requests spread
-  over one second; the target's CPU over a `--window`-second window that opens 5 s after the
-  last one started, when no turn starts or ends, divided by the tokens the upstream wrote in it
-  (streams x rate x window). Every answer must arrive whole, or the run counts as failed.
+  over one second; the target's CPU over a `--window`-second window that opens 6 s after the
+  load client started (about 4 s after the last answer did), when no turn starts or ends,
+  divided by the tokens the upstream wrote in it (streams x rate x window). Every answer
+  must arrive whole, or the run counts as failed.
 - per turn: `--streams` closed-loop clients asking 10-token answers for 8 s (load.py's window):
   the target's CPU per request, less its 10 tokens at the steady rate.
 
@@ -43,8 +44,8 @@ from targets import Target, checkout_version, start_bridge, start_passthrough, s
 
 RATE = 75.0
 SHORT_TOKENS = 10
-# The steady window opens this long after the last stream started (its first token, and the
-# load client's warm-up request, are well past by then).
+# The steady window opens this long after the last stream was due to start (its first token,
+# and the load client's start and warm-up request, are well past by then).
 SETTLE = 5.0
 STAGGER = 1.0
 LOAD_TIMEOUT = 120.0
