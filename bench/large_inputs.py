@@ -326,7 +326,7 @@ def run_case(name: str) -> str:
         config = directory / "bench.toml"
         config.write_text(
             '[server]\nlog_level = "warning"\n'
-            f'[store]\npath = "{directory / "bench.db"}"\n'
+            f'[store]\npath = "{directory / "bench.db"}"\nspool_dir = "{directory / "spool"}"\n'
             f'[providers.bench]\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
             '[models."bench"]\nprovider = "bench"\n' + extra
         )

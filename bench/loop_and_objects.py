@@ -64,7 +64,7 @@ async def servers(state: Path) -> tuple[TestServer, TestServer]:
     await up.start_server()
     config = parse_config(
         "[server]\nmax_request_bytes = 1073741824\nmax_request_bytes_in_flight = 1073741824\n"
-        f'[store]\npath = "{state / "bridge.db"}"\n'
+        f'[store]\npath = "{state / "bridge.db"}"\nspool_dir = "{state / "spool"}"\n'
         f'[providers.fake]\nbase_url = "{str(up.make_url("")).rstrip("/")}/v1"\n'
         '[models.bench]\nprovider = "fake"\n'
     )

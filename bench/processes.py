@@ -85,12 +85,13 @@ def process(
 
 
 def bridge_config(directory: Path, upstream: str) -> Path:
-    """A bridge config with persistence on, the models of bench/fake_upstream.py and "bench"."""
+    """A bridge config with persistence on (its database and its spool in `directory`), the
+    models of bench/fake_upstream.py and "bench"."""
     config = directory / "bench.toml"
     models = "".join(f'[models."{name}"]\nprovider = "bench"\n' for name in BRIDGE_MODELS)
     config.write_text(
         '[server]\nlog_level = "warning"\n'
-        f'[store]\npath = "{directory / "bench.db"}"\n'
+        f'[store]\npath = "{directory / "bench.db"}"\nspool_dir = "{directory / "spool"}"\n'
         f'[providers.bench]\nbase_url = "{upstream}/v1"\n' + models
     )
     return config

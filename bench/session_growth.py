@@ -252,7 +252,7 @@ def bridge_config(directory: Path, upstream: str) -> tuple[Path, Path]:
     config = directory / "bench.toml"
     config.write_text(
         '[server]\nlog_level = "warning"\n'
-        f'[store]\npath = "{db}"\n'
+        f'[store]\npath = "{db}"\nspool_dir = "{directory / "spool"}"\n'
         f'[providers.bench]\nbase_url = "{upstream}/v1"\n'
         '[models."bench"]\nprovider = "bench"\n'
     )

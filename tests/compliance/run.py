@@ -135,7 +135,7 @@ def _config(path: Path, upstream: str, flavour: str, events: str, state: Path) -
     profile = "deepseek" if flavour == "thinking" else "openai"
     path.write_text(
         f'[server]\nreasoning_events = "{events}"\n'
-        f'[store]\npath = "{state / "bridge.db"}"\n'
+        f'[store]\npath = "{state / "bridge.db"}"\nspool_dir = "{state / "spool"}"\n'
         f'[providers.fake]\nbase_url = "{upstream}/v1"\nprofile = "{profile}"\n'
         f'[models."{MODEL}"]\nprovider = "fake"\ninput_modalities = ["text", "image"]\n'
     )
