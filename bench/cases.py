@@ -134,8 +134,8 @@ class Run:
         return f"{found[0]} busy {found[1]:.0%}" if found else None
 
 
-def measure(case: Case, target: Target, upstream_pid: int, rep: int) -> Run:
-    """Run bench/load.py for `case` against `target` and read what it measured."""
+def load_command(case: Case, target: Target, upstream_pid: int) -> list[str]:
+    """bench/load.py's command line for `case` against `target`, watching both processes."""
     args = [PYTHON, str(BENCH / "load.py"), target.url, target.kind, str(case.clients)]
     args += ["--seconds", str(case.seconds), "--model", case.model, "--tokens", str(case.tokens)]
     args += ["--stagger", str(case.stagger), "--watch", str(upstream_pid)]
@@ -143,6 +143,12 @@ def measure(case: Case, target: Target, upstream_pid: int, rep: int) -> Run:
         args += ["--watch", str(target.pid)]
     if not case.stream:
         args.append("--no-stream")
+    return args
+
+
+def measure(case: Case, target: Target, upstream_pid: int, rep: int) -> Run:
+    """Run bench/load.py for `case` against `target` and read what it measured."""
+    args = load_command(case, target, upstream_pid)
     # The window plus the answers still in flight at its end; a paced answer takes seconds.
     done = subprocess.run(args, capture_output=True, timeout=case.seconds + 300, check=False)
     if done.returncode != 0:

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -38,8 +37,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cases import Case, load_command, measure
 from proc_stats import cpu_seconds
 from processes import BENCH, PYTHON, free_port, process, wait_for_port
+from report import spread
 from targets import Target, checkout_version, start_bridge, start_passthrough, start_relay
 
 RATE = 75.0
@@ -65,38 +66,16 @@ def start_floor(stack: ExitStack, upstream_port: int) -> Target:
     return Target("protocol floor", f"http://127.0.0.1:{port}/v1", "responses", proc.pid, "-")
 
 
-def load(target: Target, streams: int, seconds: float, tokens: int) -> list[str]:
-    return [
-        PYTHON,
-        str(BENCH / "load.py"),
-        target.url,
-        "responses",
-        str(streams),
-        "--model",
-        "paced",
-        "--seconds",
-        str(seconds),
-        "--tokens",
-        str(tokens),
-        "--stagger",
-        str(STAGGER),
-    ]
-
-
-def outcomes(raw: bytes) -> list[dict[str, object]]:
-    requests: list[dict[str, object]] = json.loads(raw)["requests"]
-    return requests
-
-
-def steady(target: Target, streams: int, window: float) -> float:
+def steady(target: Target, upstream_pid: int, streams: int, window: float) -> float:
     """CPU per token (us) while every stream is mid-answer."""
     assert target.pid is not None
     # Long enough that no answer ends before the window does.
     tokens = int((STAGGER + SETTLE + window + 2.0) * RATE)
     # Every client starts its one request within the stagger (one that starts after load.py's
     # window would never start), and none can start a second: the answers outlast the run.
-    seconds = STAGGER + 0.5
-    client = subprocess.Popen(load(target, streams, seconds, tokens), stdout=subprocess.PIPE)
+    case = Case("steady", "steady", "paced", streams, tokens, STAGGER + 0.5, stagger=STAGGER)
+    command = load_command(case, target, upstream_pid)
+    client = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
         time.sleep(STAGGER + SETTLE)
         before = cpu_seconds(target.pid)
@@ -107,25 +86,20 @@ def steady(target: Target, streams: int, window: float) -> float:
         if client.poll() is None:
             client.kill()
             client.wait()
-    done = outcomes(raw)
+    done = json.loads(raw)["requests"]
     whole = [r for r in done if r["complete"] and r["tokens"] == tokens]
     if len(done) != streams or len(whole) != streams:
         raise RuntimeError(f"{target.name}: {len(whole)} of {streams} answers came whole")
     return spent / (streams * RATE * window) * 1e6
 
 
-def per_turn(target: Target, streams: int, steady_us: float) -> float:
+def per_turn(target: Target, upstream_pid: int, streams: int, steady_us: float) -> float:
     """CPU per request (ms) of short answers, less their tokens at the steady rate."""
-    assert target.pid is not None
-    args = [*load(target, streams, 8.0, SHORT_TOKENS), "--watch", str(target.pid)]
-    ran = subprocess.run(args, capture_output=True, check=True, timeout=LOAD_TIMEOUT)
-    measured = json.loads(ran.stdout)
-    done = measured["requests"]
-    failed = [r for r in done if not r["complete"]]
-    if failed:
-        raise RuntimeError(f"{target.name}: {len(failed)} short answers failed: {failed[0]}")
-    cpu = measured["watched"][str(target.pid)]["cpu"]
-    return float(cpu) / len(done) * 1000 - SHORT_TOKENS * steady_us / 1000
+    case = Case("per-turn", "per turn", "paced", streams, SHORT_TOKENS, 8.0, stagger=STAGGER)
+    run = measure(case, target, upstream_pid, 0)
+    if run.failed:
+        raise RuntimeError(f"{target.name}: {run.failed} short answers failed: {run.first_error}")
+    return run.cpu_per_request_ms - SHORT_TOKENS * steady_us / 1000
 
 
 def main() -> int:
@@ -153,7 +127,7 @@ def main() -> int:
         starters["protocol floor"] = lambda stack, scratch: start_floor(stack, up_port)
     figures = {name: Figures() for name in starters}
     with ExitStack() as outer:
-        outer.enter_context(process([*fake, *pace]))
+        upstream_pid = outer.enter_context(process([*fake, *pace])).pid
         wait_for_port(up_port)
         for rep in range(args.reps):
             # Each target started afresh for each measure, in a turning order.
@@ -161,23 +135,16 @@ def main() -> int:
             for name in order:
                 with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
                     target = starters[name](stack, Path(scratch))
-                    us = steady(target, args.streams, args.window)
+                    us = steady(target, upstream_pid, args.streams, args.window)
                 with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
                     target = starters[name](stack, Path(scratch))
-                    ms = per_turn(target, args.streams, us)
+                    ms = per_turn(target, upstream_pid, args.streams, us)
                 figures[name].steady_us.append(us)
                 figures[name].turn_ms.append(ms)
                 print(f"rep {rep + 1} {name}: steady {us:.1f} us/token, {ms:.2f} ms/turn")
             loads.append(os.getloadavg())
     write_report(figures, args, started, loads)
     return 0
-
-
-def spread(values: list[float], digits: int) -> str:
-    return (
-        f"{statistics.median(values):.{digits}f} "
-        f"[{min(values):.{digits}f}, {max(values):.{digits}f}]"
-    )
 
 
 def write_report(
@@ -210,8 +177,8 @@ def write_report(
     for name, found in figures.items():
         at_200 = [s + t * 1000 / 200 for s, t in zip(found.steady_us, found.turn_ms, strict=True)]
         lines.append(
-            f"| {name} | {spread(found.steady_us, 1)} | {spread(found.turn_ms, 2)} "
-            f"| {spread(at_200, 1)} |"
+            f"| {name} | {spread(found.steady_us, '.1f')} | {spread(found.turn_ms, '.2f')} "
+            f"| {spread(at_200, '.1f')} |"
         )
     (BENCH / "TURN_COSTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
