@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from processes import bridge_config as bench_config
 from processes import export
 
 BENCH = Path(__file__).resolve().parent
@@ -248,15 +249,8 @@ async def play_session(
 
 
 def bridge_config(directory: Path, upstream: str) -> tuple[Path, Path]:
-    db = directory / "bench.db"
-    config = directory / "bench.toml"
-    config.write_text(
-        '[server]\nlog_level = "warning"\n'
-        f'[store]\npath = "{db}"\nspool_dir = "{directory / "spool"}"\n'
-        f'[providers.bench]\nbase_url = "{upstream}/v1"\n'
-        '[models."bench"]\nprovider = "bench"\n'
-    )
-    return config, db
+    """The benchmarks' bridge config (bench/processes.py) in `directory`, and its database."""
+    return bench_config(directory, upstream), directory / "bench.db"
 
 
 async def wait_until_up(url: str, seconds: float = 30.0) -> None:
