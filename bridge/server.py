@@ -18,6 +18,7 @@ import time
 from aiohttp import web
 
 from bridge import __version__
+from bridge.collector import settle_after_startup
 from bridge.notify import Notifier
 from bridge.turns import ABORT_GRACE
 
@@ -90,6 +91,7 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = _bound_port(runner, port)
+        settle_after_startup()
         shown = f"[{host}]" if ":" in host else host
         log.info("responses-bridge %s listening on http://%s:%d/v1", __version__, shown, bound)
         notifier.notify("READY=1", f"STATUS=listening on {shown}:{bound}")
