@@ -31,6 +31,7 @@ from processes import (
     PYTHON,
     REPO,
     bridge_config,
+    bridge_env,
     export,
     free_port,
     process,
@@ -73,6 +74,7 @@ def one_run(source: Path, scratch: Path, clients: int, seconds: float) -> Figure
         port = free_port()
         probe = state / "collections.json"
         env = {
+            **bridge_env(state),
             "PYTHONPATH": os.pathsep.join([str(source), str(BENCH / "gc_probe")]),
             "GC_PROBE_OUT": str(probe),
         }
@@ -121,9 +123,9 @@ def main() -> int:
         sources = [("this checkout", REPO)]
         if args.baseline:
             sources.append((args.baseline, export(args.baseline, scratch / "baseline")))
-        # Alternated, so a change in the machine's load falls on both.
+        # Alternated, and in turn first, so a change in the machine's load falls on both.
         for rep in range(args.reps):
-            for name, source in sources:
+            for name, source in sources if rep % 2 == 0 else sources[::-1]:
                 print(f"{name}, run {rep + 1}", flush=True)
                 rows.append((name, one_run(source, scratch, args.clients, args.seconds)))
 

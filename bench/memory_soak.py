@@ -25,7 +25,15 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import BENCH, PYTHON, bridge_config, free_port, process, wait_until_up
+from processes import (
+    BENCH,
+    PYTHON,
+    bridge_config,
+    bridge_env,
+    free_port,
+    process,
+    wait_until_up,
+)
 
 TARGET_GROWTH_MB = 8.0
 SAMPLE_EVERY = 1000
@@ -75,7 +83,7 @@ def main() -> int:
         serve = [PYTHON, "-m", "bridge", "serve", "--config", str(config), "--port"]
         with (
             process([PYTHON, str(BENCH / "fake_upstream.py"), str(up_port), "8", "8"]),
-            process([*serve, str(bridge_port)]) as bridge,
+            process([*serve, str(bridge_port)], env=bridge_env(Path(scratch))) as bridge,
         ):
             wait_until_up(f"{upstream}/v1/models")
             wait_until_up(f"{bridge_url}/healthz")

@@ -85,13 +85,21 @@ def process(
 
 
 def bridge_config(directory: Path, upstream: str) -> Path:
-    """A bridge config with persistence on (its database and its spool in `directory`), the
-    models of bench/fake_upstream.py and "bench"."""
+    """A bridge config with persistence on (its database in `directory`), the models of
+    bench/fake_upstream.py and "bench". It names no key that an older release refuses, so a
+    --baseline commit starts on it too; its spool goes where bridge_env puts it."""
     config = directory / "bench.toml"
     models = "".join(f'[models."{name}"]\nprovider = "bench"\n' for name in BRIDGE_MODELS)
     config.write_text(
         '[server]\nlog_level = "warning"\n'
-        f'[store]\npath = "{directory / "bench.db"}"\nspool_dir = "{directory / "spool"}"\n'
+        f'[store]\npath = "{directory / "bench.db"}"\n'
         f'[providers.bench]\nbase_url = "{upstream}/v1"\n' + models
     )
     return config
+
+
+def bridge_env(directory: Path) -> dict[str, str]:
+    """The environment a benchmark's bridge adds to this one's: `directory` as its state
+    directory, where its spool goes by default (`[store] spool_dir`, which releases before
+    the spool refuse as a key): a run leaves nothing in the home directory."""
+    return {"STATE_DIRECTORY": str(directory)}

@@ -41,7 +41,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from processes import bridge_config as bench_config
-from processes import export
+from processes import bridge_env, export
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -289,7 +289,7 @@ async def run_one(source: Path, turns: int, store: bool, delay: float) -> list[T
         bridge = await asyncio.create_subprocess_exec(
             *[PYTHON, "-m", "bridge", "serve", "--config", str(config), "--port", str(port)],
             cwd=source,
-            env={**os.environ, "PYTHONPATH": str(source)},
+            env={**os.environ, **bridge_env(Path(scratch)), "PYTHONPATH": str(source)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -26,6 +26,7 @@ from processes import (
     PYTHON,
     REPO,
     bridge_config,
+    bridge_env,
     export,
     free_port,
     process,
@@ -109,7 +110,9 @@ def start_bridge(
     args = [str(python), "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
     here = python == Path(PYTHON) and source is None
     cwd = REPO if here else state
-    env = {"PYTHONPATH": str(source)} if source is not None else None
+    env = bridge_env(state)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     log = state / "bridge.log"
     bridge = stack.enter_context(process([*args, "--port", str(port)], env=env, cwd=cwd, log=log))
     try:

@@ -45,6 +45,7 @@ from session_growth import (
     TURN_TIMEOUT,
     Upstream,
     bridge_config,
+    bridge_env,
     free_port,
     initial_input,
     read_final,
@@ -256,7 +257,7 @@ async def run(turns: int) -> dict[str, list[Turn]]:
         bridge = await asyncio.create_subprocess_exec(
             *[PYTHON, "-m", "bridge", "serve", "--config", str(config), "--port", str(port)],
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, **bridge_env(Path(scratch)), "PYTHONPATH": str(REPO)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

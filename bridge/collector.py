@@ -2,13 +2,13 @@
 and kept from scanning a very large request while it is served.
 
 Once the bridge has started (its modules imported, its database opened and migrated), the
-objects it holds, some 47,000 of them, live as long as the process: settle_after_startup
-moves them out of the collector's sight (gc.freeze), where a full collection spent 25-35 ms
+objects it holds, some 46,000 of them, live as long as the process: settle_after_startup
+moves them out of the collector's sight (gc.freeze), where a full collection spent 27-43 ms
 looking at them again each time. It also lets the youngest generation grow to
 YOUNG_THRESHOLD allocations between collections instead of CPython's 700: a turn's objects
 are mostly freed by reference counting before a collection sees them, and at 16 streams of
-10-token turns the collector's time per turn fell from about 75 us to 25 us
-(bench/README.md, "Garbage collection").
+10-token turns the collector's time per turn fell from 75-100 us to 13-19 us, and its
+longest pause from 30-43 ms to 4-6 (bench/README.md, "Garbage collection").
 
 Now and then CPython's collector looks at every container object of the process at once (a
 full collection), holding every thread, the event loop included. While a 50 MB request is
