@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,21 +25,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from processes import (
-    BENCH,
-    PYTHON,
-    REPO,
-    bridge_config,
-    bridge_env,
-    export,
-    free_port,
-    process,
-    wait_for_port,
-    wait_until_up,
-)
+from cases import Case, measure
+from processes import BENCH, PYTHON, export, free_port, process, wait_for_port
+from targets import checkout_version, start_bridge
 
 TOKENS = 10
-LOAD_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -52,56 +41,45 @@ class Figures:
     by_generation: tuple[int, int, int]
 
 
-def load(url: str, clients: int, seconds: float, pid: int) -> dict[str, object]:
-    command = [PYTHON, str(BENCH / "load.py"), url, "responses", str(clients)]
-    command += ["--seconds", str(seconds), "--model", "paced", "--tokens", str(TOKENS)]
-    command += ["--watch", str(pid)]
-    done = subprocess.run(command, capture_output=True, check=True, timeout=LOAD_TIMEOUT)
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
-
-
-def one_run(source: Path, scratch: Path, clients: int, seconds: float) -> Figures:
-    """One bridge of `source`, warmed up, then measured over the window."""
+def one_run(
+    name: str, source: Path | None, version: str, scratch: Path, clients: int, seconds: float
+) -> Figures:
+    """One bridge (this checkout's with `source` None), warmed up, then measured over the
+    window."""
+    probe = scratch / f"{name}.collections.json"
     with ExitStack() as stack:
         up_port = free_port()
+        upstream = f"http://127.0.0.1:{up_port}"
         fake = [PYTHON, str(BENCH / "fake_upstream.py"), str(up_port), "2000"]
         fake += ["--rate", "100000", "--first-token-delay", "0"]
-        stack.enter_context(process(fake))
+        upstream_pid = stack.enter_context(process(fake)).pid
         wait_for_port(up_port)
-        state = Path(tempfile.mkdtemp(dir=scratch))
-        config = bridge_config(state, f"http://127.0.0.1:{up_port}")
-        port = free_port()
-        probe = state / "collections.json"
-        env = {
-            **bridge_env(state),
-            "PYTHONPATH": os.pathsep.join([str(source), str(BENCH / "gc_probe")]),
-            "GC_PROBE_OUT": str(probe),
-        }
-        args = [PYTHON, "-m", "bridge", "serve", "--config", str(config), "--port", str(port)]
-        with process(args, env=env, cwd=state, log=state / "bridge.log") as bridge:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_up(f"{url}/healthz")
-            load(f"{url}/v1", clients, 1.0, bridge.pid)
-            opened = time.time()
-            result = load(f"{url}/v1", clients, seconds, bridge.pid)
-            closed = time.time()
-        # The process has exited (terminated, then drained): the probe has written.
-        collections = json.loads(probe.read_text())
-    requests = result["requests"]
-    assert isinstance(requests, list)
-    failed = [r for r in requests if not r["complete"]]
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(requests)} turns failed")
-    watched = result["watched"]
-    assert isinstance(watched, dict)
-    cpu = float(next(iter(watched.values()))["cpu"])
+        bridge = start_bridge(
+            stack,
+            upstream,
+            scratch,
+            name,
+            Path(PYTHON),
+            version,
+            source,
+            extra_path=[BENCH / "gc_probe"],
+            env={"GC_PROBE_OUT": str(probe)},
+        )
+        measure(Case("warm-up", "warm-up", "paced", clients, TOKENS, 1.0), bridge, upstream_pid, 0)
+        opened = time.time()
+        window = Case("short turns", "short turns", "paced", clients, TOKENS, seconds)
+        run = measure(window, bridge, upstream_pid, 1)
+        closed = time.time()
+    # The bridge has exited (terminated, then drained): the probe has written.
+    collections = json.loads(probe.read_text())
+    if run.failed:
+        raise RuntimeError(f"{run.failed} of {run.requests} turns failed: {run.first_error}")
     inside = [(g, took) for at, g, took in collections if opened <= at <= closed]
-    turns = len(requests)
+    turns = run.requests
     counts = tuple(sum(1 for g, _ in inside if g == generation) for generation in range(3))
     return Figures(
         turns=turns,
-        cpu_ms=cpu / turns * 1000,
+        cpu_ms=run.cpu_per_request_ms,
         gc_us=sum(took for _, took in inside) / turns * 1e6,
         longest_ms=max((took for _, took in inside), default=0.0) * 1000,
         by_generation=(counts[0], counts[1], counts[2]),
@@ -120,14 +98,18 @@ def main() -> int:
     rows: list[tuple[str, Figures]] = []
     with tempfile.TemporaryDirectory(prefix="gc-cost-") as tmp:
         scratch = Path(tmp)
-        sources = [("this checkout", REPO)]
+        sources: list[tuple[str, Path | None, str]] = [("this checkout", None, checkout_version())]
         if args.baseline:
-            sources.append((args.baseline, export(args.baseline, scratch / "baseline")))
+            exported = export(args.baseline, scratch / "baseline")
+            sources.append((args.baseline, exported, args.baseline))
         # Alternated, and in turn first, so a change in the machine's load falls on both.
         for rep in range(args.reps):
-            for name, source in sources if rep % 2 == 0 else sources[::-1]:
+            for name, source, version in sources if rep % 2 == 0 else sources[::-1]:
                 print(f"{name}, run {rep + 1}", flush=True)
-                rows.append((name, one_run(source, scratch, args.clients, args.seconds)))
+                figures = one_run(
+                    f"{name}-{rep + 1}", source, version, scratch, args.clients, args.seconds
+                )
+                rows.append((name, figures))
 
     lines = [
         "# The garbage collector's cost per turn (bench/gc_cost.py)",

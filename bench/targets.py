@@ -15,8 +15,10 @@ bench/.peers, as a user of that commit would have had it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +99,15 @@ def start_bridge(
     python: Path,
     version: str,
     source: Path | None = None,
+    extra_path: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Target:
     """`python -m bridge serve`, persistence on (SQLite, synchronous=full).
 
     It runs in its state directory, so `python -m` imports the bridge of `source` (first on
     PYTHONPATH) or else the one installed in `python`'s environment; for this checkout it
-    runs in the checkout instead.
+    runs in the checkout instead. `extra_path` goes on PYTHONPATH after `source` (a probe's
+    sitecustomize, say) and `env` into its environment.
     """
     state = scratch / name.replace("@", "-")
     state.mkdir()
@@ -110,11 +115,15 @@ def start_bridge(
     args = [str(python), "-m", "bridge", "serve", "--config", str(bridge_config(state, upstream))]
     here = python == Path(PYTHON) and source is None
     cwd = REPO if here else state
-    env = bridge_env(state)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
+    environment = bridge_env(state)
+    path = [str(directory) for directory in (*([source] if source else []), *extra_path)]
+    if path:
+        environment["PYTHONPATH"] = os.pathsep.join(path)
+    environment.update(env or {})
     log = state / "bridge.log"
-    bridge = stack.enter_context(process([*args, "--port", str(port)], env=env, cwd=cwd, log=log))
+    bridge = stack.enter_context(
+        process([*args, "--port", str(port)], env=environment, cwd=cwd, log=log)
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz")
     except RuntimeError as failed:
